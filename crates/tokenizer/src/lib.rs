@@ -1,0 +1,1 @@
+//! Byte-level BPE tokenizer (see issue 2).

@@ -1,0 +1,1 @@
+//! The training system (see issue 4).
