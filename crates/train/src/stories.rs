@@ -1,0 +1,1 @@
+//! (being written) A generator of simple stories from a grammar: the built-in quickstart corpus.
