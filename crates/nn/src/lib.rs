@@ -6,6 +6,7 @@
 
 pub mod clip;
 pub mod config;
+pub mod kernels;
 pub mod loss;
 pub mod model;
 pub mod optim;

@@ -1,0 +1,280 @@
+//! Causal multi-head scaled dot-product attention, heads as consecutive column blocks of width
+//! d_head in (batch, seq, n_heads·d_head) buffers. The probabilities are kept for the backward.
+//! Work is parallel over the batch; per (batch, head) the products go through gemm in row blocks
+//! that skip the masked upper triangle.
+
+use super::matmul::gemm_strided;
+use rayon::prelude::*;
+
+/// Rows per causal block: the products for rows [r0, r1) only touch columns [0, r1).
+const BLOCK: usize = 64;
+
+/// `out (batch, seq, n_heads·d_head)` = per head `softmax(QKᵀ/√d_head, causal) · V`; `att
+/// (batch, n_heads, seq, seq)` gets the probabilities (row t: columns ≤ t, zeros above the
+/// diagonal). q, k, v (batch, seq, n_heads·d_head), RoPE already applied. Overwrites out and att.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward(
+    out: &mut [f32],
+    att: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    batch: usize,
+    seq: usize,
+    n_heads: usize,
+    d_head: usize,
+) {
+    let d = n_heads * d_head;
+    let (t_len, bd, ba) = (seq, seq * d, n_heads * seq * seq);
+    for (name, x) in [("out", &*out), ("q", q), ("k", k), ("v", v)] {
+        assert_eq!(x.len(), batch * bd, "attention_forward: {name}");
+    }
+    assert_eq!(att.len(), batch * ba, "attention_forward: att");
+    if batch == 0 || seq == 0 {
+        return;
+    }
+    let scale = 1.0 / (d_head as f32).sqrt();
+    out.par_chunks_mut(bd)
+        .zip(att.par_chunks_mut(ba))
+        .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
+        .for_each(|((out, att), ((q, k), v))| {
+            for (h, p) in att.chunks_exact_mut(t_len * t_len).enumerate() {
+                let c = h * d_head;
+                for r0 in (0..t_len).step_by(BLOCK) {
+                    let r1 = (r0 + BLOCK).min(t_len);
+                    let s = &mut p[r0 * t_len..];
+                    // S[r0..r1, 0..r1] = scale · Q[r0..r1] K[0..r1]ᵀ
+                    gemm_strided(
+                        r1 - r0,
+                        r1,
+                        d_head,
+                        s,
+                        t_len,
+                        false,
+                        (&q[r0 * d + c..], d, 1),
+                        (&k[c..], 1, d),
+                        scale,
+                        false,
+                    );
+                    for t in r0..r1 {
+                        softmax_causal_row(&mut p[t * t_len..(t + 1) * t_len], t);
+                    }
+                    // O[r0..r1] = P[r0..r1, 0..r1] · V[0..r1]
+                    gemm_strided(
+                        r1 - r0,
+                        d_head,
+                        r1,
+                        &mut out[r0 * d + c..],
+                        d,
+                        false,
+                        (&p[r0 * t_len..], t_len, 1),
+                        (&v[c..], d, 1),
+                        1.0,
+                        false,
+                    );
+                }
+            }
+        });
+}
+
+/// Softmax over row[0..=t] in place, zeros after.
+fn softmax_causal_row(row: &mut [f32], t: usize) {
+    let (live, masked) = row.split_at_mut(t + 1);
+    let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let mut sum = 0.0;
+    for x in live.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    live.iter_mut().for_each(|x| *x *= inv);
+    masked.fill(0.0);
+}
+
+/// Backward of `attention_forward` given its `att`: dq, dk, dv (batch, seq, n_heads·d_head) are
+/// OVERWRITTEN; `datt` (batch, n_heads, seq, seq) is scratch (left holding dS, the gradient of the
+/// scaled scores). Shapes as in the forward.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    datt: &mut [f32],
+    dout: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    att: &[f32],
+    batch: usize,
+    seq: usize,
+    n_heads: usize,
+    d_head: usize,
+) {
+    let d = n_heads * d_head;
+    let (t_len, bd, ba) = (seq, seq * d, n_heads * seq * seq);
+    for (name, x) in [
+        ("dq", &*dq),
+        ("dk", &*dk),
+        ("dv", &*dv),
+        ("dout", dout),
+        ("q", q),
+        ("k", k),
+        ("v", v),
+    ] {
+        assert_eq!(x.len(), batch * bd, "attention_backward: {name}");
+    }
+    assert_eq!(att.len(), batch * ba, "attention_backward: att");
+    assert_eq!(datt.len(), batch * ba, "attention_backward: datt");
+    if batch == 0 || seq == 0 {
+        return;
+    }
+    let scale = 1.0 / (d_head as f32).sqrt();
+    dq.par_chunks_mut(bd)
+        .zip(dk.par_chunks_mut(bd))
+        .zip(dv.par_chunks_mut(bd))
+        .zip(datt.par_chunks_mut(ba))
+        .zip(dout.par_chunks(bd).zip(att.par_chunks(ba)))
+        .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
+        .for_each(|(((((dq, dk), dv), datt), (dout, att)), ((q, k), v))| {
+            for h in 0..n_heads {
+                let c = h * d_head;
+                let p = &att[h * t_len * t_len..(h + 1) * t_len * t_len];
+                let ds = &mut datt[h * t_len * t_len..(h + 1) * t_len * t_len];
+                for r0 in (0..t_len).step_by(BLOCK) {
+                    let r1 = (r0 + BLOCK).min(t_len);
+                    // dP[r0..r1, 0..r1] = dO[r0..r1] · V[0..r1]ᵀ
+                    gemm_strided(
+                        r1 - r0,
+                        r1,
+                        d_head,
+                        &mut ds[r0 * t_len..],
+                        t_len,
+                        false,
+                        (&dout[r0 * d + c..], d, 1),
+                        (&v[c..], 1, d),
+                        1.0,
+                        false,
+                    );
+                    // dS = P ⊙ (dP − Σ_u P dP), zero above the diagonal.
+                    for t in r0..r1 {
+                        let pr = &p[t * t_len..t * t_len + t + 1];
+                        let dr = &mut ds[t * t_len..t * t_len + r1];
+                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                        for (x, &pp) in dr.iter_mut().zip(pr) {
+                            *x = pp * (*x - dot);
+                        }
+                        dr[t + 1..].fill(0.0);
+                    }
+                    // dQ[r0..r1] = scale · dS[r0..r1, 0..r1] · K[0..r1]
+                    gemm_strided(
+                        r1 - r0,
+                        d_head,
+                        r1,
+                        &mut dq[r0 * d + c..],
+                        d,
+                        false,
+                        (&ds[r0 * t_len..], t_len, 1),
+                        (&k[c..], d, 1),
+                        scale,
+                        false,
+                    );
+                }
+                for u0 in (0..t_len).step_by(BLOCK) {
+                    let u1 = (u0 + BLOCK).min(t_len);
+                    let rows = t_len - u0;
+                    // dV[u0..u1] = P[u0.., u0..u1]ᵀ · dO[u0..]; dK[u0..u1] = scale · dS[u0.., u0..u1]ᵀ · Q[u0..]
+                    gemm_strided(
+                        u1 - u0,
+                        d_head,
+                        rows,
+                        &mut dv[u0 * d + c..],
+                        d,
+                        false,
+                        (&p[u0 * t_len + u0..], 1, t_len),
+                        (&dout[u0 * d + c..], d, 1),
+                        1.0,
+                        false,
+                    );
+                    gemm_strided(
+                        u1 - u0,
+                        d_head,
+                        rows,
+                        &mut dk[u0 * d + c..],
+                        d,
+                        false,
+                        (&ds[u0 * t_len + u0..], 1, t_len),
+                        (&q[u0 * d + c..], d, 1),
+                        scale,
+                        false,
+                    );
+                }
+            }
+        });
+}
+
+/// Attention of new queries over a KV cache (for generation). q and out (batch, t_new, n_heads·d_head);
+/// k_cache, v_cache (batch, max_len, n_heads·d_head) with positions < start + t_new filled (RoPE
+/// applied to keys). Query t sits at position start + t and sees positions 0..=start + t.
+/// Overwrites out.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_cached(
+    out: &mut [f32],
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    batch: usize,
+    t_new: usize,
+    start: usize,
+    max_len: usize,
+    n_heads: usize,
+    d_head: usize,
+) {
+    let d = n_heads * d_head;
+    assert_eq!(out.len(), batch * t_new * d, "attention_forward_cached: out");
+    assert_eq!(q.len(), batch * t_new * d, "attention_forward_cached: q");
+    assert_eq!(
+        k_cache.len(),
+        batch * max_len * d,
+        "attention_forward_cached: k_cache"
+    );
+    assert_eq!(
+        v_cache.len(),
+        batch * max_len * d,
+        "attention_forward_cached: v_cache"
+    );
+    assert!(start + t_new <= max_len, "attention_forward_cached: past max_len");
+    if batch == 0 || t_new == 0 {
+        return;
+    }
+    let scale = 1.0 / (d_head as f32).sqrt();
+    let total = start + t_new;
+    out.par_chunks_mut(t_new * d)
+        .zip(q.par_chunks(t_new * d))
+        .zip(
+            k_cache
+                .par_chunks(max_len * d)
+                .zip(v_cache.par_chunks(max_len * d)),
+        )
+        .for_each(|((out, q), (kc, vc))| {
+            let mut scores = vec![0.0f32; total];
+            for t in 0..t_new {
+                let n_keys = start + t + 1;
+                for h in 0..n_heads {
+                    let c = h * d_head;
+                    let qv = &q[t * d + c..t * d + c + d_head];
+                    for (u, s) in scores[..n_keys].iter_mut().enumerate() {
+                        let kv = &kc[u * d + c..u * d + c + d_head];
+                        *s = qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    }
+                    softmax_causal_row(&mut scores[..n_keys], n_keys - 1);
+                    let o = &mut out[t * d + c..t * d + c + d_head];
+                    o.fill(0.0);
+                    for (u, &p) in scores[..n_keys].iter().enumerate() {
+                        for (o, &x) in o.iter_mut().zip(&vc[u * d + c..u * d + c + d_head]) {
+                            *o += p * x;
+                        }
+                    }
+                }
+            }
+        });
+}

@@ -1,0 +1,224 @@
+//! Linear layers `y = x Wᵀ` (W stored (d_out, d_in), no bias) and a strided GEMM helper, through
+//! the `gemm` crate.
+
+/// `dst (m, n) = [dst +] alpha · A (m, k) · B (k, n)`, with A and B given by row and column strides
+/// (so transposes are free) and dst by its row stride (column stride 1). `accumulate` false
+/// overwrites dst (its old contents are never read, NaN included). `parallel` lets gemm use the
+/// rayon pool; pass false when already inside a rayon task.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    alpha: f32,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(n <= dst_rs || m == 1, "gemm: dst row stride {dst_rs} < n {n}");
+    assert!((m - 1) * dst_rs + n <= dst.len(), "gemm: dst too short");
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let (a, a_rs, a_cs) = a;
+    let (b, b_rs, b_cs) = b;
+    assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "gemm: lhs too short");
+    assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "gemm: rhs too short");
+    let threads = rayon::current_num_threads();
+    let par = if parallel && threads > 1 && m * n * k >= 48 * 48 * 48 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the asserts above prove that every element gemm addresses, dst[r·dst_rs + c] for
+    // r < m, c < n, a[r·a_rs + i·a_cs] for i < k and b[i·b_rs + c·b_cs], lies inside its slice;
+    // dst is a unique &mut borrow so it cannot alias a or b; with read_dst false gemm never reads
+    // dst (no uninitialized or NaN values leak in); strides fit isize because slices do.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// `out (n, d_out) = inp (n, d_in) · weightᵀ`, weight (d_out, d_in). Overwrites out.
+pub fn matmul_forward(out: &mut [f32], inp: &[f32], weight: &[f32], n: usize, d_in: usize, d_out: usize) {
+    assert_eq!(out.len(), n * d_out, "matmul_forward: out");
+    assert_eq!(inp.len(), n * d_in, "matmul_forward: inp");
+    assert_eq!(weight.len(), d_out * d_in, "matmul_forward: weight");
+    gemm_strided(
+        n,
+        d_out,
+        d_in,
+        out,
+        d_out,
+        false,
+        (inp, d_in, 1),
+        (weight, 1, d_in),
+        1.0,
+        true,
+    );
+}
+
+/// `dinp (n, d_in) (+)= dout (n, d_out) · weight (d_out, d_in)`: overwrites dinp unless
+/// `accumulate`.
+pub fn matmul_backward_input(
+    dinp: &mut [f32],
+    dout: &[f32],
+    weight: &[f32],
+    n: usize,
+    d_in: usize,
+    d_out: usize,
+    accumulate: bool,
+) {
+    assert_eq!(dinp.len(), n * d_in, "matmul_backward_input: dinp");
+    assert_eq!(dout.len(), n * d_out, "matmul_backward_input: dout");
+    assert_eq!(weight.len(), d_out * d_in, "matmul_backward_input: weight");
+    gemm_strided(
+        n,
+        d_in,
+        d_out,
+        dinp,
+        d_in,
+        accumulate,
+        (dout, d_out, 1),
+        (weight, d_in, 1),
+        1.0,
+        true,
+    );
+}
+
+/// `dweight (d_out, d_in) += doutᵀ (d_out, n) · inp (n, d_in)`. Accumulates.
+pub fn matmul_backward_weight(
+    dweight: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    n: usize,
+    d_in: usize,
+    d_out: usize,
+) {
+    assert_eq!(dweight.len(), d_out * d_in, "matmul_backward_weight: dweight");
+    assert_eq!(dout.len(), n * d_out, "matmul_backward_weight: dout");
+    assert_eq!(inp.len(), n * d_in, "matmul_backward_weight: inp");
+    gemm_strided(
+        d_out,
+        d_in,
+        n,
+        dweight,
+        d_in,
+        true,
+        (dout, 1, d_out),
+        (inp, d_in, 1),
+        1.0,
+        true,
+    );
+}
+
+/// Backward of `matmul_forward`: `dinp += dout · weight` and `dweight += doutᵀ · inp`
+/// (both ACCUMULATED). Shapes as in `matmul_forward`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward(
+    dinp: &mut [f32],
+    dweight: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    n: usize,
+    d_in: usize,
+    d_out: usize,
+) {
+    matmul_backward_input(dinp, dout, weight, n, d_in, d_out, true);
+    matmul_backward_weight(dweight, dout, inp, n, d_in, d_out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn strided_gemm_matches_naive_for_transposes_and_accumulation() {
+        let (m, k, n) = (37, 70, 53);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        let want = naive(&a, &b, m, k, n);
+        let mut c = vec![f32::NAN; m * n];
+        gemm_strided(m, n, k, &mut c, n, false, (&a, k, 1), (&b, n, 1), 1.0, true);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() < 1e-4, "{x} {y}");
+        }
+        // B given transposed: bt (n, k), read with strides (1, k).
+        let mut bt = vec![0.0; n * k];
+        for p in 0..k {
+            for j in 0..n {
+                bt[j * k + p] = b[p * n + j];
+            }
+        }
+        gemm_strided(m, n, k, &mut c, n, true, (&a, k, 1), (&bt, 1, k), 2.0, false);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - 3.0 * y).abs() < 3e-4, "{x} {y}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "lhs too short")]
+    fn gemm_rejects_short_slices() {
+        let mut c = vec![0.0; 4];
+        gemm_strided(
+            2,
+            2,
+            3,
+            &mut c,
+            2,
+            false,
+            (&[0.0; 5], 3, 1),
+            (&[0.0; 6], 2, 1),
+            1.0,
+            false,
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! The backend boundary: every computation the model does on its f32 buffers, each as a plain
+//! `*_forward` / `*_backward` pair on row-major slices. The model calls only these, so another
+//! backend (CUDA) can replace this module without touching model code.
+//!
+//! Conventions: shapes are given in the doc comments as (rows, cols), row-major, contiguous.
+//! A backward says for each output whether it is OVERWRITTEN or ACCUMULATED (`+=`); parameter
+//! gradients are always accumulated. Work is parallel over rows with rayon (matmuls through the
+//! `gemm` crate, which dispatches to AVX-512 where the CPU has it).
+
+pub mod attention;
+pub mod cross_entropy;
+pub mod embedding;
+pub mod matmul;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
+
+pub use attention::{attention_backward, attention_forward, attention_forward_cached};
+pub use cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
+pub use embedding::{embedding_backward, embedding_forward};
+pub use matmul::{matmul_backward, matmul_backward_input, matmul_backward_weight, matmul_forward};
+pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward};
+pub use rope::{rope_backward, rope_forward, RopeTable};
+pub use swiglu::{silu_backward, silu_forward, swiglu_backward, swiglu_forward};
+
+/// Rows per rayon task for row-parallel elementwise kernels: enough work per task that the
+/// scheduling cost is negligible, small enough to balance over a few cores.
+pub(crate) fn rows_per_task(n_rows: usize, row_len: usize) -> usize {
+    let target = 16 * 1024; // elements per task
+    (target / row_len.max(1)).clamp(1, n_rows.max(1))
+}

@@ -1,0 +1,94 @@
+//! RMSNorm `y = x / sqrt(mean(x²) + eps) · g` over the last dimension, in f32.
+
+use super::rows_per_task;
+use rayon::prelude::*;
+
+/// `out (n, d) = inp / sqrt(mean(inp²) + eps) · gain`, gain (d); writes `rstd (n)` =
+/// 1/sqrt(mean(inp²) + eps) for the backward. Overwrites out and rstd.
+pub fn rmsnorm_forward(
+    out: &mut [f32],
+    rstd: &mut [f32],
+    inp: &[f32],
+    gain: &[f32],
+    n: usize,
+    d: usize,
+    eps: f32,
+) {
+    assert_eq!(out.len(), n * d, "rmsnorm_forward: out");
+    assert_eq!(inp.len(), n * d, "rmsnorm_forward: inp");
+    assert_eq!(rstd.len(), n, "rmsnorm_forward: rstd");
+    assert_eq!(gain.len(), d, "rmsnorm_forward: gain");
+    let rows = rows_per_task(n, d);
+    out.par_chunks_mut(rows * d)
+        .zip(rstd.par_chunks_mut(rows))
+        .zip(inp.par_chunks(rows * d))
+        .for_each(|((out, rstd), inp)| {
+            for ((y, r), x) in out
+                .chunks_exact_mut(d)
+                .zip(rstd.iter_mut())
+                .zip(inp.chunks_exact(d))
+            {
+                let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
+                let s = 1.0 / (ms + eps).sqrt();
+                *r = s;
+                for ((y, x), g) in y.iter_mut().zip(x).zip(gain) {
+                    *y = x * s * g;
+                }
+            }
+        });
+}
+
+/// Backward of `rmsnorm_forward` given its `rstd`:
+/// `dinp += rstd·g⊙dout − rstd³/d · x · Σ(dout⊙g⊙x)` (ACCUMULATED) and
+/// `dgain += Σ_rows dout ⊙ x · rstd` (ACCUMULATED). Shapes as in the forward.
+#[allow(clippy::too_many_arguments)]
+pub fn rmsnorm_backward(
+    dinp: &mut [f32],
+    dgain: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    gain: &[f32],
+    rstd: &[f32],
+    n: usize,
+    d: usize,
+) {
+    assert_eq!(dinp.len(), n * d, "rmsnorm_backward: dinp");
+    assert_eq!(dout.len(), n * d, "rmsnorm_backward: dout");
+    assert_eq!(inp.len(), n * d, "rmsnorm_backward: inp");
+    assert_eq!(rstd.len(), n, "rmsnorm_backward: rstd");
+    assert_eq!(gain.len(), d, "rmsnorm_backward: gain");
+    assert_eq!(dgain.len(), d, "rmsnorm_backward: dgain");
+    let rows = rows_per_task(n, d);
+    dinp.par_chunks_mut(rows * d)
+        .zip(dout.par_chunks(rows * d))
+        .zip(inp.par_chunks(rows * d))
+        .zip(rstd.par_chunks(rows))
+        .for_each(|(((dx, dy), x), rstd)| {
+            for (((dx, dy), x), &s) in dx
+                .chunks_exact_mut(d)
+                .zip(dy.chunks_exact(d))
+                .zip(x.chunks_exact(d))
+                .zip(rstd)
+            {
+                let dot: f32 = dy.iter().zip(gain).zip(x).map(|((a, g), x)| a * g * x).sum();
+                let c = s * s * s * dot / d as f32;
+                for (((dx, dy), g), x) in dx.iter_mut().zip(dy).zip(gain).zip(x) {
+                    *dx += s * g * dy - c * x;
+                }
+            }
+        });
+    // dgain: parallel over column blocks (each task owns its slice of dgain, no reduction).
+    let cols = 64;
+    dgain.par_chunks_mut(cols).enumerate().for_each(|(cb, dg)| {
+        let c0 = cb * cols;
+        let w = dg.len();
+        for r in 0..n {
+            let s = rstd[r];
+            let dy = &dout[r * d + c0..r * d + c0 + w];
+            let x = &inp[r * d + c0..r * d + c0 + w];
+            for ((g, a), b) in dg.iter_mut().zip(dy).zip(x) {
+                *g += a * b * s;
+            }
+        }
+    });
+}
