@@ -1,6 +1,4 @@
 //! Sampling the next token from logits: greedy, temperature, top-p (nucleus), seeded.
-//!
-//! API CONTRACT (stub).
 
 use crate::Rng;
 
@@ -12,9 +10,281 @@ pub struct SamplingConfig {
     pub top_p: f32,
 }
 
+impl Default for SamplingConfig {
+    /// Plain sampling from softmax(logits): temperature 1, no nucleus.
+    fn default() -> Self {
+        SamplingConfig {
+            temperature: 1.0,
+            top_p: 1.0,
+        }
+    }
+}
+
+/// The index of the largest logit (the first one on ties); NaN logits are never chosen
+/// (0 if all are NaN). Panics on empty logits.
+pub fn argmax(logits: &[f32]) -> u32 {
+    assert!(!logits.is_empty(), "argmax of empty logits");
+    let mut best = 0usize;
+    let mut best_val = f32::NEG_INFINITY;
+    let mut found = false;
+    for (i, &x) in logits.iter().enumerate() {
+        if !x.is_nan() && (!found || x > best_val) {
+            best = i;
+            best_val = x;
+            found = true;
+        }
+    }
+    best as u32
+}
+
 /// Draws a token id from `logits` (vocab). `scratch` is reused memory (any length) to avoid
 /// allocating per token.
+///
+/// - `temperature <= 0` (or non-finite logits at the top): greedy, [`argmax`].
+/// - otherwise p = softmax(logits / temperature), computed stably (max subtracted);
+/// - `top_p < 1`: sampling is restricted to the nucleus, the smallest set of most probable tokens
+///   whose mass reaches `top_p` (at least one token; ties broken by lower id), renormalized.
+///
+/// Exactly one uniform number is drawn from `rng` per sampled token (none for greedy), so equal
+/// seeds give equal tokens. NaN logits get probability 0. Panics on empty logits.
 pub fn sample(logits: &[f32], cfg: SamplingConfig, rng: &mut Rng, scratch: &mut Vec<(f32, u32)>) -> u32 {
-    let _ = (logits, cfg, rng, scratch);
-    todo!()
+    assert!(!logits.is_empty(), "sample from empty logits");
+    if cfg.temperature.is_nan() || cfg.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    let top = argmax(logits);
+    let max = logits[top as usize];
+    if !max.is_finite() {
+        // +inf dominates (or every logit is NaN / -inf): the distribution is a point mass.
+        return top;
+    }
+    let inv_t = 1.0 / cfg.temperature as f64;
+    let weight = |x: f32| -> f64 {
+        if x.is_nan() {
+            0.0
+        } else {
+            ((x as f64 - max as f64) * inv_t).exp()
+        }
+    };
+    if cfg.top_p.is_nan() || cfg.top_p >= 1.0 {
+        // Full distribution: two passes, no scratch needed.
+        let total: f64 = logits.iter().map(|&x| weight(x)).sum();
+        let target = rng.uniform() * total;
+        let mut acc = 0.0;
+        let mut last = top;
+        for (i, &x) in logits.iter().enumerate() {
+            let w = weight(x);
+            if w > 0.0 {
+                acc += w;
+                last = i as u32;
+                if acc > target {
+                    return i as u32;
+                }
+            }
+        }
+        return last;
+    }
+    // Nucleus: unnormalized weights sorted descending (ties by id), smallest prefix with mass ≥ top_p.
+    scratch.clear();
+    scratch.extend(
+        logits
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (weight(x) as f32, i as u32)),
+    );
+    scratch.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let total: f64 = scratch.iter().map(|&(w, _)| w as f64).sum();
+    let want = cfg.top_p.max(0.0) as f64 * total;
+    let mut mass = 0.0;
+    let mut k = 0;
+    while k < scratch.len() {
+        mass += scratch[k].0 as f64;
+        k += 1;
+        if mass >= want {
+            break;
+        }
+    }
+    let target = rng.uniform() * mass;
+    let mut acc = 0.0;
+    for &(w, id) in &scratch[..k] {
+        acc += w as f64;
+        if acc > target {
+            return id;
+        }
+    }
+    scratch[k - 1].1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn softmax(logits: &[f32], t: f64) -> Vec<f64> {
+        let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let e: Vec<f64> = logits.iter().map(|&x| ((x as f64 - max) / t).exp()).collect();
+        let s: f64 = e.iter().sum();
+        e.iter().map(|x| x / s).collect()
+    }
+
+    fn counts(logits: &[f32], cfg: SamplingConfig, seed: u64, n: usize) -> Vec<usize> {
+        let mut rng = Rng::new(seed);
+        let mut scratch = Vec::new();
+        let mut c = vec![0; logits.len()];
+        for _ in 0..n {
+            c[sample(logits, cfg, &mut rng, &mut scratch) as usize] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn greedy_is_argmax_and_draws_nothing() {
+        let logits = [0.1f32, 2.5, -1.0, 2.5, f32::NAN];
+        let mut rng = Rng::new(5);
+        let before = rng.clone();
+        let cfg = SamplingConfig {
+            temperature: 0.0,
+            top_p: 0.9,
+        };
+        assert_eq!(sample(&logits, cfg, &mut rng, &mut Vec::new()), 1);
+        assert_eq!(rng, before);
+        assert_eq!(argmax(&[f32::NAN, -3.0, -2.0]), 2);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
+        // A tiny temperature is effectively greedy, with no overflow.
+        let cfg = SamplingConfig {
+            temperature: 1e-6,
+            top_p: 1.0,
+        };
+        assert_eq!(counts(&[1e4, -1e4, 1e4 - 1.0], cfg, 1, 100)[0], 100);
+    }
+
+    #[test]
+    fn temperature_matches_softmax_statistically() {
+        let logits = [1.0f32, 0.0, -1.0, 2.0, 0.5, -3.0];
+        let n = 200_000;
+        for t in [0.5f32, 1.0, 2.0] {
+            let cfg = SamplingConfig {
+                temperature: t,
+                top_p: 1.0,
+            };
+            let c = counts(&logits, cfg, 42, n);
+            let p = softmax(&logits, t as f64);
+            for (i, (&ci, &pi)) in c.iter().zip(&p).enumerate() {
+                // Binomial standard deviation √(n p (1−p)); allow 5σ.
+                let sd = (n as f64 * pi * (1.0 - pi)).sqrt();
+                let diff = (ci as f64 - n as f64 * pi).abs();
+                assert!(
+                    diff <= 5.0 * sd + 1.0,
+                    "T {t} token {i}: {ci} vs expected {}",
+                    n as f64 * pi
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn top_p_restricts_support_to_the_nucleus_and_renormalizes() {
+        // softmax of ln(p) is p: 0.5, 0.3, 0.15, 0.05.
+        let logits: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let n = 100_000;
+        // top_p 0.7: nucleus {0, 1} (0.5 < 0.7 ≤ 0.8); renormalized 0.625 / 0.375.
+        let c = counts(
+            &logits,
+            SamplingConfig {
+                temperature: 1.0,
+                top_p: 0.7,
+            },
+            9,
+            n,
+        );
+        assert_eq!(c[2] + c[3], 0, "{c:?}");
+        let f0 = c[0] as f64 / n as f64;
+        assert!((f0 - 0.625).abs() < 0.01, "{f0}");
+        // top_p 0.5: exactly the top token's mass suffices → always token 0.
+        let c = counts(
+            &logits,
+            SamplingConfig {
+                temperature: 1.0,
+                top_p: 0.5,
+            },
+            9,
+            1000,
+        );
+        assert_eq!(c[0], 1000);
+        // top_p 0.94: nucleus is the first three (0.8 < 0.94 ≤ 0.95).
+        let c = counts(
+            &logits,
+            SamplingConfig {
+                temperature: 1.0,
+                top_p: 0.94,
+            },
+            9,
+            n,
+        );
+        assert_eq!(c[3], 0);
+        assert!(c[2] > 0);
+        // top_p 1 keeps everything.
+        let c = counts(
+            &logits,
+            SamplingConfig {
+                temperature: 1.0,
+                top_p: 1.0,
+            },
+            9,
+            n,
+        );
+        assert!(c.iter().all(|&x| x > 0));
+    }
+
+    #[test]
+    fn same_seed_same_tokens_and_scratch_is_reused() {
+        let logits: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 * 0.05).collect();
+        let cfg = SamplingConfig {
+            temperature: 0.8,
+            top_p: 0.9,
+        };
+        let run = |seed| {
+            let mut rng = Rng::new(seed);
+            let mut scratch = Vec::new();
+            let toks: Vec<u32> = (0..200)
+                .map(|_| sample(&logits, cfg, &mut rng, &mut scratch))
+                .collect();
+            (toks, scratch.capacity())
+        };
+        let (a, cap) = run(3);
+        assert_eq!(a, run(3).0);
+        assert_ne!(a, run(4).0);
+        assert!((1000..4096).contains(&cap));
+        // The plain path gives the same stream for equal seeds too.
+        let cfg = SamplingConfig::default();
+        let mut r1 = Rng::new(8);
+        let mut r2 = Rng::new(8);
+        let mut s = Vec::new();
+        for _ in 0..100 {
+            assert_eq!(
+                sample(&logits, cfg, &mut r1, &mut s),
+                sample(&logits, cfg, &mut r2, &mut s)
+            );
+        }
+    }
+
+    #[test]
+    fn extreme_and_masked_logits() {
+        let cfg = SamplingConfig {
+            temperature: 1.0,
+            top_p: 0.9,
+        };
+        let c = counts(
+            &[f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY, f32::NAN],
+            cfg,
+            2,
+            100,
+        );
+        assert_eq!(c[1], 100);
+        let c = counts(&[-1e30, 1e30, 0.0], SamplingConfig::default(), 2, 100);
+        assert_eq!(c[1], 100);
+        assert_eq!(
+            counts(&[0.0, f32::INFINITY], SamplingConfig::default(), 2, 10)[1],
+            10
+        );
+    }
 }
