@@ -11,6 +11,7 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod matmul;
+pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
@@ -19,6 +20,7 @@ pub use attention::{attention_backward, attention_forward, attention_forward_cac
 pub use cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
 pub use embedding::{embedding_backward, embedding_forward};
 pub use matmul::{matmul_backward, matmul_backward_input, matmul_backward_weight, matmul_forward};
+pub use residual::{add_inplace, residual_forward};
 pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward};
 pub use rope::{rope_backward, rope_forward, RopeTable};
 pub use swiglu::{silu_backward, silu_forward, swiglu_backward, swiglu_forward};

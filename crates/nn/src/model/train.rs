@@ -1,0 +1,434 @@
+//! Training forward and hand-written backward over (batch, seq) token ids, on activation buffers
+//! allocated once per (batch, seq).
+
+use super::{layout, Model, RMSNORM_EPS};
+use crate::kernels::{self, RopeTable};
+use crate::loss::mean;
+use crate::{Ffn, ModelConfig, NnError, Norm, Position, Result};
+
+/// One layer's saved activations, each (N, ·) with N = batch·seq rows. Buffers an ablation does
+/// not need are empty.
+struct LayerActs {
+    /// Pre-norm: RMSNorm(x), the attention input (N, d).
+    ln1_out: Vec<f32>,
+    /// 1/rms of the ln1 input (N).
+    rstd1: Vec<f32>,
+    /// Q and K after RoPE, V (N, d).
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention probabilities (batch, heads, seq, seq).
+    att: Vec<f32>,
+    /// Attention output before the output projection (N, d).
+    atty: Vec<f32>,
+    /// Post-norm: x + MHA(x), the ln1 input (N, d).
+    sum1: Vec<f32>,
+    /// The residual stream between the sublayers (N, d).
+    z: Vec<f32>,
+    /// Pre-norm: RMSNorm(z), the FFN input (N, d).
+    ln2_out: Vec<f32>,
+    rstd2: Vec<f32>,
+    /// W1 x and W3 x (N, d_ff) (h3 empty for SiLU), and the gated product fed to W2.
+    h1: Vec<f32>,
+    h3: Vec<f32>,
+    hg: Vec<f32>,
+    /// Post-norm: z + FFN(z), the ln2 input (N, d).
+    sum2: Vec<f32>,
+}
+
+/// Scratch for the backward, allocated on the first `forward_backward`.
+struct GradScratch {
+    dres: Vec<f32>,
+    db: Vec<f32>,
+    dtmp: Vec<f32>,
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    datt: Vec<f32>,
+    dhg: Vec<f32>,
+    dh1: Vec<f32>,
+    dh3: Vec<f32>,
+}
+
+/// Activation buffers for training on (batch, seq) tokens, allocated once and reused every step.
+pub struct Activations {
+    pub batch: usize,
+    pub seq: usize,
+    config: ModelConfig,
+    /// Position of each of the N rows (row i is position i mod seq).
+    positions: Vec<usize>,
+    rope: Option<RopeTable>,
+    /// The residual stream entering each layer, and leaving the last (n_layers + 1, N·d).
+    residual: Vec<Vec<f32>>,
+    layers: Vec<LayerActs>,
+    lnf_out: Vec<f32>,
+    lnf_rstd: Vec<f32>,
+    /// (N, vocab): logits after a forward, their gradient after `forward_backward`.
+    logits: Vec<f32>,
+    losses: Vec<f32>,
+    tmp: Vec<f32>,
+    grad: Option<GradScratch>,
+}
+
+impl Activations {
+    pub fn new(config: &ModelConfig, batch: usize, seq: usize) -> Activations {
+        let c = config;
+        let n = batch * seq;
+        let (d, f) = (c.d_model, c.d_ff);
+        let z = |len: usize| vec![0.0f32; len];
+        let pre = c.norm == Norm::Pre;
+        let post = c.norm == Norm::Post;
+        let layers = (0..c.n_layers)
+            .map(|_| LayerActs {
+                ln1_out: z(if pre { n * d } else { 0 }),
+                rstd1: z(n),
+                q: z(n * d),
+                k: z(n * d),
+                v: z(n * d),
+                att: z(batch * c.n_heads * seq * seq),
+                atty: z(n * d),
+                sum1: z(if post { n * d } else { 0 }),
+                z: z(n * d),
+                ln2_out: z(if pre { n * d } else { 0 }),
+                rstd2: z(n),
+                h1: z(n * f),
+                h3: z(if c.ffn == Ffn::Swiglu { n * f } else { 0 }),
+                hg: z(n * f),
+                sum2: z(if post { n * d } else { 0 }),
+            })
+            .collect();
+        let rope = (c.position == Position::Rope && c.d_head().is_multiple_of(2))
+            .then(|| RopeTable::new(c.d_head(), seq, c.rope_theta));
+        Activations {
+            batch,
+            seq,
+            config: c.clone(),
+            positions: (0..n).map(|i| i % seq.max(1)).collect(),
+            rope,
+            residual: (0..=c.n_layers).map(|_| z(n * d)).collect(),
+            layers,
+            lnf_out: z(n * d),
+            lnf_rstd: z(n),
+            logits: z(n * c.vocab_size),
+            losses: z(n),
+            tmp: z(n * d),
+            grad: None,
+        }
+    }
+
+    /// The logits (batch·seq, vocab) of the last `Model::forward_loss` / `forward_logits`
+    /// (after `forward_backward` this buffer holds their gradient instead).
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    fn alloc_grad(&mut self) {
+        if self.grad.is_some() {
+            return;
+        }
+        let c = &self.config;
+        let n = self.batch * self.seq;
+        let (d, f) = (c.d_model, c.d_ff);
+        let z = |len: usize| vec![0.0f32; len];
+        self.grad = Some(GradScratch {
+            dres: z(n * d),
+            db: z(n * d),
+            dtmp: z(n * d),
+            dq: z(n * d),
+            dk: z(n * d),
+            dv: z(n * d),
+            datt: z(self.batch * c.n_heads * self.seq * self.seq),
+            dhg: z(n * f),
+            dh1: z(n * f),
+            dh3: z(if c.ffn == Ffn::Swiglu { n * f } else { 0 }),
+        });
+    }
+}
+
+impl Model {
+    fn check_batch(&self, acts: &Activations, inputs: &[u32], targets: Option<&[u32]>) -> Result<()> {
+        if acts.config != self.config {
+            return Err(NnError::Shape(
+                "activations were built for a different model config".into(),
+            ));
+        }
+        let n = acts.batch * acts.seq;
+        if acts.seq > self.config.context_length {
+            return Err(NnError::Shape(format!(
+                "seq {} is longer than the context length {}",
+                acts.seq, self.config.context_length
+            )));
+        }
+        if inputs.len() != n || targets.is_some_and(|t| t.len() != n) {
+            return Err(NnError::Shape(format!(
+                "inputs has {} ids and targets {:?}, activations expect batch {} × seq {} = {n}",
+                inputs.len(),
+                targets.map(|t| t.len()),
+                acts.batch,
+                acts.seq
+            )));
+        }
+        self.check_ids(inputs, false)?;
+        if let Some(t) = targets {
+            self.check_ids(t, true)?;
+        }
+        Ok(())
+    }
+
+    /// Forward only: the logits (batch·seq, vocab) of `inputs` (batch·seq ids), in `acts`.
+    pub fn forward_logits<'a>(&self, acts: &'a mut Activations, inputs: &[u32]) -> Result<&'a [f32]> {
+        self.check_batch(acts, inputs, None)?;
+        forward(&self.config, &self.params, acts, inputs);
+        Ok(&acts.logits)
+    }
+
+    /// Forward only: the mean loss (for evaluation); does not touch gradients.
+    pub fn forward_loss(&self, acts: &mut Activations, inputs: &[u32], targets: &[u32]) -> Result<f32> {
+        self.check_batch(acts, inputs, Some(targets))?;
+        if targets.is_empty() {
+            return Ok(0.0);
+        }
+        forward(&self.config, &self.params, acts, inputs);
+        let v = self.config.vocab_size;
+        kernels::cross_entropy_forward(&mut acts.losses, &acts.logits, targets, v);
+        Ok(mean(&acts.losses))
+    }
+
+    /// Forward and backward on `inputs`/`targets` (batch·seq ids each, row-major (batch, seq)),
+    /// seq ≤ context_length. Returns the mean cross-entropy loss over the batch·seq positions
+    /// and ADDS the gradient of that mean loss into `self.grads` (call `zero_grads` first;
+    /// accumulation over micro-batches sums, the caller scales by 1/k).
+    /// Errors on an id ≥ vocab_size or shapes that do not match `acts`.
+    pub fn forward_backward(
+        &mut self,
+        acts: &mut Activations,
+        inputs: &[u32],
+        targets: &[u32],
+    ) -> Result<f32> {
+        self.check_batch(acts, inputs, Some(targets))?;
+        if targets.is_empty() {
+            return Ok(0.0);
+        }
+        acts.alloc_grad();
+        forward(&self.config, &self.params, acts, inputs);
+        let v = self.config.vocab_size;
+        let scale = 1.0 / targets.len() as f32;
+        kernels::cross_entropy_fused(&mut acts.logits, &mut acts.losses, targets, v, scale);
+        let loss = mean(&acts.losses);
+        backward(&self.config, &self.params, &mut self.grads, acts, inputs);
+        Ok(loss)
+    }
+}
+
+/// The forward through the LM head into `acts.logits`.
+fn forward(c: &ModelConfig, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
+    let (b, t) = (acts.batch, acts.seq);
+    let n = b * t;
+    let (d, f, h, dh) = (c.d_model, c.d_ff, c.n_heads, c.d_head());
+    let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
+    kernels::embedding_forward(&mut acts.residual[0], inputs, &p[layout::embedding(c)], d);
+    for l in 0..c.n_layers {
+        let r = layout::layer(c, l);
+        let (before, after) = acts.residual.split_at_mut(l + 1);
+        let (xin, xout) = (&before[l], &mut after[0]);
+        let tmp = &mut acts.tmp;
+        let LayerActs {
+            ln1_out,
+            rstd1,
+            q,
+            k,
+            v,
+            att,
+            atty,
+            sum1,
+            z,
+            ln2_out,
+            rstd2,
+            h1,
+            h3,
+            hg,
+            sum2,
+        } = &mut acts.layers[l];
+        // Attention sublayer.
+        let a_in: &[f32] = if pre {
+            kernels::rmsnorm_forward(ln1_out, rstd1, xin, &p[r.ln1.clone()], n, d, RMSNORM_EPS);
+            ln1_out
+        } else {
+            xin
+        };
+        kernels::matmul_forward(q, a_in, &p[r.wq], n, d, d);
+        kernels::matmul_forward(k, a_in, &p[r.wk], n, d, d);
+        kernels::matmul_forward(v, a_in, &p[r.wv], n, d, d);
+        if let Some(rope) = &acts.rope {
+            kernels::rope_forward(q, &acts.positions, h, rope);
+            kernels::rope_forward(k, &acts.positions, h, rope);
+        }
+        kernels::attention_forward(atty, att, q, k, v, b, t, h, dh);
+        kernels::matmul_forward(tmp, atty, &p[r.wo], n, d, d);
+        if post {
+            kernels::residual_forward(sum1, xin, tmp);
+            kernels::rmsnorm_forward(z, rstd1, sum1, &p[r.ln1], n, d, RMSNORM_EPS);
+        } else {
+            kernels::residual_forward(z, xin, tmp);
+        }
+        // FFN sublayer.
+        let f_in: &[f32] = if pre {
+            kernels::rmsnorm_forward(ln2_out, rstd2, z, &p[r.ln2.clone()], n, d, RMSNORM_EPS);
+            ln2_out
+        } else {
+            z
+        };
+        kernels::matmul_forward(h1, f_in, &p[r.w1], n, d, f);
+        if c.ffn == Ffn::Swiglu {
+            kernels::matmul_forward(h3, f_in, &p[r.w3], n, d, f);
+            kernels::swiglu_forward(hg, h1, h3);
+        } else {
+            kernels::silu_forward(hg, h1);
+        }
+        kernels::matmul_forward(tmp, hg, &p[r.w2], n, f, d);
+        if post {
+            kernels::residual_forward(sum2, z, tmp);
+            kernels::rmsnorm_forward(xout, rstd2, sum2, &p[r.ln2], n, d, RMSNORM_EPS);
+        } else {
+            kernels::residual_forward(xout, z, tmp);
+        }
+    }
+    let x_last = &acts.residual[c.n_layers];
+    kernels::rmsnorm_forward(
+        &mut acts.lnf_out,
+        &mut acts.lnf_rstd,
+        x_last,
+        &p[layout::ln_final(c)],
+        n,
+        d,
+        RMSNORM_EPS,
+    );
+    kernels::matmul_forward(
+        &mut acts.logits,
+        &acts.lnf_out,
+        &p[layout::lm_head(c)],
+        n,
+        d,
+        c.vocab_size,
+    );
+}
+
+/// The backward from `acts.logits` holding dLoss/dlogits; adds every parameter's gradient into `g`.
+fn backward(c: &ModelConfig, p: &[f32], g: &mut [f32], acts: &mut Activations, inputs: &[u32]) {
+    let (b, t) = (acts.batch, acts.seq);
+    let n = b * t;
+    let (d, f, h, dh, vocab) = (c.d_model, c.d_ff, c.n_heads, c.d_head(), c.vocab_size);
+    let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
+    let s = acts.grad.as_mut().expect("gradient scratch allocated");
+    let GradScratch {
+        dres,
+        db,
+        dtmp,
+        dq,
+        dk,
+        dv,
+        datt,
+        dhg,
+        dh1,
+        dh3,
+    } = s;
+
+    // LM head and final norm.
+    let head = layout::lm_head(c);
+    kernels::matmul_backward_input(dtmp, &acts.logits, &p[head.clone()], n, d, vocab, false);
+    kernels::matmul_backward_weight(&mut g[head], &acts.logits, &acts.lnf_out, n, d, vocab);
+    dres.fill(0.0);
+    let lnf = layout::ln_final(c);
+    let x_last = &acts.residual[c.n_layers];
+    kernels::rmsnorm_backward(
+        dres,
+        &mut g[lnf.clone()],
+        dtmp,
+        x_last,
+        &p[lnf],
+        &acts.lnf_rstd,
+        n,
+        d,
+    );
+
+    for l in (0..c.n_layers).rev() {
+        // Here dres = dLoss/d(layer output).
+        let r = layout::layer(c, l);
+        let xin = &acts.residual[l];
+        let la = &acts.layers[l];
+        if post {
+            db.fill(0.0);
+            kernels::rmsnorm_backward(
+                db,
+                &mut g[r.ln2.clone()],
+                dres,
+                &la.sum2,
+                &p[r.ln2.clone()],
+                &la.rstd2,
+                n,
+                d,
+            );
+        }
+        // FFN sublayer: dz holds dLoss/d(FFN output) and receives the input gradient.
+        {
+            let dz: &mut [f32] = if post { db } else { dres };
+            let f_in: &[f32] = if pre { &la.ln2_out } else { &la.z };
+            kernels::matmul_backward_weight(&mut g[r.w2.clone()], dz, &la.hg, n, f, d);
+            kernels::matmul_backward_input(dhg, dz, &p[r.w2], n, f, d, false);
+            if c.ffn == Ffn::Swiglu {
+                kernels::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
+                kernels::matmul_backward_weight(&mut g[r.w3.clone()], dh3, f_in, n, d, f);
+            } else {
+                kernels::silu_backward(dh1, dhg, &la.h1);
+            }
+            kernels::matmul_backward_weight(&mut g[r.w1.clone()], dh1, f_in, n, d, f);
+            // d f_in = dh1 W1 (+ dh3 W3): straight into dz, or through ln2 for pre-norm.
+            let swiglu = c.ffn == Ffn::Swiglu;
+            if pre {
+                kernels::matmul_backward_input(dtmp, dh1, &p[r.w1], n, d, f, false);
+                if swiglu {
+                    kernels::matmul_backward_input(dtmp, dh3, &p[r.w3], n, d, f, true);
+                }
+                kernels::rmsnorm_backward(dz, &mut g[r.ln2.clone()], dtmp, &la.z, &p[r.ln2], &la.rstd2, n, d);
+            } else {
+                kernels::matmul_backward_input(dz, dh1, &p[r.w1], n, d, f, true);
+                if swiglu {
+                    kernels::matmul_backward_input(dz, dh3, &p[r.w3], n, d, f, true);
+                }
+            }
+        }
+        if post {
+            dres.fill(0.0);
+            kernels::rmsnorm_backward(
+                dres,
+                &mut g[r.ln1.clone()],
+                db,
+                &la.sum1,
+                &p[r.ln1.clone()],
+                &la.rstd1,
+                n,
+                d,
+            );
+        }
+        // Attention sublayer: dres holds dLoss/d(attention output) and receives the input gradient.
+        let a_in: &[f32] = if pre { &la.ln1_out } else { xin };
+        kernels::matmul_backward_weight(&mut g[r.wo.clone()], dres, &la.atty, n, d, d);
+        kernels::matmul_backward_input(dtmp, dres, &p[r.wo], n, d, d, false);
+        kernels::attention_backward(dq, dk, dv, datt, dtmp, &la.q, &la.k, &la.v, &la.att, b, t, h, dh);
+        if let Some(rope) = &acts.rope {
+            kernels::rope_backward(dq, &acts.positions, h, rope);
+            kernels::rope_backward(dk, &acts.positions, h, rope);
+        }
+        kernels::matmul_backward_weight(&mut g[r.wq.clone()], dq, a_in, n, d, d);
+        kernels::matmul_backward_weight(&mut g[r.wk.clone()], dk, a_in, n, d, d);
+        kernels::matmul_backward_weight(&mut g[r.wv.clone()], dv, a_in, n, d, d);
+        let dst: &mut [f32] = if pre { dtmp } else { dres };
+        kernels::matmul_backward_input(dst, dq, &p[r.wq], n, d, d, !pre);
+        kernels::matmul_backward_input(dst, dk, &p[r.wk], n, d, d, true);
+        kernels::matmul_backward_input(dst, dv, &p[r.wv], n, d, d, true);
+        if pre {
+            kernels::rmsnorm_backward(dres, &mut g[r.ln1.clone()], dtmp, xin, &p[r.ln1], &la.rstd1, n, d);
+        }
+    }
+    kernels::embedding_backward(&mut g[layout::embedding(c)], dres, inputs, d);
+}
