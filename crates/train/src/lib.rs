@@ -1,5 +1,25 @@
 //! The training system (see issue 4): token data, checkpoints, the training loop, metrics,
 //! generation, and the built-in quickstart corpus.
+//!
+//! The library API in one place:
+//! - [`TrainConfig`] (TOML, defaults, `section.key=value` overrides) and [`train`] with
+//!   [`TrainOptions`] → [`TrainSummary`];
+//! - [`data::TokenFile`] (memory-mapped `.npy` tokens), [`data::get_batch`], [`data::BatchSampler`];
+//! - [`checkpoint`]: crash-safe save/load/list/latest/prune;
+//! - [`evaluate`] → [`EvalResult`]; [`generate_tokens`] with [`GenerateConfig`].
 
-pub mod stories;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod generate;
+pub mod metrics;
+pub mod plot;
 pub mod quickstart;
+pub mod stories;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use eval::{evaluate, EvalResult};
+pub use generate::{generate_tokens, GenerateConfig, Generated};
+pub use trainer::{train, Resume, TrainOptions, TrainSummary};
