@@ -1,1 +1,35 @@
-//! Byte-level BPE tokenizer (see issue 2).
+//! Byte-level BPE tokenizer (issue 2): training ([`train_bpe`]), encoding and decoding
+//! ([`Tokenizer`]), streaming ([`Tokenizer::encode_iter`]), GPT-2 and Hugging Face files, and
+//! `.npy` token files ([`encode_file_to_npy`]).
+//!
+//! Pre-tokenization follows GPT-2's pattern ([`pretokenize::GPT2_PATTERN`]), implemented by hand
+//! ([`pretokenize::split`]); special tokens are matched first (leftmost, longest) and never merged.
+
+mod bpe;
+pub mod byte_unicode;
+mod char_class;
+mod char_class_table;
+mod chunking;
+mod error;
+mod files;
+mod npy;
+pub mod pretokenize;
+mod specials;
+mod stream;
+mod tokenizer;
+mod train;
+
+pub use error::{Result, TokenizerError};
+pub use files::{read_merges_txt, read_vocab_json};
+pub use npy::{encode_file_to_npy, encode_file_to_npy_with, read_npy, write_npy, EncodeStats, TokenDtype};
+pub use stream::EncodeIter;
+pub use tokenizer::Tokenizer;
+pub use train::{
+    count_pretokens, count_pretokens_in_files, train_bpe, train_bpe_from_str, train_bpe_with,
+    train_from_counts, train_tokenizer, PreTokenCounts, TrainOptions,
+};
+
+/// Token bytes by id (ids are dense, 0..len).
+pub type Vocab = Vec<Vec<u8>>;
+/// Merges in the order they were learned: (left bytes, right bytes).
+pub type Merges = Vec<(Vec<u8>, Vec<u8>)>;
