@@ -1,0 +1,68 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `<workspace>/../shared/<sub>` (or `$FERROLM_SHARED/<sub>`); `None` with a skip line when it is
+/// missing, a panic instead when `FERROLM_REQUIRE_SHARED=1` (CI).
+pub fn shared(sub: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("FERROLM_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
+    let dir = root.join(sub);
+    if dir.exists() {
+        return Some(dir);
+    }
+    if std::env::var("FERROLM_REQUIRE_SHARED").as_deref() == Ok("1") {
+        panic!("{} is missing and FERROLM_REQUIRE_SHARED=1", dir.display());
+    }
+    eprintln!("skip: {} not found (set FERROLM_SHARED to run the conformance checks)", dir.display());
+    None
+}
+
+/// A reader that hands out its data in pieces of the given sizes (cycled), to test streaming.
+pub struct ChoppyReader<'a> {
+    pub data: &'a [u8],
+    pub sizes: Vec<usize>,
+    pub i: usize,
+}
+
+impl std::io::Read for ChoppyReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = self.sizes[self.i % self.sizes.len()].max(1);
+        self.i += 1;
+        let n = want.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// A few paragraphs of English with contractions, numbers, punctuation, runs of whitespace and
+/// non-ASCII text, written for the tests.
+pub fn sample_text() -> String {
+    let mut s = String::new();
+    let lines = [
+        "Once upon a time, there was a little girl named Lily. She loved to play outside.",
+        "\"I'll go,\" she said. \"You're not coming? We've got 3 apples and 12.5 pears!\"",
+        "The dog's ball rolled   under the   table;  they'd never find it again...",
+        "Café, naïve, résumé — and 東京 in 2024: ½ of ①②③; tabs\there\tand\tthere.",
+        "  Indented line with trailing spaces   ",
+        "",
+        "Numbers: 1234567890 0.5 -17 +42 3x4 4th 1st 2nd; emoji 🙂🙃 and ZWJ 👩‍💻.",
+        "It's what it's. I'd've. 'quoted' 'S 'LL 'll 're 've 'm 'd 't 's",
+    ];
+    for round in 0..40 {
+        for (i, line) in lines.iter().enumerate() {
+            if (round + i) % 5 == 0 {
+                s.push_str("<|endoftext|>");
+            }
+            s.push_str(line);
+            s.push('\n');
+            if (round * 7 + i) % 3 == 0 {
+                s.push('\n');
+            }
+        }
+    }
+    s
+}
