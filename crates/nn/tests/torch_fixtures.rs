@@ -415,9 +415,10 @@ fn cross_entropy_matches_torch_including_extreme_logits() {
 
 /// Whole-model tolerance relative to each tensor's scale. Through 2 layers, f32 errors of ~1e-7
 /// per operation grow by the layers' gains and sums of up to 64 terms (vocab) to ~1e-6; the
-/// parameter gradients are sums over 32 positions of such products. 2e-5 gives a 10x margin
-/// over what an exact-order f32 implementation shows while any structural error gives > 1e-2.
-const MODEL_TOL: f64 = 2e-5;
+/// parameter gradients are sums over 32 positions of such products. Observed: ≤ 1e-6. 1e-5 gives a
+/// 10x margin for other accumulation orders (thread counts, SIMD widths) while any structural error
+/// (and even RMSNorm's eps off by 10x, ~1e-2 with these small embeddings) is far above it.
+const MODEL_TOL: f64 = 1e-5;
 
 fn load_model(f: &Fixture) -> Model {
     let config: ModelConfig = serde_json::from_str(f.meta_str("config")).unwrap();
@@ -560,7 +561,25 @@ fn model_silu_ffn_matches_torch() {
 /// 1e-3 or more.
 #[test]
 fn adamw_matches_torch_over_10_steps() {
-    let f = Fixture::load("adamw");
+    let worst = check_adamw("adamw");
+    // Same f32 hyperparameters on both sides: our step is torch's, rounding for rounding.
+    assert_eq!(
+        worst, 0.0,
+        "AdamW is no longer bit-identical to torch (max error {worst:e} of tolerance)"
+    );
+}
+
+/// As above with torch called exactly as users do, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1
+/// as Python doubles; ours are the nearest f32 values (1e-8 relative apart), so agreement is to
+/// ~1e-7 relative rather than bit for bit. Same tolerances.
+#[test]
+fn adamw_matches_torch_with_python_default_hyperparameters() {
+    check_adamw("adamw_py_defaults");
+}
+
+/// Runs the 10 steps of fixture `name`; returns the largest error as a fraction of its tolerance.
+fn check_adamw(name: &str) -> f64 {
+    let f = Fixture::load(name);
     let steps = f.meta_usize("steps");
     let config = AdamWConfig {
         lr: 0.0,
@@ -569,13 +588,13 @@ fn adamw_matches_torch_over_10_steps() {
         eps: f.meta_f64("eps") as f32,
         weight_decay: f.meta_f64("weight_decay") as f32,
     };
+    let defaults = AdamWConfig {
+        lr: 0.0,
+        ..AdamWConfig::default()
+    };
     assert_eq!(
-        config,
-        AdamWConfig {
-            lr: 0.0,
-            ..AdamWConfig::default()
-        },
-        "fixture uses the defaults"
+        config, defaults,
+        "fixture {name} uses the default hyperparameters"
     );
     let sched: serde_json::Value = serde_json::from_str(f.meta_str("schedule")).unwrap();
     let sf = |k: &str| sched[k].as_f64().unwrap();
@@ -584,6 +603,7 @@ fn adamw_matches_torch_over_10_steps() {
     let (grads, lrs, want) = (f.f32("grads"), f.f32("lr"), f.f32("params"));
     let mut opt = AdamW::new(config, n);
     opt.no_decay = std::iter::once(f.meta_usize("no_decay_start")..f.meta_usize("no_decay_end")).collect();
+    let mut worst = 0.0f64;
     for s in 0..steps {
         let lr = lr_cosine(
             s as u64,
@@ -592,19 +612,21 @@ fn adamw_matches_torch_over_10_steps() {
             sf("warmup") as u64,
             sf("cycle") as u64,
         );
-        assert_eq!(lr, lrs[s], "step {s}: lr_cosine gives the lr the fixture used");
-        opt.step(&mut params, &grads[s * n..(s + 1) * n], lr);
-        assert_close(
-            &format!("adamw params after step {}", s + 1),
+        // lr_cosine reproduces the scheduled lr torch got (to f32 rounding of a libm cos); the
+        // step is then fed torch's exact value so the comparison is about AdamW alone.
+        assert_close(&format!("{name} lr at step {s}"), &[lr], &[lrs[s]], 1e-12, 1e-6);
+        opt.step(&mut params, &grads[s * n..(s + 1) * n], lrs[s]);
+        worst = worst.max(assert_close(
+            &format!("{name} params after step {}", s + 1),
             &params,
             &want[s * n..(s + 1) * n],
             1e-8,
             1e-6,
-        );
+        ));
     }
     assert_eq!(opt.t, steps as u64);
-    assert_scaled("adamw m after 10 steps", &opt.m, &f.f32("m"), 1e-6);
-    assert_scaled("adamw v after 10 steps", &opt.v, &f.f32("v"), 1e-6);
+    worst = worst.max(assert_scaled(&format!("{name} m after 10 steps"), &opt.m, &f.f32("m"), 1e-6) / 1e-6);
+    worst.max(assert_scaled(&format!("{name} v after 10 steps"), &opt.v, &f.f32("v"), 1e-6) / 1e-6)
 }
 
 /// lr_cosine against the formula in f64 (Python), over warmup, cosine and tail, including the
