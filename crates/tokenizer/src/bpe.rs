@@ -147,3 +147,31 @@ impl MergeTable {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{train_bpe_from_str, Tokenizer};
+    use proptest::prelude::*;
+
+    fn tokenizer() -> Tokenizer {
+        let text = "aaaa abab aaab baaa the then there their theirs aaaaaaaa banana bandana ".repeat(30);
+        let (vocab, merges) = train_bpe_from_str(&text, 300, &[]).unwrap();
+        Tokenizer::new(vocab, &merges, &[]).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn heap_merge_equals_scan_merge(s in "[abnthe ]{0,300}") {
+            let tok = tokenizer();
+            let (mut scan, mut heap) = (Vec::new(), Vec::new());
+            let mut scratch = Scratch::default();
+            if !s.is_empty() {
+                tok.table().merge_scan(s.as_bytes(), &mut scan, &mut scratch);
+                tok.table().merge_heap(s.as_bytes(), &mut heap, &mut scratch);
+            }
+            prop_assert_eq!(&scan, &heap);
+            prop_assert_eq!(tok.decode_bytes(&scan).unwrap(), s.as_bytes());
+        }
+    }
+}

@@ -8,6 +8,9 @@ use crate::{Merges, Vocab};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
+/// A model field and whether its value is supported.
+type FieldCheck = (&'static str, fn(&Value) -> bool);
+
 fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| TokenizerError::io(path, e))?;
     String::from_utf8(bytes).map_err(|e| TokenizerError::InvalidUtf8 {
@@ -181,7 +184,7 @@ impl Tokenizer {
                 format!("model type {model_type:?} is not supported (only byte-level BPE)"),
             ));
         }
-        let checks: [(&str, fn(&Value) -> bool); 5] = [
+        let checks: [FieldCheck; 5] = [
             ("continuing_subword_prefix", |v: &Value| {
                 v.is_null() || v.as_str() == Some("")
             }),

@@ -379,7 +379,7 @@ pub fn train_from_counts<'a>(
                 heap.push(candidate(&tokens, key, count));
             }
         }
-        if merges.len() % 64 == 0 {
+        if merges.len().is_multiple_of(64) {
             bar.set_position(merges.len() as u64);
             pair_counts.retain(|_, c| *c > 0);
         }

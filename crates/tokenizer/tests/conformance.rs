@@ -14,11 +14,16 @@ fn eot() -> Vec<String> {
 
 #[test]
 fn train_corpus_en_matches_reference_merges_and_vocab() {
-    let Some(dir) = common::shared("conformance/tokenizer") else { return };
+    let Some(dir) = common::shared("conformance/tokenizer") else {
+        return;
+    };
     let started = std::time::Instant::now();
     let (vocab, merges) =
         train_bpe_with(&[dir.join("corpus.en")], 500, &eot(), &TrainOptions::default()).expect("training");
-    eprintln!("corpus.en at vocab 500: {:.3} s (debug/test build, loaded machine)", started.elapsed().as_secs_f64());
+    eprintln!(
+        "corpus.en at vocab 500: {:.3} s (debug/test build, loaded machine)",
+        started.elapsed().as_secs_f64()
+    );
     let (want_merges, _) = read_merges_txt(&dir.join("train-bpe-reference-merges.txt")).unwrap();
     assert_eq!(want_merges.len(), 243);
     for (i, (got, want)) in merges.iter().zip(&want_merges).enumerate() {
@@ -40,7 +45,8 @@ struct Case {
 }
 
 fn cases(dir: &Path) -> Vec<Case> {
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("gpt2_encode_cases.json")).unwrap()).unwrap();
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("gpt2_encode_cases.json")).unwrap()).unwrap();
     json["cases"]
         .as_array()
         .unwrap()
@@ -54,8 +60,18 @@ fn cases(dir: &Path) -> Vec<Case> {
             Case {
                 name: c["name"].as_str().unwrap().to_string(),
                 text,
-                specials: c["special_tokens"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().into()).collect(),
-                ids: c["expected_ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect(),
+                specials: c["special_tokens"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().into())
+                    .collect(),
+                ids: c["expected_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.as_u64().unwrap() as u32)
+                    .collect(),
             }
         })
         .collect()
@@ -67,7 +83,9 @@ fn gpt2(dir: &Path, specials: &[String]) -> Tokenizer {
 
 #[test]
 fn every_gpt2_case_encodes_to_the_expected_ids_and_round_trips() {
-    let Some(dir) = common::shared("conformance/tokenizer") else { return };
+    let Some(dir) = common::shared("conformance/tokenizer") else {
+        return;
+    };
     let all = cases(&dir);
     assert!(all.len() >= 10, "expected the full case list, got {}", all.len());
     let save_dir = tempfile::tempdir().unwrap();
@@ -76,25 +94,43 @@ fn every_gpt2_case_encodes_to_the_expected_ids_and_round_trips() {
         assert_eq!(tok.vocab_size(), 50257);
         let ids = tok.encode(&case.text);
         assert_eq!(ids, case.ids, "case {}", case.name);
-        assert_eq!(tok.decode(&ids).unwrap(), case.text, "round trip of case {}", case.name);
+        assert_eq!(
+            tok.decode(&ids).unwrap(),
+            case.text,
+            "round trip of case {}",
+            case.name
+        );
         // The same through tokenizer.json + vocab.json/merges.txt written by ferrolm.
         tok.save(save_dir.path()).unwrap();
         let again = Tokenizer::from_dir(save_dir.path()).unwrap();
-        assert_eq!(again.encode(&case.text), case.ids, "case {} after save/from_dir", case.name);
+        assert_eq!(
+            again.encode(&case.text),
+            case.ids,
+            "case {} after save/from_dir",
+            case.name
+        );
         assert_eq!(again.fingerprint(), tok.fingerprint());
     }
     // All three load paths agree with the GPT-2 files byte for byte.
     let tok = gpt2(&dir, &eot());
-    let from_files =
-        Tokenizer::from_gpt2_files(save_dir.path().join("vocab.json"), save_dir.path().join("merges.txt"), &eot())
-            .unwrap();
+    let from_files = Tokenizer::from_gpt2_files(
+        save_dir.path().join("vocab.json"),
+        save_dir.path().join("merges.txt"),
+        &eot(),
+    )
+    .unwrap();
     assert_eq!(from_files.fingerprint(), tok.fingerprint());
 }
 
 #[test]
 fn overlapping_special_tokens_longest_wins() {
-    let Some(dir) = common::shared("conformance/tokenizer") else { return };
-    let specials = vec!["<|endoftext|>".to_string(), "<|endoftext|><|endoftext|>".to_string()];
+    let Some(dir) = common::shared("conformance/tokenizer") else {
+        return;
+    };
+    let specials = vec![
+        "<|endoftext|>".to_string(),
+        "<|endoftext|><|endoftext|>".to_string(),
+    ];
     let tok = gpt2(&dir, &specials);
     let double = tok.token_to_id("<|endoftext|><|endoftext|>").unwrap();
     assert_eq!(double, 50257);
@@ -110,18 +146,26 @@ fn overlapping_special_tokens_longest_wins() {
 
 #[test]
 fn streaming_tinystories_sample_equals_whole_file() {
-    let Some(dir) = common::shared("conformance/tokenizer") else { return };
+    let Some(dir) = common::shared("conformance/tokenizer") else {
+        return;
+    };
     let path = dir.join("tinystories_sample.txt");
     let text = std::fs::read_to_string(&path).unwrap();
     let tok = gpt2(&dir, &eot());
     let whole = tok.encode(&text);
-    let from_file: Vec<u32> =
-        tok.encode_iter(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).map(Result::unwrap).collect();
+    let from_file: Vec<u32> = tok
+        .encode_iter(std::io::BufReader::new(std::fs::File::open(&path).unwrap()))
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(from_file, whole);
     // Line by line (a reader that hands out one line at a time), and in odd small pieces.
     let lines: Vec<usize> = text.split_inclusive('\n').map(str::len).collect();
     for sizes in [lines, vec![1], vec![7, 3, 13], vec![64, 1, 2]] {
-        let reader = common::ChoppyReader { data: text.as_bytes(), sizes, i: 0 };
+        let reader = common::ChoppyReader {
+            data: text.as_bytes(),
+            sizes,
+            i: 0,
+        };
         let ids: Vec<u32> = tok.encode_iter(reader).map(Result::unwrap).collect();
         assert_eq!(ids, whole);
     }
@@ -129,7 +173,9 @@ fn streaming_tinystories_sample_equals_whole_file() {
 
 #[test]
 fn gpt2_decodes_invalid_utf8_to_replacement_characters() {
-    let Some(dir) = common::shared("conformance/tokenizer") else { return };
+    let Some(dir) = common::shared("conformance/tokenizer") else {
+        return;
+    };
     let tok = gpt2(&dir, &eot());
     // "🙃" is three tokens; its first alone is an incomplete UTF-8 sequence.
     let ids = tok.encode("🙃");

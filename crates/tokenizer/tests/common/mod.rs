@@ -16,7 +16,10 @@ pub fn shared(sub: &str) -> Option<PathBuf> {
     if std::env::var("FERROLM_REQUIRE_SHARED").as_deref() == Ok("1") {
         panic!("{} is missing and FERROLM_REQUIRE_SHARED=1", dir.display());
     }
-    eprintln!("skip: {} not found (set FERROLM_SHARED to run the conformance checks)", dir.display());
+    eprintln!(
+        "skip: {} not found (set FERROLM_SHARED to run the conformance checks)",
+        dir.display()
+    );
     None
 }
 
