@@ -378,10 +378,12 @@ def gen_adamw(out):
     `adamw`: the default hyperparameters given to torch as the f32 values Rust's AdamWConfig holds,
     so the comparison isolates the formula and its operation order (expected: bit-identical).
     `adamw_py_defaults`: torch exactly as a user calls it, betas=(0.9, 0.95), eps=1e-8,
-    weight_decay=0.1 as Python doubles (1e-8 relative from the f32 values)."""
+    weight_decay=0.1 as Python doubles (1e-8 relative from the f32 values).
+    `adamw_beta1_0.3`: β1 < 0.5, where torch's lerp switches to its other formula."""
     c = lambda x: float(np.float32(x))  # noqa: E731
     for name, hp in [("adamw", dict(betas=(c(0.9), c(0.95)), eps=c(1e-8), weight_decay=c(0.1))),
-                     ("adamw_py_defaults", dict(betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1))]:
+                     ("adamw_py_defaults", dict(betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)),
+                     ("adamw_beta1_0.3", dict(betas=(c(0.3), c(0.95)), eps=c(1e-8), weight_decay=c(0.1)))]:
         adamw_case(out, name, hp)
 
 
