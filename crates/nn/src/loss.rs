@@ -71,10 +71,9 @@ mod tests {
         let logits = [1e4f32, -1e4, 0.0, 3e4, -3e4, 1e4];
         let mut d = [0.0; 6];
         let l = cross_entropy_with_grad(&logits, &[1, 0], 3, &mut d).unwrap();
-        // row 0: lse = 1e4, loss = 2e4; row 1: lse = 3e4, loss = 6e4; mean 4e4.
-        assert!((l - 4e4).abs() < 1.0, "{l}");
-        assert!(d.iter().all(|x| x.is_finite()));
-        assert_eq!(d, [0.5, -0.5, 0.0, -0.5, 0.0, 0.0]);
+        // row 0: lse = 1e4, loss = 2e4; row 1: lse = 3e4 = its target's logit, loss 0; mean 1e4.
+        assert!((l - 1e4).abs() < 1e-2, "{l}");
+        assert_eq!(d, [0.5, -0.5, 0.0, 0.0, 0.0, 0.0]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Work is parallel over the batch; per (batch, head) the products go through gemm in row blocks
 //! that skip the masked upper triangle.
 
+use super::fastmath;
 use super::matmul::gemm_strided;
 use rayon::prelude::*;
 
@@ -80,14 +81,9 @@ pub fn attention_forward(
 /// Softmax over row[0..=t] in place, zeros after.
 fn softmax_causal_row(row: &mut [f32], t: usize) {
     let (live, masked) = row.split_at_mut(t + 1);
-    let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let mut sum = 0.0;
-    for x in live.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
-    live.iter_mut().for_each(|x| *x *= inv);
+    let max = fastmath::max(live);
+    let sum = fastmath::exp_shift_sum(live, max);
+    fastmath::scale(live, 1.0 / sum);
     masked.fill(0.0);
 }
 

@@ -1,13 +1,13 @@
 //! Softmax cross-entropy over the vocabulary, stable for logits of any finite magnitude: the row
 //! max is subtracted before exp, and log-sum-exp is used (never exp then log of a probability).
 
-use super::rows_per_task;
+use super::{fastmath, rows_per_task};
 use rayon::prelude::*;
 
 /// `loss = lse(row) − row[target]` with `lse = max + ln Σ exp(row − max)`.
 fn row_loss(row: &[f32], target: usize) -> (f32, f32, f32) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    let max = fastmath::max(row);
+    let sum = fastmath::sum_exp_shift(row, max);
     let lse = max + sum.ln();
     (lse - row[target], max, sum)
 }
@@ -49,11 +49,10 @@ pub fn cross_entropy_backward(
         .zip(targets.par_chunks(rows))
         .for_each(|((dx, x), t)| {
             for ((dx, row), &t) in dx.chunks_exact_mut(vocab).zip(x.chunks_exact(vocab)).zip(t) {
-                let (_, max, sum) = row_loss(row, t as usize);
-                let inv = scale / sum;
-                for (d, &x) in dx.iter_mut().zip(row) {
-                    *d = (x - max).exp() * inv;
-                }
+                let max = fastmath::max(row);
+                dx.copy_from_slice(row);
+                let sum = fastmath::exp_shift_sum(dx, max);
+                fastmath::scale(dx, scale / sum);
                 dx[t as usize] -= scale;
             }
         });
@@ -80,20 +79,12 @@ pub fn cross_entropy_fused(
         .for_each(|((x, l), t)| {
             for ((row, l), &t) in x.chunks_exact_mut(vocab).zip(l.iter_mut()).zip(t) {
                 let t = t as usize;
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let max = fastmath::max(row);
                 let xt = row[t] - max;
-                let mut sum = 0.0f32;
-                for x in row.iter_mut() {
-                    let e = (*x - max).exp();
-                    *x = e;
-                    sum += e;
-                }
+                let sum = fastmath::exp_shift_sum(row, max);
                 // loss = lse − x_t = ln(sum) − (x_t − max); exact even where exp(x_t − max) underflows.
-                let inv = scale / sum;
                 *l = sum.ln() - xt;
-                for x in row.iter_mut() {
-                    *x *= inv;
-                }
+                fastmath::scale(row, scale / sum);
                 row[t] -= scale;
             }
         });

@@ -10,6 +10,7 @@
 pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod fastmath;
 pub mod matmul;
 pub mod residual;
 pub mod rmsnorm;

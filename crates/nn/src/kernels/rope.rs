@@ -16,7 +16,10 @@ pub struct RopeTable {
 
 impl RopeTable {
     pub fn new(d_head: usize, max_len: usize, theta: f32) -> RopeTable {
-        assert!(d_head.is_multiple_of(2), "RoPE needs an even head size, got {d_head}");
+        assert!(
+            d_head.is_multiple_of(2),
+            "RoPE needs an even head size, got {d_head}"
+        );
         let half = d_head / 2;
         let mut cos = Vec::with_capacity(max_len * half);
         let mut sin = Vec::with_capacity(max_len * half);

@@ -1,12 +1,9 @@
 //! The FFN's elementwise parts: SwiGLU gate `SiLU(h1) ⊙ h3` and plain SiLU, SiLU(x) = x·σ(x).
 
+use super::fastmath::{swiglu_back_rows, swiglu_rows};
 use rayon::prelude::*;
 
 const CHUNK: usize = 16 * 1024;
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
 
 /// `out = SiLU(h1) ⊙ h3`, all of the same length (n·d_ff). Overwrites out.
 pub fn swiglu_forward(out: &mut [f32], h1: &[f32], h3: &[f32]) {
@@ -17,11 +14,7 @@ pub fn swiglu_forward(out: &mut [f32], h1: &[f32], h3: &[f32]) {
     out.par_chunks_mut(CHUNK)
         .zip(h1.par_chunks(CHUNK))
         .zip(h3.par_chunks(CHUNK))
-        .for_each(|((o, a), b)| {
-            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                *o = a * sigmoid(a) * b;
-            }
-        });
+        .for_each(|((o, a), b)| swiglu_rows(o, a, Some(b)));
 }
 
 /// Backward of `swiglu_forward`: `dh1 = dout ⊙ h3 ⊙ σ(h1)(1 + h1(1 − σ(h1)))`, `dh3 = dout ⊙ SiLU(h1)`.
@@ -36,13 +29,7 @@ pub fn swiglu_backward(dh1: &mut [f32], dh3: &mut [f32], dout: &[f32], h1: &[f32
         .zip(dh3.par_chunks_mut(CHUNK))
         .zip(dout.par_chunks(CHUNK))
         .zip(h1.par_chunks(CHUNK).zip(h3.par_chunks(CHUNK)))
-        .for_each(|(((d1, d3), dy), (a, b))| {
-            for ((((d1, d3), &dy), &a), &b) in d1.iter_mut().zip(d3).zip(dy).zip(a).zip(b) {
-                let s = sigmoid(a);
-                *d1 = dy * b * s * (1.0 + a * (1.0 - s));
-                *d3 = dy * a * s;
-            }
-        });
+        .for_each(|(((d1, d3), dy), (a, b))| swiglu_back_rows(d1, Some(d3), dy, a, Some(b)));
 }
 
 /// `out = SiLU(inp)`. Overwrites out.
@@ -50,11 +37,7 @@ pub fn silu_forward(out: &mut [f32], inp: &[f32]) {
     assert_eq!(out.len(), inp.len(), "silu_forward: lengths");
     out.par_chunks_mut(CHUNK)
         .zip(inp.par_chunks(CHUNK))
-        .for_each(|(o, x)| {
-            for (o, &x) in o.iter_mut().zip(x) {
-                *o = x * sigmoid(x);
-            }
-        });
+        .for_each(|(o, x)| swiglu_rows(o, x, None));
 }
 
 /// `dinp = dout ⊙ σ(x)(1 + x(1 − σ(x)))`. Overwrites dinp.
@@ -66,10 +49,5 @@ pub fn silu_backward(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
     dinp.par_chunks_mut(CHUNK)
         .zip(dout.par_chunks(CHUNK))
         .zip(inp.par_chunks(CHUNK))
-        .for_each(|((dx, dy), x)| {
-            for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
-                let s = sigmoid(x);
-                *dx = dy * s * (1.0 + x * (1.0 - s));
-            }
-        });
+        .for_each(|((dx, dy), x)| swiglu_back_rows(dx, None, dy, x, None));
 }

@@ -1,0 +1,103 @@
+//! Times the kernels of one training step at a preset's shapes (where the step's time goes).
+//! `cargo run --release -p ferrolm-nn --example kernel_times -- small 8`
+
+use ferrolm_nn::kernels::*;
+use ferrolm_nn::ModelConfig;
+use std::time::Instant;
+
+fn time(name: &str, flops: f64, reps: usize, mut f: impl FnMut()) {
+    f();
+    let mut ts: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    ts.sort_by(f64::total_cmp);
+    let t = ts[reps / 2];
+    println!("{name:<34} {:>9.2} ms {:>8.1} GFLOP/s", t * 1e3, flops / t / 1e9);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let c = ModelConfig::preset(args.get(1).map_or("small", |s| s.as_str())).expect("small|tiny");
+    let batch: usize = args.get(2).map_or(8, |s| s.parse().unwrap());
+    let threads: usize = args.get(3).map_or(2, |s| s.parse().unwrap());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .unwrap();
+    let (t, d, f, v, h) = (c.context_length, c.d_model, c.d_ff, c.vocab_size, c.n_heads);
+    let n = batch * t;
+    let x = vec![0.01f32; n * v.max(f)];
+    let w = vec![0.01f32; v * d.max(f)];
+    let mut y = vec![0.0f32; n * v.max(f)];
+    let mut dw = vec![0.0f32; v * d.max(f)];
+    let reps = 3;
+    for (name, din, dout) in [
+        ("qkvo d→d", d, d),
+        ("w1/w3 d→f", d, f),
+        ("w2 f→d", f, d),
+        ("head d→V", d, v),
+    ] {
+        let fl = 2.0 * (n * din * dout) as f64;
+        time(&format!("matmul fwd {name}"), fl, reps, || {
+            matmul_forward(&mut y[..n * dout], &x[..n * din], &w[..din * dout], n, din, dout)
+        });
+        time(&format!("matmul bwd-in {name}"), fl, reps, || {
+            matmul_backward_input(
+                &mut y[..n * din],
+                &x[..n * dout],
+                &w[..din * dout],
+                n,
+                din,
+                dout,
+                false,
+            )
+        });
+        time(&format!("matmul bwd-w {name}"), fl, reps, || {
+            matmul_backward_weight(&mut dw[..din * dout], &x[..n * dout], &y[..n * din], n, din, dout)
+        });
+    }
+    let dh = d / h;
+    let q = vec![0.1f32; n * d];
+    let mut att = vec![0.0f32; batch * h * t * t];
+    let mut datt = att.clone();
+    let mut o = vec![0.0f32; n * d];
+    let (mut dq, mut dk, mut dv) = (o.clone(), o.clone(), o.clone());
+    let afl = 2.0 * (batch * h * t * t * dh) as f64; // causal half of 2 products
+    time("attention fwd", afl, reps, || {
+        attention_forward(&mut o, &mut att, &q, &q, &q, batch, t, h, dh)
+    });
+    time("attention bwd", 2.0 * afl, reps, || {
+        attention_backward(
+            &mut dq, &mut dk, &mut dv, &mut datt, &q, &q, &q, &q, &att, batch, t, h, dh,
+        )
+    });
+    let mut rstd = vec![0.0f32; n];
+    let g = vec![1.0f32; d];
+    let mut dg = vec![0.0f32; d];
+    time("rmsnorm fwd", 0.0, reps, || {
+        rmsnorm_forward(&mut o, &mut rstd, &q, &g, n, d, 1e-5)
+    });
+    time("rmsnorm bwd", 0.0, reps, || {
+        rmsnorm_backward(&mut dq, &mut dg, &o, &q, &g, &rstd, n, d)
+    });
+    let pos: Vec<usize> = (0..n).map(|i| i % t).collect();
+    let table = RopeTable::new(dh, t, 10000.0);
+    time("rope", 0.0, reps, || rope_forward(&mut dq, &pos, h, &table));
+    let (mut a, b) = (vec![0.1f32; n * f], vec![0.1f32; n * f]);
+    let mut a2 = a.clone();
+    time("swiglu fwd", 0.0, reps, || swiglu_forward(&mut a, &b, &b));
+    time("swiglu bwd", 0.0, reps, || {
+        swiglu_backward(&mut a, &mut a2, &b, &b, &b)
+    });
+    let tg: Vec<u32> = (0..n as u32).map(|i| i % v as u32).collect();
+    let mut losses = vec![0.0f32; n];
+    let mut logits = vec![0.1f32; n * v];
+    time("cross-entropy fused", 0.0, reps, || {
+        cross_entropy_fused(&mut logits, &mut losses, &tg, v, 1.0)
+    });
+    time("residual add", 0.0, reps, || residual_forward(&mut dq, &o, &q));
+}

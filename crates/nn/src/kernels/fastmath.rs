@@ -1,0 +1,226 @@
+//! Vectorized exp and the row reductions built on it (softmax numerators, max), for the
+//! elementwise kernels. The loops are written so LLVM vectorizes them; each public function picks
+//! at run time a copy compiled for AVX-512 or AVX2+FMA where the CPU has them (the baseline
+//! x86-64 build only has SSE2), else the portable copy.
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split in a part exact in f32 and the rest (Cody-Waite reduction).
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+/// 1.5·2²³: adding it rounds to the nearest integer, which then sits in the low mantissa bits.
+const ROUND: f32 = 12_582_912.0;
+const LANES: usize = 16;
+
+/// e^x in f32, within a few ulp for x in [−87.3, 88]; 0 below (where e^x is denormal or 0),
+/// and e^88 ≈ 1.7e38 above (never inf, and NaN only for NaN).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let xc = x.clamp(-87.3, 88.0);
+    let k = xc * LOG2E + ROUND;
+    let n = k - ROUND;
+    let bits = (k.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    // e^r on |r| ≤ ln2/2: degree-6 Taylor polynomial (truncation error < r⁷/7! ≈ 1.2e-7).
+    let p = 1.0
+        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits(((bits + 127) << 23) as u32);
+    if x < -87.3 {
+        0.0
+    } else {
+        p * scale
+    }
+}
+
+/// The largest value of `x` (−inf when empty; NaNs are ignored).
+#[inline(always)]
+fn max_body(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    let m = rest.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    acc.iter().fold(m, |m, &v| m.max(v))
+}
+
+/// `x ← e^(x − shift)`, returns Σ of the new values.
+#[inline(always)]
+fn exp_shift_sum_body(x: &mut [f32], shift: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            let e = exp(c[i] - shift);
+            c[i] = e;
+            acc[i] += e;
+        }
+    }
+    let mut s = 0.0;
+    for v in chunks.into_remainder() {
+        *v = exp(*v - shift);
+        s += *v;
+    }
+    s + acc.iter().sum::<f32>()
+}
+
+/// Σ e^(x − shift), x unchanged.
+#[inline(always)]
+fn sum_exp_shift_body(x: &[f32], shift: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().map(|&v| exp(v - shift)).sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += exp(c[i] - shift);
+        }
+    }
+    rest + acc.iter().sum::<f32>()
+}
+
+/// `x ← x · a`.
+#[inline(always)]
+fn scale_body(x: &mut [f32], a: f32) {
+    x.iter_mut().for_each(|v| *v *= a);
+}
+
+/// `out = SiLU(a) ⊙ b` (b = None: SiLU(a)).
+#[inline(always)]
+fn swiglu_body(out: &mut [f32], a: &[f32], b: Option<&[f32]>) {
+    match b {
+        Some(b) => {
+            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                *o = a / (1.0 + exp(-a)) * b;
+            }
+        }
+        None => {
+            for (o, &a) in out.iter_mut().zip(a) {
+                *o = a / (1.0 + exp(-a));
+            }
+        }
+    }
+}
+
+/// SwiGLU backward body: see `swiglu::swiglu_backward`; `b` None is the SiLU backward (into da).
+#[inline(always)]
+fn swiglu_back_body(da: &mut [f32], db: Option<&mut [f32]>, dy: &[f32], a: &[f32], b: Option<&[f32]>) {
+    match (db, b) {
+        (Some(db), Some(b)) => {
+            for ((((da, db), &dy), &a), &b) in da.iter_mut().zip(db.iter_mut()).zip(dy).zip(a).zip(b) {
+                let s = 1.0 / (1.0 + exp(-a));
+                *da = dy * b * s * (1.0 + a * (1.0 - s));
+                *db = dy * a * s;
+            }
+        }
+        _ => {
+            for ((da, &dy), &a) in da.iter_mut().zip(dy).zip(a) {
+                let s = 1.0 / (1.0 + exp(-a));
+                *da = dy * s * (1.0 + a * (1.0 - s));
+            }
+        }
+    }
+}
+
+/// Defines `pub fn $name` dispatching to AVX-512 / AVX2+FMA / portable copies of `$body`.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident) => {
+        $(#[$doc])*
+        #[inline]
+        pub fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn v4($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn v3($($arg: $ty),*) -> $ret {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F (checked just above), the only
+                    // requirement for calling a function compiled with that target feature.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+dispatch!(
+    /// The largest value of `x` (−inf when empty).
+    max(x: &[f32]) -> f32 = max_body
+);
+dispatch!(
+    /// `x ← e^(x − shift)`; returns the sum of the new values (softmax numerators).
+    exp_shift_sum(x: &mut [f32], shift: f32) -> f32 = exp_shift_sum_body
+);
+dispatch!(
+    /// Σ e^(x − shift) (log-sum-exp denominators), x unchanged.
+    sum_exp_shift(x: &[f32], shift: f32) -> f32 = sum_exp_shift_body
+);
+dispatch!(
+    /// `x ← x · a`.
+    scale(x: &mut [f32], a: f32) -> () = scale_body
+);
+dispatch!(
+    /// `out = SiLU(a) ⊙ b`, or SiLU(a) when b is None.
+    swiglu_rows(out: &mut [f32], a: &[f32], b: Option<&[f32]>) -> () = swiglu_body
+);
+dispatch!(
+    /// Backward of `swiglu_rows` (see `swiglu::swiglu_backward`).
+    swiglu_back_rows(da: &mut [f32], db: Option<&mut [f32]>, dy: &[f32], a: &[f32], b: Option<&[f32]>) -> () = swiglu_back_body
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate_and_saturates_without_inf_or_nan() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            worst = worst.max(((exp(x) as f64 - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 4e-7, "relative error {worst:e}");
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-1e4), 0.0);
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert!(exp(1e4).is_finite());
+    }
+
+    #[test]
+    fn dispatched_row_functions_match_scalar_code() {
+        // Lengths around the 16-lane blocks, so remainders are covered.
+        for n in [0usize, 1, 15, 16, 17, 100] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37) % 23) as f32 * 0.7 - 8.0).collect();
+            let m = max(&x);
+            assert_eq!(m, x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)));
+            let mut y = x.clone();
+            let s2 = sum_exp_shift(&y, m);
+            let s = exp_shift_sum(&mut y, m);
+            assert!((s - s2).abs() <= 1e-6 * s.max(1.0));
+            let want: f64 = x.iter().map(|&v| ((v - m) as f64).exp()).sum();
+            assert!((s as f64 - want).abs() <= 1e-6 * want.max(1.0), "{s} {want}");
+            for (a, b) in y.iter().zip(&x) {
+                assert!((*a as f64 - ((b - m) as f64).exp()).abs() < 1e-6);
+            }
+            let mut out = vec![0.0; n];
+            swiglu_rows(&mut out, &x, Some(&y));
+            for ((o, a), b) in out.iter().zip(&x).zip(&y) {
+                let want = *a as f64 / (1.0 + (-*a as f64).exp()) * *b as f64;
+                assert!((*o as f64 - want).abs() < 1e-6 * want.abs().max(1.0));
+            }
+        }
+    }
+}
