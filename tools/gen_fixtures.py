@@ -31,6 +31,7 @@ import tempfile
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,7 +59,17 @@ def save(out_dir, name, tensors, meta):
     # safetensors.numpy writes a strided view's raw buffer, not its elements: copy to contiguous.
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()}
-    save_file(tensors, os.path.join(out_dir, name + ".safetensors"), metadata=meta)
+    path = os.path.join(out_dir, name + ".safetensors")
+    # The header's key order is not stable between runs: leave an identical fixture untouched so
+    # regenerating does not churn git.
+    if os.path.exists(path):
+        with safe_open(path, "np") as f:
+            same = f.metadata() == meta and set(f.keys()) == set(tensors) and all(
+                f.get_tensor(k).dtype == v.dtype and np.array_equal(f.get_tensor(k), v, equal_nan=True)
+                for k, v in tensors.items())
+        if same:
+            return
+    save_file(tensors, path, metadata=meta)
 
 
 # ---------------------------------------------------------------- reference math (float64)
@@ -440,8 +451,52 @@ def gen_clip(out):
     save(out, "clip", tensors, {})
 
 
+def gen_train_steps(out):
+    """The training math composed, as the training loop uses it: 3 steps of the tiny pre-norm model
+    (model_params), each forward + backward on a new batch, clip_grad_norm_, the lr from lr_cosine
+    and torch.optim.AdamW with the 1-D gains excluded from weight decay. All in float64 (the
+    reference); the Rust side runs it in f32. ε = 1e-6 (not 1e-8) keeps Adam's update a smooth
+    function of the gradient for the few entries whose gradient is ~1e-8 (where a sign flip from
+    f32 rounding would otherwise move a parameter by 2·lr), so the comparison stays tight."""
+    cfg = dict(BASE_CFG)
+    names = [n for n, _ in param_specs(cfg)]
+    init = load_file(os.path.join(out, "model_params.safetensors"))
+    P = {n: torch.from_numpy(init[n]).double().requires_grad_(True) for n in names}
+    decay = [P[n] for n in names if P[n].dim() > 1]
+    no_decay = [P[n] for n in names if P[n].dim() == 1]
+    c = lambda x: float(np.float32(x))  # noqa: E731
+    opt = torch.optim.AdamW([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=1e-3,
+                            betas=(c(0.9), c(0.95)), eps=c(1e-6), weight_decay=c(0.1), foreach=False)
+    steps, B, T, max_norm = 3, 2, cfg["context_length"], 0.5
+    sched = dict(max_lr=c(1e-2), min_lr=c(1e-3), warmup=2, cycle=4)
+    tensors = {}
+    for step in range(steps):
+        ids = torch.from_numpy(rng.integers(0, cfg["vocab_size"], size=(B, T)))
+        targets = torch.from_numpy(rng.integers(0, cfg["vocab_size"], size=(B, T)))
+        opt.zero_grad()
+        logits = model_logits(cfg, P, ids)
+        loss = F.cross_entropy(logits.reshape(-1, cfg["vocab_size"]), targets.reshape(-1))
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_([P[n] for n in names], max_norm)
+        # t = step + 1, so that every step moves the parameters (t = 0 is warmup's lr 0).
+        lr = float(np.float32(lr_cosine(step + 1, sched["max_lr"], sched["min_lr"], sched["warmup"], sched["cycle"])))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        tensors[f"step{step}.ids"] = u32(ids.numpy())
+        tensors[f"step{step}.targets"] = u32(targets.numpy())
+        tensors[f"step{step}.loss"] = f32(loss.reshape(1))
+        tensors[f"step{step}.grad_norm"] = f32(norm.reshape(1))
+        tensors[f"step{step}.lr"] = np.array([lr], np.float32)
+    for n in names:
+        tensors["final." + n] = f32(P[n])
+    save(out, "train_steps", tensors,
+         {"config": cfg, "params": "model_params", "steps": steps, "max_norm": max_norm, "schedule": sched,
+          "beta1": c(0.9), "beta2": c(0.95), "eps": c(1e-6), "weight_decay": c(0.1), "no_decay": "1-D gains"})
+
+
 GENERATORS = [gen_rmsnorm, gen_rope, gen_attention, gen_swiglu_silu, gen_ffn, gen_softmax, gen_cross_entropy,
-              gen_model, gen_schedule, gen_adamw, gen_clip]
+              gen_model, gen_schedule, gen_adamw, gen_clip, gen_train_steps]
 
 
 def generate(out_dir):
