@@ -127,13 +127,13 @@ impl ModelConfig {
         if self.vocab_size == 0 || self.context_length == 0 || self.d_model == 0 || self.d_ff == 0 {
             return bad("vocab_size, context_length, d_model and d_ff must be positive".into());
         }
-        if self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+        if self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             return bad(format!(
                 "d_model {} is not divisible by n_heads {}",
                 self.d_model, self.n_heads
             ));
         }
-        if self.position == Position::Rope && self.d_head() % 2 != 0 {
+        if self.position == Position::Rope && !self.d_head().is_multiple_of(2) {
             return bad(format!(
                 "RoPE needs an even head size, got d_head {}",
                 self.d_head()
@@ -142,7 +142,7 @@ impl ModelConfig {
         if self.vocab_size > u32::MAX as usize {
             return bad("vocab_size must fit in u32".into());
         }
-        if !(self.rope_theta > 0.0) {
+        if !self.rope_theta.is_finite() || self.rope_theta <= 0.0 {
             return bad(format!("rope_theta must be positive, got {}", self.rope_theta));
         }
         Ok(())
