@@ -18,28 +18,39 @@ pub fn byte_to_char_table() -> [char; 256] {
     table
 }
 
+/// The table of [`byte_to_char_table`], computed once.
+fn encode_table() -> &'static [char; 256] {
+    static TABLE: std::sync::OnceLock<[char; 256]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(byte_to_char_table)
+}
+
+/// Byte of each code point below 512 in GPT-2's alphabet (`u16::MAX`: not in the alphabet).
+fn decode_table() -> &'static [u16; 512] {
+    static TABLE: std::sync::OnceLock<[u16; 512]> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = [u16::MAX; 512];
+        for (b, &c) in encode_table().iter().enumerate() {
+            t[c as usize] = b as u16;
+        }
+        t
+    })
+}
+
 /// Writes bytes in GPT-2's alphabet.
 pub fn bytes_to_unicode(bytes: &[u8]) -> String {
-    let table = byte_to_char_table();
+    let table = encode_table();
     bytes.iter().map(|&b| table[b as usize]).collect()
 }
 
 /// Reads a string written in GPT-2's alphabet back to bytes; `Err(char offset)` names the first
 /// character outside the alphabet.
 pub fn unicode_to_bytes(s: &str) -> Result<Vec<u8>, usize> {
-    let table = byte_to_char_table();
+    let table = decode_table();
     s.chars()
         .enumerate()
-        .map(|(i, c)| {
-            let code = c as u32;
-            if code < 256 && table[code as usize] == c {
-                Ok(code as u8)
-            } else if (256..256 + 68).contains(&code) {
-                // The 68 unprintable bytes map to U+0100.. in byte order.
-                table.iter().position(|&t| t == c).map(|b| b as u8).ok_or(i)
-            } else {
-                Err(i)
-            }
+        .map(|(i, c)| match table.get(c as usize) {
+            Some(&b) if b != u16::MAX => Ok(b as u8),
+            _ => Err(i),
         })
         .collect()
 }

@@ -15,6 +15,12 @@ pub struct EncodeIter<'t, R> {
     reader: R,
     name: PathBuf,
     buf: Vec<u8>,
+    /// Read buffer (allocated once).
+    chunk: Vec<u8>,
+    /// Bytes per read and between attempts to cut.
+    step: usize,
+    /// Buffer length at which to look for a cut next (so small reads do not rescan the buffer).
+    next_try: usize,
     /// Stream offset of `buf[0]`.
     consumed: u64,
     ids: Vec<u32>,
@@ -37,6 +43,9 @@ impl Tokenizer {
             reader,
             name: name.into(),
             buf: Vec::with_capacity(2 * READ_BYTES),
+            chunk: vec![0; READ_BYTES],
+            next_try: READ_BYTES,
+            step: READ_BYTES,
             consumed: 0,
             ids: Vec::new(),
             next_id: 0,
@@ -47,6 +56,15 @@ impl Tokenizer {
 }
 
 impl<R: Read> EncodeIter<'_, R> {
+    /// Reads `bytes` at a time (default 64 KiB) and looks for a cut every `bytes`; small values
+    /// exercise the cutting logic in tests. The result does not depend on it.
+    pub fn with_read_size(mut self, bytes: usize) -> Self {
+        self.step = bytes.max(1);
+        self.chunk = vec![0; self.step];
+        self.next_try = self.step;
+        self
+    }
+
     /// Encodes `buf[..end]` into `ids` and drops it from the buffer.
     fn encode_prefix(&mut self, end: usize) -> Result<()> {
         let text = std::str::from_utf8(&self.buf[..end]).map_err(|e| TokenizerError::InvalidUtf8 {
@@ -64,25 +82,28 @@ impl<R: Read> EncodeIter<'_, R> {
     /// Reads until a stable cut or the end of input, and encodes up to it.
     fn refill(&mut self) -> Result<()> {
         while !self.eof {
-            let old = self.buf.len();
-            self.buf.resize(old + READ_BYTES, 0);
             let n = loop {
-                match self.reader.read(&mut self.buf[old..]) {
+                match self.reader.read(&mut self.chunk) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        self.buf.truncate(old);
-                        return Err(TokenizerError::io(self.name.clone(), e));
-                    }
+                    Err(e) => return Err(TokenizerError::io(self.name.clone(), e)),
                 }
             };
-            self.buf.truncate(old + n);
             if n == 0 {
                 self.eof = true;
                 break;
             }
-            if let Some(cut) = last_stable_cut(&self.buf, self.tokenizer.matcher()) {
-                return self.encode_prefix(cut);
+            self.buf.extend_from_slice(&self.chunk[..n]);
+            if self.buf.len() < self.next_try {
+                continue;
+            }
+            match last_stable_cut(&self.buf, self.tokenizer.matcher()) {
+                Some(cut) => {
+                    self.next_try = self.step;
+                    return self.encode_prefix(cut);
+                }
+                // No cut yet (e.g. a very long line without spaces): wait for more text.
+                None => self.next_try = self.buf.len() + self.step,
             }
         }
         let end = self.buf.len();

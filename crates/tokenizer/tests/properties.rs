@@ -70,12 +70,17 @@ proptest! {
     fn encode_iter_equals_encode_for_any_chunking(
         text in text_with_specials(),
         sizes in prop::collection::vec(1usize..20, 1..6),
-        repeat in 1usize..400,
+        read_size in 1usize..64,
+        repeat in 1usize..20,
     ) {
         let tok = tokenizer();
-        // Repeating makes inputs longer than the 64 KiB read buffer now and then.
         let text = text.repeat(repeat);
         let want = tok.encode(&text);
+        // Small reads and a small cut interval put cuts everywhere they are allowed.
+        let reader = common::ChoppyReader { data: text.as_bytes(), sizes: sizes.clone(), i: 0 };
+        let got: Vec<u32> = tok.encode_iter(reader).with_read_size(read_size).map(Result::unwrap).collect();
+        prop_assert_eq!(&got, &want);
+        // The default 64 KiB reads.
         let reader = common::ChoppyReader { data: text.as_bytes(), sizes, i: 0 };
         let got: Vec<u32> = tok.encode_iter(reader).map(Result::unwrap).collect();
         prop_assert_eq!(got, want);
