@@ -181,6 +181,15 @@ impl Tokenizer {
         out
     }
 
+    /// Encodes `text` on all rayon threads (chunks cut where the result cannot change, results in
+    /// order); equal to [`Self::encode`].
+    pub fn encode_parallel(&self, text: &str) -> Vec<u32> {
+        use rayon::prelude::*;
+        let chunks = crate::chunking::plan_chunks(text.as_bytes(), self.matcher.as_ref(), 1 << 18);
+        let parts: Vec<Vec<u32>> = chunks.into_par_iter().map(|r| self.encode(&text[r])).collect();
+        parts.concat()
+    }
+
     /// Encodes `text`, appending to `out`.
     pub fn encode_into(&self, text: &str, out: &mut Vec<u32>) {
         CACHE.with(|cache| {

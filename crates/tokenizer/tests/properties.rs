@@ -104,6 +104,39 @@ fn streaming_a_large_input_in_big_reads_equals_encode() {
 }
 
 #[test]
+fn parallel_encode_equals_encode() {
+    let tok = tokenizer();
+    let text = common::sample_text().repeat(50);
+    assert_eq!(tok.encode_parallel(&text), tok.encode(&text));
+    assert_eq!(tok.encode_parallel(""), Vec::<u32>::new());
+}
+
+#[test]
+fn progress_bars_do_not_change_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, common::sample_text()).unwrap();
+    let specials = vec!["<|endoftext|>".to_string()];
+    let quiet = ferrolm_tokenizer::train_bpe_with(&[&input], 400, &specials, &Default::default()).unwrap();
+    let shown = ferrolm_tokenizer::train_bpe_with(
+        &[&input],
+        400,
+        &specials,
+        &ferrolm_tokenizer::TrainOptions { progress: true },
+    )
+    .unwrap();
+    assert_eq!(quiet, shown);
+    let tok = Tokenizer::new(shown.0, &shown.1, &specials).unwrap();
+    let stats =
+        ferrolm_tokenizer::encode_file_to_npy_with(&tok, &input, dir.path().join("o.npy"), true).unwrap();
+    assert_eq!(
+        read_npy(dir.path().join("o.npy")).unwrap(),
+        tok.encode(&common::sample_text())
+    );
+    assert!(stats.compression() > 1.0);
+}
+
+#[test]
 fn npy_encoder_equals_encode_across_chunks() {
     let tok = tokenizer();
     // > 1 MiB so the file is cut into several chunks encoded in parallel.
