@@ -94,10 +94,9 @@ pub fn attention(q: &[f64], k: &[f64], v: &[f64], batch: usize, seq: usize, n_he
                 let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
                 let z: f64 = e.iter().sum();
-                for u in 0..=t {
-                    let vu = row(v, u);
-                    for c in 0..dh {
-                        out[(b * seq + t) * d + h * dh + c] += e[u] / z * vu[c];
+                for (u, eu) in e.iter().enumerate() {
+                    for (c, vc) in row(v, u).iter().enumerate() {
+                        out[(b * seq + t) * d + h * dh + c] += eu / z * vc;
                     }
                 }
             }
