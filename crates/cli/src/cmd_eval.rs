@@ -1,8 +1,55 @@
-//! (being written)
+//! `ferrolm eval`: loss and perplexity of a checkpoint on a token file.
 
+use anyhow::Result;
+use ferrolm_train::checkpoint;
+use ferrolm_train::data::TokenFile;
+use ferrolm_train::evaluate;
+use std::path::PathBuf;
+
+/// Mean cross-entropy loss (nats per token) and perplexity of a checkpoint on a .npy token file,
+/// over non-overlapping windows of the model's context length.
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(after_help = "Example:\n  ferrolm eval --checkpoint runs/a --data data/valid.npy")]
+pub struct Args {
+    /// A checkpoint directory, or a run directory (its latest checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Token file (.npy, <u2 or <u4), encoded with the checkpoint's tokenizer.
+    #[arg(long)]
+    data: PathBuf,
+    /// Windows per batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Evaluate at most this many windows, spread evenly over the file (default: all).
+    #[arg(long)]
+    max_windows: Option<usize>,
+    /// Window length (default: the model's context length).
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: Args) -> Result<()> {
+    let dir = checkpoint::resolve(&args.checkpoint)?;
+    let ck = checkpoint::load_model(&dir)?;
+    let tokens = TokenFile::open(&args.data)?;
+    let seq = args.seq_len.unwrap_or(ck.model.config.context_length);
+    let r = evaluate(&ck.model, &tokens, args.batch_size.max(1), seq, args.max_windows)?;
+    if args.json {
+        println!("{}", r.to_json());
+    } else {
+        println!(
+            "loss {:.4} nats/token, perplexity {:.3} ({} windows of {}, {} tokens; checkpoint {} at step {})",
+            r.loss,
+            r.perplexity,
+            r.windows,
+            seq,
+            r.tokens,
+            dir.display(),
+            ck.state.step
+        );
+    }
+    Ok(())
 }

@@ -49,6 +49,11 @@ pub struct TokenizerIdentity {
     /// The directory the files were copied from when the run started.
     pub source: PathBuf,
     pub files: Vec<String>,
+    /// The tokenizer's own identity (`Tokenizer::fingerprint`: vocab, merges, special tokens).
+    #[serde(default)]
+    pub bpe_fingerprint: Option<String>,
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
 }
 
 /// Everything in `state.json`.

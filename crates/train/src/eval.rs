@@ -19,6 +19,13 @@ pub struct EvalResult {
     pub tokens: u64,
 }
 
+impl EvalResult {
+    /// One JSON object: `{"loss":…,"perplexity":…,"windows":…,"tokens":…}`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("serializes")
+    }
+}
+
 /// A fixed validation set: the same windows every time, evaluated in batches of `batch`.
 pub struct Evaluator {
     starts: Vec<usize>,

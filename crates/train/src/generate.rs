@@ -159,3 +159,70 @@ impl Utf8Stream {
         s
     }
 }
+
+/// The end-of-text marker the tokenizer and the quickstart use.
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+
+/// What `generate_text` produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GeneratedText {
+    /// The new text (the prompt not included).
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub stopped_at_eot: bool,
+}
+
+/// Encodes `prompt`, generates with the KV cache and calls `on_text` with each new piece of text
+/// as soon as it forms complete UTF-8 (for streaming to a terminal). Stops at `<|endoftext|>` when
+/// the tokenizer has it.
+pub fn generate_text(
+    model: &Model,
+    tokenizer: &ferrolm_tokenizer::Tokenizer,
+    prompt: &str,
+    cfg: &GenerateConfig,
+    on_text: &mut dyn FnMut(&str) -> Result<()>,
+) -> Result<GeneratedText> {
+    if tokenizer.vocab_size() > model.config.vocab_size {
+        bail!(
+            "the tokenizer has {} tokens but the model only {}: they do not belong together",
+            tokenizer.vocab_size(),
+            model.config.vocab_size
+        );
+    }
+    let ids = tokenizer.encode(prompt);
+    let eot = tokenizer.token_to_id(END_OF_TEXT);
+    let mut stream = Utf8Stream::default();
+    let mut text = String::new();
+    let out = generate_tokens(model, &ids, cfg, eot, &mut |t| {
+        // Ids the tokenizer lacks (a model vocab larger than the tokenizer's) decode to nothing.
+        let piece = stream.push(tokenizer.id_to_bytes(t).unwrap_or(&[]));
+        if !piece.is_empty() {
+            on_text(&piece)?;
+            text.push_str(&piece);
+        }
+        Ok(())
+    })?;
+    let rest = stream.finish();
+    if !rest.is_empty() {
+        on_text(&rest)?;
+        text.push_str(&rest);
+    }
+    Ok(GeneratedText {
+        text,
+        tokens: out.tokens,
+        stopped_at_eot: out.stopped_at_eot,
+    })
+}
+
+/// The tokenizer stored with a checkpoint (its `tokenizer/` copy), or an error that says how to
+/// supply one.
+pub fn checkpoint_tokenizer(checkpoint_dir: &std::path::Path) -> Result<ferrolm_tokenizer::Tokenizer> {
+    let dir = checkpoint_dir.join(crate::checkpoint::TOKENIZER_DIR);
+    if !dir.is_dir() {
+        bail!(
+            "checkpoint {} has no tokenizer copy (the run had no data.tokenizer); pass --tokenizer DIR",
+            checkpoint_dir.display()
+        );
+    }
+    ferrolm_tokenizer::Tokenizer::from_dir(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))
+}

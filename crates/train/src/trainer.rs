@@ -193,10 +193,24 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
     } else {
         let (fingerprint, files) =
             checkpoint::fingerprint_dir(&cfg.data.tokenizer).context("data.tokenizer")?;
+        let tok = ferrolm_tokenizer::Tokenizer::from_dir(&cfg.data.tokenizer)
+            .map_err(|e| anyhow::anyhow!("data.tokenizer {}: {e}", cfg.data.tokenizer.display()))?;
+        if tok.vocab_size() > cfg.model.vocab_size {
+            bail!(
+                "the tokenizer in {} has {} tokens but model.vocab_size is {}; set model.vocab_size to at \
+                 least {}",
+                cfg.data.tokenizer.display(),
+                tok.vocab_size(),
+                cfg.model.vocab_size,
+                tok.vocab_size()
+            );
+        }
         Some(TokenizerIdentity {
             fingerprint,
             source: cfg.data.tokenizer.clone(),
             files,
+            bpe_fingerprint: Some(tok.fingerprint()),
+            vocab_size: Some(tok.vocab_size()),
         })
     };
 
@@ -236,7 +250,11 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
                 );
             }
             if let (Some(a), Some(b)) = (&ck.state.tokenizer, &tokenizer) {
-                if a.fingerprint != b.fingerprint {
+                let same = match (&a.bpe_fingerprint, &b.bpe_fingerprint) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => a.fingerprint == b.fingerprint,
+                };
+                if !same {
                     bail!(
                         "cannot resume from {}: the tokenizer in {} (fingerprint {}) is not the one the \
                          run was trained with ({}, from {})",
@@ -347,7 +365,9 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
     let mut last_val: Option<f32> = None;
     let mut best_val: Option<f32> = None;
     let mut interrupted = false;
-    let mut log_mark = (run.tokens_seen, Instant::now());
+    // Tokens and seconds spent in training steps since the last metrics line (evaluation and
+    // checkpoint time excluded, so tokens/s measures training throughput).
+    let mut since_log = (0u64, 0.0f64);
     let (warmup, cosine) = (cfg.schedule.warmup_steps, cfg.cosine_steps());
     let (max_lr, min_lr) = (cfg.optimizer.lr as f32, cfg.schedule.min_lr as f32);
 
@@ -359,6 +379,7 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
             interrupted = true;
             break;
         }
+        let step_start = Instant::now();
         let sampler_before = run.sampler.clone();
         run.model.zero_grads();
         let mut loss_sum = 0.0f64;
@@ -406,6 +427,8 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
         run.optim.step(&mut run.model.params, &run.model.grads, lr);
         run.step += 1;
         run.tokens_seen += tokens_per_step;
+        since_log.0 += tokens_per_step;
+        since_log.1 += step_start.elapsed().as_secs_f64();
         last_train_loss = Some(loss);
 
         let step = run.step;
@@ -436,14 +459,12 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
             ));
         }
         if do_log {
-            let (t0, i0) = log_mark;
-            let dt = i0.elapsed().as_secs_f64();
-            let tps = if dt > 0.0 {
-                (run.tokens_seen - t0) as f64 / dt
+            let tps = if since_log.1 > 0.0 {
+                since_log.0 as f64 / since_log.1
             } else {
                 0.0
             };
-            log_mark = (run.tokens_seen, Instant::now());
+            since_log = (0, 0.0);
             metrics.write(&MetricsRecord {
                 step,
                 tokens: run.tokens_seen,

@@ -101,6 +101,8 @@ fn round_trip_is_exact_and_uses_state_dict_names() {
         fingerprint: fp,
         source: tok.clone(),
         files,
+        bpe_fingerprint: None,
+        vocab_size: None,
     });
     let dir = checkpoint::save(&d.path().join("ck"), &st, &m, &o, Some(&tok)).unwrap();
     assert_eq!(dir.file_name().unwrap(), "step-000000042");
