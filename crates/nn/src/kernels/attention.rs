@@ -7,8 +7,9 @@ use super::fastmath;
 use super::matmul::gemm_strided;
 use rayon::prelude::*;
 
-/// Rows per causal block: the products for rows [r0, r1) only touch columns [0, r1).
-const BLOCK: usize = 64;
+/// Rows per causal block: the products for rows [r0, r1) only touch columns [0, r1). 128 measured
+/// fastest at seq 256 (64: 1.4x slower; 256, no causal skipping: 1.6x slower).
+pub const BLOCK: usize = 128;
 
 /// `out (batch, seq, n_heads·d_head)` = per head `softmax(QKᵀ/√d_head, causal) · V`; `att
 /// (batch, n_heads, seq, seq)` gets the probabilities (row t: columns ≤ t, zeros above the
