@@ -13,6 +13,7 @@ mod chunking;
 mod error;
 mod files;
 mod npy;
+mod piece_key;
 pub mod pretokenize;
 mod specials;
 mod stream;

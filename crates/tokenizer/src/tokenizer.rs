@@ -3,6 +3,7 @@
 
 use crate::bpe::{MergeTable, Scratch};
 use crate::error::{Result, TokenizerError};
+use crate::piece_key::{short_key, ShortKey};
 use crate::pretokenize;
 use crate::specials::{for_each_segment, Segment, SpecialMatcher};
 use crate::{Merges, Vocab};
@@ -36,15 +37,24 @@ pub(crate) struct BuildError {
 }
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
-const CACHE_CAPACITY: usize = 1 << 16;
-const CACHE_MAX_PIECE: usize = 48;
+const CACHE_CAPACITY: usize = 1 << 18;
 
 /// Per-thread cache of the ids of frequent pre-tokens, plus merge scratch buffers.
 #[derive(Default)]
 struct EncodeCache {
     owner: u64,
-    map: FxHashMap<Box<[u8]>, Box<[u32]>>,
+    /// Piece -> (start, len) of its ids in `ids`.
+    map: FxHashMap<ShortKey, (u32, u32)>,
+    ids: Vec<u32>,
     scratch: Scratch,
+}
+
+impl EncodeCache {
+    fn reset(&mut self, owner: u64) {
+        self.owner = owner;
+        self.map.clear();
+        self.ids.clear();
+    }
 }
 
 thread_local! {
@@ -195,8 +205,7 @@ impl Tokenizer {
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
             if cache.owner != self.instance {
-                cache.owner = self.instance;
-                cache.map.clear();
+                cache.reset(self.instance);
             }
             let cache = &mut *cache;
             for_each_segment(text, self.matcher.as_ref(), |segment| match segment {
@@ -212,8 +221,7 @@ impl Tokenizer {
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
             if cache.owner != self.instance {
-                cache.owner = self.instance;
-                cache.map.clear();
+                cache.reset(self.instance);
             }
             self.encode_ordinary(text, &mut out, &mut cache);
         });
@@ -228,20 +236,27 @@ impl Tokenizer {
                 out.push(self.table.byte_ids[bytes[0] as usize]);
                 continue;
             }
-            if bytes.len() > CACHE_MAX_PIECE {
+            let Some(key) = short_key(bytes) else {
                 self.table.encode_piece(bytes, out, &mut cache.scratch);
                 continue;
-            }
-            if let Some(ids) = cache.map.get(bytes) {
-                out.extend_from_slice(ids);
+            };
+            if let Some(&(start, len)) = cache.map.get(&key) {
+                // Most pieces are one or two tokens: pushing beats a memmove call.
+                for &id in &cache.ids[start as usize..(start + len) as usize] {
+                    out.push(id);
+                }
                 continue;
             }
             let start = out.len();
             self.table.encode_piece(bytes, out, &mut cache.scratch);
             if cache.map.len() >= CACHE_CAPACITY {
                 cache.map.clear();
+                cache.ids.clear();
             }
-            cache.map.insert(bytes.into(), out[start..].into());
+            cache
+                .map
+                .insert(key, (cache.ids.len() as u32, (out.len() - start) as u32));
+            cache.ids.extend_from_slice(&out[start..]);
         }
     }
 

@@ -5,6 +5,7 @@
 
 use crate::chunking::plan_chunks;
 use crate::error::{Result, TokenizerError};
+use crate::piece_key::{short_key, ShortKey};
 use crate::pretokenize;
 use crate::specials::{for_each_segment, Segment, SpecialMatcher};
 use crate::tokenizer::Tokenizer;
@@ -70,41 +71,63 @@ fn progress_bar(enabled: bool, len: u64, message: &'static str, unit: &str) -> P
     bar
 }
 
+/// Pre-token counts borrowing from the text: short pieces under a [`ShortKey`] (cheap to hash and
+/// compare), longer ones under their text.
+#[derive(Default)]
+struct Counter<'a> {
+    short: FxHashMap<ShortKey, (u64, &'a str)>,
+    long: FxHashMap<&'a str, u64>,
+}
+
+impl<'a> Counter<'a> {
+    #[inline]
+    fn add(&mut self, piece: &'a str) {
+        match short_key(piece.as_bytes()) {
+            Some(key) => self.short.entry(key).or_insert((0, piece)).0 += 1,
+            None => *self.long.entry(piece).or_insert(0) += 1,
+        }
+    }
+
+    fn merge(mut self, mut other: Counter<'a>) -> Counter<'a> {
+        if self.short.len() + self.long.len() < other.short.len() + other.long.len() {
+            std::mem::swap(&mut self, &mut other);
+        }
+        for (k, (c, s)) in other.short {
+            self.short.entry(k).or_insert((0, s)).0 += c;
+        }
+        for (k, c) in other.long {
+            *self.long.entry(k).or_insert(0) += c;
+        }
+        self
+    }
+
+    fn into_counts(self) -> PreTokenCounts {
+        let mut counts = PreTokenCounts::default();
+        counts.reserve(self.short.len() + self.long.len());
+        counts.extend(self.short.into_values().map(|(c, s)| (s.to_string(), c)));
+        counts.extend(self.long.into_iter().map(|(s, c)| (s.to_string(), c)));
+        counts
+    }
+}
+
 /// Counts the pre-tokens of `text` (split on special tokens first), in parallel over chunks.
-fn count_text<'a>(
-    text: &'a str,
-    matcher: Option<&SpecialMatcher>,
-    bar: &ProgressBar,
-) -> FxHashMap<&'a str, u64> {
+fn count_text<'a>(text: &'a str, matcher: Option<&SpecialMatcher>, bar: &ProgressBar) -> Counter<'a> {
     let chunks = plan_chunks(text.as_bytes(), matcher, CHUNK_BYTES);
     chunks
         .into_par_iter()
-        .fold(
-            FxHashMap::default,
-            |mut counts: FxHashMap<&'a str, u64>, range| {
-                let chunk = &text[range.clone()];
-                for_each_segment(chunk, matcher, |segment| {
-                    if let Segment::Text(t) = segment {
-                        for piece in pretokenize::split(t) {
-                            *counts.entry(piece).or_insert(0) += 1;
-                        }
+        .fold(Counter::default, |mut counts: Counter<'a>, range| {
+            let chunk = &text[range.clone()];
+            for_each_segment(chunk, matcher, |segment| {
+                if let Segment::Text(t) = segment {
+                    for piece in pretokenize::split(t) {
+                        counts.add(piece);
                     }
-                });
-                bar.inc(range.len() as u64);
-                counts
-            },
-        )
-        .reduce(FxHashMap::default, merge_counts)
-}
-
-fn merge_counts<'a>(mut a: FxHashMap<&'a str, u64>, b: FxHashMap<&'a str, u64>) -> FxHashMap<&'a str, u64> {
-    if a.len() < b.len() {
-        return merge_counts(b, a);
-    }
-    for (k, v) in b {
-        *a.entry(k).or_insert(0) += v;
-    }
-    a
+                }
+            });
+            bar.inc(range.len() as u64);
+            counts
+        })
+        .reduce(Counter::default, Counter::merge)
 }
 
 /// Checks `bytes` as UTF-8; the error names `path` and the offset of the first bad byte.
@@ -151,22 +174,19 @@ pub fn count_pretokens_in_files(
         .collect::<Result<_>>()?;
     let total: u64 = files.iter().map(|(_, f)| f.bytes().len() as u64).sum();
     let bar = progress_bar(progress, total, "pre-tokenizing", "bytes");
-    let mut counts: FxHashMap<&str, u64> = FxHashMap::default();
+    let mut counts = Counter::default();
     for (path, file) in &files {
         let text = check_utf8(file.bytes(), path)?;
-        counts = merge_counts(counts, count_text(text, matcher.as_ref(), &bar));
+        counts = counts.merge(count_text(text, matcher.as_ref(), &bar));
     }
     bar.finish_and_clear();
-    Ok(counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    Ok(counts.into_counts())
 }
 
 /// Counts pre-tokens of in-memory text.
 pub fn count_pretokens(text: &str, special_tokens: &[String]) -> PreTokenCounts {
     let matcher = matcher_for(special_tokens);
-    count_text(text, matcher.as_ref(), &ProgressBar::hidden())
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    count_text(text, matcher.as_ref(), &ProgressBar::hidden()).into_counts()
 }
 
 /// Trains byte-level BPE on files; progress bars are drawn when stderr is a terminal.
@@ -209,7 +229,7 @@ pub fn train_bpe_from_str(
 ) -> Result<(Vocab, Merges)> {
     let specials = check_args(vocab_size, special_tokens)?;
     let matcher = matcher_for(&specials);
-    let counts = count_text(text, matcher.as_ref(), &ProgressBar::hidden());
+    let counts = count_text(text, matcher.as_ref(), &ProgressBar::hidden()).into_counts();
     Ok(train_from_counts(
         counts.iter().map(|(k, &v)| (k.as_bytes(), v)),
         vocab_size,
