@@ -338,4 +338,17 @@ fn cross_entropy_extreme_logits_are_exact_and_finite() {
         assert_eq!(losses, [2.0 * scale, 0.0]);
         assert_eq!(fused, d);
     }
+
+    // A small loss on top of huge logits keeps full precision (no lse − x_t cancellation).
+    let logits = [1e4f32, 1e4 - 1.0, 1e4 - 2.0];
+    let want = (1.0 + (-1.0f64).exp() + (-2.0f64).exp()).ln() + 1.0;
+    let l = ferrolm_nn::loss::cross_entropy(&logits, &[1], 3).unwrap();
+    assert!((l as f64 - want).abs() < 1e-6 * want, "{l} vs {want}");
+    let (mut fused, mut losses) = (logits, [0.0]);
+    cross_entropy_fused(&mut fused, &mut losses, &[1], 3, 1.0);
+    assert!(
+        (losses[0] as f64 - want).abs() < 1e-6 * want,
+        "{} vs {want}",
+        losses[0]
+    );
 }

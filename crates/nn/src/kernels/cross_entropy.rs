@@ -4,12 +4,12 @@
 use super::{fastmath, rows_per_task};
 use rayon::prelude::*;
 
-/// `loss = lse(row) − row[target]` with `lse = max + ln Σ exp(row − max)`.
-fn row_loss(row: &[f32], target: usize) -> (f32, f32, f32) {
+/// `loss = ln Σ exp(row − max) − (row[target] − max)`: the difference row[target] − max is
+/// exact for nearby values, so the loss keeps full precision even when |logits| ~ 1e4 ≫ loss.
+fn row_loss(row: &[f32], target: usize) -> f32 {
     let max = fastmath::max(row);
     let sum = fastmath::sum_exp_shift(row, max);
-    let lse = max + sum.ln();
-    (lse - row[target], max, sum)
+    sum.ln() - (row[target] - max)
 }
 
 /// Per-row losses: `losses[i] = −log softmax(logits[i])[targets[i]]`; logits (n, vocab).
@@ -25,7 +25,7 @@ pub fn cross_entropy_forward(losses: &mut [f32], logits: &[f32], targets: &[u32]
         .zip(targets.par_chunks(rows))
         .for_each(|((l, x), t)| {
             for ((l, row), &t) in l.iter_mut().zip(x.chunks_exact(vocab)).zip(t) {
-                *l = row_loss(row, t as usize).0;
+                *l = row_loss(row, t as usize);
             }
         });
 }
