@@ -4,6 +4,20 @@
 //!
 //! Pre-tokenization follows GPT-2's pattern ([`pretokenize::GPT2_PATTERN`]), implemented by hand
 //! ([`pretokenize::split`]); special tokens are matched first (leftmost, longest) and never merged.
+//! Trained vocabularies hold ids 0..256 for the bytes, then one id per merge in order, then the
+//! special tokens (so `<|endoftext|>` is the last id).
+//!
+//! ```
+//! use ferrolm_tokenizer::{train_bpe_from_str, Tokenizer};
+//! let specials = vec!["<|endoftext|>".to_string()];
+//! let text = "the cat sat on the mat<|endoftext|>the dog sat on the log".repeat(20);
+//! let (vocab, merges) = train_bpe_from_str(&text, 300, &specials)?;
+//! let tok = Tokenizer::new(vocab, &merges, &specials)?;
+//! let ids = tok.encode("the cat<|endoftext|>");
+//! assert_eq!(ids.last(), tok.token_to_id("<|endoftext|>").as_ref());
+//! assert_eq!(tok.decode(&ids)?, "the cat<|endoftext|>");
+//! # Ok::<(), ferrolm_tokenizer::TokenizerError>(())
+//! ```
 
 mod bpe;
 pub mod byte_unicode;
