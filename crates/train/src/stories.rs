@@ -407,9 +407,10 @@ fn animal(rng: &mut Rng, avoid: &str) -> Character {
         let name = *pick(rng, ANIMAL_NAMES);
         if name != avoid {
             let gender = if chance(rng, 0.5) { Gender::She } else { Gender::He };
+            let kind = *pick(rng, ANIMAL_KINDS);
             return Character {
                 name: name.to_string(),
-                kind: *pick(rng, ANIMAL_KINDS),
+                kind,
                 gender,
             };
         }
