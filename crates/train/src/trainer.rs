@@ -183,7 +183,8 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
     let valid_tokens = if cfg.data.valid.as_os_str().is_empty() {
         None
     } else {
-        let v = TokenFile::open(&cfg.data.valid).context("validation data (data.valid)")?;
+        let v = TokenFile::open(&cfg.data.valid)
+            .context("validation data (data.valid; set it to \"\" to train without validation)")?;
         v.check_fits(seq)?;
         v.check_ids(cfg.model.vocab_size)?;
         Some(v)
@@ -227,7 +228,16 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
             }
             None
         }
-        Resume::Latest => checkpoint::latest(&ckpt_dir)?,
+        Resume::Latest => {
+            let found = checkpoint::latest(&ckpt_dir)?;
+            if found.is_none() && opts.verbose {
+                eprintln!(
+                    "no checkpoint in {} yet: starting a fresh run",
+                    ckpt_dir.display()
+                );
+            }
+            found
+        }
         Resume::From(p) => Some(checkpoint::resolve(p)?),
     };
     let (model, optim, sampler, step, tokens_seen, wall_before) = match &resume_dir {
