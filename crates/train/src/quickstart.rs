@@ -318,9 +318,16 @@ fn prompts(opts: &Options, valid: &str) -> Vec<String> {
         .map(|s| s.to_string())
         .collect()
     } else {
-        // The user's text: start a few words into the validation text, then from nothing.
-        let words: Vec<&str> = valid.split_whitespace().take(6).collect();
-        vec![words.join(" "), String::new()]
+        // The user's text: its validation part's first six words verbatim, then nothing.
+        let (start, end) = valid
+            .split_whitespace()
+            .take(6)
+            .map(|w| {
+                let at = w.as_ptr() as usize - valid.as_ptr() as usize;
+                (at, at + w.len())
+            })
+            .fold((None, 0), |(s, _), (a, b)| (s.or(Some(a)), b));
+        vec![valid[start.unwrap_or(0)..end].to_string(), String::new()]
     };
     out.truncate(opts.samples);
     out
@@ -777,6 +784,26 @@ mod tests {
         let cfg = crate::config::TrainConfig::load(&tmp.path().join("m/config.toml")).unwrap();
         assert_eq!(cfg.run.max_steps, r.steps);
         assert!(seconds_per_step(&cfg).unwrap() > 0.0);
+    }
+
+    #[test]
+    fn input_file_of_plain_text_is_split_by_lines_and_sampled_from_its_own_words() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The user's text: stories without separators, so the split goes by lines.
+        let text: String = stories::documents(&stories::generate_corpus(9, 200_000)).join("\n");
+        let input = tmp.path().join("mine.txt");
+        std::fs::write(&input, &text).unwrap();
+        let mut o = tiny(&tmp.path().join("run"));
+        o.input = Some(input.clone());
+        let r = run(&o, false).unwrap();
+        assert_eq!(r.corpus, input.display().to_string());
+        assert_eq!(r.train_bytes + r.valid_bytes, text.len());
+        assert!(r.val_loss < r.unigram_entropy);
+        // Prompts: the first words of the validation text, then none.
+        let valid = std::fs::read_to_string(tmp.path().join("run/corpus/valid.txt")).unwrap();
+        let p = &r.samples[0].prompt;
+        assert!(valid.trim_start().starts_with(p.as_str()) && p.split_whitespace().count() == 6, "{p:?}");
+        assert_eq!(r.samples[1].prompt, "");
     }
 
     #[test]
