@@ -802,7 +802,10 @@ mod tests {
         // Prompts: the first words of the validation text, then none.
         let valid = std::fs::read_to_string(tmp.path().join("run/corpus/valid.txt")).unwrap();
         let p = &r.samples[0].prompt;
-        assert!(valid.trim_start().starts_with(p.as_str()) && p.split_whitespace().count() == 6, "{p:?}");
+        assert!(
+            valid.trim_start().starts_with(p.as_str()) && p.split_whitespace().count() == 6,
+            "{p:?}"
+        );
         assert_eq!(r.samples[1].prompt, "");
     }
 
