@@ -1,9 +1,10 @@
 //! `ferrolm bench`: throughput figures. `bench train` times full training steps (zero grads,
 //! forward, backward, AdamW) of a preset model on random tokens and prints tokens/s, the median
-//! step time and the achieved GFLOP/s (FLOPs counted as issue 3 defines them).
+//! step time and the achieved GFLOP/s (FLOPs counted as issue 3 defines them); `bench generate`
+//! times incremental generation with the KV cache.
 
 use anyhow::{bail, Context};
-use ferrolm_nn::model::{Activations, Model};
+use ferrolm_nn::model::{Activations, KvCache, Model};
 use ferrolm_nn::optim::{AdamW, AdamWConfig};
 use ferrolm_nn::{ModelConfig, Rng};
 use std::time::Instant;
@@ -12,6 +13,24 @@ use std::time::Instant;
 pub enum Command {
     /// Time training steps (forward + backward + AdamW) of a preset model on random tokens.
     Train(TrainArgs),
+    /// Time generation with the KV cache: a 1-token prompt, then one token per step (greedy).
+    Generate(GenerateArgs),
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// Model preset: small or tiny.
+    #[arg(long, default_value = "small")]
+    preset: String,
+    /// New tokens per sequence (at most the context length minus one).
+    #[arg(long, default_value_t = 255)]
+    tokens: usize,
+    /// Sequences generated together.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed repetitions (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
 }
 
 #[derive(clap::Args)]
@@ -42,7 +61,59 @@ pub struct TrainArgs {
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Train(args) => bench_train(args),
+        Command::Generate(args) => bench_generate(args),
     }
+}
+
+fn bench_generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let Some(config) = ModelConfig::preset(&a.preset) else {
+        bail!("unknown preset {:?}: use small or tiny", a.preset);
+    };
+    if a.batch == 0 || a.tokens == 0 || a.repeats == 0 || a.tokens >= config.context_length {
+        bail!(
+            "--batch, --repeats must be positive and --tokens in 1..{}",
+            config.context_length
+        );
+    }
+    let model = Model::new(config.clone(), 1337).context("building the model")?;
+    let mut cache = KvCache::new(&config, a.batch, a.tokens + 1);
+    let v = config.vocab_size;
+    let mut logits = vec![0.0f32; a.batch * v];
+    let mut times = Vec::with_capacity(a.repeats);
+    for _ in 0..a.repeats + 1 {
+        cache.reset();
+        let mut tokens = vec![0u32; a.batch];
+        let t0 = Instant::now();
+        for _ in 0..=a.tokens {
+            model.forward_infer(&mut cache, &tokens, &mut logits)?;
+            for (t, row) in tokens.iter_mut().zip(logits.chunks(v)) {
+                *t = row
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |m, (i, &x)| if x > m.1 { (i, x) } else { m },
+                    )
+                    .0 as u32;
+            }
+        }
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.remove(0); // warm-up
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let tok_s = (a.batch * a.tokens) as f64 / median;
+    println!(
+        "bench generate: preset {}, batch {}, {} new tokens, {} threads: {:.0} tokens/s ({:.2} ms per step)",
+        a.preset,
+        a.batch,
+        a.tokens,
+        rayon::current_num_threads(),
+        tok_s,
+        median / (a.tokens + 1) as f64 * 1e3
+    );
+    println!("RESULT tokens_per_s={tok_s:.1}");
+    Ok(())
 }
 
 fn bench_train(a: TrainArgs) -> anyhow::Result<()> {

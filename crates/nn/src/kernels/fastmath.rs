@@ -80,6 +80,33 @@ fn sum_exp_shift_body(x: &[f32], shift: f32) -> f32 {
     rest + acc.iter().sum::<f32>()
 }
 
+/// Σ a·b.
+#[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let rest: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    rest + acc.iter().sum::<f32>()
+}
+
+/// `out[o] = x · w[o]` for each row o of w (rows of length x.len()).
+#[inline(always)]
+fn gemv_body(out: &mut [f32], w: &[f32], x: &[f32]) {
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
+        *o = dot_body(row, x);
+    }
+}
+
 /// `x ← x · a`.
 #[inline(always)]
 fn scale_body(x: &mut [f32], a: f32) {
@@ -167,6 +194,14 @@ dispatch!(
     sum_exp_shift(x: &[f32], shift: f32) -> f32 = sum_exp_shift_body
 );
 dispatch!(
+    /// Σ a·b over the common length.
+    dot(a: &[f32], b: &[f32]) -> f32 = dot_body
+);
+dispatch!(
+    /// `out[o] = x · w[o]`, w (out.len(), x.len()) row-major.
+    gemv_rows(out: &mut [f32], w: &[f32], x: &[f32]) -> () = gemv_body
+);
+dispatch!(
     /// `x ← x · a`.
     scale(x: &mut [f32], a: f32) -> () = scale_body
 );
@@ -215,6 +250,12 @@ mod tests {
             for (a, b) in y.iter().zip(&x) {
                 assert!((*a as f64 - ((b - m) as f64).exp()).abs() < 1e-6);
             }
+            let d = dot(&x, &y);
+            let want: f64 = x.iter().zip(&y).map(|(a, b)| *a as f64 * *b as f64).sum();
+            assert!(
+                (d as f64 - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{d} {want}"
+            );
             let mut out = vec![0.0; n];
             swiglu_rows(&mut out, &x, Some(&y));
             for ((o, a), b) in out.iter().zip(&x).zip(&y) {

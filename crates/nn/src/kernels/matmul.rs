@@ -1,6 +1,9 @@
 //! Linear layers `y = x Wᵀ` (W stored (d_out, d_in), no bias) and a strided GEMM helper, through
 //! the `gemm` crate.
 
+use super::fastmath;
+use rayon::prelude::*;
+
 /// `dst (m, n) = [dst +] alpha · A (m, k) · B (k, n)`, with A and B given by row and column strides
 /// (so transposes are free) and dst by its row stride (column stride 1). `accumulate` false
 /// overwrites dst (its old contents are never read, NaN included). `parallel` lets gemm use the
@@ -70,11 +73,24 @@ pub fn gemm_strided(
     }
 }
 
+/// Up to this many rows, `matmul_forward` uses dot products over the weight rows (generation:
+/// one row per sequence) instead of gemm, which would repack the whole weight on every call.
+const GEMV_MAX_ROWS: usize = 4;
+
 /// `out (n, d_out) = inp (n, d_in) · weightᵀ`, weight (d_out, d_in). Overwrites out.
 pub fn matmul_forward(out: &mut [f32], inp: &[f32], weight: &[f32], n: usize, d_in: usize, d_out: usize) {
     assert_eq!(out.len(), n * d_out, "matmul_forward: out");
     assert_eq!(inp.len(), n * d_in, "matmul_forward: inp");
     assert_eq!(weight.len(), d_out * d_in, "matmul_forward: weight");
+    if n <= GEMV_MAX_ROWS && d_in > 0 {
+        let block = 64;
+        for (out, x) in out.chunks_exact_mut(d_out).zip(inp.chunks_exact(d_in)) {
+            out.par_chunks_mut(block)
+                .zip(weight.par_chunks(block * d_in))
+                .for_each(|(o, w)| fastmath::gemv_rows(o, w, x));
+        }
+        return;
+    }
     gemm_strided(
         n,
         d_out,
@@ -201,6 +217,26 @@ mod tests {
         gemm_strided(m, n, k, &mut c, n, true, (&a, k, 1), (&bt, 1, k), 2.0, false);
         for (x, y) in c.iter().zip(&want) {
             assert!((x - 3.0 * y).abs() < 3e-4, "{x} {y}");
+        }
+    }
+
+    #[test]
+    fn few_row_forward_matches_gemm_path() {
+        let (d_in, d_out) = (70, 130);
+        let w: Vec<f32> = (0..d_in * d_out)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let x: Vec<f32> = (0..5 * d_in)
+            .map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5)
+            .collect();
+        let mut all = vec![0.0; 5 * d_out];
+        matmul_forward(&mut all, &x, &w, 5, d_in, d_out); // gemm
+        for n in 1..=GEMV_MAX_ROWS {
+            let mut few = vec![f32::NAN; n * d_out];
+            matmul_forward(&mut few, &x[..n * d_in], &w, n, d_in, d_out);
+            for (a, b) in few.iter().zip(&all) {
+                assert!((a - b).abs() < 1e-5, "{a} {b}");
+            }
         }
     }
 
