@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes crates/tokenizer/tests/fixtures/hf_tokenizer.json (a byte-level BPE trained by Hugging Face
-`tokenizers`, vocab 400, <|endoftext|>) and hf_expected.json (texts and the ids HF gives them), so that
-`cargo test` checks, without Python, that ferrolm loads a real HF tokenizer.json and encodes like HF.
+`tokenizers`, vocab 400, specials <|endoftext|> and <|end of text|>) and hf_expected.json (texts and
+the ids HF gives them), so that `cargo test` checks, without Python, that ferrolm loads a real HF
+tokenizer.json and encodes like HF.
 
   python3 tools/tokenizer_hf_fixture.py
 """
@@ -34,13 +35,14 @@ def main():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|end of text|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator([corpus()], trainer)
     tok.save(os.path.join(OUT, "hf_tokenizer.json"))
     texts = LINES + [
         "Hello, world! It's 2025 and they've   gone.\n\n\nBye<|endoftext|>next",
         "<|endoftext|><|endoftext|> x <|endoftext",
+        "a<|end of text|>b <|end of text|> <|end of",
         "  leading and trailing  \n",
         "unseen words: zyxwvut ΑΒΓ Ж 🦀 \u0301combining",
         "",

@@ -47,6 +47,7 @@ fn vocab_from_map(
     text: &str,
     map: &serde_json::Map<String, Value>,
     what: &'static str,
+    raw_ok: &[String],
 ) -> Result<Vocab> {
     let mut tokens: Vec<Option<Vec<u8>>> = vec![None; map.len()];
     for (key, value) in map {
@@ -54,11 +55,16 @@ fn vocab_from_map(
         let id = value
             .as_u64()
             .ok_or_else(|| bad(format!("the id of {key:?} is {value}, not an integer")))?;
-        let bytes = unicode_to_bytes(key).map_err(|i| {
-            bad(format!(
-                "token {key:?} has a character (#{i}) outside GPT-2's byte alphabet"
-            ))
-        })?;
+        let bytes = match unicode_to_bytes(key) {
+            Ok(bytes) => bytes,
+            // HF keeps added tokens in the model vocab as they are (e.g. with a raw space).
+            Err(_) if raw_ok.contains(key) => key.as_bytes().to_vec(),
+            Err(i) => {
+                return Err(bad(format!(
+                    "token {key:?} has a character (#{i}) outside GPT-2's byte alphabet"
+                )))
+            }
+        };
         let slot = tokens.get_mut(id as usize).ok_or_else(|| {
             bad(format!(
                 "id {id} of {key:?} is outside 0..{} (ids must be dense)",
@@ -80,7 +86,7 @@ fn vocab_from_map(
 pub fn read_vocab_json(path: &Path) -> Result<Vocab> {
     let text = read_text(path)?;
     match parse_json(path, &text, "vocab.json")? {
-        Value::Object(map) => vocab_from_map(path, &text, &map, "vocab.json"),
+        Value::Object(map) => vocab_from_map(path, &text, &map, "vocab.json", &[]),
         _ => Err(TokenizerError::corrupt(
             path,
             "vocab.json",
@@ -228,11 +234,20 @@ impl Tokenizer {
                 ),
             ));
         }
+        let added_contents: Vec<String> = root
+            .get("added_tokens")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.get("content")?.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
         let vocab_map = model
             .get("vocab")
             .and_then(Value::as_object)
             .ok_or_else(|| bad("vocab", "model.vocab is not an object {token: id}".into()))?;
-        let mut vocab = vocab_from_map(path, &text, vocab_map, "tokenizer.json")?;
+        let mut vocab = vocab_from_map(path, &text, vocab_map, "tokenizer.json", &added_contents)?;
         let merges_json = model
             .get("merges")
             .and_then(Value::as_array)

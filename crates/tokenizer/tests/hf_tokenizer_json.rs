@@ -17,6 +17,8 @@ fn hf_written_tokenizer_json_encodes_like_hf() {
     let tok = Tokenizer::from_tokenizer_json(fixture("hf_tokenizer.json")).unwrap();
     assert_eq!(tok.vocab_size(), 400);
     assert_eq!(tok.token_to_id("<|endoftext|>"), Some(0));
+    // HF keeps this one raw (with spaces) in the model vocab.
+    assert_eq!(tok.token_to_id("<|end of text|>"), Some(1));
     let expected: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("hf_expected.json")).unwrap()).unwrap();
     let cases = expected["cases"].as_array().unwrap();
