@@ -5,22 +5,25 @@ use ferrolm_train::quickstart::{self, Options};
 use ferrolm_train::stories;
 use std::path::PathBuf;
 
-/// Run the whole pipeline and show that the model learns, with no downloads: make the built-in
-/// corpus of simple children's stories (a grammar, deterministic from --seed; 4 MB) or take
-/// --input FILE, split it into train/valid (95/5 by documents), train a byte-level BPE tokenizer
-/// (vocab up to 2048), encode both splits to .npy, train a small Llama-style Transformer
-/// (4 layers, d_model 192, context 256, 2.4M parameters; 1000 steps of 8x256 tokens), evaluate it
-/// on the whole validation split, and print sample generations.
-///
-/// Time: a few minutes on 2 cores (measured: about 13 minutes on 2 cores shared with other
-/// jobs; less on an idle machine); --quick: about 1 minute; --minutes M: about M minutes of
-/// training. At the end it prints the validation loss next to the corpus's unigram entropy (the
-/// loss of the best model that ignores context; the command fails if the model does not beat
-/// it), the perplexity, and the samples. The run directory (--out) keeps the split text, the
-/// tokenizer, the token files, config.toml, metrics.jsonl, loss.svg, the checkpoints (for
-/// `ferrolm generate --checkpoint DIR/checkpoints/step-...`), summary.json and samples.txt.
+/// What the quickstart does and how long it takes (shown after the options in --help).
+const HELP: &str = "\
+What it does: makes the built-in corpus of simple children's stories (a grammar, deterministic
+from --seed, 4 MB) or takes --input FILE; splits it 95/5 into train/valid by documents; trains a
+byte-level BPE tokenizer (vocab up to 2048); encodes both splits to .npy; trains a small
+Llama-style Transformer (4 layers, d_model 192, context 256, 2.4M parameters; 1000 steps of
+8x256 tokens); evaluates it on the whole validation split; prints sample generations.
+
+How long: about 4 minutes on 2 idle cores (estimated from its CPU time; 13 minutes measured on 2
+cores shared with other jobs); --quick under 1 minute; --minutes M about M minutes of training.
+
+What it shows: the validation loss next to the corpus's unigram entropy (the loss of the best
+model that ignores context; the command fails if the model does not beat it), the perplexity,
+and the samples. The run directory (--out) keeps the split text, the tokenizer, the token files,
+config.toml, metrics.jsonl, loss.svg, the checkpoints, summary.json and samples.txt. Continue
+from it with `ferrolm generate --checkpoint runs/quickstart --prompt \"Once upon a time\"`.";
+
 #[derive(clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = HELP)]
 pub struct Args {
     /// Train on this UTF-8 text instead of the built-in stories (documents separated by
     /// `<|endoftext|>` lines if it has them, else split by lines).
