@@ -22,6 +22,10 @@ pub enum Command {
 }
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Example:\n  ferrolm tokenizer train -i stories-train.txt --vocab-size 10000 -o tok/\n  \
+                        ferrolm tokenizer encode -t tok/ -i stories-train.txt -o train.npy"
+)]
 pub struct TrainArgs {
     /// UTF-8 text files to train on (read memory-mapped).
     #[arg(long, short, num_args = 1.., required = true)]
@@ -29,7 +33,7 @@ pub struct TrainArgs {
     /// Vocabulary size: 256 bytes + merges + special tokens.
     #[arg(long, default_value_t = 10_000)]
     vocab_size: usize,
-    /// A special token (repeat for several); never split, never merged. Default: <|endoftext|>.
+    /// A special token (repeat for several); never split, never merged.
     #[arg(long = "special-token", default_values_t = ["<|endoftext|>".to_string()])]
     special_tokens: Vec<String>,
     /// Train without any special token (overrides --special-token).
@@ -41,6 +45,11 @@ pub struct TrainArgs {
 }
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  ferrolm tokenizer encode -t tok/ -i train.txt -o train.npy   \
+                        # prints bytes, tokens, bytes/token, MB/s\n  \
+                        ferrolm tokenizer encode -t tok/ --text 'Once upon a time'"
+)]
 pub struct EncodeArgs {
     /// Tokenizer directory (tokenizer.json, or vocab.json + merges.txt).
     #[arg(long, short)]
