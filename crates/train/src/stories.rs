@@ -425,7 +425,7 @@ fn helper(rng: &mut Rng, hero: &Character, animal_world: bool) -> Character {
             rng,
             &[
                 ("the owl", "wise old owl", Gender::He),
-                ("the turtle", "kind old turtle", Gender::She),
+                ("the old turtle", "kind old turtle", Gender::She),
                 ("the deer", "gentle deer", Gender::She),
                 ("the big bear", "big friendly bear", Gender::He),
                 ("the goose", "clever goose", Gender::She),
@@ -528,6 +528,14 @@ pub fn story(rng: &mut Rng) -> String {
         fresh: true,
     };
     beginning(&mut w);
+    if help.name.starts_with("the ") {
+        // An animal helper is introduced before the text calls it "the owl".
+        w.say(&[
+            "Near {place} lived a {h_kind}, who was friends with everyone.",
+            "{A} also knew a {h_kind} who lived near {place}.",
+            "Not far away lived a {h_kind}.",
+        ]);
+    }
     w.paragraph();
     match plot {
         Plot::Lost => lost(&mut w),
@@ -1221,6 +1229,18 @@ mod tests {
                 .to_string();
             let later = &s[first.len()..];
             assert!(later.contains(&name), "hero {name} not mentioned again in {s:?}");
+            // An animal helper is introduced ("a wise old owl") before it is "the owl".
+            for (the, intro) in [
+                ("the owl", "wise old owl"),
+                ("the old turtle", "kind old turtle"),
+                ("the big bear", "big friendly bear"),
+                ("the goose", "clever goose"),
+                ("the deer", "a gentle deer"),
+            ] {
+                if let Some(at) = s.to_lowercase().find(the) {
+                    assert!(s[..at].contains(intro), "{the} before {intro}: {s}");
+                }
+            }
             // A girl's name never takes "his", a boy's never "her", in the sentence that follows it.
             let second = s.split(". ").nth(1).unwrap_or("");
             if GIRL_NAMES.contains(&name.as_str()) && first.contains("girl") {
