@@ -145,6 +145,7 @@ impl Tokenizer {
         merges_txt: impl AsRef<Path>,
         special_tokens: &[String],
     ) -> Result<Self> {
+        crate::tokenizer::check_specials(special_tokens)?;
         let vocab = read_vocab_json(vocab_json.as_ref())?;
         let (merges, offsets) = read_merges_txt(merges_txt.as_ref())?;
         Tokenizer::build(vocab, &merges, special_tokens)

@@ -65,6 +65,7 @@ impl Tokenizer {
     /// Builds a tokenizer from token bytes by id, merges in rank order and special tokens. A special
     /// token whose bytes are already in the vocab keeps that id (the highest such); others are added.
     pub fn new(vocab: Vocab, merges: &Merges, special_tokens: &[String]) -> Result<Self> {
+        check_specials(special_tokens)?;
         Self::build(vocab, merges, special_tokens).map_err(|e| TokenizerError::Corrupt {
             path: "<memory>".into(),
             what: "vocab/merges",
@@ -314,6 +315,14 @@ impl Tokenizer {
     #[cfg(test)]
     pub(crate) fn table(&self) -> &MergeTable {
         &self.table
+    }
+}
+
+/// Refuses empty special tokens.
+pub(crate) fn check_specials(special_tokens: &[String]) -> Result<()> {
+    match special_tokens.iter().position(String::is_empty) {
+        Some(index) => Err(TokenizerError::EmptySpecialToken { index }),
+        None => Ok(()),
     }
 }
 

@@ -62,6 +62,12 @@ fn bad_arguments_are_refused() {
         matches!(err, TokenizerError::EmptySpecialToken { index: 1 }),
         "{err:?}"
     );
+    let (vocab, merges) = train_bpe_from_str("abc abc", 260, &[]).unwrap();
+    let err = Tokenizer::new(vocab, &merges, &[String::new()]).unwrap_err();
+    assert!(
+        matches!(err, TokenizerError::EmptySpecialToken { index: 0 }),
+        "{err:?}"
+    );
     let missing = train_bpe_with(&["/nonexistent/x.txt"], 300, &eot(), &TrainOptions::default()).unwrap_err();
     assert!(missing.to_string().contains("/nonexistent/x.txt"), "{missing}");
 }
