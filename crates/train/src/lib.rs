@@ -6,7 +6,8 @@
 //!   [`TrainOptions`] → [`TrainSummary`];
 //! - [`data::TokenFile`] (memory-mapped `.npy` tokens), [`data::get_batch`], [`data::BatchSampler`];
 //! - [`checkpoint`]: crash-safe save/load/list/latest/prune;
-//! - [`evaluate`] → [`EvalResult`]; [`generate_tokens`] with [`GenerateConfig`].
+//! - [`evaluate`] → [`EvalResult`]; [`generate_tokens`] / [`generate_text`] with [`GenerateConfig`];
+//!   [`metrics`] (JSONL) and [`plot`] (SVG loss curves).
 
 pub mod checkpoint;
 pub mod config;
@@ -21,5 +22,5 @@ pub mod trainer;
 
 pub use config::TrainConfig;
 pub use eval::{evaluate, EvalResult};
-pub use generate::{generate_tokens, GenerateConfig, Generated};
+pub use generate::{generate_text, generate_tokens, GenerateConfig, Generated, GeneratedText};
 pub use trainer::{train, Resume, TrainOptions, TrainSummary};
