@@ -13,8 +13,10 @@ byte-level BPE tokenizer (vocab up to 2048); encodes both splits to .npy; trains
 Llama-style Transformer (4 layers, d_model 192, context 256, 2.4M parameters; 1000 steps of
 8x256 tokens); evaluates it on the whole validation split; prints sample generations.
 
-How long: about 4 minutes on 2 idle cores (estimated from its CPU time; 13 minutes measured on 2
-cores shared with other jobs); --quick under 1 minute; --minutes M about M minutes of training.
+How long: about 4 minutes on 2 idle cores (estimated from its 7 minutes of CPU time; 11 to 18
+minutes measured on 2 cores shared with other jobs); --quick under 1 minute; --minutes M about M
+minutes of training. It reaches a validation loss of 0.35 nats/token against a unigram entropy
+of 5.3 (--quick: 0.69 against 5.5).
 
 What it shows: the validation loss next to the corpus's unigram entropy (the loss of the best
 model that ignores context; the command fails if the model does not beat it), the perplexity,
