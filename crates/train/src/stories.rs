@@ -1253,6 +1253,18 @@ mod tests {
     }
 
     #[test]
+    fn write_corpus_writes_the_generated_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stories.txt");
+        let n = write_corpus(&path, 4, 30_000).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.len(), n);
+        assert_eq!(text, generate_corpus(4, 30_000));
+        let err = write_corpus(&dir.path().join("no/such/dir/x.txt"), 4, 10).unwrap_err();
+        assert!(format!("{err:#}").contains("no/such/dir"), "{err:#}");
+    }
+
+    #[test]
     fn unigram_entropy_matches_hand_computed_values() {
         assert_eq!(unigram_entropy(&[]), 0.0);
         assert_eq!(unigram_entropy(&[5, 5, 5]), 0.0);
