@@ -387,3 +387,33 @@ fn kill_during_save_leaves_previous_checkpoints_loadable() {
     // The model is ~1 MB and saves are fsync'ed, so most kills land inside a save.
     eprintln!("{kills_mid_save} of 6 kills interrupted a save in progress");
 }
+
+#[test]
+fn a_failed_save_removes_its_partial_files_and_keeps_older_checkpoints() {
+    // An I/O error after the tensors are written (here: the tokenizer copy fails, as a full disk
+    // would fail a write) must leave no partial checkpoint behind and the older ones untouched.
+    let d = tempfile::tempdir().unwrap();
+    let parent = d.path().join("ck");
+    let good = save(&parent, 5, None);
+    let (m, o) = model_and_optim(9);
+    let e = checkpoint::save(
+        &parent,
+        &state(10, None),
+        &m,
+        &o,
+        Some(&d.path().join("missing-tok")),
+    )
+    .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("saving checkpoint step-000000010 failed") && e.contains("missing-tok"),
+        "{e}"
+    );
+    let left: Vec<String> = std::fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, vec!["step-000000005".to_string()]);
+    assert_eq!(checkpoint::latest(&parent).unwrap(), Some(good.clone()));
+    checkpoint::load(&good, true).unwrap();
+}
