@@ -75,6 +75,12 @@ fn main() {
             &mut dq, &mut dk, &mut dv, &mut datt, &q, &q, &q, &q, &att, batch, t, h, dh,
         )
     });
+    time("attention fwd (recompute)", afl, reps, || {
+        attention_forward_recompute(&mut o, &q, &q, &q, batch, t, h, dh)
+    });
+    time("attention bwd (recompute)", 2.0 * afl, reps, || {
+        attention_backward_recompute(&mut dq, &mut dk, &mut dv, &q, &q, &q, &q, batch, t, h, dh)
+    });
     let mut rstd = vec![0.0f32; n];
     let g = vec![1.0f32; d];
     let mut dg = vec![0.0f32; d];

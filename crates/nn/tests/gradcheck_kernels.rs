@@ -193,9 +193,34 @@ fn check_attention(batch: usize, seq: usize, h: usize, dh: usize, sample: Option
             })
             .collect()
     };
-    assert_close("attention dq", &pick(&dq), &at(&q, 0), BWD, 1e-3);
-    assert_close("attention dk", &pick(&dk), &at(&k, 1), BWD, 1e-3);
-    assert_close("attention dv", &pick(&dv), &at(&v, 2), BWD, 1e-3);
+    let (nq, nk, nv) = (at(&q, 0), at(&k, 1), at(&v, 2));
+    assert_close("attention dq", &pick(&dq), &nq, BWD, 1e-3);
+    assert_close("attention dk", &pick(&dk), &nk, BWD, 1e-3);
+    assert_close("attention dv", &pick(&dv), &nv, BWD, 1e-3);
+
+    // The recomputing pair (no stored probabilities): same finite-difference check, and
+    // bit-identical to the storing pair (it recomputes the very same probabilities).
+    let mut out_r = vec![f32::NAN; len];
+    attention_forward_recompute(&mut out_r, &to32(&q), &to32(&k), &to32(&v), batch, seq, h, dh);
+    assert_eq!(out_r, out, "recompute forward differs from the storing forward");
+    let (mut rq, mut rk, mut rv) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![f32::NAN; len]);
+    attention_backward_recompute(
+        &mut rq,
+        &mut rk,
+        &mut rv,
+        &to32(&dy),
+        &to32(&q),
+        &to32(&k),
+        &to32(&v),
+        batch,
+        seq,
+        h,
+        dh,
+    );
+    assert_close("recompute attention dq", &pick(&rq), &nq, BWD, 1e-3);
+    assert_close("recompute attention dk", &pick(&rk), &nk, BWD, 1e-3);
+    assert_close("recompute attention dv", &pick(&rv), &nv, BWD, 1e-3);
+    assert_eq!((rq, rk, rv), (dq, dk, dv), "recompute backward differs");
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Causal multi-head scaled dot-product attention, heads as consecutive column blocks of width
-//! d_head in (batch, seq, n_heads·d_head) buffers. The probabilities are kept for the backward.
+//! d_head in (batch, seq, n_heads·d_head) buffers. `attention_forward`/`attention_backward` keep
+//! the probabilities (batch, n_heads, seq, seq) for the backward; the `_recompute` pair (what the
+//! model trains with) keeps none and recomputes them per head in a cache-sized scratch.
 //! Work is parallel over the batch; per (batch, head) the products go through gemm in row blocks
 //! that skip the masked upper triangle.
 
@@ -35,48 +37,206 @@ pub fn attention_forward(
     if batch == 0 || seq == 0 {
         return;
     }
-    let scale = 1.0 / (d_head as f32).sqrt();
+    let hd = Head::new(t_len, n_heads, d_head);
     out.par_chunks_mut(bd)
         .zip(att.par_chunks_mut(ba))
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
         .for_each(|((out, att), ((q, k), v))| {
             for (h, p) in att.chunks_exact_mut(t_len * t_len).enumerate() {
-                let c = h * d_head;
-                for r0 in (0..t_len).step_by(BLOCK) {
-                    let r1 = (r0 + BLOCK).min(t_len);
-                    let s = &mut p[r0 * t_len..];
-                    // S[r0..r1, 0..r1] = scale · Q[r0..r1] K[0..r1]ᵀ
-                    gemm_strided(
-                        r1 - r0,
-                        r1,
-                        d_head,
-                        s,
-                        t_len,
-                        false,
-                        (&q[r0 * d + c..], d, 1),
-                        (&k[c..], 1, d),
-                        scale,
-                        false,
-                    );
-                    for t in r0..r1 {
-                        softmax_causal_row(&mut p[t * t_len..(t + 1) * t_len], t);
-                    }
-                    // O[r0..r1] = P[r0..r1, 0..r1] · V[0..r1]
-                    gemm_strided(
-                        r1 - r0,
-                        d_head,
-                        r1,
-                        &mut out[r0 * d + c..],
-                        d,
-                        false,
-                        (&p[r0 * t_len..], t_len, 1),
-                        (&v[c..], d, 1),
-                        1.0,
-                        false,
-                    );
-                }
+                hd.probs(p, q, k, h);
+                hd.values(out, p, v, h);
             }
         });
+}
+
+/// `attention_forward` without storing the probabilities: each sequence's heads go through one
+/// (seq, seq) scratch per thread that stays in cache, and `attention_backward_recompute`
+/// recomputes them. Saves batch·n_heads·seq² floats per layer; `out` is bit-identical to
+/// `attention_forward`'s. Shapes as there.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_forward_recompute(
+    out: &mut [f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    batch: usize,
+    seq: usize,
+    n_heads: usize,
+    d_head: usize,
+) {
+    let d = n_heads * d_head;
+    let (t_len, bd) = (seq, seq * d);
+    for (name, x) in [("out", &*out), ("q", q), ("k", k), ("v", v)] {
+        assert_eq!(x.len(), batch * bd, "attention_forward_recompute: {name}");
+    }
+    if batch == 0 || seq == 0 {
+        return;
+    }
+    let hd = Head::new(t_len, n_heads, d_head);
+    out.par_chunks_mut(bd)
+        .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
+        .for_each_init(
+            || vec![0.0f32; t_len * t_len],
+            |p, (out, ((q, k), v))| {
+                for h in 0..n_heads {
+                    hd.probs(p, q, k, h);
+                    hd.values(out, p, v, h);
+                }
+            },
+        );
+}
+
+/// One sequence's per-head products: shapes and the softmax scale.
+struct Head {
+    t_len: usize,
+    d: usize,
+    d_head: usize,
+    scale: f32,
+}
+
+impl Head {
+    fn new(t_len: usize, n_heads: usize, d_head: usize) -> Head {
+        let scale = 1.0 / (d_head as f32).sqrt();
+        Head {
+            t_len,
+            d: n_heads * d_head,
+            d_head,
+            scale,
+        }
+    }
+
+    /// p (seq, seq) = causal softmax(scale · Q_h K_hᵀ) for head h of one sequence (q, k
+    /// (seq, d)), zeros above the diagonal; row blocks skip the masked upper triangle.
+    fn probs(&self, p: &mut [f32], q: &[f32], k: &[f32], h: usize) {
+        let (t_len, d, c) = (self.t_len, self.d, h * self.d_head);
+        for r0 in (0..t_len).step_by(BLOCK) {
+            let r1 = (r0 + BLOCK).min(t_len);
+            // S[r0..r1, 0..r1] = scale · Q[r0..r1] K[0..r1]ᵀ
+            gemm_strided(
+                r1 - r0,
+                r1,
+                self.d_head,
+                &mut p[r0 * t_len..],
+                t_len,
+                false,
+                (&q[r0 * d + c..], d, 1),
+                (&k[c..], 1, d),
+                self.scale,
+                false,
+            );
+            for t in r0..r1 {
+                softmax_causal_row(&mut p[t * t_len..(t + 1) * t_len], t);
+            }
+        }
+    }
+
+    /// Head h's columns of out (seq, d) = P · V_h, P from `probs`.
+    fn values(&self, out: &mut [f32], p: &[f32], v: &[f32], h: usize) {
+        let (t_len, d, c) = (self.t_len, self.d, h * self.d_head);
+        for r0 in (0..t_len).step_by(BLOCK) {
+            let r1 = (r0 + BLOCK).min(t_len);
+            // O[r0..r1] = P[r0..r1, 0..r1] · V[0..r1]
+            gemm_strided(
+                r1 - r0,
+                self.d_head,
+                r1,
+                &mut out[r0 * d + c..],
+                d,
+                false,
+                (&p[r0 * t_len..], t_len, 1),
+                (&v[c..], d, 1),
+                1.0,
+                false,
+            );
+        }
+    }
+
+    /// Head h's columns of dq, dk, dv (seq, d), OVERWRITTEN, given its probabilities p (seq, seq);
+    /// ds (seq, seq) is scratch (left holding dS, the gradient of the scaled scores).
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        dq: &mut [f32],
+        dk: &mut [f32],
+        dv: &mut [f32],
+        ds: &mut [f32],
+        dout: &[f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        p: &[f32],
+        h: usize,
+    ) {
+        let (t_len, d, d_head, scale, c) = (self.t_len, self.d, self.d_head, self.scale, h * self.d_head);
+        for r0 in (0..t_len).step_by(BLOCK) {
+            let r1 = (r0 + BLOCK).min(t_len);
+            // dP[r0..r1, 0..r1] = dO[r0..r1] · V[0..r1]ᵀ
+            gemm_strided(
+                r1 - r0,
+                r1,
+                d_head,
+                &mut ds[r0 * t_len..],
+                t_len,
+                false,
+                (&dout[r0 * d + c..], d, 1),
+                (&v[c..], 1, d),
+                1.0,
+                false,
+            );
+            // dS = P ⊙ (dP − Σ_u P dP), zero above the diagonal.
+            for t in r0..r1 {
+                let pr = &p[t * t_len..t * t_len + t + 1];
+                let dr = &mut ds[t * t_len..t * t_len + r1];
+                let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                for (x, &pp) in dr.iter_mut().zip(pr) {
+                    *x = pp * (*x - dot);
+                }
+                dr[t + 1..].fill(0.0);
+            }
+            // dQ[r0..r1] = scale · dS[r0..r1, 0..r1] · K[0..r1]
+            gemm_strided(
+                r1 - r0,
+                d_head,
+                r1,
+                &mut dq[r0 * d + c..],
+                d,
+                false,
+                (&ds[r0 * t_len..], t_len, 1),
+                (&k[c..], d, 1),
+                scale,
+                false,
+            );
+        }
+        for u0 in (0..t_len).step_by(BLOCK) {
+            let u1 = (u0 + BLOCK).min(t_len);
+            let rows = t_len - u0;
+            // dV[u0..u1] = P[u0.., u0..u1]ᵀ · dO[u0..]; dK[u0..u1] = scale · dS[u0.., u0..u1]ᵀ · Q[u0..]
+            gemm_strided(
+                u1 - u0,
+                d_head,
+                rows,
+                &mut dv[u0 * d + c..],
+                d,
+                false,
+                (&p[u0 * t_len + u0..], 1, t_len),
+                (&dout[u0 * d + c..], d, 1),
+                1.0,
+                false,
+            );
+            gemm_strided(
+                u1 - u0,
+                d_head,
+                rows,
+                &mut dk[u0 * d + c..],
+                d,
+                false,
+                (&ds[u0 * t_len + u0..], 1, t_len),
+                (&q[u0 * d + c..], d, 1),
+                scale,
+                false,
+            );
+        }
+    }
 }
 
 /// Softmax over row[0..=t] in place, zeros after.
@@ -125,7 +285,7 @@ pub fn attention_backward(
     if batch == 0 || seq == 0 {
         return;
     }
-    let scale = 1.0 / (d_head as f32).sqrt();
+    let hd = Head::new(t_len, n_heads, d_head);
     dq.par_chunks_mut(bd)
         .zip(dk.par_chunks_mut(bd))
         .zip(dv.par_chunks_mut(bd))
@@ -134,79 +294,61 @@ pub fn attention_backward(
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
         .for_each(|(((((dq, dk), dv), datt), (dout, att)), ((q, k), v))| {
             for h in 0..n_heads {
-                let c = h * d_head;
                 let p = &att[h * t_len * t_len..(h + 1) * t_len * t_len];
                 let ds = &mut datt[h * t_len * t_len..(h + 1) * t_len * t_len];
-                for r0 in (0..t_len).step_by(BLOCK) {
-                    let r1 = (r0 + BLOCK).min(t_len);
-                    // dP[r0..r1, 0..r1] = dO[r0..r1] · V[0..r1]ᵀ
-                    gemm_strided(
-                        r1 - r0,
-                        r1,
-                        d_head,
-                        &mut ds[r0 * t_len..],
-                        t_len,
-                        false,
-                        (&dout[r0 * d + c..], d, 1),
-                        (&v[c..], 1, d),
-                        1.0,
-                        false,
-                    );
-                    // dS = P ⊙ (dP − Σ_u P dP), zero above the diagonal.
-                    for t in r0..r1 {
-                        let pr = &p[t * t_len..t * t_len + t + 1];
-                        let dr = &mut ds[t * t_len..t * t_len + r1];
-                        let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                        for (x, &pp) in dr.iter_mut().zip(pr) {
-                            *x = pp * (*x - dot);
-                        }
-                        dr[t + 1..].fill(0.0);
-                    }
-                    // dQ[r0..r1] = scale · dS[r0..r1, 0..r1] · K[0..r1]
-                    gemm_strided(
-                        r1 - r0,
-                        d_head,
-                        r1,
-                        &mut dq[r0 * d + c..],
-                        d,
-                        false,
-                        (&ds[r0 * t_len..], t_len, 1),
-                        (&k[c..], d, 1),
-                        scale,
-                        false,
-                    );
-                }
-                for u0 in (0..t_len).step_by(BLOCK) {
-                    let u1 = (u0 + BLOCK).min(t_len);
-                    let rows = t_len - u0;
-                    // dV[u0..u1] = P[u0.., u0..u1]ᵀ · dO[u0..]; dK[u0..u1] = scale · dS[u0.., u0..u1]ᵀ · Q[u0..]
-                    gemm_strided(
-                        u1 - u0,
-                        d_head,
-                        rows,
-                        &mut dv[u0 * d + c..],
-                        d,
-                        false,
-                        (&p[u0 * t_len + u0..], 1, t_len),
-                        (&dout[u0 * d + c..], d, 1),
-                        1.0,
-                        false,
-                    );
-                    gemm_strided(
-                        u1 - u0,
-                        d_head,
-                        rows,
-                        &mut dk[u0 * d + c..],
-                        d,
-                        false,
-                        (&ds[u0 * t_len + u0..], 1, t_len),
-                        (&q[u0 * d + c..], d, 1),
-                        scale,
-                        false,
-                    );
-                }
+                hd.backward(dq, dk, dv, ds, dout, q, k, v, p, h);
             }
         });
+}
+
+/// Backward of `attention_forward_recompute`: recomputes each head's probabilities (bit-identical
+/// to the forward's) in a per-thread (seq, seq) scratch, then as `attention_backward`. dq, dk, dv
+/// (batch, seq, n_heads·d_head) are OVERWRITTEN. Shapes as in the forward.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_recompute(
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+    dout: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    batch: usize,
+    seq: usize,
+    n_heads: usize,
+    d_head: usize,
+) {
+    let d = n_heads * d_head;
+    let (t_len, bd) = (seq, seq * d);
+    for (name, x) in [
+        ("dq", &*dq),
+        ("dk", &*dk),
+        ("dv", &*dv),
+        ("dout", dout),
+        ("q", q),
+        ("k", k),
+        ("v", v),
+    ] {
+        assert_eq!(x.len(), batch * bd, "attention_backward_recompute: {name}");
+    }
+    if batch == 0 || seq == 0 {
+        return;
+    }
+    let hd = Head::new(t_len, n_heads, d_head);
+    dq.par_chunks_mut(bd)
+        .zip(dk.par_chunks_mut(bd))
+        .zip(dv.par_chunks_mut(bd))
+        .zip(dout.par_chunks(bd))
+        .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
+        .for_each_init(
+            || (vec![0.0f32; t_len * t_len], vec![0.0f32; t_len * t_len]),
+            |(p, ds), ((((dq, dk), dv), dout), ((q, k), v))| {
+                for h in 0..n_heads {
+                    hd.probs(p, q, k, h);
+                    hd.backward(dq, dk, dv, ds, dout, q, k, v, p, h);
+                }
+            },
+        );
 }
 
 /// Attention of new queries over a KV cache (for generation). q and out (batch, t_new, n_heads·d_head);

@@ -17,7 +17,10 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
 
-pub use attention::{attention_backward, attention_forward, attention_forward_cached};
+pub use attention::{
+    attention_backward, attention_backward_recompute, attention_forward, attention_forward_cached,
+    attention_forward_recompute,
+};
 pub use cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
 pub use embedding::{embedding_backward, embedding_forward};
 pub use matmul::{matmul_backward, matmul_backward_input, matmul_backward_weight, matmul_forward};

@@ -17,8 +17,6 @@ struct LayerActs {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
-    /// Attention probabilities (batch, heads, seq, seq).
-    att: Vec<f32>,
     /// Attention output before the output projection (N, d).
     atty: Vec<f32>,
     /// Post-norm: x + MHA(x), the ln1 input (N, d).
@@ -44,7 +42,6 @@ struct GradScratch {
     dq: Vec<f32>,
     dk: Vec<f32>,
     dv: Vec<f32>,
-    datt: Vec<f32>,
     dhg: Vec<f32>,
     dh1: Vec<f32>,
     dh3: Vec<f32>,
@@ -85,7 +82,6 @@ impl Activations {
                 q: z(n * d),
                 k: z(n * d),
                 v: z(n * d),
-                att: z(batch * c.n_heads * seq * seq),
                 atty: z(n * d),
                 sum1: z(if post { n * d } else { 0 }),
                 z: z(n * d),
@@ -137,7 +133,6 @@ impl Activations {
             dq: z(n * d),
             dk: z(n * d),
             dv: z(n * d),
-            datt: z(self.batch * c.n_heads * self.seq * self.seq),
             dhg: z(n * f),
             dh1: z(n * f),
             dh3: z(if c.ffn == Ffn::Swiglu { n * f } else { 0 }),
@@ -238,7 +233,6 @@ fn forward(c: &ModelConfig, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
             q,
             k,
             v,
-            att,
             atty,
             sum1,
             z,
@@ -263,7 +257,7 @@ fn forward(c: &ModelConfig, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
             kernels::rope_forward(q, &acts.positions, h, rope);
             kernels::rope_forward(k, &acts.positions, h, rope);
         }
-        kernels::attention_forward(atty, att, q, k, v, b, t, h, dh);
+        kernels::attention_forward_recompute(atty, q, k, v, b, t, h, dh);
         kernels::matmul_forward(tmp, atty, &p[r.wo], n, d, d);
         if post {
             kernels::residual_forward(sum1, xin, tmp);
@@ -327,7 +321,6 @@ fn backward(c: &ModelConfig, p: &[f32], g: &mut [f32], acts: &mut Activations, i
         dq,
         dk,
         dv,
-        datt,
         dhg,
         dh1,
         dh3,
@@ -414,7 +407,7 @@ fn backward(c: &ModelConfig, p: &[f32], g: &mut [f32], acts: &mut Activations, i
         let a_in: &[f32] = if pre { &la.ln1_out } else { xin };
         kernels::matmul_backward_weight(&mut g[r.wo.clone()], dres, &la.atty, n, d, d);
         kernels::matmul_backward_input(dtmp, dres, &p[r.wo], n, d, d, false);
-        kernels::attention_backward(dq, dk, dv, datt, dtmp, &la.q, &la.k, &la.v, &la.att, b, t, h, dh);
+        kernels::attention_backward_recompute(dq, dk, dv, dtmp, &la.q, &la.k, &la.v, b, t, h, dh);
         if let Some(rope) = &acts.rope {
             kernels::rope_backward(dq, &acts.positions, h, rope);
             kernels::rope_backward(dk, &acts.positions, h, rope);
