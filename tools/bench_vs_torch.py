@@ -104,7 +104,7 @@ class LM(nn.Module):
         return self.head(self.ln_final(x))
 
 
-def bench_torch(preset, batch, seq, steps, warmup, attn):
+def bench_torch(preset, batch, seq, steps, warmup, attn, precision="f32"):
     cfg = PRESETS[preset]
     torch.manual_seed(0)
     model = LM(**cfg, attn=attn)
@@ -115,8 +115,9 @@ def bench_torch(preset, batch, seq, steps, warmup, attn):
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        logits = model(ids)
-        loss = F.cross_entropy(logits.view(-1, cfg["vocab_size"]), tgt.view(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(ids)
+            loss = F.cross_entropy(logits.view(-1, cfg["vocab_size"]), tgt.view(-1))
         loss.backward()
         opt.step()
         dt = time.perf_counter() - t0
