@@ -1,0 +1,442 @@
+//! Mixed-precision GEMM: operands rounded to bf16 (round to nearest even), products accumulated
+//! in f32. On CPUs with AMX-BF16 (Sapphire Rapids and later) it runs on the tile unit
+//! (`amx.rs`); elsewhere the operands are rounded into f32 copies and multiplied by the f32 gemm,
+//! which gives the same numbers up to the order of the f32 sums.
+//!
+//! AMX path: B is packed once per call into 16-column VNNI panels (in parallel), then rows of A
+//! are split into chunks over the rayon pool; each task packs its rows into 16-row panels and
+//! walks its (rows × 32-column) blocks, with k in blocks of `KC` so the panels stay in L2.
+
+use super::amx::{self, TileGuard, TILE_ELEMS};
+use super::matmul::gemm_strided;
+use super::pack_bf16::{pack_a_panels, pack_b_panel};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// The precision of the matmuls in the model's forward and backward passes. Parameters,
+/// gradients, optimizer state, norms, softmax and attention stay f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 everywhere.
+    #[default]
+    F32,
+    /// bf16 operands, f32 accumulation (mixed precision, like PyTorch's bf16 autocast).
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// The matmul backend this precision uses on this machine, for logs and benchmarks.
+    pub fn backend(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32 gemm",
+            Precision::Bf16 if amx::available() => "bf16 AMX tiles",
+            Precision::Bf16 => "bf16 emulated (operands rounded, f32 gemm)",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision {s:?}: use f32 or bf16")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `x` rounded to bf16 (round to nearest, ties to even), as its 16 bits. NaN stays NaN (quiet).
+#[inline(always)]
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    }
+}
+
+/// `x` rounded to bf16 and widened back to f32.
+#[inline(always)]
+pub fn round_bf16(x: f32) -> f32 {
+    f32::from_bits((f32_to_bf16(x) as u32) << 16)
+}
+
+/// k is processed in blocks of this many (a multiple of 32): the A rows of a task and the B
+/// panel of a 32-column block then stay in L2 even for backward-weight products over 8k tokens.
+const KC: usize = 1024;
+
+/// Columns per block of B walked by every 32-row panel of A before the next block: the C rows
+/// of a panel are written in runs of NC (write bandwidth on strided rows is the limit for wide
+/// outputs such as the LM head's logits) while the B block stays in L2.
+const NC: usize = 256;
+
+/// `dst (m, n) = [dst +] A (m, k) · B (k, n)` with A and B rounded to bf16 and f32 accumulation.
+/// Strides as in `gemm_strided` (`a = (slice, row stride, col stride)`); `accumulate` false
+/// overwrites dst without reading it. Uses AMX when `amx::available()`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    if amx::available() {
+        gemm_bf16_amx(m, n, k, dst, dst_rs, accumulate, a, b)
+    } else {
+        gemm_bf16_emulated(m, n, k, dst, dst_rs, accumulate, a, b)
+    }
+}
+
+/// The portable path: round A and B into f32 copies, then the f32 gemm.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16_emulated(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    let round = |(s, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| -> Vec<f32> {
+        let mut out = vec![0.0; rows * cols];
+        out.par_chunks_mut(cols.max(1)).enumerate().for_each(|(r, row)| {
+            for (c, x) in row.iter_mut().enumerate() {
+                *x = round_bf16(s[r * rs + c * cs]);
+            }
+        });
+        out
+    };
+    if m == 0 || n == 0 || k == 0 {
+        return gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true);
+    }
+    check_bounds(m, n, k, dst, dst_rs, a, b);
+    let ar = round(a, m, k);
+    let br = round(b, k, n);
+    gemm_strided(
+        m,
+        n,
+        k,
+        dst,
+        dst_rs,
+        accumulate,
+        (&ar, k, 1),
+        (&br, n, 1),
+        1.0,
+        true,
+    );
+}
+
+fn check_bounds(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &[f32],
+    dst_rs: usize,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    assert!(
+        n <= dst_rs || m == 1,
+        "gemm_bf16: dst row stride {dst_rs} < n {n}"
+    );
+    assert!((m - 1) * dst_rs + n <= dst.len(), "gemm_bf16: dst too short");
+    assert!(
+        (m - 1) * a.1 + (k - 1) * a.2 < a.0.len(),
+        "gemm_bf16: lhs too short"
+    );
+    assert!(
+        (k - 1) * b.1 + (n - 1) * b.2 < b.0.len(),
+        "gemm_bf16: rhs too short"
+    );
+}
+
+thread_local! {
+    /// Per-thread packing buffers, reused across calls (no page faults on every matmul).
+    static PACK_A: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    static PACK_B: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+/// The AMX path. Panics if `amx::available()` is false.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16_amx(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    assert!(amx::available(), "gemm_bf16_amx: AMX is not available");
+    if m == 0 || n == 0 || k == 0 {
+        return gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true);
+    }
+    check_bounds(m, n, k, dst, dst_rs, a, b);
+    let kp = round_up(k, 32);
+    let np = round_up(n, 32);
+    PACK_B.with_borrow_mut(|pb| {
+        pb.resize(np * kp, 0);
+        // One 16-column VNNI panel (16 · kp elements) per task.
+        pb.par_chunks_mut(16 * kp)
+            .enumerate()
+            .for_each(|(t, panel)| pack_b_panel(panel, b, k, n, 16 * t));
+        let pb = &pb[..];
+        let threads = rayon::current_num_threads();
+        // Row chunks: at least 4 per thread when m allows, multiples of 32, at most 256 rows.
+        let mc = round_up(m.div_ceil(4 * threads), 32).clamp(32, 256);
+        let chunk_len = mc * dst_rs;
+        let dst = &mut dst[..(m - 1) * dst_rs + n];
+        dst.par_chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(ci, dchunk)| {
+                let r0 = ci * mc;
+                let rows = mc.min(m - r0);
+                PACK_A.with_borrow_mut(|pa| {
+                    let mp = round_up(rows, 32);
+                    pa.resize(mp * kp, 0);
+                    pack_a_panels(&mut pa[..mp * kp], a, r0, rows, k);
+                    amx_block(&pa[..mp * kp], pb, rows, n, kp, dchunk, dst_rs, accumulate);
+                });
+            });
+    });
+}
+
+/// One task's product: `dst (rows, n) = [dst +] Apacked (rows, kp) · Bpacked (kp, n)`.
+#[allow(clippy::too_many_arguments)]
+fn amx_block(
+    pa: &[u16],
+    pb: &[u16],
+    rows: usize,
+    n: usize,
+    kp: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+) {
+    let tiles = TileGuard::new();
+    let panel = 16 * kp; // elements per 16-row (or 16-column) panel
+    let mut scratch = [0f32; 32 * 32];
+    for k0 in (0..kp).step_by(KC) {
+        let kt0 = k0 / 32;
+        let ktiles = (KC.min(kp - k0)) / 32;
+        let load_c = accumulate || k0 > 0;
+        for jc in (0..n).step_by(NC) {
+            for i0 in (0..rows).step_by(32) {
+                for j0 in (jc..n.min(jc + NC)).step_by(32) {
+                    let b0 = &pb[(j0 / 16) * panel + kt0 * TILE_ELEMS..];
+                    let b1 = &pb[(j0 / 16 + 1) * panel + kt0 * TILE_ELEMS..];
+                    let cols = 32.min(n - j0);
+                    let a0 = &pa[(i0 / 16) * panel + kt0 * TILE_ELEMS..];
+                    let a1 = &pa[(i0 / 16 + 1) * panel + kt0 * TILE_ELEMS..];
+                    let nrows = 32.min(rows - i0);
+                    assert!(a1.len() >= ktiles * TILE_ELEMS && b1.len() >= ktiles * TILE_ELEMS);
+                    if nrows == 32 && cols == 32 {
+                        let c = &mut dst[i0 * dst_rs + j0..];
+                        assert!(c.len() >= 31 * dst_rs + 32);
+                        // SAFETY: the asserts above bound all four panels (ktiles tiles each, and
+                        // a0/b0 precede a1/b1) and C (32 rows of 32 at stride dst_rs).
+                        unsafe {
+                            tiles.kernel_32x32(
+                                a0.as_ptr(),
+                                a1.as_ptr(),
+                                b0.as_ptr(),
+                                b1.as_ptr(),
+                                ktiles,
+                                c.as_mut_ptr(),
+                                dst_rs,
+                                load_c,
+                            )
+                        };
+                    } else {
+                        // A partial block: compute into the 32×32 scratch, copy the valid part.
+                        for r in 0..nrows {
+                            let s = &mut scratch[r * 32..r * 32 + cols];
+                            if load_c {
+                                s.copy_from_slice(&dst[(i0 + r) * dst_rs + j0..][..cols]);
+                            }
+                        }
+                        // SAFETY: panels bounded as above; scratch is 32 rows of 32.
+                        unsafe {
+                            tiles.kernel_32x32(
+                                a0.as_ptr(),
+                                a1.as_ptr(),
+                                b0.as_ptr(),
+                                b1.as_ptr(),
+                                ktiles,
+                                scratch.as_mut_ptr(),
+                                32,
+                                load_c,
+                            )
+                        };
+                        for r in 0..nrows {
+                            dst[(i0 + r) * dst_rs + j0..][..cols]
+                                .copy_from_slice(&scratch[r * 32..r * 32 + cols]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + seed * 104729) % 1009) as f32 / 1009.0 - 0.5) * 3.0)
+            .collect()
+    }
+
+    /// f64 reference of the product of the bf16-rounded operands, with the sum of |terms| (the
+    /// scale of the f32 rounding error).
+    fn reference(
+        m: usize,
+        n: usize,
+        k: usize,
+        (a, ars, acs): (&[f32], usize, usize),
+        (b, brs, bcs): (&[f32], usize, usize),
+    ) -> (Vec<f64>, Vec<f64>) {
+        let mut c = vec![0.0; m * n];
+        let mut mag = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    let t = round_bf16(a[i * ars + p * acs]) as f64 * round_bf16(b[p * brs + j * bcs]) as f64;
+                    c[i * n + j] += t;
+                    mag[i * n + j] += t.abs();
+                }
+            }
+        }
+        (c, mag)
+    }
+
+    type Gemm =
+        fn(usize, usize, usize, &mut [f32], usize, bool, (&[f32], usize, usize), (&[f32], usize, usize));
+
+    fn check(gemm: Gemm, name: &str) {
+        // Shapes: odd edges, k = 1, one block, several k blocks (KC), tall and wide.
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (37, 53, 70),
+            (32, 32, 32),
+            (64, 96, 1100),
+            (300, 17, 33),
+            (5, 200, 64),
+        ] {
+            let a_rm = fill(m * k, 1); // (m, k) row-major
+            let b_rm = fill(k * n, 2); // (k, n) row-major
+                                       // The same matrices stored transposed, read with swapped strides.
+            let mut a_t = vec![0.0; m * k];
+            let mut b_t = vec![0.0; k * n];
+            for i in 0..m {
+                for p in 0..k {
+                    a_t[p * m + i] = a_rm[i * k + p];
+                }
+            }
+            for p in 0..k {
+                for j in 0..n {
+                    b_t[j * k + p] = b_rm[p * n + j];
+                }
+            }
+            let (want, mag) = reference(m, n, k, (&a_rm, k, 1), (&b_rm, n, 1));
+            let dst_rs = n + 3;
+            for (a, b, layout) in [
+                ((&a_rm[..], k, 1), (&b_rm[..], n, 1), "A, B"),
+                ((&a_t[..], 1, m), (&b_rm[..], n, 1), "Aᵀ, B"),
+                ((&a_rm[..], k, 1), (&b_t[..], 1, k), "A, Bᵀ"),
+                ((&a_t[..], 1, m), (&b_t[..], 1, k), "Aᵀ, Bᵀ"),
+            ] {
+                let mut c = vec![f32::NAN; (m - 1) * dst_rs + n];
+                gemm(m, n, k, &mut c, dst_rs, false, a, b);
+                for i in 0..m {
+                    for j in 0..n {
+                        let (got, w) = (c[i * dst_rs + j] as f64, want[i * n + j]);
+                        let tol = 4e-7 * (k as f64).sqrt() * mag[i * n + j] + 1e-30;
+                        assert!(
+                            (got - w).abs() <= tol,
+                            "{name} {layout} {m}x{n}x{k} ({i},{j}): {got} vs {w}"
+                        );
+                        c[i * dst_rs + j] = 1.0;
+                    }
+                }
+                gemm(m, n, k, &mut c, dst_rs, true, a, b);
+                for i in 0..m {
+                    for j in 0..n {
+                        let (got, w) = (c[i * dst_rs + j] as f64, 1.0 + want[i * n + j]);
+                        let tol = 4e-7 * (k as f64).sqrt() * (mag[i * n + j] + 1.0);
+                        assert!(
+                            (got - w).abs() <= tol,
+                            "{name} acc {layout} {m}x{n}x{k} ({i},{j})"
+                        );
+                    }
+                    if i + 1 < m {
+                        assert!(
+                            c[i * dst_rs + n..(i + 1) * dst_rs].iter().all(|x| x.is_nan()),
+                            "gap written"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn emulated_gemm_matches_f64_reference_of_rounded_operands() {
+        check(gemm_bf16_emulated, "emulated");
+    }
+
+    #[test]
+    fn amx_gemm_matches_f64_reference_of_rounded_operands() {
+        if !amx::available() {
+            eprintln!("skipped: no AMX on this machine");
+            return;
+        }
+        check(gemm_bf16_amx, "amx");
+    }
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1.0).
+        assert_eq!(f32_to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even): rounds up.
+        assert_eq!(f32_to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(f32_to_bf16(1.0 + 1.0 / 256.0 + 1e-6), 0x3f81);
+        assert_eq!(f32_to_bf16(-2.0), 0xc000);
+        assert_eq!(f32_to_bf16(f32::INFINITY), 0x7f80);
+        assert_eq!(f32_to_bf16(f32::MAX), 0x7f80); // rounds to infinity
+        assert!(round_bf16(f32::NAN).is_nan());
+        assert!(round_bf16(-f32::NAN).is_nan());
+        assert_eq!("bf16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert!("fp8".parse::<Precision>().unwrap_err().contains("f32 or bf16"));
+    }
+}
