@@ -6,7 +6,7 @@
 use anyhow::{bail, Context};
 use ferrolm_nn::model::{Activations, KvCache, Model};
 use ferrolm_nn::optim::{AdamW, AdamWConfig};
-use ferrolm_nn::{ModelConfig, Rng};
+use ferrolm_nn::{ModelConfig, Precision, Rng};
 use std::time::Instant;
 
 #[derive(clap::Subcommand)]
@@ -53,6 +53,9 @@ pub struct TrainArgs {
     /// Time forward + backward only, without the optimizer step.
     #[arg(long)]
     no_optimizer: bool,
+    /// Matmul precision: f32, or bf16 (bf16 operands, f32 sums; AMX tiles where the CPU has them).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Print one line per timed step.
     #[arg(long)]
     verbose: bool,
@@ -131,6 +134,7 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let mut model = Model::new(config.clone(), 1337).context("building the model")?;
+    model.precision = a.precision;
     let mut acts = Activations::new(&config, a.batch, a.seq);
     let mut opt = AdamW::new(AdamWConfig::default(), model.params.len());
     let n = a.batch * a.seq;
@@ -140,7 +144,7 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
     let targets: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
     let threads = rayon::current_num_threads();
     println!(
-        "bench train: preset {} ({:.2}M params), batch {}, seq {}, {} threads, {}",
+        "bench train: preset {} ({:.2}M params), batch {}, seq {}, {} threads, {}, matmuls {}",
         a.preset,
         model.params.len() as f64 / 1e6,
         a.batch,
@@ -150,7 +154,8 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
             "forward+backward"
         } else {
             "forward+backward+AdamW"
-        }
+        },
+        a.precision.backend()
     );
     let mut times = Vec::with_capacity(a.steps);
     let mut loss = 0.0;

@@ -43,10 +43,19 @@ fn main() {
     ] {
         let fl = 2.0 * (n * din * dout) as f64;
         time(&format!("matmul fwd {name}"), fl, reps, || {
-            matmul_forward(&mut y[..n * dout], &x[..n * din], &w[..din * dout], n, din, dout)
+            matmul_forward(
+                Precision::F32,
+                &mut y[..n * dout],
+                &x[..n * din],
+                &w[..din * dout],
+                n,
+                din,
+                dout,
+            )
         });
         time(&format!("matmul bwd-in {name}"), fl, reps, || {
             matmul_backward_input(
+                Precision::F32,
                 &mut y[..n * din],
                 &x[..n * dout],
                 &w[..din * dout],
@@ -57,7 +66,15 @@ fn main() {
             )
         });
         time(&format!("matmul bwd-w {name}"), fl, reps, || {
-            matmul_backward_weight(&mut dw[..din * dout], &x[..n * dout], &y[..n * din], n, din, dout)
+            matmul_backward_weight(
+                Precision::F32,
+                &mut dw[..din * dout],
+                &x[..n * dout],
+                &y[..n * din],
+                n,
+                din,
+                dout,
+            )
         });
     }
     let dh = d / h;

@@ -1,7 +1,7 @@
 //! Incremental inference with a key/value cache, for generation.
 
 use super::{layout, Model, RMSNORM_EPS};
-use crate::kernels::{self, RopeTable};
+use crate::kernels::{self, Precision, RopeTable};
 use crate::{Ffn, ModelConfig, NnError, Norm, Position, Result};
 
 /// Key/value cache for incremental inference (generation), for `batch` sequences of up to `max_len`.
@@ -138,9 +138,9 @@ impl Model {
             } else {
                 &s.x
             };
-            kernels::matmul_forward(&mut s.q, a_in, &p[r.wq], n, d, d);
-            kernels::matmul_forward(&mut s.k, a_in, &p[r.wk], n, d, d);
-            kernels::matmul_forward(&mut s.v, a_in, &p[r.wv], n, d, d);
+            kernels::matmul_forward(Precision::F32, &mut s.q, a_in, &p[r.wq], n, d, d);
+            kernels::matmul_forward(Precision::F32, &mut s.k, a_in, &p[r.wk], n, d, d);
+            kernels::matmul_forward(Precision::F32, &mut s.v, a_in, &p[r.wv], n, d, d);
             if let Some(rope) = &cache.rope {
                 kernels::rope_forward(&mut s.q, positions, h, rope);
                 kernels::rope_forward(&mut s.k, positions, h, rope);
@@ -153,7 +153,7 @@ impl Model {
                 vc[dst].copy_from_slice(&s.v[src]);
             }
             kernels::attention_forward_cached(&mut s.atty, &s.q, kc, vc, bsz, t_new, start, max_len, h, dh);
-            kernels::matmul_forward(&mut s.tmp, &s.atty, &p[r.wo], n, d, d);
+            kernels::matmul_forward(Precision::F32, &mut s.tmp, &s.atty, &p[r.wo], n, d, d);
             kernels::add_inplace(&mut s.x, &s.tmp);
             if post {
                 s.a.copy_from_slice(&s.x);
@@ -165,14 +165,14 @@ impl Model {
             } else {
                 &s.x
             };
-            kernels::matmul_forward(&mut s.h1, f_in, &p[r.w1], n, d, f);
+            kernels::matmul_forward(Precision::F32, &mut s.h1, f_in, &p[r.w1], n, d, f);
             if c.ffn == Ffn::Swiglu {
-                kernels::matmul_forward(&mut s.h3, f_in, &p[r.w3], n, d, f);
+                kernels::matmul_forward(Precision::F32, &mut s.h3, f_in, &p[r.w3], n, d, f);
                 kernels::swiglu_forward(&mut s.hg, &s.h1, &s.h3);
             } else {
                 kernels::silu_forward(&mut s.hg, &s.h1);
             }
-            kernels::matmul_forward(&mut s.tmp, &s.hg, &p[r.w2], n, f, d);
+            kernels::matmul_forward(Precision::F32, &mut s.tmp, &s.hg, &p[r.w2], n, f, d);
             kernels::add_inplace(&mut s.x, &s.tmp);
             if post {
                 s.a.copy_from_slice(&s.x);
@@ -196,7 +196,15 @@ impl Model {
             d,
             RMSNORM_EPS,
         );
-        kernels::matmul_forward(logits, normed, &p[layout::lm_head(c)], bsz, d, vocab);
+        kernels::matmul_forward(
+            Precision::F32,
+            logits,
+            normed,
+            &p[layout::lm_head(c)],
+            bsz,
+            d,
+            vocab,
+        );
         cache.len = end;
         Ok(())
     }
