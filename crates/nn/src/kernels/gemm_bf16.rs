@@ -219,42 +219,64 @@ pub fn gemm_bf16_amx(
                 let r0 = ci * mc;
                 let rows = mc.min(m - r0);
                 PACK_A.with_borrow_mut(|pa| {
+                    // A is packed one k-block at a time, so its panels stay in L2 however long k is.
                     let mp = round_up(rows, 32);
-                    pa.resize(mp * kp, 0);
-                    pack_a_panels(&mut pa[..mp * kp], a, r0, rows, k);
-                    amx_block(&pa[..mp * kp], pb, rows, n, kp, dchunk, dst_rs, accumulate);
+                    let tiles = TileGuard::new();
+                    for k0 in (0..kp).step_by(KC) {
+                        let kc = KC.min(kp - k0);
+                        pa.resize(mp * kc, 0);
+                        let sub = (&a.0[k0 * a.2..], a.1, a.2);
+                        pack_a_panels(&mut pa[..mp * kc], sub, r0, rows, KC.min(k - k0));
+                        let load_c = accumulate || k0 > 0;
+                        amx_block(
+                            &tiles,
+                            &pa[..mp * kc],
+                            kc,
+                            pb,
+                            kp,
+                            k0,
+                            rows,
+                            n,
+                            dchunk,
+                            dst_rs,
+                            load_c,
+                        );
+                    }
                 });
             });
     });
 }
 
-/// One task's product: `dst (rows, n) = [dst +] Apacked (rows, kp) · Bpacked (kp, n)`.
+/// One task's product over one k-block: `dst (rows, n) = [dst +] A (rows, k0..k0 + kc) ·
+/// B (k0..k0 + kc, n)`, with A packed for this block only (`pa`: 16-row panels of kc) and B for
+/// all of kp (`pb`: 16-column panels of kp). C is read first when `load_c`.
 #[allow(clippy::too_many_arguments)]
 fn amx_block(
+    tiles: &TileGuard,
     pa: &[u16],
+    kc: usize,
     pb: &[u16],
+    kp: usize,
+    k0: usize,
     rows: usize,
     n: usize,
-    kp: usize,
     dst: &mut [f32],
     dst_rs: usize,
-    accumulate: bool,
+    load_c: bool,
 ) {
-    let tiles = TileGuard::new();
-    let panel = 16 * kp; // elements per 16-row (or 16-column) panel
+    let (a_panel, b_panel) = (16 * kc, 16 * kp); // elements per 16-row / 16-column panel
+    let kt0 = k0 / 32;
+    let ktiles = kc / 32;
     let mut scratch = [0f32; 32 * 32];
-    for k0 in (0..kp).step_by(KC) {
-        let kt0 = k0 / 32;
-        let ktiles = (KC.min(kp - k0)) / 32;
-        let load_c = accumulate || k0 > 0;
+    {
         for jc in (0..n).step_by(NC) {
             for i0 in (0..rows).step_by(32) {
                 for j0 in (jc..n.min(jc + NC)).step_by(32) {
-                    let b0 = &pb[(j0 / 16) * panel + kt0 * TILE_ELEMS..];
-                    let b1 = &pb[(j0 / 16 + 1) * panel + kt0 * TILE_ELEMS..];
+                    let b0 = &pb[(j0 / 16) * b_panel + kt0 * TILE_ELEMS..];
+                    let b1 = &pb[(j0 / 16 + 1) * b_panel + kt0 * TILE_ELEMS..];
                     let cols = 32.min(n - j0);
-                    let a0 = &pa[(i0 / 16) * panel + kt0 * TILE_ELEMS..];
-                    let a1 = &pa[(i0 / 16 + 1) * panel + kt0 * TILE_ELEMS..];
+                    let a0 = &pa[(i0 / 16) * a_panel..];
+                    let a1 = &pa[(i0 / 16 + 1) * a_panel..];
                     let nrows = 32.min(rows - i0);
                     assert!(a1.len() >= ktiles * TILE_ELEMS && b1.len() >= ktiles * TILE_ELEMS);
                     if nrows == 32 && cols == 32 {
