@@ -178,6 +178,23 @@ thread_local! {
     static PACK_B: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Runs `f` with this thread's buffer `key`, taken out for the duration: a nested call on the
+/// same thread (a rayon worker stealing another matmul while it waits) gets an empty buffer
+/// instead of a borrow panic.
+fn with_buffer<R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<u16>>>,
+    f: impl FnOnce(&mut Vec<u16>) -> R,
+) -> R {
+    let mut buf = key.with_borrow_mut(std::mem::take);
+    let r = f(&mut buf);
+    key.with_borrow_mut(|b| {
+        if b.capacity() < buf.capacity() {
+            *b = buf;
+        }
+    });
+    r
+}
+
 fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
@@ -201,7 +218,7 @@ pub fn gemm_bf16_amx(
     check_bounds(m, n, k, dst, dst_rs, a, b);
     let kp = round_up(k, 32);
     let np = round_up(n, 32);
-    PACK_B.with_borrow_mut(|pb| {
+    with_buffer(&PACK_B, |pb| {
         pb.resize(np * kp, 0);
         // One 16-column VNNI panel (16 · kp elements) per task.
         pb.par_chunks_mut(16 * kp)
@@ -218,7 +235,7 @@ pub fn gemm_bf16_amx(
             .for_each(|(ci, dchunk)| {
                 let r0 = ci * mc;
                 let rows = mc.min(m - r0);
-                PACK_A.with_borrow_mut(|pa| {
+                with_buffer(&PACK_A, |pa| {
                     // A is packed one k-block at a time, so its panels stay in L2 however long k is.
                     let mp = round_up(rows, 32);
                     let tiles = TileGuard::new();
@@ -443,6 +460,28 @@ mod tests {
             return;
         }
         check(gemm_bf16_amx, "amx");
+    }
+
+    /// Matmuls started from inside rayon tasks (nested parallelism, buffers re-entered on one
+    /// thread) give the same result as one at a time.
+    #[test]
+    fn nested_calls_from_rayon_tasks_agree() {
+        let (m, n, k) = (70, 90, 300);
+        let a = fill(m * k, 3);
+        let b = fill(k * n, 4);
+        let mut want = vec![0.0; m * n];
+        gemm_bf16(m, n, k, &mut want, n, false, (&a, k, 1), (&b, n, 1));
+        let outs: Vec<Vec<f32>> = (0..8)
+            .into_par_iter()
+            .map(|_| {
+                let mut c = vec![0.0; m * n];
+                gemm_bf16(m, n, k, &mut c, n, false, (&a, k, 1), (&b, n, 1));
+                c
+            })
+            .collect();
+        for c in outs {
+            assert_eq!(c, want);
+        }
     }
 
     #[test]
