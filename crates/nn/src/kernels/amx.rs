@@ -15,15 +15,11 @@ pub const TILE_ELEMS: usize = TILE_BYTES / 2;
 
 /// Whether this process can use AMX-BF16: the CPU reports AMX-TILE and AMX-BF16 (CPUID leaf 7)
 /// and Linux granted the tile-data state (arch_prctl ARCH_REQ_XCOMP_PERM). Decided once per
-/// process; the environment variable FERROLM_NO_AMX=1 turns AMX off (to compare or to test the
-/// fallback).
+/// process.
 pub fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let off = std::env::var("FERROLM_NO_AMX").is_ok_and(|v| !v.is_empty() && v != "0");
-        // The packers convert with AVX-512 BF16, which every AMX CPU has; check anyway.
-        !off && detect() && super::pack_bf16::simd_available()
-    })
+    // The packers convert with AVX-512 BF16, which every AMX CPU has; check anyway.
+    *AVAILABLE.get_or_init(|| detect() && super::pack_bf16::simd_available())
 }
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]

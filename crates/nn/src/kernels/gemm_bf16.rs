@@ -1,13 +1,15 @@
 //! Mixed-precision GEMM: operands rounded to bf16 (round to nearest even), products accumulated
-//! in f32. On CPUs with AMX-BF16 (Sapphire Rapids and later) it runs on the tile unit
-//! (`amx.rs`); elsewhere the operands are rounded into f32 copies and multiplied by the f32 gemm,
-//! which gives the same numbers up to the order of the f32 sums.
+//! in f32. Three kernels, the best this CPU has (`Bf16Kernel`): AMX tiles (Intel Sapphire Rapids
+//! and later, `amx.rs`), AVX-512 BF16 dot products (AMD Zen 4, `dpbf16.rs`), or, elsewhere, the
+//! operands rounded into f32 copies and multiplied by the f32 gemm. All give the same numbers up
+//! to the order of the f32 sums.
 //!
-//! AMX path: B is packed once per call into 16-column VNNI panels (in parallel), then rows of A
-//! are split into chunks over the rayon pool; each task packs its rows into 16-row panels and
-//! walks its (rows × 32-column) blocks, with k in blocks of `KC` so the panels stay in L2.
+//! Packed path (AMX, AVX-512 BF16): B is packed once per call into 16-column VNNI panels (in
+//! parallel), then rows of A are split into chunks over the rayon pool; each task packs its rows
+//! into 16-row panels one k-block (`KC`) at a time and walks its 32×32 blocks of C.
 
 use super::amx::{self, TileGuard, TILE_ELEMS};
+use super::dpbf16;
 use super::matmul::gemm_strided;
 use super::pack_bf16::{pack_a_panels, pack_b_panel};
 use rayon::prelude::*;
@@ -37,8 +39,11 @@ impl Precision {
     pub fn backend(self) -> &'static str {
         match self {
             Precision::F32 => "f32 gemm",
-            Precision::Bf16 if amx::available() => "bf16 AMX tiles",
-            Precision::Bf16 => "bf16 emulated (operands rounded, f32 gemm)",
+            Precision::Bf16 => match bf16_kernel() {
+                Bf16Kernel::Amx => "bf16 on AMX tiles",
+                Bf16Kernel::Avx512Bf16 => "bf16 with AVX-512 BF16 dot products",
+                Bf16Kernel::Emulated => "bf16 emulated (operands rounded, f32 gemm: no speed-up)",
+            },
         }
     }
 }
@@ -58,6 +63,55 @@ impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The kernel bf16 products run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// AMX tiles (`tdpbf16ps`).
+    Amx,
+    /// AVX-512 BF16 (`vdpbf16ps`).
+    Avx512Bf16,
+    /// Operands rounded to bf16 in f32 copies, f32 gemm.
+    Emulated,
+}
+
+impl Bf16Kernel {
+    /// Whether this machine can run the kernel.
+    pub fn available(self) -> bool {
+        match self {
+            Bf16Kernel::Amx => amx::available(),
+            Bf16Kernel::Avx512Bf16 => dpbf16::available(),
+            Bf16Kernel::Emulated => true,
+        }
+    }
+}
+
+/// The bf16 kernel of this machine, decided once: AMX where available, AVX-512 BF16 where it
+/// beats the f32 gemm (AMD Zen 4, `dpbf16::preferred`), else emulated. The environment can pick
+/// another available one (to compare or to test): FERROLM_BF16_KERNEL=amx|avx512|emulated;
+/// FERROLM_NO_AMX=1 skips AMX.
+pub fn bf16_kernel() -> Bf16Kernel {
+    static KERNEL: std::sync::OnceLock<Bf16Kernel> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        let env = |k: &str| std::env::var(k).unwrap_or_default();
+        let asked = match env("FERROLM_BF16_KERNEL").as_str() {
+            "amx" => Some(Bf16Kernel::Amx),
+            "avx512" => Some(Bf16Kernel::Avx512Bf16),
+            "emulated" => Some(Bf16Kernel::Emulated),
+            _ => None,
+        };
+        if let Some(k) = asked.filter(|k| k.available()) {
+            return k;
+        }
+        if Bf16Kernel::Amx.available() && matches!(env("FERROLM_NO_AMX").as_str(), "" | "0") {
+            Bf16Kernel::Amx
+        } else if dpbf16::preferred() {
+            Bf16Kernel::Avx512Bf16
+        } else {
+            Bf16Kernel::Emulated
+        }
+    })
 }
 
 /// `x` rounded to bf16 (round to nearest, ties to even), as its 16 bits. NaN stays NaN (quiet).
@@ -88,7 +142,7 @@ const NC: usize = 256;
 
 /// `dst (m, n) = [dst +] A (m, k) · B (k, n)` with A and B rounded to bf16 and f32 accumulation.
 /// Strides as in `gemm_strided` (`a = (slice, row stride, col stride)`); `accumulate` false
-/// overwrites dst without reading it. Uses AMX when `amx::available()`.
+/// overwrites dst without reading it. Runs on `bf16_kernel()`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_bf16(
     m: usize,
@@ -100,10 +154,29 @@ pub fn gemm_bf16(
     a: (&[f32], usize, usize),
     b: (&[f32], usize, usize),
 ) {
-    if amx::available() {
-        gemm_bf16_amx(m, n, k, dst, dst_rs, accumulate, a, b)
-    } else {
-        gemm_bf16_emulated(m, n, k, dst, dst_rs, accumulate, a, b)
+    gemm_bf16_with(bf16_kernel(), m, n, k, dst, dst_rs, accumulate, a, b)
+}
+
+/// `gemm_bf16` on a given kernel. Panics if the machine cannot run it.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16_with(
+    kernel: Bf16Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    assert!(
+        kernel.available(),
+        "gemm_bf16: the {kernel:?} kernel is not available on this machine"
+    );
+    match kernel {
+        Bf16Kernel::Emulated => gemm_bf16_emulated(m, n, k, dst, dst_rs, accumulate, a, b),
+        _ => gemm_bf16_packed(kernel, m, n, k, dst, dst_rs, accumulate, a, b),
     }
 }
 
@@ -199,9 +272,10 @@ fn round_up(x: usize, to: usize) -> usize {
     x.div_ceil(to) * to
 }
 
-/// The AMX path. Panics if `amx::available()` is false.
+/// The packed path on AMX or AVX-512 BF16.
 #[allow(clippy::too_many_arguments)]
-pub fn gemm_bf16_amx(
+fn gemm_bf16_packed(
+    kernel: Bf16Kernel,
     m: usize,
     n: usize,
     k: usize,
@@ -211,7 +285,6 @@ pub fn gemm_bf16_amx(
     a: (&[f32], usize, usize),
     b: (&[f32], usize, usize),
 ) {
-    assert!(amx::available(), "gemm_bf16_amx: AMX is not available");
     if m == 0 || n == 0 || k == 0 {
         return gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true);
     }
@@ -238,15 +311,15 @@ pub fn gemm_bf16_amx(
                 with_buffer(&PACK_A, |pa| {
                     // A is packed one k-block at a time, so its panels stay in L2 however long k is.
                     let mp = round_up(rows, 32);
-                    let tiles = TileGuard::new();
+                    let tiles = (kernel == Bf16Kernel::Amx).then(TileGuard::new);
                     for k0 in (0..kp).step_by(KC) {
                         let kc = KC.min(kp - k0);
                         pa.resize(mp * kc, 0);
                         let sub = (&a.0[k0 * a.2..], a.1, a.2);
                         pack_a_panels(&mut pa[..mp * kc], sub, r0, rows, KC.min(k - k0));
                         let load_c = accumulate || k0 > 0;
-                        amx_block(
-                            &tiles,
+                        block_product(
+                            tiles.as_ref(),
                             &pa[..mp * kc],
                             kc,
                             pb,
@@ -266,10 +339,11 @@ pub fn gemm_bf16_amx(
 
 /// One task's product over one k-block: `dst (rows, n) = [dst +] A (rows, k0..k0 + kc) ·
 /// B (k0..k0 + kc, n)`, with A packed for this block only (`pa`: 16-row panels of kc) and B for
-/// all of kp (`pb`: 16-column panels of kp). C is read first when `load_c`.
+/// all of kp (`pb`: 16-column panels of kp). C is read first when `load_c`. On the AMX tiles
+/// when `tiles` is given, else with AVX-512 BF16.
 #[allow(clippy::too_many_arguments)]
-fn amx_block(
-    tiles: &TileGuard,
+fn block_product(
+    tiles: Option<&TileGuard>,
     pa: &[u16],
     kc: usize,
     pb: &[u16],
@@ -302,11 +376,10 @@ fn amx_block(
                         // SAFETY: the asserts above bound all four panels (ktiles tiles each, and
                         // a0/b0 precede a1/b1) and C (32 rows of 32 at stride dst_rs).
                         unsafe {
-                            tiles.kernel_32x32(
-                                a0.as_ptr(),
-                                a1.as_ptr(),
-                                b0.as_ptr(),
-                                b1.as_ptr(),
+                            kernel_32x32(
+                                tiles,
+                                (a0.as_ptr(), a1.as_ptr()),
+                                (b0.as_ptr(), b1.as_ptr()),
                                 ktiles,
                                 c.as_mut_ptr(),
                                 dst_rs,
@@ -323,11 +396,10 @@ fn amx_block(
                         }
                         // SAFETY: panels bounded as above; scratch is 32 rows of 32.
                         unsafe {
-                            tiles.kernel_32x32(
-                                a0.as_ptr(),
-                                a1.as_ptr(),
-                                b0.as_ptr(),
-                                b1.as_ptr(),
+                            kernel_32x32(
+                                tiles,
+                                (a0.as_ptr(), a1.as_ptr()),
+                                (b0.as_ptr(), b1.as_ptr()),
                                 ktiles,
                                 scratch.as_mut_ptr(),
                                 32,
@@ -342,6 +414,26 @@ fn amx_block(
                 }
             }
         }
+    }
+}
+
+/// The 32×32 microkernel on the tiles when given, else with AVX-512 BF16.
+///
+/// # Safety
+/// As `amx::TileGuard::kernel_32x32` (and, without tiles, `dpbf16::available()`).
+#[inline]
+unsafe fn kernel_32x32(
+    tiles: Option<&TileGuard>,
+    (a0, a1): (*const u16, *const u16),
+    (b0, b1): (*const u16, *const u16),
+    ktiles: usize,
+    c: *mut f32,
+    c_stride: usize,
+    load_c: bool,
+) {
+    match tiles {
+        Some(t) => t.kernel_32x32(a0, a1, b0, b1, ktiles, c, c_stride, load_c),
+        None => dpbf16::kernel_32x32(a0, a1, b0, b1, ktiles, c, c_stride, load_c),
     }
 }
 
@@ -455,11 +547,26 @@ mod tests {
 
     #[test]
     fn amx_gemm_matches_f64_reference_of_rounded_operands() {
-        if !amx::available() {
+        if !Bf16Kernel::Amx.available() {
             eprintln!("skipped: no AMX on this machine");
             return;
         }
-        check(gemm_bf16_amx, "amx");
+        check(
+            |m, n, k, d, rs, acc, a, b| gemm_bf16_with(Bf16Kernel::Amx, m, n, k, d, rs, acc, a, b),
+            "amx",
+        );
+    }
+
+    #[test]
+    fn avx512_bf16_gemm_matches_f64_reference_of_rounded_operands() {
+        if !Bf16Kernel::Avx512Bf16.available() {
+            eprintln!("skipped: no AVX-512 BF16 on this machine");
+            return;
+        }
+        check(
+            |m, n, k, d, rs, acc, a, b| gemm_bf16_with(Bf16Kernel::Avx512Bf16, m, n, k, d, rs, acc, a, b),
+            "avx512",
+        );
     }
 
     /// Matmuls started from inside rayon tasks (nested parallelism, buffers re-entered on one

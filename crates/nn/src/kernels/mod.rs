@@ -10,6 +10,7 @@
 pub mod amx;
 pub mod attention;
 pub mod cross_entropy;
+pub mod dpbf16;
 pub mod embedding;
 pub mod fastmath;
 pub mod gemm_bf16;
