@@ -11,6 +11,7 @@ pub mod attention;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod fastmath;
+pub mod gemv;
 pub mod matmul;
 pub mod residual;
 pub mod rmsnorm;
