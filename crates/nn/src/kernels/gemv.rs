@@ -211,9 +211,12 @@ mod avx512 {
                 // SAFETY (all pointer arithmetic below): rows r..r+4 < n, offsets i < k, so every
                 // address is inside w (n·k elements) or x (k); the tail loads are masked to the
                 // k − full valid elements, and masked-off lanes are never touched.
-                while r + 4 <= n {
+                // Rows r, r + q, r + 2q, r + 3q together: four long sequential streams (in
+                // different pages) rather than four short adjacent ones.
+                let q = n / 4;
+                while r < q {
                     let w0 = wp.add(r * k);
-                    let (w1, w2, w3) = (w0.add(k), w0.add(2 * k), w0.add(3 * k));
+                    let (w1, w2, w3) = (w0.add(q * k), w0.add(2 * q * k), w0.add(3 * q * k));
                     let mut a0 = _mm512_setzero_ps();
                     let mut a1 = _mm512_setzero_ps();
                     let mut a2 = _mm512_setzero_ps();
@@ -235,11 +238,12 @@ mod avx512 {
                         a3 = _mm512_fmadd_ps($load(w3.add(full), tail), xv, a3);
                     }
                     out[r] = _mm512_reduce_add_ps(a0);
-                    out[r + 1] = _mm512_reduce_add_ps(a1);
-                    out[r + 2] = _mm512_reduce_add_ps(a2);
-                    out[r + 3] = _mm512_reduce_add_ps(a3);
-                    r += 4;
+                    out[r + q] = _mm512_reduce_add_ps(a1);
+                    out[r + 2 * q] = _mm512_reduce_add_ps(a2);
+                    out[r + 3 * q] = _mm512_reduce_add_ps(a3);
+                    r += 1;
                 }
+                r = 4 * q;
                 while r < n {
                     let w0 = wp.add(r * k);
                     let mut a0 = _mm512_setzero_ps();
