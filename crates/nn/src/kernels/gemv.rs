@@ -334,22 +334,76 @@ fn decode_head_body(
     scale: f32,
 ) {
     let dh = q.len();
-    scores.fill(0.0);
-    for (&qj, row) in q.iter().zip(kt.chunks_exact(max_len)) {
-        let qj = qj * scale;
-        for (s, &k) in scores.iter_mut().zip(row) {
-            *s += qj * k;
+    let n = scores.len();
+    // Blocks of 64 positions: the 64 partial scores stay in registers over the d_head rows.
+    const B: usize = 64;
+    let mut u0 = 0;
+    while u0 + B <= n {
+        let mut acc = [0.0f32; B];
+        for (&qj, row) in q.iter().zip(kt.chunks_exact(max_len)) {
+            let row: &[f32; B] = row[u0..u0 + B].try_into().expect("64 positions");
+            for i in 0..B {
+                acc[i] += qj * row[i];
+            }
         }
+        for (s, a) in scores[u0..u0 + B].iter_mut().zip(acc) {
+            *s = a * scale;
+        }
+        u0 += B;
+    }
+    if u0 < n {
+        let rest = &mut scores[u0..];
+        rest.fill(0.0);
+        for (&qj, row) in q.iter().zip(kt.chunks_exact(max_len)) {
+            for (s, &k) in rest.iter_mut().zip(&row[u0..n]) {
+                *s += qj * k;
+            }
+        }
+        rest.iter_mut().for_each(|s| *s *= scale);
     }
     let m = super::fastmath::max(scores);
     let sum = super::fastmath::exp_shift_sum(scores, m);
     let inv = 1.0 / sum;
-    o.fill(0.0);
-    for (u, &p) in scores.iter().enumerate() {
-        let p = p * inv;
-        for (o, &v) in o.iter_mut().zip(&vc[u * d..u * d + dh]) {
-            *o += p * v;
+    match dh {
+        16 => weighted_values::<16>(o, scores, vc, d, inv),
+        32 => weighted_values::<32>(o, scores, vc, d, inv),
+        64 => weighted_values::<64>(o, scores, vc, d, inv),
+        _ => {
+            o.fill(0.0);
+            for (u, &p) in scores.iter().enumerate() {
+                let p = p * inv;
+                for (o, &v) in o.iter_mut().zip(&vc[u * d..u * d + dh]) {
+                    *o += p * v;
+                }
+            }
         }
+    }
+}
+
+/// `o = inv · Σ_u p_u v_u` for a head of DH values (rows of vc at stride d), accumulated in
+/// registers, two positions at a time (two independent multiply-add chains).
+#[inline(always)]
+fn weighted_values<const DH: usize>(o: &mut [f32], p: &[f32], vc: &[f32], d: usize, inv: f32) {
+    let (mut a0, mut a1) = ([0.0f32; DH], [0.0f32; DH]);
+    let pairs = p.len() / 2;
+    for u in 0..pairs {
+        let (p0, p1) = (p[2 * u], p[2 * u + 1]);
+        let v0: &[f32; DH] = vc[2 * u * d..][..DH].try_into().expect("DH values");
+        let v1: &[f32; DH] = vc[(2 * u + 1) * d..][..DH].try_into().expect("DH values");
+        for i in 0..DH {
+            a0[i] += p0 * v0[i];
+            a1[i] += p1 * v1[i];
+        }
+    }
+    if p.len() % 2 == 1 {
+        let u = p.len() - 1;
+        let v0: &[f32; DH] = vc[u * d..][..DH].try_into().expect("DH values");
+        for i in 0..DH {
+            a0[i] += p[u] * v0[i];
+        }
+    }
+    for ((o, a), b) in o.iter_mut().zip(a0).zip(a1) {
+        *o = (a + b) * inv;
     }
 }
 
@@ -505,7 +559,19 @@ mod tests {
 
     #[test]
     fn attention_decode_matches_naive_softmax_attention() {
-        let (batch, max_len, h, dh) = (2, 9, 3, 20);
+        // Head sizes with and without a specialized value loop; position counts below, at and
+        // past the 64-position score blocks.
+        for (batch, max_len, h, dh, keys) in [
+            (2, 9, 3, 20, &[1, 5, 9][..]),
+            (1, 131, 2, 32, &[1, 63, 64, 65, 128, 131][..]),
+            (2, 70, 3, 16, &[2, 64, 70][..]),
+            (1, 66, 1, 64, &[66][..]),
+        ] {
+            check_attention_decode(batch, max_len, h, dh, keys);
+        }
+    }
+
+    fn check_attention_decode(batch: usize, max_len: usize, h: usize, dh: usize, keys: &[usize]) {
         let d = h * dh;
         let (kc, vc, q) = (
             data(batch * max_len * d, 6),
@@ -514,7 +580,7 @@ mod tests {
         );
         let mut kt = vec![0.0; batch * max_len * d];
         store_keys_transposed(&mut kt, &kc, batch, max_len, 0, max_len, d);
-        for n_keys in [1, 5, 9] {
+        for &n_keys in keys {
             let mut out = vec![f32::NAN; batch * d];
             attention_decode(&mut out, &q, &kt, &vc, batch, n_keys, max_len, h, dh);
             for b in 0..batch {
