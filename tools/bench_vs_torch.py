@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Training throughput of ferrolm vs the same model in PyTorch (eager, f32), side by side.
+"""Training throughput of ferrolm vs the same model in PyTorch (eager), side by side.
 
 For each preset and batch it times full training steps (zero grads, forward, cross-entropy,
 backward, AdamW) in PyTorch with torch.set_num_threads(T), then runs
@@ -8,6 +8,7 @@ prints tokens/s of both and the ratio (ferrolm / PyTorch). Medians over the time
 
     python3 tools/bench_vs_torch.py --threads 2 --presets tiny,small --batches 8,32
     python3 tools/bench_vs_torch.py --ferrolm /path/to/ferrolm --steps 5 --attn manual
+    python3 tools/bench_vs_torch.py --precision bf16   # ferrolm bf16 vs PyTorch bf16 autocast
 
 `--mode generate` times generation with a KV cache instead: a 1-token prompt, then N new tokens
 greedy (default 256), batch 1, in PyTorch (the same LM, its layers run one position at a time
@@ -219,9 +220,9 @@ def main_generate(args):
               + f"{ours / max(theirs):>8.2f}{our_t * 1e3:>16.3f}", flush=True)
 
 
-def bench_ferrolm(binary, threads, preset, batch, seq, steps, warmup):
+def bench_ferrolm(binary, threads, preset, batch, seq, steps, warmup, precision="f32"):
     cmd = [binary, "--threads", str(threads), "bench", "train", "--preset", preset, "--batch", str(batch),
-           "--seq", str(seq), "--steps", str(steps), "--warmup", str(warmup)]
+           "--seq", str(seq), "--steps", str(steps), "--warmup", str(warmup), "--precision", precision]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     m = re.search(r"RESULT tokens_per_s=([\d.]+) step_ms=([\d.]+)", out)
     if not m:
@@ -238,6 +239,9 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--attn", choices=["sdpa", "manual"], default="sdpa")
+    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                    help="train: ferrolm --precision bf16 vs PyTorch under torch.autocast(cpu, bfloat16); "
+                         "generate: ferrolm reads bf16 weights, PyTorch is timed in f32 and bf16")
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(__file__), "..", "target"))
     ap.add_argument("--ferrolm", default=os.path.join(target, "release", "ferrolm"),
                     help="the ferrolm binary (default: $CARGO_TARGET_DIR or target/, release)")
@@ -246,8 +250,6 @@ def main():
                     help="train: training steps (default); generate: KV-cache generation, batch 1")
     ap.add_argument("--tokens", type=int, default=256, help="generate mode: new tokens per run")
     ap.add_argument("--repeats", type=int, default=3, help="generate mode: timed runs (median)")
-    ap.add_argument("--precision", choices=["f32", "bf16"], default="f32",
-                    help="generate mode: ferrolm's weight precision (bf16: PyTorch is timed in f32 and bf16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not args.torch_only and not os.path.exists(args.ferrolm):
@@ -255,7 +257,7 @@ def main():
     if args.mode == "generate":
         return main_generate(args)
     print(f"threads {args.threads}, seq {args.seq}, {args.steps} timed steps (median), torch {torch.__version__}, "
-          f"attention {args.attn}, load average {os.getloadavg()[0]:.1f}")
+          f"attention {args.attn}, precision {args.precision}, load average {os.getloadavg()[0]:.1f}")
     print(f"{'preset':<7}{'batch':>6}{'ferrolm tok/s':>15}{'torch tok/s':>13}{'ratio':>8}"
           f"{'ferrolm ms':>12}{'torch ms':>10}")
     for preset in args.presets.split(","):
@@ -264,8 +266,9 @@ def main():
                 ours, our_t = float("nan"), float("nan")
             else:
                 ours, our_t = bench_ferrolm(args.ferrolm, args.threads, preset, batch, args.seq, args.steps,
-                                            args.warmup)
-            theirs, their_t = bench_torch(preset, batch, args.seq, args.steps, args.warmup, args.attn)
+                                            args.warmup, args.precision)
+            theirs, their_t = bench_torch(preset, batch, args.seq, args.steps, args.warmup, args.attn,
+                                          args.precision)
             print(f"{preset:<7}{batch:>6}{ours:>15.0f}{theirs:>13.0f}{ours / theirs:>8.2f}"
                   f"{our_t * 1e3:>12.0f}{their_t * 1e3:>10.0f}", flush=True)
 

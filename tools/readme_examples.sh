@@ -30,6 +30,10 @@ small=(--set model.vocab_size=1024 --set model.d_model=64 --set model.n_heads=4 
 # run as one of 20 steps)
 "$ferrolm" train --run-dir runs/a --resume --steps 20 --no-progress
 grep -q '"step":20' runs/a/metrics.jsonl || { echo "resume did not reach step 20" >&2; exit 1; }
+# the same run in mixed precision
+"$ferrolm" train --config run.toml --train train.npy --valid valid.npy --tokenizer tok "${small[@]}" \
+    --steps 20 --run-dir runs/bf16 --precision bf16 --no-progress
+grep -q '"step":20' runs/bf16/metrics.jsonl || { echo "the bf16 run did not reach step 20" >&2; exit 1; }
 
 "$ferrolm" generate --checkpoint runs/a --prompt "Once upon a time" --max-tokens 32 --temperature 0.8 --top-p 0.9 --seed 1
 "$ferrolm" eval --checkpoint runs/a --data valid.npy --max-windows 16

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context};
 use ferrolm_nn::model::{Activations, KvCache, Model};
 use ferrolm_nn::optim::{AdamW, AdamWConfig};
-use ferrolm_nn::{ModelConfig, Rng};
+use ferrolm_nn::{ModelConfig, Precision, Rng};
 use std::time::Instant;
 
 #[derive(clap::Subcommand)]
@@ -35,8 +35,8 @@ pub struct GenerateArgs {
     repeats: usize,
     /// Weight precision of the decoding matrix-vector products: f32, or bf16 (a bf16 copy of the
     /// weights made once at load, f32 accumulation: half the bytes read per token).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
-    precision: String,
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 #[derive(clap::Args)]
@@ -59,6 +59,9 @@ pub struct TrainArgs {
     /// Time forward + backward only, without the optimizer step.
     #[arg(long)]
     no_optimizer: bool,
+    /// Matmul precision: f32, or bf16 (bf16 operands, f32 sums; AMX tiles where the CPU has them).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Print one line per timed step.
     #[arg(long)]
     verbose: bool,
@@ -82,7 +85,7 @@ fn bench_generate(a: GenerateArgs) -> anyhow::Result<()> {
         );
     }
     let model = Model::new(config.clone(), 1337).context("building the model")?;
-    let bf16 = (a.precision == "bf16").then(|| model.bf16_weights());
+    let bf16 = (a.precision == Precision::Bf16).then(|| model.bf16_weights());
     let mut cache = KvCache::new(&config, a.batch, a.tokens);
     let v = config.vocab_size;
     let mut logits = vec![0.0f32; a.batch * v];
@@ -118,7 +121,7 @@ fn bench_generate(a: GenerateArgs) -> anyhow::Result<()> {
         a.preset,
         a.batch,
         a.tokens,
-        a.precision,
+        a.precision.name(),
         rayon::current_num_threads(),
         tok_s,
         median / a.tokens as f64 * 1e3
@@ -142,6 +145,7 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let mut model = Model::new(config.clone(), 1337).context("building the model")?;
+    model.precision = a.precision;
     let mut acts = Activations::new(&config, a.batch, a.seq);
     let mut opt = AdamW::new(AdamWConfig::default(), model.params.len());
     let n = a.batch * a.seq;
@@ -151,7 +155,7 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
     let targets: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
     let threads = rayon::current_num_threads();
     println!(
-        "bench train: preset {} ({:.2}M params), batch {}, seq {}, {} threads, {}",
+        "bench train: preset {} ({:.2}M params), batch {}, seq {}, {} threads, {}, matmuls {}",
         a.preset,
         model.params.len() as f64 / 1e6,
         a.batch,
@@ -161,7 +165,8 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
             "forward+backward"
         } else {
             "forward+backward+AdamW"
-        }
+        },
+        a.precision.backend()
     );
     let mut times = Vec::with_capacity(a.steps);
     let mut loss = 0.0;

@@ -1,8 +1,9 @@
 //! `ferrolm generate`: stream text from a checkpoint.
 
 use anyhow::{Context, Result};
+use ferrolm_nn::Precision;
 use ferrolm_train::checkpoint;
-use ferrolm_train::generate::{checkpoint_tokenizer, generate_text_with, GenerateConfig, Precision};
+use ferrolm_train::generate::{checkpoint_tokenizer, generate_text_with, GenerateConfig};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -40,8 +41,8 @@ pub struct Args {
     no_echo: bool,
     /// Weight precision: f32, or bf16 (a bf16 copy of the weights made once at load, f32
     /// accumulation: half the bytes read per token, so faster decoding; logits within ~1%).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
-    precision: String,
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -63,15 +64,17 @@ pub fn run(args: Args) -> Result<()> {
     if !args.no_echo {
         write!(out, "{}", args.prompt)?;
     }
-    let precision = if args.precision == "bf16" {
-        Precision::Bf16
-    } else {
-        Precision::F32
-    };
-    let g = generate_text_with(&ck.model, precision, &tok, &args.prompt, &cfg, &mut |piece| {
-        out.write_all(piece.as_bytes())?;
-        out.flush().context("writing to stdout")
-    })?;
+    let g = generate_text_with(
+        &ck.model,
+        args.precision,
+        &tok,
+        &args.prompt,
+        &cfg,
+        &mut |piece| {
+            out.write_all(piece.as_bytes())?;
+            out.flush().context("writing to stdout")
+        },
+    )?;
     writeln!(out)?;
     eprintln!(
         "[{} tokens{}; checkpoint {} at step {}]",

@@ -1,6 +1,7 @@
 //! `ferrolm train`: train a model from a TOML config plus command-line overrides.
 
 use anyhow::{Context, Result};
+use ferrolm_nn::Precision;
 use ferrolm_train::checkpoint;
 use ferrolm_train::data::Sampling;
 use ferrolm_train::{train, Resume, TrainConfig, TrainOptions};
@@ -68,6 +69,10 @@ pub struct Args {
     /// Checkpoint every M steps (checkpoint.every).
     #[arg(long)]
     checkpoint_every: Option<u64>,
+    /// Matmul precision: f32, or bf16 = bf16 operands with f32 sums and f32 master weights
+    /// (run.precision; AMX tiles where the CPU has them).
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Seed of the initialization (run.seed).
     #[arg(long)]
     seed: Option<u64>,
@@ -126,6 +131,9 @@ impl Args {
         }
         if let Some(v) = self.checkpoint_every {
             c.checkpoint.every = v;
+        }
+        if let Some(v) = self.precision {
+            c.run.precision = v;
         }
         if let Some(v) = self.seed {
             c.run.seed = v;

@@ -1,11 +1,12 @@
 //! Times the kernels of one training step at a preset's shapes (where the step's time goes).
-//! `cargo run --release -p ferrolm-nn --example kernel_times -- small 8`
+//! `cargo run --release -p ferrolm-nn --example kernel_times -- small 8 [threads] [f32|bf16]`
+//! The last lines add the kernels up per training step (n_layers blocks + head + loss).
 
 use ferrolm_nn::kernels::*;
 use ferrolm_nn::ModelConfig;
 use std::time::Instant;
 
-fn time(name: &str, flops: f64, reps: usize, mut f: impl FnMut()) {
+fn time(name: &str, flops: f64, reps: usize, mut f: impl FnMut()) -> f64 {
     f();
     let mut ts: Vec<f64> = (0..reps)
         .map(|_| {
@@ -17,6 +18,7 @@ fn time(name: &str, flops: f64, reps: usize, mut f: impl FnMut()) {
     ts.sort_by(f64::total_cmp);
     let t = ts[reps / 2];
     println!("{name:<34} {:>9.2} ms {:>8.1} GFLOP/s", t * 1e3, flops / t / 1e9);
+    t
 }
 
 fn main() {
@@ -24,6 +26,9 @@ fn main() {
     let c = ModelConfig::preset(args.get(1).map_or("small", |s| s.as_str())).expect("small|tiny");
     let batch: usize = args.get(2).map_or(8, |s| s.parse().unwrap());
     let threads: usize = args.get(3).map_or(2, |s| s.parse().unwrap());
+    let prec: Precision = args.get(4).map_or(Precision::F32, |s| s.parse().unwrap());
+    println!("matmuls: {}", prec.backend());
+    let (mut layer_mm, mut head_mm, mut layer_other) = (0.0, 0.0, 0.0);
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -42,11 +47,27 @@ fn main() {
         ("head d→V", d, v),
     ] {
         let fl = 2.0 * (n * din * dout) as f64;
-        time(&format!("matmul fwd {name}"), fl, reps, || {
-            matmul_forward(&mut y[..n * dout], &x[..n * din], &w[..din * dout], n, din, dout)
+        let per_layer = match name {
+            "qkvo d→d" => 4.0,
+            "w1/w3 d→f" => 2.0,
+            "w2 f→d" => 1.0,
+            _ => 0.0,
+        };
+        let mut total = 0.0;
+        total += time(&format!("matmul fwd {name}"), fl, reps, || {
+            matmul_forward(
+                prec,
+                &mut y[..n * dout],
+                &x[..n * din],
+                &w[..din * dout],
+                n,
+                din,
+                dout,
+            )
         });
-        time(&format!("matmul bwd-in {name}"), fl, reps, || {
+        total += time(&format!("matmul bwd-in {name}"), fl, reps, || {
             matmul_backward_input(
+                prec,
                 &mut y[..n * din],
                 &x[..n * dout],
                 &w[..din * dout],
@@ -56,9 +77,22 @@ fn main() {
                 false,
             )
         });
-        time(&format!("matmul bwd-w {name}"), fl, reps, || {
-            matmul_backward_weight(&mut dw[..din * dout], &x[..n * dout], &y[..n * din], n, din, dout)
+        total += time(&format!("matmul bwd-w {name}"), fl, reps, || {
+            matmul_backward_weight(
+                prec,
+                &mut dw[..din * dout],
+                &x[..n * dout],
+                &y[..n * din],
+                n,
+                din,
+                dout,
+            )
         });
+        if per_layer > 0.0 {
+            layer_mm += per_layer * total;
+        } else {
+            head_mm += total;
+        }
     }
     let dh = d / h;
     let q = vec![0.1f32; n * d];
@@ -75,35 +109,49 @@ fn main() {
             &mut dq, &mut dk, &mut dv, &mut datt, &q, &q, &q, &q, &att, batch, t, h, dh,
         )
     });
-    time("attention fwd (recompute)", afl, reps, || {
-        attention_forward_recompute(&mut o, &q, &q, &q, batch, t, h, dh)
-    });
-    time("attention bwd (recompute)", 2.0 * afl, reps, || {
+    layer_other += 2.0
+        * time("attention fwd (recompute)", afl, reps, || {
+            attention_forward_recompute(&mut o, &q, &q, &q, batch, t, h, dh)
+        });
+    layer_other += time("attention bwd (recompute)", 2.0 * afl, reps, || {
         attention_backward_recompute(&mut dq, &mut dk, &mut dv, &q, &q, &q, &q, batch, t, h, dh)
     });
     let mut rstd = vec![0.0f32; n];
     let g = vec![1.0f32; d];
     let mut dg = vec![0.0f32; d];
-    time("rmsnorm fwd", 0.0, reps, || {
-        rmsnorm_forward(&mut o, &mut rstd, &q, &g, n, d, 1e-5)
-    });
-    time("rmsnorm bwd", 0.0, reps, || {
-        rmsnorm_backward(&mut dq, &mut dg, &o, &q, &g, &rstd, n, d)
-    });
+    layer_other += 2.0
+        * time("rmsnorm fwd", 0.0, reps, || {
+            rmsnorm_forward(&mut o, &mut rstd, &q, &g, n, d, 1e-5)
+        });
+    layer_other += 2.0
+        * time("rmsnorm bwd", 0.0, reps, || {
+            rmsnorm_backward(&mut dq, &mut dg, &o, &q, &g, &rstd, n, d)
+        });
     let pos: Vec<usize> = (0..n).map(|i| i % t).collect();
     let table = RopeTable::new(dh, t, 10000.0);
-    time("rope", 0.0, reps, || rope_forward(&mut dq, &pos, h, &table));
+    layer_other += 4.0 * time("rope", 0.0, reps, || rope_forward(&mut dq, &pos, h, &table));
     let (mut a, b) = (vec![0.1f32; n * f], vec![0.1f32; n * f]);
     let mut a2 = a.clone();
-    time("swiglu fwd", 0.0, reps, || swiglu_forward(&mut a, &b, &b));
-    time("swiglu bwd", 0.0, reps, || {
+    layer_other += time("swiglu fwd", 0.0, reps, || swiglu_forward(&mut a, &b, &b));
+    layer_other += time("swiglu bwd", 0.0, reps, || {
         swiglu_backward(&mut a, &mut a2, &b, &b, &b)
     });
     let tg: Vec<u32> = (0..n as u32).map(|i| i % v as u32).collect();
     let mut losses = vec![0.0f32; n];
     let mut logits = vec![0.1f32; n * v];
-    time("cross-entropy fused", 0.0, reps, || {
+    let ce = time("cross-entropy fused", 0.0, reps, || {
         cross_entropy_fused(&mut logits, &mut losses, &tg, v, 1.0)
     });
-    time("residual add", 0.0, reps, || residual_forward(&mut dq, &o, &q));
+    layer_other += 4.0 * time("residual add", 0.0, reps, || residual_forward(&mut dq, &o, &q));
+    let l = c.n_layers as f64;
+    let total = l * (layer_mm + layer_other) + head_mm + ce;
+    println!(
+        "per step (estimate): {:.0} ms = block matmuls {:.0} + attention/norms/rope/swiglu/residual {:.0} \
+         + head matmuls {:.0} + cross-entropy {:.0}",
+        total * 1e3,
+        l * layer_mm * 1e3,
+        l * layer_other * 1e3,
+        head_mm * 1e3,
+        ce * 1e3
+    );
 }

@@ -15,6 +15,7 @@ pub mod sample;
 pub mod schedule;
 
 pub use config::{Ffn, ModelConfig, Norm, ParamSpec, Position};
+pub use kernels::Precision;
 pub use rng::Rng;
 
 /// Errors of the math crate: bad shapes, ids out of range, configs that do not fit.

@@ -27,11 +27,21 @@ fn matmul() {
         r.vec(n * d_out, 1.0),
     );
     let mut y = vec![0.0; n * d_out];
-    matmul_forward(&mut y, &to32(&x), &to32(&w), n, d_in, d_out);
+    matmul_forward(Precision::F32, &mut y, &to32(&x), &to32(&w), n, d_in, d_out);
     assert_close("matmul y", &y, &linear(&x, &w, d_in, d_out), FWD, 1e-3);
     // Backward accumulates onto what is there.
     let (mut dx, mut dw) = (vec![0.5f32; n * d_in], vec![-0.25f32; d_out * d_in]);
-    matmul_backward(&mut dx, &mut dw, &to32(&dy), &to32(&x), &to32(&w), n, d_in, d_out);
+    matmul_backward(
+        Precision::F32,
+        &mut dx,
+        &mut dw,
+        &to32(&dy),
+        &to32(&x),
+        &to32(&w),
+        n,
+        d_in,
+        d_out,
+    );
     let nx: Vec<f64> = numeric_grad(&x, H, |x| dot(&dy, &linear(x, &w, d_in, d_out)))
         .iter()
         .map(|g| g + 0.5)
@@ -44,7 +54,16 @@ fn matmul() {
     assert_close("matmul dw", &dw, &nw, BWD, 1e-3);
     // The overwrite variant ignores old contents, NaN included.
     let mut dx2 = vec![f32::NAN; n * d_in];
-    matmul_backward_input(&mut dx2, &to32(&dy), &to32(&w), n, d_in, d_out, false);
+    matmul_backward_input(
+        Precision::F32,
+        &mut dx2,
+        &to32(&dy),
+        &to32(&w),
+        n,
+        d_in,
+        d_out,
+        false,
+    );
     let want: Vec<f64> = nx.iter().map(|g| g - 0.5).collect();
     assert_close("matmul dx overwrite", &dx2, &want, BWD, 1e-3);
 }

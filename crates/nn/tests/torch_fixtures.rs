@@ -18,7 +18,7 @@
 //! Each comparison prints its maximum error (`cargo test --test torch_fixtures -- --nocapture`).
 
 use ferrolm_nn::clip::{clip_grad_norm, grad_norm};
-use ferrolm_nn::kernels;
+use ferrolm_nn::kernels::{self, Precision};
 use ferrolm_nn::loss::{cross_entropy, cross_entropy_with_grad};
 use ferrolm_nn::model::{Activations, KvCache, Model};
 use ferrolm_nn::optim::{AdamW, AdamWConfig};
@@ -278,14 +278,14 @@ fn swiglu_and_silu_ffn_with_weights_match_torch() {
             vec![0.0; n * ff],
             vec![0.0; n * d],
         );
-        kernels::matmul_forward(&mut h1, &x, &w1, n, d, ff);
+        kernels::matmul_forward(Precision::F32, &mut h1, &x, &w1, n, d, ff);
         if glu {
-            kernels::matmul_forward(&mut h3, &x, &w3, n, d, ff);
+            kernels::matmul_forward(Precision::F32, &mut h3, &x, &w3, n, d, ff);
             kernels::swiglu_forward(&mut g, &h1, &h3);
         } else {
             kernels::silu_forward(&mut g, &h1);
         }
-        kernels::matmul_forward(&mut y, &g, &w2, n, ff, d);
+        kernels::matmul_forward(Precision::F32, &mut y, &g, &w2, n, ff, d);
         assert_scaled(
             &format!("ffn {kind} y"),
             &y,
@@ -300,14 +300,14 @@ fn swiglu_and_silu_ffn_with_weights_match_torch() {
             vec![0.0; ff * d],
         );
         let (mut dh1, mut dh3, mut dx) = (vec![0.0; n * ff], vec![0.0; n * ff], vec![0.0; n * d]);
-        kernels::matmul_backward(&mut dg, &mut dw2, &dy, &g, &w2, n, ff, d);
+        kernels::matmul_backward(Precision::F32, &mut dg, &mut dw2, &dy, &g, &w2, n, ff, d);
         if glu {
             kernels::swiglu_backward(&mut dh1, &mut dh3, &dg, &h1, &h3);
-            kernels::matmul_backward(&mut dx, &mut dw3, &dh3, &x, &w3, n, d, ff);
+            kernels::matmul_backward(Precision::F32, &mut dx, &mut dw3, &dh3, &x, &w3, n, d, ff);
         } else {
             kernels::silu_backward(&mut dh1, &dg, &h1);
         }
-        kernels::matmul_backward(&mut dx, &mut dw1, &dh1, &x, &w1, n, d, ff);
+        kernels::matmul_backward(Precision::F32, &mut dx, &mut dw1, &dh1, &x, &w1, n, d, ff);
         assert_scaled(
             &format!("ffn {kind} dx"),
             &dx,

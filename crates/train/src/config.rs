@@ -4,7 +4,7 @@
 use crate::data::Sampling;
 use anyhow::{bail, Context, Result};
 use ferrolm_nn::optim::AdamWConfig;
-use ferrolm_nn::ModelConfig;
+use ferrolm_nn::{ModelConfig, Precision};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,11 @@ pub struct RunSection {
     pub max_steps: u64,
     /// Seed of the parameter initialization.
     pub seed: u64,
+    /// Matmul precision: "f32", or "bf16" (bf16 operands with f32 sums; parameters, gradients,
+    /// optimizer state, norms, softmax and attention stay f32). May change on resume (the run
+    /// then continues, but not bit for bit).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -119,6 +124,7 @@ impl Default for TrainConfig {
                 dir: PathBuf::from("runs/run"),
                 max_steps: 5000,
                 seed: 0,
+                precision: Precision::F32,
             },
             model: ModelConfig::tiny(),
             optimizer: OptimizerSection {

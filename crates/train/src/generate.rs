@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use ferrolm_nn::model::{Bf16Weights, KvCache, Model};
 use ferrolm_nn::sample::{sample, SamplingConfig};
-use ferrolm_nn::Rng;
+use ferrolm_nn::{Precision, Rng};
 
 /// How to generate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -29,18 +29,9 @@ impl Default for GenerateConfig {
     }
 }
 
-/// The precision of the weights generation reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Precision {
-    /// The model's f32 parameters.
-    #[default]
-    F32,
-    /// A bf16 copy made once before generating (round-to-nearest-even, f32 accumulation): half
-    /// the bytes read per token, logits within about 1% of f32.
-    Bf16,
-}
-
-/// The model with the weights `Precision` chose, for `forward_infer`.
+/// The model with the weights `Precision` chose, for `forward_infer`: the f32 parameters, or
+/// with `Precision::Bf16` a bf16 copy made once before generating (round-to-nearest-even, f32
+/// accumulation: half the bytes read per token, logits within about 1% of f32).
 struct Infer<'a> {
     model: &'a Model,
     bf16: Option<Bf16Weights>,

@@ -12,7 +12,7 @@ use ferrolm_nn::clip::{clip_grad_norm, grad_norm};
 use ferrolm_nn::model::{Activations, Model};
 use ferrolm_nn::optim::AdamW;
 use ferrolm_nn::schedule::lr_cosine;
-use ferrolm_nn::Rng;
+use ferrolm_nn::{Precision, Rng};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -329,6 +329,8 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
     }
     SIGINTS.store(0, Ordering::SeqCst);
 
+    let mut model = model;
+    model.precision = cfg.run.precision;
     let mut run = Run {
         cfg,
         model,
@@ -344,6 +346,10 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
         pb,
         verbose: opts.verbose,
     };
+    let precision = run.cfg.run.precision;
+    if precision != Precision::F32 {
+        run.say(format!("precision {precision}: {}", precision.backend()));
+    }
     if resumed {
         run.say(format!(
             "resumed at step {} from {}",

@@ -1,6 +1,7 @@
 //! Linear layers `y = x Wᵀ` (W stored (d_out, d_in), no bias) and a strided GEMM helper, through
 //! the `gemm` crate.
 
+use super::gemm_bf16::{gemm_bf16, Precision};
 use super::gemv;
 
 /// `dst (m, n) = [dst +] alpha · A (m, k) · B (k, n)`, with A and B given by row and column strides
@@ -76,8 +77,17 @@ pub fn gemm_strided(
 /// one row per sequence) instead of gemm, which would repack the whole weight on every call.
 const GEMV_MAX_ROWS: usize = 4;
 
-/// `out (n, d_out) = inp (n, d_in) · weightᵀ`, weight (d_out, d_in). Overwrites out.
-pub fn matmul_forward(out: &mut [f32], inp: &[f32], weight: &[f32], n: usize, d_in: usize, d_out: usize) {
+/// `out (n, d_out) = inp (n, d_in) · weightᵀ`, weight (d_out, d_in). Overwrites out. With
+/// `Precision::Bf16` the operands are rounded to bf16 and the sums kept in f32 (`gemm_bf16`).
+pub fn matmul_forward(
+    prec: Precision,
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    n: usize,
+    d_in: usize,
+    d_out: usize,
+) {
     assert_eq!(out.len(), n * d_out, "matmul_forward: out");
     assert_eq!(inp.len(), n * d_in, "matmul_forward: inp");
     assert_eq!(weight.len(), d_out * d_in, "matmul_forward: weight");
@@ -87,23 +97,18 @@ pub fn matmul_forward(out: &mut [f32], inp: &[f32], weight: &[f32], n: usize, d_
         }
         return;
     }
-    gemm_strided(
-        n,
-        d_out,
-        d_in,
-        out,
-        d_out,
-        false,
-        (inp, d_in, 1),
-        (weight, 1, d_in),
-        1.0,
-        true,
-    );
+    let (a, b) = ((inp, d_in, 1), (weight, 1, d_in));
+    match prec {
+        Precision::F32 => gemm_strided(n, d_out, d_in, out, d_out, false, a, b, 1.0, true),
+        Precision::Bf16 => gemm_bf16(n, d_out, d_in, out, d_out, false, a, b),
+    }
 }
 
 /// `dinp (n, d_in) (+)= dout (n, d_out) · weight (d_out, d_in)`: overwrites dinp unless
 /// `accumulate`.
+#[allow(clippy::too_many_arguments)]
 pub fn matmul_backward_input(
+    prec: Precision,
     dinp: &mut [f32],
     dout: &[f32],
     weight: &[f32],
@@ -115,22 +120,16 @@ pub fn matmul_backward_input(
     assert_eq!(dinp.len(), n * d_in, "matmul_backward_input: dinp");
     assert_eq!(dout.len(), n * d_out, "matmul_backward_input: dout");
     assert_eq!(weight.len(), d_out * d_in, "matmul_backward_input: weight");
-    gemm_strided(
-        n,
-        d_in,
-        d_out,
-        dinp,
-        d_in,
-        accumulate,
-        (dout, d_out, 1),
-        (weight, d_in, 1),
-        1.0,
-        true,
-    );
+    let (a, b) = ((dout, d_out, 1), (weight, d_in, 1));
+    match prec {
+        Precision::F32 => gemm_strided(n, d_in, d_out, dinp, d_in, accumulate, a, b, 1.0, true),
+        Precision::Bf16 => gemm_bf16(n, d_in, d_out, dinp, d_in, accumulate, a, b),
+    }
 }
 
 /// `dweight (d_out, d_in) += doutᵀ (d_out, n) · inp (n, d_in)`. Accumulates.
 pub fn matmul_backward_weight(
+    prec: Precision,
     dweight: &mut [f32],
     dout: &[f32],
     inp: &[f32],
@@ -141,24 +140,18 @@ pub fn matmul_backward_weight(
     assert_eq!(dweight.len(), d_out * d_in, "matmul_backward_weight: dweight");
     assert_eq!(dout.len(), n * d_out, "matmul_backward_weight: dout");
     assert_eq!(inp.len(), n * d_in, "matmul_backward_weight: inp");
-    gemm_strided(
-        d_out,
-        d_in,
-        n,
-        dweight,
-        d_in,
-        true,
-        (dout, 1, d_out),
-        (inp, d_in, 1),
-        1.0,
-        true,
-    );
+    let (a, b) = ((dout, 1, d_out), (inp, d_in, 1));
+    match prec {
+        Precision::F32 => gemm_strided(d_out, d_in, n, dweight, d_in, true, a, b, 1.0, true),
+        Precision::Bf16 => gemm_bf16(d_out, d_in, n, dweight, d_in, true, a, b),
+    }
 }
 
 /// Backward of `matmul_forward`: `dinp += dout · weight` and `dweight += doutᵀ · inp`
 /// (both ACCUMULATED). Shapes as in `matmul_forward`.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_backward(
+    prec: Precision,
     dinp: &mut [f32],
     dweight: &mut [f32],
     dout: &[f32],
@@ -168,8 +161,8 @@ pub fn matmul_backward(
     d_in: usize,
     d_out: usize,
 ) {
-    matmul_backward_input(dinp, dout, weight, n, d_in, d_out, true);
-    matmul_backward_weight(dweight, dout, inp, n, d_in, d_out);
+    matmul_backward_input(prec, dinp, dout, weight, n, d_in, d_out, true);
+    matmul_backward_weight(prec, dweight, dout, inp, n, d_in, d_out);
 }
 
 #[cfg(test)]
@@ -226,10 +219,10 @@ mod tests {
             .map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5)
             .collect();
         let mut all = vec![0.0; 5 * d_out];
-        matmul_forward(&mut all, &x, &w, 5, d_in, d_out); // gemm
+        matmul_forward(Precision::F32, &mut all, &x, &w, 5, d_in, d_out); // gemm
         for n in 1..=GEMV_MAX_ROWS {
             let mut few = vec![f32::NAN; n * d_out];
-            matmul_forward(&mut few, &x[..n * d_in], &w, n, d_in, d_out);
+            matmul_forward(Precision::F32, &mut few, &x[..n * d_in], &w, n, d_in, d_out);
             for (a, b) in few.iter().zip(&all) {
                 assert!((a - b).abs() < 1e-5, "{a} {b}");
             }

@@ -7,12 +7,16 @@
 //! gradients are always accumulated. Work is parallel over rows with rayon (matmuls through the
 //! `gemm` crate, which dispatches to AVX-512 where the CPU has it).
 
+pub mod amx;
 pub mod attention;
 pub mod cross_entropy;
+pub mod dpbf16;
 pub mod embedding;
 pub mod fastmath;
+pub mod gemm_bf16;
 pub mod gemv;
 pub mod matmul;
+pub mod pack_bf16;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
@@ -24,6 +28,7 @@ pub use attention::{
 };
 pub use cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
 pub use embedding::{embedding_backward, embedding_forward};
+pub use gemm_bf16::{gemm_bf16, Precision};
 pub use matmul::{matmul_backward, matmul_backward_input, matmul_backward_weight, matmul_forward};
 pub use residual::{add_inplace, residual_forward};
 pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward};

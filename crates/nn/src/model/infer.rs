@@ -2,7 +2,7 @@
 
 use super::{layout, Model, RMSNORM_EPS};
 use crate::kernels::gemv::{self, Weights};
-use crate::kernels::{self, RopeTable};
+use crate::kernels::{self, Precision, RopeTable};
 use crate::{Ffn, ModelConfig, NnError, Norm, Position, Result};
 use std::ops::Range;
 
@@ -289,7 +289,7 @@ fn linear(inp: &[f32], n: usize, jobs: &mut [(&mut [f32], Range<usize>)], p: &[f
     if n > GEMV_MAX_ROWS || d_in == 0 {
         for (out, range) in jobs.iter_mut() {
             let d_out = out.len() / n.max(1);
-            kernels::matmul_forward(out, inp, &p[range.clone()], n, d_in, d_out);
+            kernels::matmul_forward(Precision::F32, out, inp, &p[range.clone()], n, d_in, d_out);
         }
         return;
     }

@@ -12,6 +12,7 @@ mod train;
 pub use infer::{Bf16Weights, KvCache};
 pub use train::Activations;
 
+use crate::kernels::Precision;
 use crate::{ModelConfig, NnError, ParamSpec, Result, Rng};
 
 /// RMSNorm epsilon (issue 3).
@@ -23,6 +24,9 @@ pub struct Model {
     pub specs: Vec<ParamSpec>,
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
+    /// The precision of the matmuls in `forward_*` / `forward_backward` (f32 by default;
+    /// `Precision::Bf16` = bf16 operands with f32 sums, parameters and gradients stay f32).
+    pub precision: Precision,
 }
 
 impl Model {
@@ -62,6 +66,7 @@ impl Model {
             specs,
             params: vec![0.0; n],
             grads: vec![0.0; n],
+            precision: Precision::F32,
         })
     }
 

@@ -2,7 +2,7 @@
 //! allocated once per (batch, seq).
 
 use super::{layout, Model, RMSNORM_EPS};
-use crate::kernels::{self, RopeTable};
+use crate::kernels::{self, Precision, RopeTable};
 use crate::loss::mean;
 use crate::{Ffn, ModelConfig, NnError, Norm, Position, Result};
 
@@ -173,7 +173,7 @@ impl Model {
     /// Forward only: the logits (batch·seq, vocab) of `inputs` (batch·seq ids), in `acts`.
     pub fn forward_logits<'a>(&self, acts: &'a mut Activations, inputs: &[u32]) -> Result<&'a [f32]> {
         self.check_batch(acts, inputs, None)?;
-        forward(&self.config, &self.params, acts, inputs);
+        forward(&self.config, self.precision, &self.params, acts, inputs);
         Ok(&acts.logits)
     }
 
@@ -183,7 +183,7 @@ impl Model {
         if targets.is_empty() {
             return Ok(0.0);
         }
-        forward(&self.config, &self.params, acts, inputs);
+        forward(&self.config, self.precision, &self.params, acts, inputs);
         let v = self.config.vocab_size;
         kernels::cross_entropy_forward(&mut acts.losses, &acts.logits, targets, v);
         Ok(mean(&acts.losses))
@@ -205,18 +205,25 @@ impl Model {
             return Ok(0.0);
         }
         acts.alloc_grad();
-        forward(&self.config, &self.params, acts, inputs);
+        forward(&self.config, self.precision, &self.params, acts, inputs);
         let v = self.config.vocab_size;
         let scale = 1.0 / targets.len() as f32;
         kernels::cross_entropy_fused(&mut acts.logits, &mut acts.losses, targets, v, scale);
         let loss = mean(&acts.losses);
-        backward(&self.config, &self.params, &mut self.grads, acts, inputs);
+        backward(
+            &self.config,
+            self.precision,
+            &self.params,
+            &mut self.grads,
+            acts,
+            inputs,
+        );
         Ok(loss)
     }
 }
 
 /// The forward through the LM head into `acts.logits`.
-fn forward(c: &ModelConfig, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
+fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
     let (b, t) = (acts.batch, acts.seq);
     let n = b * t;
     let (d, f, h, dh) = (c.d_model, c.d_ff, c.n_heads, c.d_head());
@@ -250,15 +257,15 @@ fn forward(c: &ModelConfig, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
         } else {
             xin
         };
-        kernels::matmul_forward(q, a_in, &p[r.wq], n, d, d);
-        kernels::matmul_forward(k, a_in, &p[r.wk], n, d, d);
-        kernels::matmul_forward(v, a_in, &p[r.wv], n, d, d);
+        kernels::matmul_forward(prec, q, a_in, &p[r.wq], n, d, d);
+        kernels::matmul_forward(prec, k, a_in, &p[r.wk], n, d, d);
+        kernels::matmul_forward(prec, v, a_in, &p[r.wv], n, d, d);
         if let Some(rope) = &acts.rope {
             kernels::rope_forward(q, &acts.positions, h, rope);
             kernels::rope_forward(k, &acts.positions, h, rope);
         }
         kernels::attention_forward_recompute(atty, q, k, v, b, t, h, dh);
-        kernels::matmul_forward(tmp, atty, &p[r.wo], n, d, d);
+        kernels::matmul_forward(prec, tmp, atty, &p[r.wo], n, d, d);
         if post {
             kernels::residual_forward(sum1, xin, tmp);
             kernels::rmsnorm_forward(z, rstd1, sum1, &p[r.ln1], n, d, RMSNORM_EPS);
@@ -272,14 +279,14 @@ fn forward(c: &ModelConfig, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
         } else {
             z
         };
-        kernels::matmul_forward(h1, f_in, &p[r.w1], n, d, f);
+        kernels::matmul_forward(prec, h1, f_in, &p[r.w1], n, d, f);
         if c.ffn == Ffn::Swiglu {
-            kernels::matmul_forward(h3, f_in, &p[r.w3], n, d, f);
+            kernels::matmul_forward(prec, h3, f_in, &p[r.w3], n, d, f);
             kernels::swiglu_forward(hg, h1, h3);
         } else {
             kernels::silu_forward(hg, h1);
         }
-        kernels::matmul_forward(tmp, hg, &p[r.w2], n, f, d);
+        kernels::matmul_forward(prec, tmp, hg, &p[r.w2], n, f, d);
         if post {
             kernels::residual_forward(sum2, z, tmp);
             kernels::rmsnorm_forward(xout, rstd2, sum2, &p[r.ln2], n, d, RMSNORM_EPS);
@@ -298,6 +305,7 @@ fn forward(c: &ModelConfig, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
         RMSNORM_EPS,
     );
     kernels::matmul_forward(
+        prec,
         &mut acts.logits,
         &acts.lnf_out,
         &p[layout::lm_head(c)],
@@ -308,7 +316,14 @@ fn forward(c: &ModelConfig, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
 }
 
 /// The backward from `acts.logits` holding dLoss/dlogits; adds every parameter's gradient into `g`.
-fn backward(c: &ModelConfig, p: &[f32], g: &mut [f32], acts: &mut Activations, inputs: &[u32]) {
+fn backward(
+    c: &ModelConfig,
+    prec: Precision,
+    p: &[f32],
+    g: &mut [f32],
+    acts: &mut Activations,
+    inputs: &[u32],
+) {
     let (b, t) = (acts.batch, acts.seq);
     let n = b * t;
     let (d, f, h, dh, vocab) = (c.d_model, c.d_ff, c.n_heads, c.d_head(), c.vocab_size);
@@ -328,8 +343,8 @@ fn backward(c: &ModelConfig, p: &[f32], g: &mut [f32], acts: &mut Activations, i
 
     // LM head and final norm.
     let head = layout::lm_head(c);
-    kernels::matmul_backward_input(dtmp, &acts.logits, &p[head.clone()], n, d, vocab, false);
-    kernels::matmul_backward_weight(&mut g[head], &acts.logits, &acts.lnf_out, n, d, vocab);
+    kernels::matmul_backward_input(prec, dtmp, &acts.logits, &p[head.clone()], n, d, vocab, false);
+    kernels::matmul_backward_weight(prec, &mut g[head], &acts.logits, &acts.lnf_out, n, d, vocab);
     dres.fill(0.0);
     let lnf = layout::ln_final(c);
     let x_last = &acts.residual[c.n_layers];
@@ -366,27 +381,27 @@ fn backward(c: &ModelConfig, p: &[f32], g: &mut [f32], acts: &mut Activations, i
         {
             let dz: &mut [f32] = if post { db } else { dres };
             let f_in: &[f32] = if pre { &la.ln2_out } else { &la.z };
-            kernels::matmul_backward_weight(&mut g[r.w2.clone()], dz, &la.hg, n, f, d);
-            kernels::matmul_backward_input(dhg, dz, &p[r.w2], n, f, d, false);
+            kernels::matmul_backward_weight(prec, &mut g[r.w2.clone()], dz, &la.hg, n, f, d);
+            kernels::matmul_backward_input(prec, dhg, dz, &p[r.w2], n, f, d, false);
             if c.ffn == Ffn::Swiglu {
                 kernels::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
-                kernels::matmul_backward_weight(&mut g[r.w3.clone()], dh3, f_in, n, d, f);
+                kernels::matmul_backward_weight(prec, &mut g[r.w3.clone()], dh3, f_in, n, d, f);
             } else {
                 kernels::silu_backward(dh1, dhg, &la.h1);
             }
-            kernels::matmul_backward_weight(&mut g[r.w1.clone()], dh1, f_in, n, d, f);
+            kernels::matmul_backward_weight(prec, &mut g[r.w1.clone()], dh1, f_in, n, d, f);
             // d f_in = dh1 W1 (+ dh3 W3): straight into dz, or through ln2 for pre-norm.
             let swiglu = c.ffn == Ffn::Swiglu;
             if pre {
-                kernels::matmul_backward_input(dtmp, dh1, &p[r.w1], n, d, f, false);
+                kernels::matmul_backward_input(prec, dtmp, dh1, &p[r.w1], n, d, f, false);
                 if swiglu {
-                    kernels::matmul_backward_input(dtmp, dh3, &p[r.w3], n, d, f, true);
+                    kernels::matmul_backward_input(prec, dtmp, dh3, &p[r.w3], n, d, f, true);
                 }
                 kernels::rmsnorm_backward(dz, &mut g[r.ln2.clone()], dtmp, &la.z, &p[r.ln2], &la.rstd2, n, d);
             } else {
-                kernels::matmul_backward_input(dz, dh1, &p[r.w1], n, d, f, true);
+                kernels::matmul_backward_input(prec, dz, dh1, &p[r.w1], n, d, f, true);
                 if swiglu {
-                    kernels::matmul_backward_input(dz, dh3, &p[r.w3], n, d, f, true);
+                    kernels::matmul_backward_input(prec, dz, dh3, &p[r.w3], n, d, f, true);
                 }
             }
         }
@@ -405,20 +420,20 @@ fn backward(c: &ModelConfig, p: &[f32], g: &mut [f32], acts: &mut Activations, i
         }
         // Attention sublayer: dres holds dLoss/d(attention output) and receives the input gradient.
         let a_in: &[f32] = if pre { &la.ln1_out } else { xin };
-        kernels::matmul_backward_weight(&mut g[r.wo.clone()], dres, &la.atty, n, d, d);
-        kernels::matmul_backward_input(dtmp, dres, &p[r.wo], n, d, d, false);
+        kernels::matmul_backward_weight(prec, &mut g[r.wo.clone()], dres, &la.atty, n, d, d);
+        kernels::matmul_backward_input(prec, dtmp, dres, &p[r.wo], n, d, d, false);
         kernels::attention_backward_recompute(dq, dk, dv, dtmp, &la.q, &la.k, &la.v, b, t, h, dh);
         if let Some(rope) = &acts.rope {
             kernels::rope_backward(dq, &acts.positions, h, rope);
             kernels::rope_backward(dk, &acts.positions, h, rope);
         }
-        kernels::matmul_backward_weight(&mut g[r.wq.clone()], dq, a_in, n, d, d);
-        kernels::matmul_backward_weight(&mut g[r.wk.clone()], dk, a_in, n, d, d);
-        kernels::matmul_backward_weight(&mut g[r.wv.clone()], dv, a_in, n, d, d);
+        kernels::matmul_backward_weight(prec, &mut g[r.wq.clone()], dq, a_in, n, d, d);
+        kernels::matmul_backward_weight(prec, &mut g[r.wk.clone()], dk, a_in, n, d, d);
+        kernels::matmul_backward_weight(prec, &mut g[r.wv.clone()], dv, a_in, n, d, d);
         let dst: &mut [f32] = if pre { dtmp } else { dres };
-        kernels::matmul_backward_input(dst, dq, &p[r.wq], n, d, d, !pre);
-        kernels::matmul_backward_input(dst, dk, &p[r.wk], n, d, d, true);
-        kernels::matmul_backward_input(dst, dv, &p[r.wv], n, d, d, true);
+        kernels::matmul_backward_input(prec, dst, dq, &p[r.wq], n, d, d, !pre);
+        kernels::matmul_backward_input(prec, dst, dk, &p[r.wk], n, d, d, true);
+        kernels::matmul_backward_input(prec, dst, dv, &p[r.wv], n, d, d, true);
         if pre {
             kernels::rmsnorm_backward(dres, &mut g[r.ln1.clone()], dtmp, xin, &p[r.ln1], &la.rstd1, n, d);
         }

@@ -1,0 +1,138 @@
+//! Times the model's matmul shapes in f32 (gemm crate) and bf16 (AMX, or the emulated fallback),
+//! forward / backward-input / backward-weight, medians of `reps`.
+//! `cargo run --release -p ferrolm-nn --example matmul_bf16_times -- small 8 [threads]`
+
+use ferrolm_nn::kernels::gemm_bf16::gemm_bf16;
+use ferrolm_nn::kernels::matmul::gemm_strided;
+use ferrolm_nn::ModelConfig;
+use std::time::Instant;
+
+fn median(reps: usize, f: &mut dyn FnMut()) -> f64 {
+    f();
+    let mut ts: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    ts.sort_by(f64::total_cmp);
+    ts[reps / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let c = ModelConfig::preset(args.get(1).map_or("small", |s| s.as_str())).expect("small|tiny");
+    let batch: usize = args.get(2).map_or(8, |s| s.parse().unwrap());
+    let threads: usize = args.get(3).map_or(2, |s| s.parse().unwrap());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .unwrap();
+    let (d, f, v) = (c.d_model, c.d_ff, c.vocab_size);
+    let n = batch * c.context_length;
+    let x: Vec<f32> = (0..n * v.max(f))
+        .map(|i| ((i % 97) as f32 - 48.0) * 1e-3)
+        .collect();
+    let w: Vec<f32> = (0..v * d.max(f))
+        .map(|i| ((i % 89) as f32 - 44.0) * 1e-3)
+        .collect();
+    let mut y = vec![0.0f32; n * v.max(f)];
+    let mut dw = vec![0.0f32; v * d.max(f)];
+    let reps = 5;
+    let only_bf16 = args.get(4).is_some_and(|s| s == "bf16");
+    println!(
+        "{:<12}{:>10}{:>10}{:>10}{:>10}{:>8}",
+        "shape", "op", "f32 ms", "bf16 ms", "bf16 GF/s", "ratio"
+    );
+    let mut tot = (0.0, 0.0);
+    for (name, din, dout) in [("d→d", d, d), ("d→f", d, f), ("f→d", f, d), ("head d→V", d, v)] {
+        let flops = 2.0 * (n * din * dout) as f64;
+        // forward: y (n, dout) = x (n, din) · Wᵀ
+        let reps32 = if only_bf16 { 0 } else { reps };
+        let median = |r: usize, f: &mut dyn FnMut()| if r == 0 { f64::NAN } else { median(r, f) };
+        let fwd32 = median(reps32, &mut || {
+            gemm_strided(
+                n,
+                dout,
+                din,
+                &mut y,
+                dout,
+                false,
+                (&x, din, 1),
+                (&w, 1, din),
+                1.0,
+                true,
+            )
+        });
+        let fwd16 = median(reps, &mut || {
+            gemm_bf16(n, dout, din, &mut y, dout, false, (&x, din, 1), (&w, 1, din))
+        });
+        // backward input: dx (n, din) = dy (n, dout) · W
+        let bi32 = median(reps32, &mut || {
+            gemm_strided(
+                n,
+                din,
+                dout,
+                &mut y,
+                din,
+                false,
+                (&x, dout, 1),
+                (&w, din, 1),
+                1.0,
+                true,
+            )
+        });
+        let bi16 = median(reps, &mut || {
+            gemm_bf16(n, din, dout, &mut y, din, false, (&x, dout, 1), (&w, din, 1))
+        });
+        // backward weight: dW (dout, din) += dyᵀ (dout, n) · x (n, din)
+        let bw32 = median(reps32, &mut || {
+            gemm_strided(
+                dout,
+                din,
+                n,
+                &mut dw,
+                din,
+                true,
+                (&x, 1, dout),
+                (&w, din, 1),
+                1.0,
+                true,
+            )
+        });
+        let bw16 = median(reps, &mut || {
+            gemm_bf16(
+                dout,
+                din,
+                n,
+                &mut dw,
+                din,
+                true,
+                (&x, 1, dout),
+                (&w[..n * din], din, 1),
+            )
+        });
+        for (op, a, b) in [
+            ("fwd", fwd32, fwd16),
+            ("bwd-in", bi32, bi16),
+            ("bwd-w", bw32, bw16),
+        ] {
+            println!(
+                "{name:<12}{op:>10}{:>10.2}{:>10.2}{:>10.0}{:>8.2}",
+                a * 1e3,
+                b * 1e3,
+                flops / b / 1e9,
+                a / b
+            );
+            tot.0 += a;
+            tot.1 += b;
+        }
+    }
+    println!(
+        "total f32 {:.1} ms, bf16 {:.1} ms, ratio {:.2}",
+        tot.0 * 1e3,
+        tot.1 * 1e3,
+        tot.0 / tot.1
+    );
+}

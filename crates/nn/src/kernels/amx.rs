@@ -1,0 +1,225 @@
+//! Intel AMX (Advanced Matrix Extensions) for the bf16 GEMM: detection, Linux's permission
+//! request, and the 32×32 tile microkernel.
+//!
+//! A tile is a 16-row × 64-byte register; `tdpbf16ps` multiplies a 16×32 bf16 tile A by a 32×16
+//! bf16 tile B stored in "VNNI" order (16 rows of k-pairs: row q holds, for each of the 16
+//! columns, the two bf16 values at k = 2q and 2q + 1) and adds the 16×16 f32 product into a third
+//! tile, 16·16·32 multiply-adds per instruction. The tile registers are invisible to the compiler
+//! (no code it generates touches them), so their contents persist from one `asm!` block to the
+//! next within a thread; every use is bracketed by `TileGuard` (configure, then release).
+
+/// Bytes in one packed bf16 tile (16 rows × 64 bytes).
+pub const TILE_BYTES: usize = 1024;
+/// bf16 elements in one packed tile.
+pub const TILE_ELEMS: usize = TILE_BYTES / 2;
+
+/// Whether this process can use AMX-BF16: the CPU reports AMX-TILE and AMX-BF16 (CPUID leaf 7)
+/// and Linux granted the tile-data state (arch_prctl ARCH_REQ_XCOMP_PERM). Decided once per
+/// process.
+pub fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // The packers convert with AVX-512 BF16, which every AMX CPU has; check anyway.
+    *AVAILABLE.get_or_init(|| detect() && super::pack_bf16::simd_available())
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    // CPUID exists on every x86_64 CPU (a safe intrinsic); leaf 0 reports the highest leaf.
+    let (max_leaf, leaf7) = (__cpuid_count(0, 0).eax, __cpuid_count(7, 0));
+    let amx_bf16 = leaf7.edx >> 22 & 1 == 1;
+    let amx_tile = leaf7.edx >> 24 & 1 == 1;
+    if max_leaf < 7 || !amx_bf16 || !amx_tile {
+        return false;
+    }
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) takes two integers and only extends the
+    // set of xsave features this process may use; it fails (and we fall back) on kernels < 5.16.
+    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect() -> bool {
+    false
+}
+
+/// The tile configuration: palette 1, all eight tiles 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+/// Tiles configured on this thread for as long as it lives; released on drop. Only made when
+/// `available()` is true.
+pub struct TileGuard(());
+
+impl TileGuard {
+    /// Configures the tiles. Panics if `available()` is false (hence no `Default`).
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> TileGuard {
+        assert!(available(), "AMX is not available on this machine");
+        let mut cfg = TileConfig([0; 64]);
+        cfg.0[0] = 1; // palette 1
+        for t in 0..8 {
+            cfg.0[16 + 2 * t] = 64; // bytes per row (u16 little endian)
+            cfg.0[48 + t] = 16; // rows
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: available() proved the CPU has AMX and the OS allows its state; the 64-byte
+        // config is valid for palette 1 (at most 16 rows of at most 64 bytes per tile).
+        unsafe {
+            std::arch::asm!("ldtilecfg [{cfg}]", cfg = in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+        }
+        TileGuard(())
+    }
+
+    /// `C (32×32 f32) = [C +] A · B` over `ktiles` k-tiles of 32: A is two 16-row packed panels
+    /// (`a0` rows 0..16, `a1` rows 16..32), B two 16-column VNNI panels (`b0` columns 0..16, `b1`
+    /// 16..32); in each panel k-tile `t` is the `TILE_ELEMS` elements at `t · TILE_ELEMS`. C is
+    /// read (when `load_c`) and written at `c` with a row stride of `c_stride` f32 elements.
+    ///
+    /// # Safety
+    /// Each of the four panels must hold `ktiles · TILE_ELEMS` elements, and `c` must be valid for
+    /// reads and writes of 32 rows × 32 f32 at stride `c_stride`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub unsafe fn kernel_32x32(
+        &self,
+        a0: *const u16,
+        a1: *const u16,
+        b0: *const u16,
+        b1: *const u16,
+        ktiles: usize,
+        c: *mut f32,
+        c_stride: usize,
+        load_c: bool,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::asm;
+            let cs = c_stride * 4; // bytes
+            let c01 = c.add(16);
+            let c10 = c.add(16 * c_stride);
+            let c11 = c10.add(16);
+            // SAFETY (all blocks): the caller guarantees the panels and C are in bounds; the tiles
+            // were configured by `new` (this guard exists) and no other code uses them.
+            if load_c {
+                asm!(
+                    "tileloadd tmm0, [{c00} + {cs}*1]",
+                    "tileloadd tmm1, [{c01} + {cs}*1]",
+                    "tileloadd tmm2, [{c10} + {cs}*1]",
+                    "tileloadd tmm3, [{c11} + {cs}*1]",
+                    c00 = in(reg) c, c01 = in(reg) c01, c10 = in(reg) c10, c11 = in(reg) c11,
+                    cs = in(reg) cs, options(nostack, readonly),
+                );
+            } else {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+            }
+            for t in 0..ktiles {
+                let off = t * TILE_ELEMS;
+                asm!(
+                    "tileloadd tmm4, [{a0} + {s}*1]",
+                    "tileloadd tmm6, [{b0} + {s}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tileloadd tmm7, [{b1} + {s}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tileloadd tmm5, [{a1} + {s}*1]",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0.add(off), a1 = in(reg) a1.add(off),
+                    b0 = in(reg) b0.add(off), b1 = in(reg) b1.add(off),
+                    s = in(reg) 64usize, options(nostack, readonly),
+                );
+            }
+            asm!(
+                "tilestored [{c00} + {cs}*1], tmm0",
+                "tilestored [{c01} + {cs}*1], tmm1",
+                "tilestored [{c10} + {cs}*1], tmm2",
+                "tilestored [{c11} + {cs}*1], tmm3",
+                c00 = in(reg) c, c01 = in(reg) c01, c10 = in(reg) c10, c11 = in(reg) c11,
+                cs = in(reg) cs, options(nostack),
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (a0, a1, b0, b1, ktiles, c, c_stride, load_c);
+            unreachable!("AMX exists only on x86_64");
+        }
+    }
+}
+
+impl Drop for TileGuard {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: tilerelease only returns the tile state to its initial (unused) state.
+        unsafe {
+            std::arch::asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One 32×32×64 product through the microkernel against plain loops (exact: small integers
+    /// are exact in bf16 and in f32 sums).
+    #[test]
+    fn kernel_32x32_matches_loops() {
+        if !available() {
+            eprintln!("skipped: no AMX on this machine");
+            return;
+        }
+        let k = 64;
+        let bf = |x: f32| (x.to_bits() >> 16) as u16; // exact for these small integers
+        let a: Vec<f32> = (0..32 * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect(); // (32, k)
+        let b: Vec<f32> = (0..k * 32).map(|i| ((i * 5) % 13) as f32 - 6.0).collect(); // (k, 32)
+                                                                                      // Pack: A panels [tile][16 rows][32 k]; B panels [tile][16 pairs][16 cols][2].
+        let mut pa = [vec![0u16; 2 * TILE_ELEMS], vec![0u16; 2 * TILE_ELEMS]];
+        let mut pb = [vec![0u16; 2 * TILE_ELEMS], vec![0u16; 2 * TILE_ELEMS]];
+        for i in 0..32 {
+            for p in 0..k {
+                pa[i / 16][(p / 32) * TILE_ELEMS + (i % 16) * 32 + p % 32] = bf(a[i * k + p]);
+            }
+        }
+        for p in 0..k {
+            for j in 0..32 {
+                pb[j / 16][(p / 2) * 32 + (j % 16) * 2 + p % 2] = bf(b[p * 32 + j]);
+            }
+        }
+        let stride = 40;
+        let mut c = vec![1.0f32; 32 * stride];
+        let tiles = TileGuard::new();
+        for load_c in [false, true] {
+            // SAFETY: each panel holds 2 tiles (k = 64), c holds 32 rows of stride 40 ≥ 32.
+            unsafe {
+                tiles.kernel_32x32(
+                    pa[0].as_ptr(),
+                    pa[1].as_ptr(),
+                    pb[0].as_ptr(),
+                    pb[1].as_ptr(),
+                    2,
+                    c.as_mut_ptr(),
+                    stride,
+                    load_c,
+                )
+            };
+            for i in 0..32 {
+                for j in 0..32 {
+                    let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * 32 + j]).sum();
+                    let want = if load_c { 2.0 * want } else { want };
+                    assert_eq!(c[i * stride + j], want, "load_c {load_c} ({i}, {j})");
+                }
+                assert!(
+                    c[i * stride + 32..(i + 1) * stride].iter().all(|&x| x == 1.0),
+                    "padding written"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! Mixed-precision GEMM: operands rounded to bf16 (round to nearest even), products accumulated
+//! in f32. Three kernels, the best this CPU has (`Bf16Kernel`): AMX tiles (Intel Sapphire Rapids
+//! and later, `amx.rs`), AVX-512 BF16 dot products (AMD Zen 4, `dpbf16.rs`), or, elsewhere, the
+//! operands rounded into f32 copies and multiplied by the f32 gemm. All give the same numbers up
+//! to the order of the f32 sums.
+//!
+//! Packed path (AMX, AVX-512 BF16): B is packed once per call into 16-column VNNI panels (in
+//! parallel), then rows of A are split into chunks over the rayon pool; each task packs its rows
+//! into 16-row panels one k-block (`KC`) at a time and walks its 32×32 blocks of C.
+
+use super::amx::{self, TileGuard, TILE_ELEMS};
+use super::dpbf16;
+use super::matmul::gemm_strided;
+use super::pack_bf16::{pack_a_panels, pack_b_panel};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// The precision of the matmuls in the model's forward and backward passes. Parameters,
+/// gradients, optimizer state, norms, softmax and attention stay f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 everywhere.
+    #[default]
+    F32,
+    /// bf16 operands, f32 accumulation (mixed precision, like PyTorch's bf16 autocast).
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// The matmul backend this precision uses on this machine, for logs and benchmarks.
+    pub fn backend(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32 gemm",
+            Precision::Bf16 => match bf16_kernel() {
+                Bf16Kernel::Amx => "bf16 on AMX tiles",
+                Bf16Kernel::Avx512Bf16 => "bf16 with AVX-512 BF16 dot products",
+                Bf16Kernel::Emulated => "bf16 emulated (operands rounded, f32 gemm: no speed-up)",
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision {s:?}: use f32 or bf16")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The kernel bf16 products run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// AMX tiles (`tdpbf16ps`).
+    Amx,
+    /// AVX-512 BF16 (`vdpbf16ps`).
+    Avx512Bf16,
+    /// Operands rounded to bf16 in f32 copies, f32 gemm.
+    Emulated,
+}
+
+impl Bf16Kernel {
+    /// Whether this machine can run the kernel.
+    pub fn available(self) -> bool {
+        match self {
+            Bf16Kernel::Amx => amx::available(),
+            Bf16Kernel::Avx512Bf16 => dpbf16::available(),
+            Bf16Kernel::Emulated => true,
+        }
+    }
+}
+
+/// The bf16 kernel of this machine, decided once: AMX where available, AVX-512 BF16 where it
+/// beats the f32 gemm (AMD Zen 4, `dpbf16::preferred`), else emulated. The environment can pick
+/// another available one (to compare or to test): FERROLM_BF16_KERNEL=amx|avx512|emulated;
+/// FERROLM_NO_AMX=1 skips AMX.
+pub fn bf16_kernel() -> Bf16Kernel {
+    static KERNEL: std::sync::OnceLock<Bf16Kernel> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        let env = |k: &str| std::env::var(k).unwrap_or_default();
+        let asked = match env("FERROLM_BF16_KERNEL").as_str() {
+            "amx" => Some(Bf16Kernel::Amx),
+            "avx512" => Some(Bf16Kernel::Avx512Bf16),
+            "emulated" => Some(Bf16Kernel::Emulated),
+            _ => None,
+        };
+        if let Some(k) = asked.filter(|k| k.available()) {
+            return k;
+        }
+        if Bf16Kernel::Amx.available() && matches!(env("FERROLM_NO_AMX").as_str(), "" | "0") {
+            Bf16Kernel::Amx
+        } else if dpbf16::preferred() {
+            Bf16Kernel::Avx512Bf16
+        } else {
+            Bf16Kernel::Emulated
+        }
+    })
+}
+
+/// `x` rounded to bf16 (round to nearest, ties to even), as its 16 bits. NaN stays NaN (quiet).
+#[inline(always)]
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    }
+}
+
+/// `x` rounded to bf16 and widened back to f32.
+#[inline(always)]
+pub fn round_bf16(x: f32) -> f32 {
+    f32::from_bits((f32_to_bf16(x) as u32) << 16)
+}
+
+/// k is processed in blocks of this many (a multiple of 32): the A rows of a task and the B
+/// panel of a 32-column block then stay in L2 even for backward-weight products over 8k tokens.
+const KC: usize = 1024;
+
+/// Columns per block of B walked by every 32-row panel of A before the next block: the C rows
+/// of a panel are written in runs of NC (write bandwidth on strided rows is the limit for wide
+/// outputs such as the LM head's logits) while the B block stays in L2.
+const NC: usize = 256;
+
+/// `dst (m, n) = [dst +] A (m, k) · B (k, n)` with A and B rounded to bf16 and f32 accumulation.
+/// Strides as in `gemm_strided` (`a = (slice, row stride, col stride)`); `accumulate` false
+/// overwrites dst without reading it. Runs on `bf16_kernel()`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    gemm_bf16_with(bf16_kernel(), m, n, k, dst, dst_rs, accumulate, a, b)
+}
+
+/// `gemm_bf16` on a given kernel. Panics if the machine cannot run it.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16_with(
+    kernel: Bf16Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    assert!(
+        kernel.available(),
+        "gemm_bf16: the {kernel:?} kernel is not available on this machine"
+    );
+    match kernel {
+        Bf16Kernel::Emulated => gemm_bf16_emulated(m, n, k, dst, dst_rs, accumulate, a, b),
+        _ => gemm_bf16_packed(kernel, m, n, k, dst, dst_rs, accumulate, a, b),
+    }
+}
+
+/// The portable path: round A and B into f32 copies, then the f32 gemm.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16_emulated(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    let round = |(s, rs, cs): (&[f32], usize, usize), rows: usize, cols: usize| -> Vec<f32> {
+        let mut out = vec![0.0; rows * cols];
+        out.par_chunks_mut(cols.max(1)).enumerate().for_each(|(r, row)| {
+            for (c, x) in row.iter_mut().enumerate() {
+                *x = round_bf16(s[r * rs + c * cs]);
+            }
+        });
+        out
+    };
+    if m == 0 || n == 0 || k == 0 {
+        return gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true);
+    }
+    check_bounds(m, n, k, dst, dst_rs, a, b);
+    let ar = round(a, m, k);
+    let br = round(b, k, n);
+    gemm_strided(
+        m,
+        n,
+        k,
+        dst,
+        dst_rs,
+        accumulate,
+        (&ar, k, 1),
+        (&br, n, 1),
+        1.0,
+        true,
+    );
+}
+
+fn check_bounds(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &[f32],
+    dst_rs: usize,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    assert!(
+        n <= dst_rs || m == 1,
+        "gemm_bf16: dst row stride {dst_rs} < n {n}"
+    );
+    assert!((m - 1) * dst_rs + n <= dst.len(), "gemm_bf16: dst too short");
+    assert!(
+        (m - 1) * a.1 + (k - 1) * a.2 < a.0.len(),
+        "gemm_bf16: lhs too short"
+    );
+    assert!(
+        (k - 1) * b.1 + (n - 1) * b.2 < b.0.len(),
+        "gemm_bf16: rhs too short"
+    );
+}
+
+thread_local! {
+    /// Per-thread packing buffers, reused across calls (no page faults on every matmul).
+    static PACK_A: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+    static PACK_B: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's buffer `key`, taken out for the duration: a nested call on the
+/// same thread (a rayon worker stealing another matmul while it waits) gets an empty buffer
+/// instead of a borrow panic.
+fn with_buffer<R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<u16>>>,
+    f: impl FnOnce(&mut Vec<u16>) -> R,
+) -> R {
+    let mut buf = key.with_borrow_mut(std::mem::take);
+    let r = f(&mut buf);
+    key.with_borrow_mut(|b| {
+        if b.capacity() < buf.capacity() {
+            *b = buf;
+        }
+    });
+    r
+}
+
+fn round_up(x: usize, to: usize) -> usize {
+    x.div_ceil(to) * to
+}
+
+/// The packed path on AMX or AVX-512 BF16.
+#[allow(clippy::too_many_arguments)]
+fn gemm_bf16_packed(
+    kernel: Bf16Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true);
+    }
+    check_bounds(m, n, k, dst, dst_rs, a, b);
+    let kp = round_up(k, 32);
+    let np = round_up(n, 32);
+    with_buffer(&PACK_B, |pb| {
+        pb.resize(np * kp, 0);
+        // One 16-column VNNI panel (16 · kp elements) per task.
+        pb.par_chunks_mut(16 * kp)
+            .enumerate()
+            .for_each(|(t, panel)| pack_b_panel(panel, b, k, n, 16 * t));
+        let pb = &pb[..];
+        let threads = rayon::current_num_threads();
+        // Row chunks: at least 4 per thread when m allows, multiples of 32, at most 256 rows.
+        let mc = round_up(m.div_ceil(4 * threads), 32).clamp(32, 256);
+        let chunk_len = mc * dst_rs;
+        let dst = &mut dst[..(m - 1) * dst_rs + n];
+        dst.par_chunks_mut(chunk_len)
+            .enumerate()
+            .for_each(|(ci, dchunk)| {
+                let r0 = ci * mc;
+                let rows = mc.min(m - r0);
+                with_buffer(&PACK_A, |pa| {
+                    // A is packed one k-block at a time, so its panels stay in L2 however long k is.
+                    let mp = round_up(rows, 32);
+                    let tiles = (kernel == Bf16Kernel::Amx).then(TileGuard::new);
+                    for k0 in (0..kp).step_by(KC) {
+                        let kc = KC.min(kp - k0);
+                        pa.resize(mp * kc, 0);
+                        let sub = (&a.0[k0 * a.2..], a.1, a.2);
+                        pack_a_panels(&mut pa[..mp * kc], sub, r0, rows, KC.min(k - k0));
+                        let load_c = accumulate || k0 > 0;
+                        block_product(
+                            tiles.as_ref(),
+                            &pa[..mp * kc],
+                            kc,
+                            pb,
+                            kp,
+                            k0,
+                            rows,
+                            n,
+                            dchunk,
+                            dst_rs,
+                            load_c,
+                        );
+                    }
+                });
+            });
+    });
+}
+
+/// One task's product over one k-block: `dst (rows, n) = [dst +] A (rows, k0..k0 + kc) ·
+/// B (k0..k0 + kc, n)`, with A packed for this block only (`pa`: 16-row panels of kc) and B for
+/// all of kp (`pb`: 16-column panels of kp). C is read first when `load_c`. On the AMX tiles
+/// when `tiles` is given, else with AVX-512 BF16.
+#[allow(clippy::too_many_arguments)]
+fn block_product(
+    tiles: Option<&TileGuard>,
+    pa: &[u16],
+    kc: usize,
+    pb: &[u16],
+    kp: usize,
+    k0: usize,
+    rows: usize,
+    n: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    load_c: bool,
+) {
+    let (a_panel, b_panel) = (16 * kc, 16 * kp); // elements per 16-row / 16-column panel
+    let kt0 = k0 / 32;
+    let ktiles = kc / 32;
+    let mut scratch = [0f32; 32 * 32];
+    {
+        for jc in (0..n).step_by(NC) {
+            for i0 in (0..rows).step_by(32) {
+                for j0 in (jc..n.min(jc + NC)).step_by(32) {
+                    let b0 = &pb[(j0 / 16) * b_panel + kt0 * TILE_ELEMS..];
+                    let b1 = &pb[(j0 / 16 + 1) * b_panel + kt0 * TILE_ELEMS..];
+                    let cols = 32.min(n - j0);
+                    let a0 = &pa[(i0 / 16) * a_panel..];
+                    let a1 = &pa[(i0 / 16 + 1) * a_panel..];
+                    let nrows = 32.min(rows - i0);
+                    assert!(a1.len() >= ktiles * TILE_ELEMS && b1.len() >= ktiles * TILE_ELEMS);
+                    if nrows == 32 && cols == 32 {
+                        let c = &mut dst[i0 * dst_rs + j0..];
+                        assert!(c.len() >= 31 * dst_rs + 32);
+                        // SAFETY: the asserts above bound all four panels (ktiles tiles each, and
+                        // a0/b0 precede a1/b1) and C (32 rows of 32 at stride dst_rs).
+                        unsafe {
+                            kernel_32x32(
+                                tiles,
+                                (a0.as_ptr(), a1.as_ptr()),
+                                (b0.as_ptr(), b1.as_ptr()),
+                                ktiles,
+                                c.as_mut_ptr(),
+                                dst_rs,
+                                load_c,
+                            )
+                        };
+                    } else {
+                        // A partial block: compute into the 32×32 scratch, copy the valid part.
+                        for r in 0..nrows {
+                            let s = &mut scratch[r * 32..r * 32 + cols];
+                            if load_c {
+                                s.copy_from_slice(&dst[(i0 + r) * dst_rs + j0..][..cols]);
+                            }
+                        }
+                        // SAFETY: panels bounded as above; scratch is 32 rows of 32.
+                        unsafe {
+                            kernel_32x32(
+                                tiles,
+                                (a0.as_ptr(), a1.as_ptr()),
+                                (b0.as_ptr(), b1.as_ptr()),
+                                ktiles,
+                                scratch.as_mut_ptr(),
+                                32,
+                                load_c,
+                            )
+                        };
+                        for r in 0..nrows {
+                            dst[(i0 + r) * dst_rs + j0..][..cols]
+                                .copy_from_slice(&scratch[r * 32..r * 32 + cols]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 32×32 microkernel on the tiles when given, else with AVX-512 BF16.
+///
+/// # Safety
+/// As `amx::TileGuard::kernel_32x32` (and, without tiles, `dpbf16::available()`).
+#[inline]
+unsafe fn kernel_32x32(
+    tiles: Option<&TileGuard>,
+    (a0, a1): (*const u16, *const u16),
+    (b0, b1): (*const u16, *const u16),
+    ktiles: usize,
+    c: *mut f32,
+    c_stride: usize,
+    load_c: bool,
+) {
+    match tiles {
+        Some(t) => t.kernel_32x32(a0, a1, b0, b1, ktiles, c, c_stride, load_c),
+        None => dpbf16::kernel_32x32(a0, a1, b0, b1, ktiles, c, c_stride, load_c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7919 + seed * 104729) % 1009) as f32 / 1009.0 - 0.5) * 3.0)
+            .collect()
+    }
+
+    /// f64 reference of the product of the bf16-rounded operands, with the sum of |terms| (the
+    /// scale of the f32 rounding error).
+    fn reference(
+        m: usize,
+        n: usize,
+        k: usize,
+        (a, ars, acs): (&[f32], usize, usize),
+        (b, brs, bcs): (&[f32], usize, usize),
+    ) -> (Vec<f64>, Vec<f64>) {
+        let mut c = vec![0.0; m * n];
+        let mut mag = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for p in 0..k {
+                    let t = round_bf16(a[i * ars + p * acs]) as f64 * round_bf16(b[p * brs + j * bcs]) as f64;
+                    c[i * n + j] += t;
+                    mag[i * n + j] += t.abs();
+                }
+            }
+        }
+        (c, mag)
+    }
+
+    type Gemm =
+        fn(usize, usize, usize, &mut [f32], usize, bool, (&[f32], usize, usize), (&[f32], usize, usize));
+
+    fn check(gemm: Gemm, name: &str) {
+        // Shapes: odd edges, k = 1, one block, several k blocks (KC), tall and wide.
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (37, 53, 70),
+            (32, 32, 32),
+            (64, 96, 1100),
+            (300, 17, 33),
+            (5, 200, 64),
+        ] {
+            let a_rm = fill(m * k, 1); // (m, k) row-major
+            let b_rm = fill(k * n, 2); // (k, n) row-major
+                                       // The same matrices stored transposed, read with swapped strides.
+            let mut a_t = vec![0.0; m * k];
+            let mut b_t = vec![0.0; k * n];
+            for i in 0..m {
+                for p in 0..k {
+                    a_t[p * m + i] = a_rm[i * k + p];
+                }
+            }
+            for p in 0..k {
+                for j in 0..n {
+                    b_t[j * k + p] = b_rm[p * n + j];
+                }
+            }
+            let (want, mag) = reference(m, n, k, (&a_rm, k, 1), (&b_rm, n, 1));
+            let dst_rs = n + 3;
+            for (a, b, layout) in [
+                ((&a_rm[..], k, 1), (&b_rm[..], n, 1), "A, B"),
+                ((&a_t[..], 1, m), (&b_rm[..], n, 1), "Aᵀ, B"),
+                ((&a_rm[..], k, 1), (&b_t[..], 1, k), "A, Bᵀ"),
+                ((&a_t[..], 1, m), (&b_t[..], 1, k), "Aᵀ, Bᵀ"),
+            ] {
+                let mut c = vec![f32::NAN; (m - 1) * dst_rs + n];
+                gemm(m, n, k, &mut c, dst_rs, false, a, b);
+                for i in 0..m {
+                    for j in 0..n {
+                        let (got, w) = (c[i * dst_rs + j] as f64, want[i * n + j]);
+                        let tol = 4e-7 * (k as f64).sqrt() * mag[i * n + j] + 1e-30;
+                        assert!(
+                            (got - w).abs() <= tol,
+                            "{name} {layout} {m}x{n}x{k} ({i},{j}): {got} vs {w}"
+                        );
+                        c[i * dst_rs + j] = 1.0;
+                    }
+                }
+                gemm(m, n, k, &mut c, dst_rs, true, a, b);
+                for i in 0..m {
+                    for j in 0..n {
+                        let (got, w) = (c[i * dst_rs + j] as f64, 1.0 + want[i * n + j]);
+                        let tol = 4e-7 * (k as f64).sqrt() * (mag[i * n + j] + 1.0);
+                        assert!(
+                            (got - w).abs() <= tol,
+                            "{name} acc {layout} {m}x{n}x{k} ({i},{j})"
+                        );
+                    }
+                    if i + 1 < m {
+                        assert!(
+                            c[i * dst_rs + n..(i + 1) * dst_rs].iter().all(|x| x.is_nan()),
+                            "gap written"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn emulated_gemm_matches_f64_reference_of_rounded_operands() {
+        check(gemm_bf16_emulated, "emulated");
+    }
+
+    #[test]
+    fn amx_gemm_matches_f64_reference_of_rounded_operands() {
+        if !Bf16Kernel::Amx.available() {
+            eprintln!("skipped: no AMX on this machine");
+            return;
+        }
+        check(
+            |m, n, k, d, rs, acc, a, b| gemm_bf16_with(Bf16Kernel::Amx, m, n, k, d, rs, acc, a, b),
+            "amx",
+        );
+    }
+
+    #[test]
+    fn avx512_bf16_gemm_matches_f64_reference_of_rounded_operands() {
+        if !Bf16Kernel::Avx512Bf16.available() {
+            eprintln!("skipped: no AVX-512 BF16 on this machine");
+            return;
+        }
+        check(
+            |m, n, k, d, rs, acc, a, b| gemm_bf16_with(Bf16Kernel::Avx512Bf16, m, n, k, d, rs, acc, a, b),
+            "avx512",
+        );
+    }
+
+    /// Matmuls started from inside rayon tasks (nested parallelism, buffers re-entered on one
+    /// thread) give the same result as one at a time.
+    #[test]
+    fn nested_calls_from_rayon_tasks_agree() {
+        let (m, n, k) = (70, 90, 300);
+        let a = fill(m * k, 3);
+        let b = fill(k * n, 4);
+        let mut want = vec![0.0; m * n];
+        gemm_bf16(m, n, k, &mut want, n, false, (&a, k, 1), (&b, n, 1));
+        let outs: Vec<Vec<f32>> = (0..8)
+            .into_par_iter()
+            .map(|_| {
+                let mut c = vec![0.0; m * n];
+                gemm_bf16(m, n, k, &mut c, n, false, (&a, k, 1), (&b, n, 1));
+                c
+            })
+            .collect();
+        for c in outs {
+            assert_eq!(c, want);
+        }
+    }
+
+    #[test]
+    fn bf16_rounding_is_to_nearest_even() {
+        assert_eq!(f32_to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1.0).
+        assert_eq!(f32_to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even): rounds up.
+        assert_eq!(f32_to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(f32_to_bf16(1.0 + 1.0 / 256.0 + 1e-6), 0x3f81);
+        assert_eq!(f32_to_bf16(-2.0), 0xc000);
+        assert_eq!(f32_to_bf16(f32::INFINITY), 0x7f80);
+        assert_eq!(f32_to_bf16(f32::MAX), 0x7f80); // rounds to infinity
+        assert!(round_bf16(f32::NAN).is_nan());
+        assert!(round_bf16(-f32::NAN).is_nan());
+        assert_eq!("bf16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert!("fp8".parse::<Precision>().unwrap_err().contains("f32 or bf16"));
+    }
+}

@@ -1,0 +1,429 @@
+//! Packing f32 matrices into the bf16 tile layouts of the AMX GEMM (`gemm_bf16.rs`), with
+//! AVX-512 BF16 conversion (round to nearest even; like the tile unit, denormals become zero).
+//!
+//! - A panels (16 rows each): element (i, p) at `(i / 16) · 16·kp + (p / 32) · 512 + (i % 16) · 32
+//!   + p % 32`, i.e. per k-tile a 16 × 32 bf16 tile, row-major.
+//! - B panels (16 columns each, "VNNI"): element (p, jj) at `(p / 2) · 32 + jj · 2 + p % 2`, i.e.
+//!   per k-tile 16 rows of k-pairs, each row holding the pair (p, p + 1) of all 16 columns.
+//!
+//! kp is k rounded up to 32; everything past k (and past the matrix's rows / columns) is zero.
+//! A matrix is given as `(slice, row stride, col stride)`; the two layouts that occur in a model
+//! (contiguous along k, or contiguous along the other dimension: a transposed view) have
+//! vectorized paths, anything else a scalar one.
+
+use super::gemm_bf16::f32_to_bf16;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Whether the vectorized packers can run (the AMX path checks this too).
+pub fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Packs rows `r0..r0 + rows` of A (k columns) into A panels; `out.len()` = round_up(rows, 32)
+/// · kp. Panics unless `simd_available()`.
+pub fn pack_a_panels(out: &mut [u16], a: (&[f32], usize, usize), r0: usize, rows: usize, k: usize) {
+    let mp = rows.div_ceil(32) * 32;
+    let kp = out.len() / mp;
+    assert!(
+        kp >= k && kp.is_multiple_of(32) && out.len() == mp * kp,
+        "pack_a_panels: bad output size"
+    );
+    assert!(
+        rows > 0 && k > 0 && (r0 + rows - 1) * a.1 + (k - 1) * a.2 < a.0.len(),
+        "pack_a_panels: A too short"
+    );
+    assert!(simd_available(), "pack_a_panels needs AVX-512 BF16");
+    // SAFETY: the CPU has the features (asserted); the asserts above bound every read of A and
+    // every write of out (see the index math in each function).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        if a.2 == 1 {
+            pack_a_k_contiguous(out, a, r0, rows, k, kp)
+        } else if a.1 == 1 {
+            pack_a_m_contiguous(out, a, r0, rows, k, kp)
+        } else {
+            pack_a_scalar(out, a, r0, rows, k, kp)
+        }
+    }
+}
+
+/// Packs columns `j0..j0 + 16` of B (k rows, n columns) into one B panel; `out.len()` = 16 · kp.
+/// Panics unless `simd_available()`.
+pub fn pack_b_panel(out: &mut [u16], b: (&[f32], usize, usize), k: usize, n: usize, j0: usize) {
+    let kp = out.len() / 16;
+    assert!(
+        kp >= k && kp.is_multiple_of(32) && out.len() == 16 * kp,
+        "pack_b_panel: bad output size"
+    );
+    assert!(
+        k > 0 && n > 0 && (k - 1) * b.1 + (n - 1) * b.2 < b.0.len(),
+        "pack_b_panel: B too short"
+    );
+    assert!(simd_available(), "pack_b_panel needs AVX-512 BF16");
+    if j0 >= n {
+        out.fill(0);
+        return;
+    }
+    let nj = 16.min(n - j0);
+    // SAFETY: as in pack_a_panels.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        if b.2 == 1 {
+            pack_b_n_contiguous(out, b, k, kp, j0, nj)
+        } else if b.1 == 1 {
+            pack_b_k_contiguous(out, b, k, kp, j0, nj)
+        } else {
+            pack_b_scalar(out, b, k, kp, j0, nj)
+        }
+    }
+}
+
+/// Lane mask for the first `len` (clamped to 0..=16) of 16 lanes.
+#[inline(always)]
+fn mask16(len: usize) -> u16 {
+    if len >= 16 {
+        0xffff
+    } else {
+        ((1u32 << len) - 1) as u16
+    }
+}
+
+/// Loads `min(len, 16)` floats from `p` (zeros in the other lanes; masked-off lanes are not
+/// read, so `p` may point past the end when `len` is 0).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn load16(p: *const f32, len: usize) -> __m512 {
+    if len >= 16 {
+        _mm512_loadu_ps(p)
+    } else {
+        _mm512_maskz_loadu_ps(mask16(len), p)
+    }
+}
+
+/// 32 bf16 from two vectors of 16 floats: lanes 0..16 from `lo`, 16..32 from `hi`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+fn to_bf16x32(lo: __m512, hi: __m512) -> __m512i {
+    // SAFETY: a bit cast between two 512-bit vector types.
+    unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo)) }
+}
+
+/// Interleaves the two halves of 32 u16 lanes: [x0, y0, x1, y1, ...] from [x0..x15, y0..y15].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn interleave_halves(v: __m512i) -> __m512i {
+    const IDX: [u16; 32] = {
+        let mut idx = [0u16; 32];
+        let mut i = 0;
+        while i < 16 {
+            idx[2 * i] = i as u16;
+            idx[2 * i + 1] = 16 + i as u16;
+            i += 1;
+        }
+        idx
+    };
+    // SAFETY: IDX is 64 bytes, an unaligned load reads exactly it.
+    let idx = unsafe { _mm512_loadu_si512(IDX.as_ptr().cast()) };
+    _mm512_permutexvar_epi16(idx, v)
+}
+
+/// Transposes a 16 × 16 matrix of 32-bit lanes held in 16 vectors (row r in `rows[r]`), in four
+/// stages; stage b swaps bit b of the row index with bit b of the column index.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn transpose16x16_epi32(rows: &mut [__m512i; 16]) {
+    const fn index(bit: usize, high: bool) -> [u32; 16] {
+        let mut idx = [0u32; 16];
+        let mut c = 0;
+        while c < 16 {
+            let cb = c >> bit & 1 == 1;
+            idx[c] = match (high, cb) {
+                (false, false) => c as u32,
+                (false, true) => 16 + (c & !(1 << bit)) as u32,
+                (true, false) => (c | 1 << bit) as u32,
+                (true, true) => 16 + c as u32,
+            };
+            c += 1;
+        }
+        idx
+    }
+    const IDX: [[[u32; 16]; 2]; 4] = [
+        [index(0, false), index(0, true)],
+        [index(1, false), index(1, true)],
+        [index(2, false), index(2, true)],
+        [index(3, false), index(3, true)],
+    ];
+    for (bit, [lo, hi]) in IDX.iter().enumerate() {
+        // SAFETY: each index array is 64 bytes.
+        let (lo, hi) = unsafe {
+            (
+                _mm512_loadu_si512(lo.as_ptr().cast()),
+                _mm512_loadu_si512(hi.as_ptr().cast()),
+            )
+        };
+        let s = 1 << bit;
+        for r in 0..16 {
+            if r & s == 0 {
+                let (x, y) = (rows[r], rows[r | s]);
+                rows[r] = _mm512_permutex2var_epi32(x, lo, y);
+                rows[r | s] = _mm512_permutex2var_epi32(x, hi, y);
+            }
+        }
+    }
+}
+
+/// A contiguous along k: each tile row is 32 consecutive elements of one row of A.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pack_a_k_contiguous(
+    out: &mut [u16],
+    (a, rs, _): (&[f32], usize, usize),
+    r0: usize,
+    rows: usize,
+    k: usize,
+    kp: usize,
+) {
+    let mp = out.len() / kp;
+    for i in 0..mp {
+        let panel = (i / 16) * 16 * kp + (i % 16) * 32;
+        for p0 in (0..kp).step_by(32) {
+            let dst = out.as_mut_ptr().add(panel + (p0 / 32) * 512);
+            let v = if i < rows && p0 < k {
+                let src = a.as_ptr().wrapping_add((r0 + i) * rs + p0);
+                let len = k - p0;
+                to_bf16x32(
+                    load16(src, len),
+                    load16(src.wrapping_add(16), len.saturating_sub(16)),
+                )
+            } else {
+                _mm512_setzero_si512()
+            };
+            _mm512_storeu_si512(dst.cast(), v);
+        }
+    }
+}
+
+/// A contiguous along its rows (a transposed view, e.g. doutᵀ in the weight gradient): read 16
+/// rows at each k, interleave k-pairs, transpose 16 × 16 pairs into tile rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pack_a_m_contiguous(
+    out: &mut [u16],
+    (a, _, cs): (&[f32], usize, usize),
+    r0: usize,
+    rows: usize,
+    k: usize,
+    kp: usize,
+) {
+    let mp = out.len() / kp;
+    for i0 in (0..mp).step_by(16) {
+        let ni = rows.saturating_sub(i0).min(16);
+        for p0 in (0..kp).step_by(32) {
+            let dst = out.as_mut_ptr().add((i0 / 16) * 16 * kp + (p0 / 32) * 512);
+            let mut t = [_mm512_setzero_si512(); 16];
+            if ni > 0 {
+                for (q, tq) in t.iter_mut().enumerate() {
+                    let p = p0 + 2 * q;
+                    let row = |p: usize| {
+                        if p < k {
+                            load16(a.as_ptr().add(r0 + i0 + p * cs), ni)
+                        } else {
+                            _mm512_setzero_ps()
+                        }
+                    };
+                    *tq = interleave_halves(to_bf16x32(row(p), row(p + 1)));
+                }
+                transpose16x16_epi32(&mut t);
+            }
+            for (i, ti) in t.iter().enumerate() {
+                _mm512_storeu_si512(dst.add(i * 32).cast(), *ti);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn pack_a_scalar(
+    out: &mut [u16],
+    (a, rs, cs): (&[f32], usize, usize),
+    r0: usize,
+    rows: usize,
+    k: usize,
+    kp: usize,
+) {
+    out.fill(0);
+    for i in 0..rows {
+        for p in 0..k {
+            out[(i / 16) * 16 * kp + (p / 32) * 512 + (i % 16) * 32 + p % 32] =
+                f32_to_bf16(a[(r0 + i) * rs + p * cs]);
+        }
+    }
+}
+
+/// B contiguous along n (row-major (k, n), e.g. a weight in the input gradient): rows p and p + 1
+/// interleave into one 64-byte tile row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pack_b_n_contiguous(
+    out: &mut [u16],
+    (b, rs, _): (&[f32], usize, usize),
+    k: usize,
+    kp: usize,
+    j0: usize,
+    nj: usize,
+) {
+    for q in 0..kp / 2 {
+        let p = 2 * q;
+        let row = |p: usize| {
+            if p < k {
+                load16(b.as_ptr().add(p * rs + j0), nj)
+            } else {
+                _mm512_setzero_ps()
+            }
+        };
+        let v = interleave_halves(to_bf16x32(row(p), row(p + 1)));
+        _mm512_storeu_si512(out.as_mut_ptr().add(q * 32).cast(), v);
+    }
+}
+
+/// B contiguous along k (a transposed view, e.g. Wᵀ of a weight (n, k) in the forward pass): each
+/// column's 32 k-values are 16 pairs; transpose 16 columns × 16 pairs into tile rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pack_b_k_contiguous(
+    out: &mut [u16],
+    (b, _, cs): (&[f32], usize, usize),
+    k: usize,
+    kp: usize,
+    j0: usize,
+    nj: usize,
+) {
+    for p0 in (0..kp).step_by(32) {
+        let mut t = [_mm512_setzero_si512(); 16];
+        let len = k.saturating_sub(p0);
+        if len > 0 {
+            for (jj, tj) in t.iter_mut().enumerate().take(nj) {
+                let src = b.as_ptr().wrapping_add((j0 + jj) * cs + p0);
+                *tj = to_bf16x32(
+                    load16(src, len),
+                    load16(src.wrapping_add(16), len.saturating_sub(16)),
+                );
+            }
+            transpose16x16_epi32(&mut t);
+        }
+        for (q, tq) in t.iter().enumerate() {
+            _mm512_storeu_si512(out.as_mut_ptr().add((p0 / 2 + q) * 32).cast(), *tq);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+unsafe fn pack_b_scalar(
+    out: &mut [u16],
+    (b, rs, cs): (&[f32], usize, usize),
+    k: usize,
+    _kp: usize,
+    j0: usize,
+    nj: usize,
+) {
+    out.fill(0);
+    for p in 0..k {
+        for jj in 0..nj {
+            out[(p / 2) * 32 + jj * 2 + p % 2] = f32_to_bf16(b[p * rs + (j0 + jj) * cs]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values whose bf16 rounding is exercised (not exactly representable), no denormals.
+    fn fill(len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919) % 1013) as f32 / 1013.0 * 3.0 - 1.37)
+            .collect()
+    }
+
+    #[test]
+    fn packers_match_the_layout_definition() {
+        if !simd_available() {
+            eprintln!("skipped: no AVX-512 BF16 on this machine");
+            return;
+        }
+        for &(rows, k) in &[(1usize, 1usize), (16, 32), (37, 70), (5, 100), (64, 33)] {
+            let kp = k.div_ceil(32) * 32;
+            let mp = rows.div_ceil(32) * 32;
+            let r0 = 3;
+            let src = fill((r0 + rows) * k + 7);
+            // Row-major (rows, k) with row stride k + 1, and the transposed storage (k, r0 + rows).
+            let rs = k + 1;
+            let mut rm = vec![0.0; (r0 + rows) * rs];
+            let mut tr = vec![0.0; k * (r0 + rows)];
+            for i in 0..r0 + rows {
+                for p in 0..k {
+                    rm[i * rs + p] = src[i * k + p];
+                    tr[p * (r0 + rows) + i] = src[i * k + p];
+                }
+            }
+            let mut want_a = vec![0u16; mp * kp];
+            for i in 0..rows {
+                for p in 0..k {
+                    want_a[(i / 16) * 16 * kp + (p / 32) * 512 + (i % 16) * 32 + p % 32] =
+                        f32_to_bf16(src[(r0 + i) * k + p]);
+                }
+            }
+            for (view, name) in [
+                ((&rm[..], rs, 1), "k-contiguous"),
+                ((&tr[..], 1, r0 + rows), "m-contiguous"),
+            ] {
+                let mut got = vec![0xffffu16; mp * kp];
+                pack_a_panels(&mut got, view, r0, rows, k);
+                assert_eq!(got, want_a, "A {name} rows {rows} k {k}");
+            }
+            let mut got = vec![0xffffu16; mp * kp];
+            // SAFETY: as in pack_a_panels (bounds asserted there for the same view).
+            unsafe { pack_a_scalar(&mut got, (&rm, rs, 1), r0, rows, k, kp) };
+            assert_eq!(got, want_a, "A scalar");
+
+            // B (k, n = rows) = srcᵀ restricted: B[p][j] = src[j][p]; panels at j0 = 0 and 16.
+            let n = rows + r0;
+            for j0 in [0, 16] {
+                let mut want_b = vec![0u16; 16 * kp];
+                for p in 0..k {
+                    for jj in 0..16 {
+                        if j0 + jj < n {
+                            want_b[(p / 2) * 32 + jj * 2 + p % 2] = f32_to_bf16(src[(j0 + jj) * k + p]);
+                        }
+                    }
+                }
+                for (view, name) in [
+                    ((&tr[..], n, 1), "n-contiguous"),
+                    ((&rm[..], 1, rs), "k-contiguous"),
+                ] {
+                    let mut got = vec![0xffffu16; 16 * kp];
+                    pack_b_panel(&mut got, view, k, n, j0);
+                    assert_eq!(got, want_b, "B {name} n {n} k {k} j0 {j0}");
+                }
+                let mut got = vec![0xffffu16; 16 * kp];
+                // SAFETY: bounds as asserted by pack_b_panel for this view.
+                unsafe { pack_b_scalar(&mut got, (&tr, n, 1), k, kp, j0, 16.min(n.saturating_sub(j0))) };
+                if j0 < n {
+                    assert_eq!(got, want_b, "B scalar");
+                }
+            }
+        }
+    }
+}
