@@ -10,6 +10,15 @@ prints tokens/s of both and the ratio (ferrolm / PyTorch). Medians over the time
     python3 tools/bench_vs_torch.py --ferrolm /path/to/ferrolm --steps 5 --attn manual
     python3 tools/bench_vs_torch.py --precision bf16   # ferrolm bf16 vs PyTorch bf16 autocast
 
+`--mode generate` times generation with a KV cache instead: a 1-token prompt, then N new tokens
+greedy (default 256), batch 1, in PyTorch (the same LM, its layers run one position at a time
+against preallocated key/value caches, under torch.inference_mode) and in
+`ferrolm --threads T bench generate --preset P --tokens N` (optionally --precision bf16: ferrolm
+reads bf16 weights; PyTorch runs in f32 and with its weights cast to bf16, and the ratio is taken
+against the faster), and prints tokens/s of both and the ratio:
+
+    python3 tools/bench_vs_torch.py --mode generate --presets small,tiny --repeats 5
+
 The PyTorch model follows issue 3's conventions exactly (Llama-style pre-norm, RMSNorm in f32,
 interleaved-pair RoPE, SwiGLU, untied head, no biases). Attention uses
 F.scaled_dot_product_attention (its fused CPU kernel, the stronger baseline) unless --attn manual.
@@ -128,6 +137,89 @@ def bench_torch(preset, batch, seq, steps, warmup, attn, precision="f32"):
     return batch * seq / med, med
 
 
+@torch.inference_mode()
+def torch_generate(model, n_new, max_len):
+    """Greedy generation with a KV cache, batch 1: a 1-token prompt (id 0), then n_new tokens (n_new
+    forward passes of one position: the prompt's gives the first new token). Returns the new ids.
+    Caches are preallocated (per layer (1, heads, max_len, d_head))."""
+    d = model.emb.weight.shape[1]
+    caches = []
+    for layer in model.layers:
+        h = layer.h
+        shape = (1, h, max_len, d // h)
+        caches.append((torch.zeros(shape, dtype=model.emb.weight.dtype),
+                       torch.zeros(shape, dtype=model.emb.weight.dtype)))
+    tok = torch.zeros((1, 1), dtype=torch.long)
+    out = []
+    for pos in range(n_new):
+        x = model.emb(tok)
+        cos, sin = model.cos[pos:pos + 1].to(x.dtype), model.sin[pos:pos + 1].to(x.dtype)
+        for layer, (kc, vc) in zip(model.layers, caches):
+            a = layer.ln1(x)
+            split = lambda t: t.view(1, 1, layer.h, d // layer.h).transpose(1, 2)
+            q, k, v = split(layer.q(a)), split(layer.k(a)), split(layer.v(a))
+            q, k = layer.rope(q, cos, sin), layer.rope(k, cos, sin)
+            kc[:, :, pos:pos + 1] = k
+            vc[:, :, pos:pos + 1] = v
+            y = F.scaled_dot_product_attention(q, kc[:, :, :pos + 1], vc[:, :, :pos + 1])
+            x = x + layer.o(y.transpose(1, 2).reshape(1, 1, d))
+            b = layer.ln2(x)
+            x = x + layer.w2(F.silu(layer.w1(b)) * layer.w3(b))
+        logits = model.head(model.ln_final(x))
+        tok = logits[:, -1].argmax(-1, keepdim=True)
+        out.append(int(tok))
+    return out
+
+
+def bench_torch_generate(preset, n_new, repeats, precision="f32"):
+    cfg = PRESETS[preset]
+    torch.manual_seed(0)
+    model = LM(**cfg).eval()
+    if precision == "bf16":
+        model = model.to(torch.bfloat16)
+    torch_generate(model, 8, n_new)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch_generate(model, n_new, n_new)
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return n_new / med, med / n_new
+
+
+def bench_ferrolm_generate(binary, threads, preset, n_new, repeats, precision="f32"):
+    cmd = [binary, "--threads", str(threads), "bench", "generate", "--preset", preset, "--tokens", str(n_new),
+           "--repeats", str(repeats)]
+    if precision != "f32":
+        cmd += ["--precision", precision]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    m = re.search(r"RESULT tokens_per_s=([\d.]+)", out)
+    if not m:
+        sys.exit(f"could not parse the output of {' '.join(cmd)}:\n{out}")
+    tok_s = float(m.group(1))
+    return tok_s, 1.0 / tok_s
+
+
+def main_generate(args):
+    print(f"generate: batch 1, 1-token prompt, {args.tokens} new tokens greedy, threads {args.threads}, "
+          f"ferrolm weights {args.precision}, median of {args.repeats}, torch {torch.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    # With --precision bf16, PyTorch runs both in f32 and with bf16 weights; the ratio is taken
+    # against the faster of the two (on CPU its bf16 decoding is often the slower one).
+    torch_precisions = ["f32"] + (["bf16"] if args.precision == "bf16" else [])
+    print(f"{'preset':<7}{'ferrolm tok/s':>15}" + "".join(f"{'torch ' + p + ' tok/s':>18}" for p in torch_precisions)
+          + f"{'ratio':>8}{'ferrolm ms/tok':>16}")
+    for preset in args.presets.split(","):
+        if args.torch_only:
+            ours, our_t = float("nan"), float("nan")
+        else:
+            ours, our_t = bench_ferrolm_generate(args.ferrolm, args.threads, preset, args.tokens, args.repeats,
+                                                 args.precision)
+        theirs = [bench_torch_generate(preset, args.tokens, args.repeats, p)[0] for p in torch_precisions]
+        print(f"{preset:<7}{ours:>15.0f}" + "".join(f"{t:>18.0f}" for t in theirs)
+              + f"{ours / max(theirs):>8.2f}{our_t * 1e3:>16.3f}", flush=True)
+
+
 def bench_ferrolm(binary, threads, preset, batch, seq, steps, warmup, precision="f32"):
     cmd = [binary, "--threads", str(threads), "bench", "train", "--preset", preset, "--batch", str(batch),
            "--seq", str(seq), "--steps", str(steps), "--warmup", str(warmup), "--precision", precision]
@@ -148,15 +240,22 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--attn", choices=["sdpa", "manual"], default="sdpa")
     ap.add_argument("--precision", choices=["f32", "bf16"], default="f32",
-                    help="bf16: ferrolm --precision bf16 vs PyTorch under torch.autocast(cpu, bfloat16)")
+                    help="train: ferrolm --precision bf16 vs PyTorch under torch.autocast(cpu, bfloat16); "
+                         "generate: ferrolm reads bf16 weights, PyTorch is timed in f32 and bf16")
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(__file__), "..", "target"))
     ap.add_argument("--ferrolm", default=os.path.join(target, "release", "ferrolm"),
                     help="the ferrolm binary (default: $CARGO_TARGET_DIR or target/, release)")
     ap.add_argument("--torch-only", action="store_true")
+    ap.add_argument("--mode", choices=["train", "generate"], default="train",
+                    help="train: training steps (default); generate: KV-cache generation, batch 1")
+    ap.add_argument("--tokens", type=int, default=256, help="generate mode: new tokens per run")
+    ap.add_argument("--repeats", type=int, default=3, help="generate mode: timed runs (median)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not args.torch_only and not os.path.exists(args.ferrolm):
         sys.exit(f"{args.ferrolm} not found: build it with `cargo build --release -p ferrolm` or pass --ferrolm")
+    if args.mode == "generate":
+        return main_generate(args)
     print(f"threads {args.threads}, seq {args.seq}, {args.steps} timed steps (median), torch {torch.__version__}, "
           f"attention {args.attn}, precision {args.precision}, load average {os.getloadavg()[0]:.1f}")
     print(f"{'preset':<7}{'batch':>6}{'ferrolm tok/s':>15}{'torch tok/s':>13}{'ratio':>8}"

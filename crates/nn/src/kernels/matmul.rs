@@ -1,9 +1,8 @@
 //! Linear layers `y = x Wᵀ` (W stored (d_out, d_in), no bias) and a strided GEMM helper, through
 //! the `gemm` crate.
 
-use super::fastmath;
 use super::gemm_bf16::{gemm_bf16, Precision};
-use rayon::prelude::*;
+use super::gemv;
 
 /// `dst (m, n) = [dst +] alpha · A (m, k) · B (k, n)`, with A and B given by row and column strides
 /// (so transposes are free) and dst by its row stride (column stride 1). `accumulate` false
@@ -93,11 +92,8 @@ pub fn matmul_forward(
     assert_eq!(inp.len(), n * d_in, "matmul_forward: inp");
     assert_eq!(weight.len(), d_out * d_in, "matmul_forward: weight");
     if n <= GEMV_MAX_ROWS && d_in > 0 {
-        let block = 64;
         for (out, x) in out.chunks_exact_mut(d_out).zip(inp.chunks_exact(d_in)) {
-            out.par_chunks_mut(block)
-                .zip(weight.par_chunks(block * d_in))
-                .for_each(|(o, w)| fastmath::gemv_rows(o, w, x));
+            gemv::gemv_multi(x, &mut [(out, gemv::Weights::F32(weight))]);
         }
         return;
     }

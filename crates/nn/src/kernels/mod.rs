@@ -14,6 +14,7 @@ pub mod dpbf16;
 pub mod embedding;
 pub mod fastmath;
 pub mod gemm_bf16;
+pub mod gemv;
 pub mod matmul;
 pub mod pack_bf16;
 pub mod residual;

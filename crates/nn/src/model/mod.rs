@@ -9,7 +9,7 @@ mod infer;
 mod layout;
 mod train;
 
-pub use infer::KvCache;
+pub use infer::{Bf16Weights, KvCache};
 pub use train::Activations;
 
 use crate::kernels::Precision;
