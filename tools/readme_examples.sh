@@ -36,6 +36,7 @@ grep -q '"step":20' runs/a/metrics.jsonl || { echo "resume did not reach step 20
 grep -q '"step":20' runs/bf16/metrics.jsonl || { echo "the bf16 run did not reach step 20" >&2; exit 1; }
 
 "$ferrolm" generate --checkpoint runs/a --prompt "Once upon a time" --max-tokens 32 --temperature 0.8 --top-p 0.9 --seed 1
+"$ferrolm" generate --checkpoint runs/a --prompt "Once upon a time" --max-tokens 32 --precision bf16
 "$ferrolm" eval --checkpoint runs/a --data valid.npy --max-windows 16
 for f in runs/a/config.toml runs/a/metrics.jsonl runs/a/loss.svg; do
     test -s "$f" || { echo "missing $f" >&2; exit 1; }
