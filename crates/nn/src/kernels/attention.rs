@@ -6,7 +6,7 @@
 //! tiles (`attention_tiles`) that skip the masked upper triangle.
 
 use super::attention_rows::{softmax_backward_row, softmax_causal_row};
-use super::attention_tiles::{gemm_tiles, Strided};
+use super::attention_tiles::{gemm_tiles, pack_rows, pack_transposed, Strided};
 use rayon::prelude::*;
 
 /// Rows per block of the score-side products: a block's rows of S (or dP) are computed and then
@@ -42,11 +42,11 @@ pub fn attention_forward(
         .zip(att.par_chunks_mut(ba))
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
         .for_each_init(
-            || vec![0.0f32; d_head * t_len],
-            |kt, ((out, att), ((q, k), v))| {
+            || hd.packs(),
+            |s, ((out, att), ((q, k), v))| {
                 for (h, p) in att.chunks_exact_mut(t_len * t_len).enumerate() {
-                    hd.probs(p, kt, q, k, h);
-                    hd.values(out, p, v, h);
+                    hd.probs(p, s, q, k, h);
+                    hd.values(out, p, s, v, h);
                 }
             },
         );
@@ -79,11 +79,11 @@ pub fn attention_forward_recompute(
     out.par_chunks_mut(bd)
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
         .for_each_init(
-            || (vec![0.0f32; t_len * t_len], vec![0.0f32; d_head * t_len]),
-            |(p, kt), (out, ((q, k), v))| {
+            || (vec![0.0f32; t_len * t_len], hd.packs()),
+            |(p, s), (out, ((q, k), v))| {
                 for h in 0..n_heads {
-                    hd.probs(p, kt, q, k, h);
-                    hd.values(out, p, v, h);
+                    hd.probs(p, s, q, k, h);
+                    hd.values(out, p, s, v, h);
                 }
             },
         );
@@ -110,22 +110,33 @@ impl Head {
         }
     }
 
-    /// xt (d_head, seq) = head h's columns of x (seq, d), transposed: the S and dP products read
-    /// their right-hand operand by rows of d_head-long dot products.
-    fn transpose(&self, xt: &mut [f32], x: &[f32], h: usize) {
-        let (t_len, d, c) = (self.t_len, self.d, h * self.d_head);
-        for (t, row) in x.chunks_exact(d).enumerate().take(t_len) {
-            for (i, &val) in row[c..c + self.d_head].iter().enumerate() {
-                xt[i * t_len + t] = val;
-            }
+    /// Scratch for one thread's heads.
+    fn packs(&self) -> Packs {
+        let z = vec![0.0f32; self.t_len * self.d_head];
+        Packs {
+            xt: z.clone(),
+            a: z.clone(),
+            b: z.clone(),
+            c: z,
         }
     }
 
+    /// xp (seq, d_head) = head h's columns of x (seq, d), contiguous: the products read their
+    /// right-hand operands by rows, and rows d floats apart would fall in a few L1 sets.
+    fn gather(&self, xp: &mut [f32], x: &[f32], h: usize) {
+        pack_rows(xp, &x[h * self.d_head..], self.d, self.d_head, self.t_len);
+    }
+
+    /// xt (d_head, seq) = head h's columns of x (seq, d), transposed.
+    fn transpose(&self, xt: &mut [f32], x: &[f32], h: usize) {
+        pack_transposed(xt, &x[h * self.d_head..], self.d, self.d_head, self.t_len);
+    }
+
     /// p (seq, seq) = causal softmax(scale · Q_h K_hᵀ) for head h of one sequence (q, k
-    /// (seq, d)), zeros above the diagonal. kt (d_head, seq) is scratch.
-    fn probs(&self, p: &mut [f32], kt: &mut [f32], q: &[f32], k: &[f32], h: usize) {
+    /// (seq, d)), zeros above the diagonal.
+    fn probs(&self, p: &mut [f32], s: &mut Packs, q: &[f32], k: &[f32], h: usize) {
         let (t_len, d, dh, c) = (self.t_len, self.d, self.d_head, h * self.d_head);
-        self.transpose(kt, k, h);
+        self.transpose(&mut s.xt, k, h);
         let qa = Strided {
             data: &q[c..],
             rs: d,
@@ -134,7 +145,9 @@ impl Head {
         for r0 in (0..t_len).step_by(BLOCK) {
             let r1 = (r0 + BLOCK).min(t_len);
             // S[i, 0..i1] = scale · Q[i] K[0..i1]ᵀ for the rows i of each tile [i0, i1).
-            gemm_tiles(p, t_len, r0..r1, qa, kt, t_len, self.scale, |_, i1| (i1, 0, dh));
+            gemm_tiles(p, t_len, r0..r1, qa, &s.xt, t_len, self.scale, |_, i1| {
+                (i1, 0, dh)
+            });
             for t in r0..r1 {
                 softmax_causal_row(&mut p[t * t_len..(t + 1) * t_len], t);
             }
@@ -142,22 +155,20 @@ impl Head {
     }
 
     /// Head h's columns of out (seq, d) = P · V_h, P from `probs`.
-    fn values(&self, out: &mut [f32], p: &[f32], v: &[f32], h: usize) {
+    fn values(&self, out: &mut [f32], p: &[f32], s: &mut Packs, v: &[f32], h: usize) {
         let (t_len, d, dh, c) = (self.t_len, self.d, self.d_head, h * self.d_head);
+        self.gather(&mut s.a, v, h);
         let pa = Strided {
             data: p,
             rs: t_len,
             cs: 1,
         };
         // O[i] = P[i, 0..i1] · V[0..i1] (P is zero beyond the diagonal).
-        gemm_tiles(&mut out[c..], d, 0..t_len, pa, &v[c..], d, 1.0, |_, i1| {
-            (dh, 0, i1)
-        });
+        gemm_tiles(&mut out[c..], d, 0..t_len, pa, &s.a, dh, 1.0, |_, i1| (dh, 0, i1));
     }
 
     /// Head h's columns of dq, dk, dv (seq, d), OVERWRITTEN, given its probabilities p (seq, seq);
-    /// ds (seq, seq) is scratch (left holding dS, the gradient of the scaled scores), and so is
-    /// vt (d_head, seq).
+    /// ds (seq, seq) is scratch (left holding dS, the gradient of the scaled scores).
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
@@ -165,7 +176,7 @@ impl Head {
         dk: &mut [f32],
         dv: &mut [f32],
         ds: &mut [f32],
-        vt: &mut [f32],
+        s: &mut Packs,
         dout: &[f32],
         q: &[f32],
         k: &[f32],
@@ -174,16 +185,20 @@ impl Head {
         h: usize,
     ) {
         let (t_len, d, dh, scale, c) = (self.t_len, self.d, self.d_head, self.scale, h * self.d_head);
-        self.transpose(vt, v, h);
+        // xt = Vᵀ, a = K, b = Q, c = dO, each head h's columns packed.
+        self.transpose(&mut s.xt, v, h);
+        self.gather(&mut s.a, k, h);
+        self.gather(&mut s.b, q, h);
+        self.gather(&mut s.c, dout, h);
         let da = Strided {
-            data: &dout[c..],
-            rs: d,
+            data: &s.c,
+            rs: dh,
             cs: 1,
         };
         for r0 in (0..t_len).step_by(BLOCK) {
             let r1 = (r0 + BLOCK).min(t_len);
             // dP[i, 0..i1] = dO[i] · V[0..i1]ᵀ
-            gemm_tiles(ds, t_len, r0..r1, da, vt, t_len, 1.0, |_, i1| (i1, 0, dh));
+            gemm_tiles(ds, t_len, r0..r1, da, &s.xt, t_len, 1.0, |_, i1| (i1, 0, dh));
             // dS = P ⊙ (dP − Σ_u P dP), zero above the diagonal.
             for t in r0..r1 {
                 let row = t * t_len..(t + 1) * t_len;
@@ -195,9 +210,7 @@ impl Head {
                 rs: t_len,
                 cs: 1,
             };
-            gemm_tiles(&mut dq[c..], d, r0..r1, sa, &k[c..], d, scale, |_, i1| {
-                (dh, 0, i1)
-            });
+            gemm_tiles(&mut dq[c..], d, r0..r1, sa, &s.a, dh, scale, |_, i1| (dh, 0, i1));
         }
         // dV[j] = Σ_{i ≥ j0} P[i, j] dO[i]; dK[j] = scale · Σ_{i ≥ j0} dS[i, j] Q[i] for the rows j
         // of each tile [j0, j1) (P and dS are zero above the diagonal).
@@ -206,7 +219,7 @@ impl Head {
             rs: 1,
             cs: t_len,
         };
-        gemm_tiles(&mut dv[c..], d, 0..t_len, pt, &dout[c..], d, 1.0, |j0, _| {
+        gemm_tiles(&mut dv[c..], d, 0..t_len, pt, &s.c, dh, 1.0, |j0, _| {
             (dh, j0, t_len)
         });
         let st = Strided {
@@ -214,10 +227,18 @@ impl Head {
             rs: 1,
             cs: t_len,
         };
-        gemm_tiles(&mut dk[c..], d, 0..t_len, st, &q[c..], d, scale, |j0, _| {
+        gemm_tiles(&mut dk[c..], d, 0..t_len, st, &s.b, dh, scale, |j0, _| {
             (dh, j0, t_len)
         });
     }
+}
+
+/// One thread's per-head scratch, each (seq, d_head) or (d_head, seq).
+struct Packs {
+    xt: Vec<f32>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
 }
 
 /// Backward of `attention_forward` given its `att`: dq, dk, dv (batch, seq, n_heads·d_head) are
@@ -265,12 +286,12 @@ pub fn attention_backward(
         .zip(dout.par_chunks(bd).zip(att.par_chunks(ba)))
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
         .for_each_init(
-            || vec![0.0f32; d_head * t_len],
-            |vt, (((((dq, dk), dv), datt), (dout, att)), ((q, k), v))| {
+            || hd.packs(),
+            |s, (((((dq, dk), dv), datt), (dout, att)), ((q, k), v))| {
                 for h in 0..n_heads {
                     let p = &att[h * t_len * t_len..(h + 1) * t_len * t_len];
                     let ds = &mut datt[h * t_len * t_len..(h + 1) * t_len * t_len];
-                    hd.backward(dq, dk, dv, ds, vt, dout, q, k, v, p, h);
+                    hd.backward(dq, dk, dv, ds, s, dout, q, k, v, p, h);
                 }
             },
         );
@@ -318,12 +339,12 @@ pub fn attention_backward_recompute(
         .for_each_init(
             || {
                 let sq = vec![0.0f32; t_len * t_len];
-                (sq.clone(), sq, vec![0.0f32; d_head * t_len])
+                (sq.clone(), sq, hd.packs())
             },
-            |(p, ds, xt), ((((dq, dk), dv), dout), ((q, k), v))| {
+            |(p, ds, s), ((((dq, dk), dv), dout), ((q, k), v))| {
                 for h in 0..n_heads {
-                    hd.probs(p, xt, q, k, h);
-                    hd.backward(dq, dk, dv, ds, xt, dout, q, k, v, p, h);
+                    hd.probs(p, s, q, k, h);
+                    hd.backward(dq, dk, dv, ds, s, dout, q, k, v, p, h);
                 }
             },
         );

@@ -147,10 +147,97 @@ fn check(
     assert!(kl * ldb + n <= b.len(), "attention tiles: b too short");
 }
 
+/// `xp[t·w + i] = x[t·ld + i]` for t < rows, i < w: w-wide columns of a row-major matrix with
+/// row stride ld, packed contiguous.
+pub fn pack_rows(xp: &mut [f32], x: &[f32], ld: usize, w: usize, rows: usize) {
+    if rows == 0 || w == 0 {
+        return;
+    }
+    assert!(
+        xp.len() >= rows * w && (rows - 1) * ld + w <= x.len() && w <= ld,
+        "pack_rows: lengths"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above); the assert above proves that every read
+        // x[t·ld + i] and every write xp[t·w + i] (t < rows, i < w) lies inside its slice.
+        unsafe { avx512::pack_rows(xp.as_mut_ptr(), x.as_ptr(), ld, w, rows) };
+        return;
+    }
+    for (dst, row) in xp.chunks_exact_mut(w).zip(x.chunks(ld)).take(rows) {
+        dst.copy_from_slice(&row[..w]);
+    }
+}
+
+/// `xt[i·rows + t] = x[t·ld + i]` for t < rows, i < w: w-wide columns of a row-major matrix
+/// with row stride ld, transposed.
+pub fn pack_transposed(xt: &mut [f32], x: &[f32], ld: usize, w: usize, rows: usize) {
+    if rows == 0 || w == 0 {
+        return;
+    }
+    assert!(
+        xt.len() >= rows * w && (rows - 1) * ld + w <= x.len() && w <= ld,
+        "pack_transposed: lengths"
+    );
+    assert!(
+        ld.checked_mul(16).is_some_and(|s| s <= i32::MAX as usize),
+        "pack_transposed: stride"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above); the assert above proves that every read
+        // x[t·ld + i] and every write xt[i·rows + t] (t < rows, i < w) lies inside its slice, and
+        // that the gather offsets l·ld (l < 16) fit an i32.
+        unsafe { avx512::pack_transposed(xt.as_mut_ptr(), x.as_ptr(), ld, w, rows) };
+        return;
+    }
+    for t in 0..rows {
+        for i in 0..w {
+            xt[i * rows + t] = x[t * ld + i];
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{MR, NR};
     use std::arch::x86_64::*;
+
+    /// See `super::pack_rows`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; x readable and xp writable at the indices `pack_rows` names.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn pack_rows(xp: *mut f32, x: *const f32, ld: usize, w: usize, rows: usize) {
+        for t in 0..rows {
+            for i in (0..w).step_by(16) {
+                let m = ((1u32 << (w - i).min(16)) - 1) as u16;
+                let v = _mm512_maskz_loadu_ps(m, x.add(t * ld + i));
+                _mm512_mask_storeu_ps(xp.add(t * w + i), m, v);
+            }
+        }
+    }
+
+    /// See `super::pack_transposed`: 16 rows at a time, one gather per column.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; x readable and xt writable at the indices `pack_transposed`
+    /// names; 16·ld fits an i32.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn pack_transposed(xt: *mut f32, x: *const f32, ld: usize, w: usize, rows: usize) {
+        let mut idx = [0i32; 16];
+        for (l, v) in idx.iter_mut().enumerate() {
+            *v = (l * ld) as i32;
+        }
+        let vindex = _mm512_loadu_si512(idx.as_ptr().cast());
+        for t0 in (0..rows).step_by(16) {
+            let m = ((1u32 << (rows - t0).min(16)) - 1) as u16;
+            for i in 0..w {
+                let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, vindex, x.add(t0 * ld + i));
+                _mm512_mask_storeu_ps(xt.add(i * rows + t0), m, v);
+            }
+        }
+    }
 
     /// Dispatches `tile` on the row count `m` (1..=MR) and the column vectors (w ≤ 16: one).
     ///
@@ -310,6 +397,22 @@ mod tests {
                     reference(&mut want, ldc, rows.clone(), a, &b, ldb, 0.7, FALLBACK_ROWS, span);
                     gemm_tiles_fallback(&mut fb, ldc, rows.clone(), a, &b, ldb, 0.7, span);
                     assert!(close(&fb, &want), "fallback m {m} n {n} k {kn} rs {rs}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_matches_plain_loops() {
+        for (rows, w, ld) in [(1, 1, 1), (17, 8, 13), (33, 32, 40), (5, 64, 64), (40, 20, 21)] {
+            let x: Vec<f32> = (0..rows * ld).map(|i| i as f32).collect();
+            let (mut xp, mut xt) = (vec![f32::NAN; rows * w], vec![f32::NAN; rows * w]);
+            pack_rows(&mut xp, &x, ld, w, rows);
+            pack_transposed(&mut xt, &x, ld, w, rows);
+            for t in 0..rows {
+                for i in 0..w {
+                    assert_eq!(xp[t * w + i], x[t * ld + i]);
+                    assert_eq!(xt[i * rows + t], x[t * ld + i]);
                 }
             }
         }
