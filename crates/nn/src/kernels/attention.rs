@@ -8,6 +8,7 @@
 use super::attention_rows::{softmax_backward_row, softmax_causal_row};
 use super::attention_tiles::{gemm_tiles, pack_rows, pack_transposed, Strided};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Rows per block of the score-side products: a block's rows of S (or dP) are computed and then
 /// softmaxed (or turned into dS) while they are still in L1.
@@ -41,15 +42,14 @@ pub fn attention_forward(
     out.par_chunks_mut(bd)
         .zip(att.par_chunks_mut(ba))
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
-        .for_each_init(
-            || hd.packs(),
-            |s, ((out, att), ((q, k), v))| {
+        .for_each(|((out, att), ((q, k), v))| {
+            hd.with_scratch(0, |_, s| {
                 for (h, p) in att.chunks_exact_mut(t_len * t_len).enumerate() {
                     hd.probs(p, s, q, k, h);
                     hd.values(out, p, s, v, h);
                 }
-            },
-        );
+            })
+        });
 }
 
 /// `attention_forward` without storing the probabilities: each sequence's heads go through one
@@ -78,15 +78,14 @@ pub fn attention_forward_recompute(
     let hd = Head::new(t_len, n_heads, d_head);
     out.par_chunks_mut(bd)
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
-        .for_each_init(
-            || (vec![0.0f32; t_len * t_len], hd.packs()),
-            |(p, s), (out, ((q, k), v))| {
+        .for_each(|(out, ((q, k), v))| {
+            hd.with_scratch(1, |p, s| {
                 for h in 0..n_heads {
                     hd.probs(p, s, q, k, h);
                     hd.values(out, p, s, v, h);
                 }
-            },
-        );
+            })
+        });
 }
 
 /// One sequence's per-head products: shapes and the softmax scale. Every product goes through
@@ -110,15 +109,30 @@ impl Head {
         }
     }
 
-    /// Scratch for one thread's heads.
-    fn packs(&self) -> Packs {
-        let z = vec![0.0f32; self.t_len * self.d_head];
-        Packs {
-            xt: z.clone(),
-            a: z.clone(),
-            b: z.clone(),
-            c: z,
-        }
+    /// Runs f with this thread's scratch: `squares` (seq, seq) matrices in one slice, and the
+    /// packs. The scratch lives on between calls (allocating it per call cost page faults);
+    /// a nested call on the same thread gets a fresh one.
+    fn with_scratch<R>(&self, squares: usize, f: impl FnOnce(&mut [f32], &mut Packs) -> R) -> R {
+        let (n_sq, n_pack) = (squares * self.t_len * self.t_len, self.t_len * self.d_head);
+        let grow = |x: &mut Vec<f32>, n: usize| {
+            if x.len() < n {
+                x.resize(n, 0.0);
+            }
+        };
+        let run = |sq: &mut Vec<f32>, packs: &mut Packs| {
+            grow(sq, n_sq);
+            for x in [&mut packs.xt, &mut packs.a, &mut packs.b, &mut packs.c] {
+                grow(x, n_pack);
+            }
+            f(&mut sq[..n_sq], packs)
+        };
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut g) => {
+                let (sq, packs) = &mut *g;
+                run(sq, packs)
+            }
+            Err(_) => run(&mut Vec::new(), &mut Packs::default()),
+        })
     }
 
     /// xp (seq, d_head) = head h's columns of x (seq, d), contiguous: the products read their
@@ -234,11 +248,17 @@ impl Head {
 }
 
 /// One thread's per-head scratch, each (seq, d_head) or (d_head, seq).
+#[derive(Default)]
 struct Packs {
     xt: Vec<f32>,
     a: Vec<f32>,
     b: Vec<f32>,
     c: Vec<f32>,
+}
+
+thread_local! {
+    /// Each thread's (seq, seq) squares and packs, see `Head::with_scratch`.
+    static SCRATCH: RefCell<(Vec<f32>, Packs)> = RefCell::new(Default::default());
 }
 
 /// Backward of `attention_forward` given its `att`: dq, dk, dv (batch, seq, n_heads·d_head) are
@@ -285,16 +305,15 @@ pub fn attention_backward(
         .zip(datt.par_chunks_mut(ba))
         .zip(dout.par_chunks(bd).zip(att.par_chunks(ba)))
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
-        .for_each_init(
-            || hd.packs(),
-            |s, (((((dq, dk), dv), datt), (dout, att)), ((q, k), v))| {
+        .for_each(|(((((dq, dk), dv), datt), (dout, att)), ((q, k), v))| {
+            hd.with_scratch(0, |_, s| {
                 for h in 0..n_heads {
                     let p = &att[h * t_len * t_len..(h + 1) * t_len * t_len];
                     let ds = &mut datt[h * t_len * t_len..(h + 1) * t_len * t_len];
                     hd.backward(dq, dk, dv, ds, s, dout, q, k, v, p, h);
                 }
-            },
-        );
+            })
+        });
 }
 
 /// Backward of `attention_forward_recompute`: recomputes each head's probabilities (bit-identical
@@ -336,18 +355,15 @@ pub fn attention_backward_recompute(
         .zip(dv.par_chunks_mut(bd))
         .zip(dout.par_chunks(bd))
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
-        .for_each_init(
-            || {
-                let sq = vec![0.0f32; t_len * t_len];
-                (sq.clone(), sq, hd.packs())
-            },
-            |(p, ds, s), ((((dq, dk), dv), dout), ((q, k), v))| {
+        .for_each(|((((dq, dk), dv), dout), ((q, k), v))| {
+            hd.with_scratch(2, |sq, s| {
+                let (p, ds) = sq.split_at_mut(t_len * t_len);
                 for h in 0..n_heads {
                     hd.probs(p, s, q, k, h);
                     hd.backward(dq, dk, dv, ds, s, dout, q, k, v, p, h);
                 }
-            },
-        );
+            })
+        });
 }
 
 /// Attention of new queries over a KV cache (for generation). q and out (batch, t_new, n_heads·d_head);
