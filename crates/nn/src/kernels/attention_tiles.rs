@@ -278,7 +278,7 @@ mod avx512 {
     ///
     /// # Safety
     /// The CPU must have AVX-512F; a, b must be readable and c writable at all those indices.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // r, v index 2 arrays
     #[target_feature(enable = "avx512f")]
     unsafe fn tile<const R: usize, const V: usize>(
         a: *const f32,
