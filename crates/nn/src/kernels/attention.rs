@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Rows per block of the score-side products: a block's rows of S (or dP) are computed and then
-/// softmaxed (or turned into dS) while they are still in L1.
+/// softmaxed (or turned into dS) while they are still in L1 (16 and 64 measured the same).
 pub const BLOCK: usize = 32;
 
 /// `out (batch, seq, n_heads·d_head)` = per head `softmax(QKᵀ/√d_head, causal) · V`; `att
