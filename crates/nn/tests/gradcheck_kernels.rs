@@ -139,7 +139,7 @@ fn attention_small() {
 
 #[test]
 fn attention_across_causal_blocks() {
-    // seq crosses the kernel's causal row block; check a sample of coordinates.
+    // seq crosses the kernels' row block and column tile; check a sample of coordinates.
     check_attention(1, ferrolm_nn::kernels::attention::BLOCK + 3, 2, 4, Some(60));
 }
 
@@ -240,6 +240,98 @@ fn check_attention(batch: usize, seq: usize, h: usize, dh: usize, sample: Option
     assert_close("recompute attention dk", &pick(&rk), &nk, BWD, 1e-3);
     assert_close("recompute attention dv", &pick(&rv), &nv, BWD, 1e-3);
     assert_eq!((rq, rk, rv), (dq, dk, dv), "recompute backward differs");
+}
+
+/// Plain-loop f64 backward of causal attention: (dq, dk, dv) for upstream gradient dy, all
+/// (batch, seq, n_heads·d_head).
+#[allow(clippy::too_many_arguments)]
+fn attention_backward_loops(
+    dy: &[f64],
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    batch: usize,
+    seq: usize,
+    n_heads: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let d = q.len() / (batch * seq);
+    let dh = d / n_heads;
+    let scale = 1.0 / (dh as f64).sqrt();
+    let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; q.len()], vec![0.0; q.len()]);
+    let at = |b: usize, t: usize, h: usize, c: usize| (b * seq + t) * d + h * dh + c;
+    for b in 0..batch {
+        for h in 0..n_heads {
+            for t in 0..seq {
+                let s: Vec<f64> = (0..=t)
+                    .map(|u| {
+                        (0..dh)
+                            .map(|c| q[at(b, t, h, c)] * k[at(b, u, h, c)])
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                let p: Vec<f64> = s.iter().map(|x| (x - m).exp() / z).collect();
+                let dp: Vec<f64> = (0..=t)
+                    .map(|u| (0..dh).map(|c| dy[at(b, t, h, c)] * v[at(b, u, h, c)]).sum())
+                    .collect();
+                let dot: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                for u in 0..=t {
+                    let ds = p[u] * (dp[u] - dot) * scale;
+                    for c in 0..dh {
+                        dv[at(b, u, h, c)] += p[u] * dy[at(b, t, h, c)];
+                        dq[at(b, t, h, c)] += ds * k[at(b, u, h, c)];
+                        dk[at(b, u, h, c)] += ds * q[at(b, t, h, c)];
+                    }
+                }
+            }
+        }
+    }
+    (dq, dk, dv)
+}
+
+#[test]
+fn attention_matches_plain_loops_at_odd_sizes() {
+    // seq not a multiple of the kernels' row tile (8), column tile (32) or row block, every
+    // d_head the tiles handle (one masked vector, one, two, two per pass), batch 1-3.
+    for (batch, seq, h, dh) in [
+        (1, 37, 2, 8),
+        (2, 45, 1, 16),
+        (3, 19, 2, 32),
+        (1, 70, 1, 64),
+        (2, 33, 3, 32),
+    ] {
+        let d = h * dh;
+        let len = batch * seq * d;
+        let mut r = Lcg(100 + seq as u64);
+        let (q, k, v, dy) = (r.vec(len, 1.5), r.vec(len, 1.5), r.vec(len, 1.0), r.vec(len, 1.0));
+        let (q32, k32, v32, dy32) = (to32(&q), to32(&k), to32(&v), to32(&dy));
+        let what = format!("batch {batch} seq {seq} heads {h} d_head {dh}");
+        let mut out = vec![f32::NAN; len];
+        let mut att = vec![f32::NAN; batch * h * seq * seq];
+        attention_forward(&mut out, &mut att, &q32, &k32, &v32, batch, seq, h, dh);
+        let want = reference::attention(&q, &k, &v, batch, seq, h);
+        assert_close(&format!("out, {what}"), &out, &want, FWD, 1e-3);
+        let mut out_r = vec![f32::NAN; len];
+        attention_forward_recompute(&mut out_r, &q32, &k32, &v32, batch, seq, h, dh);
+        assert_eq!(out_r, out, "recompute forward differs, {what}");
+
+        let (wq, wk, wv) = attention_backward_loops(&dy, &q, &k, &v, batch, seq, h);
+        let (mut dq, mut dk, mut dv) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![f32::NAN; len]);
+        let mut datt = vec![f32::NAN; att.len()];
+        attention_backward(
+            &mut dq, &mut dk, &mut dv, &mut datt, &dy32, &q32, &k32, &v32, &att, batch, seq, h, dh,
+        );
+        assert_close(&format!("dq, {what}"), &dq, &wq, BWD, 1e-3);
+        assert_close(&format!("dk, {what}"), &dk, &wk, BWD, 1e-3);
+        assert_close(&format!("dv, {what}"), &dv, &wv, BWD, 1e-3);
+        let (mut rq, mut rk, mut rv) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![f32::NAN; len]);
+        attention_backward_recompute(
+            &mut rq, &mut rk, &mut rv, &dy32, &q32, &k32, &v32, batch, seq, h, dh,
+        );
+        assert_eq!((rq, rk, rv), (dq, dk, dv), "recompute backward differs, {what}");
+    }
 }
 
 #[test]

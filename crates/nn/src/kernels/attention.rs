@@ -2,16 +2,17 @@
 //! d_head in (batch, seq, n_heads·d_head) buffers. `attention_forward`/`attention_backward` keep
 //! the probabilities (batch, n_heads, seq, seq) for the backward; the `_recompute` pair (what the
 //! model trains with) keeps none and recomputes them per head in a cache-sized scratch.
-//! Work is parallel over the batch; per (batch, head) the products go through gemm in row blocks
-//! that skip the masked upper triangle.
+//! Work is parallel over the batch; per (batch, head) the products go through register-blocked
+//! tiles (`attention_tiles`) that skip the masked upper triangle.
 
-use super::fastmath;
-use super::matmul::gemm_strided;
+use super::attention_rows::{softmax_backward_row, softmax_causal_row};
+use super::attention_tiles::{gemm_tiles, pack_rows, pack_transposed, Strided};
 use rayon::prelude::*;
+use std::cell::RefCell;
 
-/// Rows per causal block: the products for rows [r0, r1) only touch columns [0, r1). 128 measured
-/// fastest at seq 256 (64: 1.4x slower; 256, no causal skipping: 1.6x slower).
-pub const BLOCK: usize = 128;
+/// Rows per block of the score-side products: a block's rows of S (or dP) are computed and then
+/// softmaxed (or turned into dS) while they are still in L1 (16 and 64 measured the same).
+pub const BLOCK: usize = 32;
 
 /// `out (batch, seq, n_heads·d_head)` = per head `softmax(QKᵀ/√d_head, causal) · V`; `att
 /// (batch, n_heads, seq, seq)` gets the probabilities (row t: columns ≤ t, zeros above the
@@ -42,10 +43,12 @@ pub fn attention_forward(
         .zip(att.par_chunks_mut(ba))
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
         .for_each(|((out, att), ((q, k), v))| {
-            for (h, p) in att.chunks_exact_mut(t_len * t_len).enumerate() {
-                hd.probs(p, q, k, h);
-                hd.values(out, p, v, h);
-            }
+            hd.with_scratch(0, |_, s| {
+                for (h, p) in att.chunks_exact_mut(t_len * t_len).enumerate() {
+                    hd.probs(p, s, q, k, h);
+                    hd.values(out, p, s, v, h);
+                }
+            })
         });
 }
 
@@ -75,18 +78,19 @@ pub fn attention_forward_recompute(
     let hd = Head::new(t_len, n_heads, d_head);
     out.par_chunks_mut(bd)
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
-        .for_each_init(
-            || vec![0.0f32; t_len * t_len],
-            |p, (out, ((q, k), v))| {
+        .for_each(|(out, ((q, k), v))| {
+            hd.with_scratch(1, |p, s| {
                 for h in 0..n_heads {
-                    hd.probs(p, q, k, h);
-                    hd.values(out, p, v, h);
+                    hd.probs(p, s, q, k, h);
+                    hd.values(out, p, s, v, h);
                 }
-            },
-        );
+            })
+        });
 }
 
-/// One sequence's per-head products: shapes and the softmax scale.
+/// One sequence's per-head products: shapes and the softmax scale. Every product goes through
+/// `attention_tiles::gemm_tiles` in MR-row tiles that skip the masked triangle; the storing and
+/// the recomputing entry points share this code, so their results are bit-identical.
 struct Head {
     t_len: usize,
     d: usize,
@@ -105,25 +109,59 @@ impl Head {
         }
     }
 
+    /// Runs f with this thread's scratch: `squares` (seq, seq) matrices in one slice, and the
+    /// packs. The scratch lives on between calls (allocating it per call cost page faults);
+    /// a nested call on the same thread gets a fresh one.
+    fn with_scratch<R>(&self, squares: usize, f: impl FnOnce(&mut [f32], &mut Packs) -> R) -> R {
+        let (n_sq, n_pack) = (squares * self.t_len * self.t_len, self.t_len * self.d_head);
+        let grow = |x: &mut Vec<f32>, n: usize| {
+            if x.len() < n {
+                x.resize(n, 0.0);
+            }
+        };
+        let run = |sq: &mut Vec<f32>, packs: &mut Packs| {
+            grow(sq, n_sq);
+            for x in [&mut packs.xt, &mut packs.a, &mut packs.b, &mut packs.c] {
+                grow(x, n_pack);
+            }
+            f(&mut sq[..n_sq], packs)
+        };
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut g) => {
+                let (sq, packs) = &mut *g;
+                run(sq, packs)
+            }
+            Err(_) => run(&mut Vec::new(), &mut Packs::default()),
+        })
+    }
+
+    /// xp (seq, d_head) = head h's columns of x (seq, d), contiguous: the products read their
+    /// right-hand operands by rows, and rows d floats apart would fall in a few L1 sets.
+    fn gather(&self, xp: &mut [f32], x: &[f32], h: usize) {
+        pack_rows(xp, &x[h * self.d_head..], self.d, self.d_head, self.t_len);
+    }
+
+    /// xt (d_head, seq) = head h's columns of x (seq, d), transposed.
+    fn transpose(&self, xt: &mut [f32], x: &[f32], h: usize) {
+        pack_transposed(xt, &x[h * self.d_head..], self.d, self.d_head, self.t_len);
+    }
+
     /// p (seq, seq) = causal softmax(scale · Q_h K_hᵀ) for head h of one sequence (q, k
-    /// (seq, d)), zeros above the diagonal; row blocks skip the masked upper triangle.
-    fn probs(&self, p: &mut [f32], q: &[f32], k: &[f32], h: usize) {
-        let (t_len, d, c) = (self.t_len, self.d, h * self.d_head);
+    /// (seq, d)), zeros above the diagonal.
+    fn probs(&self, p: &mut [f32], s: &mut Packs, q: &[f32], k: &[f32], h: usize) {
+        let (t_len, d, dh, c) = (self.t_len, self.d, self.d_head, h * self.d_head);
+        self.transpose(&mut s.xt, k, h);
+        let qa = Strided {
+            data: &q[c..],
+            rs: d,
+            cs: 1,
+        };
         for r0 in (0..t_len).step_by(BLOCK) {
             let r1 = (r0 + BLOCK).min(t_len);
-            // S[r0..r1, 0..r1] = scale · Q[r0..r1] K[0..r1]ᵀ
-            gemm_strided(
-                r1 - r0,
-                r1,
-                self.d_head,
-                &mut p[r0 * t_len..],
-                t_len,
-                false,
-                (&q[r0 * d + c..], d, 1),
-                (&k[c..], 1, d),
-                self.scale,
-                false,
-            );
+            // S[i, 0..i1] = scale · Q[i] K[0..i1]ᵀ for the rows i of each tile [i0, i1).
+            gemm_tiles(p, t_len, r0..r1, qa, &s.xt, t_len, self.scale, |_, i1| {
+                (i1, 0, dh)
+            });
             for t in r0..r1 {
                 softmax_causal_row(&mut p[t * t_len..(t + 1) * t_len], t);
             }
@@ -131,24 +169,16 @@ impl Head {
     }
 
     /// Head h's columns of out (seq, d) = P · V_h, P from `probs`.
-    fn values(&self, out: &mut [f32], p: &[f32], v: &[f32], h: usize) {
-        let (t_len, d, c) = (self.t_len, self.d, h * self.d_head);
-        for r0 in (0..t_len).step_by(BLOCK) {
-            let r1 = (r0 + BLOCK).min(t_len);
-            // O[r0..r1] = P[r0..r1, 0..r1] · V[0..r1]
-            gemm_strided(
-                r1 - r0,
-                self.d_head,
-                r1,
-                &mut out[r0 * d + c..],
-                d,
-                false,
-                (&p[r0 * t_len..], t_len, 1),
-                (&v[c..], d, 1),
-                1.0,
-                false,
-            );
-        }
+    fn values(&self, out: &mut [f32], p: &[f32], s: &mut Packs, v: &[f32], h: usize) {
+        let (t_len, d, dh, c) = (self.t_len, self.d, self.d_head, h * self.d_head);
+        self.gather(&mut s.a, v, h);
+        let pa = Strided {
+            data: p,
+            rs: t_len,
+            cs: 1,
+        };
+        // O[i] = P[i, 0..i1] · V[0..i1] (P is zero beyond the diagonal).
+        gemm_tiles(&mut out[c..], d, 0..t_len, pa, &s.a, dh, 1.0, |_, i1| (dh, 0, i1));
     }
 
     /// Head h's columns of dq, dk, dv (seq, d), OVERWRITTEN, given its probabilities p (seq, seq);
@@ -160,6 +190,7 @@ impl Head {
         dk: &mut [f32],
         dv: &mut [f32],
         ds: &mut [f32],
+        s: &mut Packs,
         dout: &[f32],
         q: &[f32],
         k: &[f32],
@@ -167,85 +198,67 @@ impl Head {
         p: &[f32],
         h: usize,
     ) {
-        let (t_len, d, d_head, scale, c) = (self.t_len, self.d, self.d_head, self.scale, h * self.d_head);
+        let (t_len, d, dh, scale, c) = (self.t_len, self.d, self.d_head, self.scale, h * self.d_head);
+        // xt = Vᵀ, a = K, b = Q, c = dO, each head h's columns packed.
+        self.transpose(&mut s.xt, v, h);
+        self.gather(&mut s.a, k, h);
+        self.gather(&mut s.b, q, h);
+        self.gather(&mut s.c, dout, h);
+        let da = Strided {
+            data: &s.c,
+            rs: dh,
+            cs: 1,
+        };
         for r0 in (0..t_len).step_by(BLOCK) {
             let r1 = (r0 + BLOCK).min(t_len);
-            // dP[r0..r1, 0..r1] = dO[r0..r1] · V[0..r1]ᵀ
-            gemm_strided(
-                r1 - r0,
-                r1,
-                d_head,
-                &mut ds[r0 * t_len..],
-                t_len,
-                false,
-                (&dout[r0 * d + c..], d, 1),
-                (&v[c..], 1, d),
-                1.0,
-                false,
-            );
+            // dP[i, 0..i1] = dO[i] · V[0..i1]ᵀ
+            gemm_tiles(ds, t_len, r0..r1, da, &s.xt, t_len, 1.0, |_, i1| (i1, 0, dh));
             // dS = P ⊙ (dP − Σ_u P dP), zero above the diagonal.
             for t in r0..r1 {
-                let pr = &p[t * t_len..t * t_len + t + 1];
-                let dr = &mut ds[t * t_len..t * t_len + r1];
-                let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
-                for (x, &pp) in dr.iter_mut().zip(pr) {
-                    *x = pp * (*x - dot);
-                }
-                dr[t + 1..].fill(0.0);
+                let row = t * t_len..(t + 1) * t_len;
+                softmax_backward_row(&mut ds[row.clone()], &p[row], t);
             }
-            // dQ[r0..r1] = scale · dS[r0..r1, 0..r1] · K[0..r1]
-            gemm_strided(
-                r1 - r0,
-                d_head,
-                r1,
-                &mut dq[r0 * d + c..],
-                d,
-                false,
-                (&ds[r0 * t_len..], t_len, 1),
-                (&k[c..], d, 1),
-                scale,
-                false,
-            );
+            // dQ[i] = scale · dS[i, 0..i1] · K[0..i1]
+            let sa = Strided {
+                data: ds,
+                rs: t_len,
+                cs: 1,
+            };
+            gemm_tiles(&mut dq[c..], d, r0..r1, sa, &s.a, dh, scale, |_, i1| (dh, 0, i1));
         }
-        for u0 in (0..t_len).step_by(BLOCK) {
-            let u1 = (u0 + BLOCK).min(t_len);
-            let rows = t_len - u0;
-            // dV[u0..u1] = P[u0.., u0..u1]ᵀ · dO[u0..]; dK[u0..u1] = scale · dS[u0.., u0..u1]ᵀ · Q[u0..]
-            gemm_strided(
-                u1 - u0,
-                d_head,
-                rows,
-                &mut dv[u0 * d + c..],
-                d,
-                false,
-                (&p[u0 * t_len + u0..], 1, t_len),
-                (&dout[u0 * d + c..], d, 1),
-                1.0,
-                false,
-            );
-            gemm_strided(
-                u1 - u0,
-                d_head,
-                rows,
-                &mut dk[u0 * d + c..],
-                d,
-                false,
-                (&ds[u0 * t_len + u0..], 1, t_len),
-                (&q[u0 * d + c..], d, 1),
-                scale,
-                false,
-            );
-        }
+        // dV[j] = Σ_{i ≥ j0} P[i, j] dO[i]; dK[j] = scale · Σ_{i ≥ j0} dS[i, j] Q[i] for the rows j
+        // of each tile [j0, j1) (P and dS are zero above the diagonal).
+        let pt = Strided {
+            data: p,
+            rs: 1,
+            cs: t_len,
+        };
+        gemm_tiles(&mut dv[c..], d, 0..t_len, pt, &s.c, dh, 1.0, |j0, _| {
+            (dh, j0, t_len)
+        });
+        let st = Strided {
+            data: ds,
+            rs: 1,
+            cs: t_len,
+        };
+        gemm_tiles(&mut dk[c..], d, 0..t_len, st, &s.b, dh, scale, |j0, _| {
+            (dh, j0, t_len)
+        });
     }
 }
 
-/// Softmax over row[0..=t] in place, zeros after.
-fn softmax_causal_row(row: &mut [f32], t: usize) {
-    let (live, masked) = row.split_at_mut(t + 1);
-    let max = fastmath::max(live);
-    let sum = fastmath::exp_shift_sum(live, max);
-    fastmath::scale(live, 1.0 / sum);
-    masked.fill(0.0);
+/// One thread's per-head scratch, each (seq, d_head) or (d_head, seq).
+#[derive(Default)]
+struct Packs {
+    xt: Vec<f32>,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+thread_local! {
+    /// Each thread's (seq, seq) squares and packs, see `Head::with_scratch`.
+    static SCRATCH: RefCell<(Vec<f32>, Packs)> = RefCell::new(Default::default());
 }
 
 /// Backward of `attention_forward` given its `att`: dq, dk, dv (batch, seq, n_heads·d_head) are
@@ -293,11 +306,13 @@ pub fn attention_backward(
         .zip(dout.par_chunks(bd).zip(att.par_chunks(ba)))
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
         .for_each(|(((((dq, dk), dv), datt), (dout, att)), ((q, k), v))| {
-            for h in 0..n_heads {
-                let p = &att[h * t_len * t_len..(h + 1) * t_len * t_len];
-                let ds = &mut datt[h * t_len * t_len..(h + 1) * t_len * t_len];
-                hd.backward(dq, dk, dv, ds, dout, q, k, v, p, h);
-            }
+            hd.with_scratch(0, |_, s| {
+                for h in 0..n_heads {
+                    let p = &att[h * t_len * t_len..(h + 1) * t_len * t_len];
+                    let ds = &mut datt[h * t_len * t_len..(h + 1) * t_len * t_len];
+                    hd.backward(dq, dk, dv, ds, s, dout, q, k, v, p, h);
+                }
+            })
         });
 }
 
@@ -340,15 +355,15 @@ pub fn attention_backward_recompute(
         .zip(dv.par_chunks_mut(bd))
         .zip(dout.par_chunks(bd))
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
-        .for_each_init(
-            || (vec![0.0f32; t_len * t_len], vec![0.0f32; t_len * t_len]),
-            |(p, ds), ((((dq, dk), dv), dout), ((q, k), v))| {
+        .for_each(|((((dq, dk), dv), dout), ((q, k), v))| {
+            hd.with_scratch(2, |sq, s| {
+                let (p, ds) = sq.split_at_mut(t_len * t_len);
                 for h in 0..n_heads {
-                    hd.probs(p, q, k, h);
-                    hd.backward(dq, dk, dv, ds, dout, q, k, v, p, h);
+                    hd.probs(p, s, q, k, h);
+                    hd.backward(dq, dk, dv, ds, s, dout, q, k, v, p, h);
                 }
-            },
-        );
+            })
+        });
 }
 
 /// Attention of new queries over a KV cache (for generation). q and out (batch, t_new, n_heads·d_head);

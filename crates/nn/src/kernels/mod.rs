@@ -9,6 +9,8 @@
 
 pub mod amx;
 pub mod attention;
+pub mod attention_rows;
+pub mod attention_tiles;
 pub mod cross_entropy;
 pub mod dpbf16;
 pub mod embedding;

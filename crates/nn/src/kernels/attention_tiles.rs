@@ -1,0 +1,420 @@
+//! Register-blocked products for causal attention's per-head matmuls. Each head's products are
+//! small (seq ≤ a few hundred, d_head 32–64) and triangular, where the general `gemm` crate spends
+//! most of its time packing and dispatching; here one AVX-512 microkernel computes MR×32 tiles of
+//! `C = alpha · A · B` straight from the strided operands, and the caller says per row tile which
+//! columns and which inner range are live, so the masked triangle is skipped at tile granularity.
+//! On CPUs without AVX-512 the same tiles go through `gemm_strided`.
+
+use super::matmul::gemm_strided;
+use std::ops::Range;
+
+/// Rows per register tile (MR·2 accumulators + 2 operand vectors fit the 32 zmm registers).
+pub const MR: usize = 8;
+/// Columns per register tile: two 16-lane vectors.
+const NR: usize = 32;
+/// Rows per `gemm_strided` call in the fallback without AVX-512.
+const FALLBACK_ROWS: usize = 64;
+
+/// A matrix operand read in place: element (r, k) at `data[r·rs + k·cs]`.
+#[derive(Clone, Copy)]
+pub struct Strided<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// For each row tile [i0, i1) of `rows` (tiles aligned to multiples of MR from row 0, so tiles of
+/// different calls over the same matrix line up) with `(n, k0, k1) = span(i0, i1)`:
+/// `c[i·ldc + j] = alpha · Σ_{k0 ≤ k < k1} a(i, k) · b[k·ldb + j]` for i in the tile, j < n.
+/// OVERWRITES those entries (zeros where k0 == k1) and leaves every other entry of c untouched.
+/// `span` must give the same answer for a tile and for any tile containing it, widened to cover
+/// the union (it is called for wider tiles where the CPU lacks AVX-512).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_tiles(
+    c: &mut [f32],
+    ldc: usize,
+    rows: Range<usize>,
+    a: Strided,
+    b: &[f32],
+    ldb: usize,
+    alpha: f32,
+    span: impl Fn(usize, usize) -> (usize, usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        let mut i0 = rows.start;
+        while i0 < rows.end {
+            let i1 = ((i0 / MR + 1) * MR).min(rows.end);
+            let (n, k0, k1) = span(i0, i1);
+            check(c, ldc, i0..i1, a, b, ldb, n, k0..k1);
+            if n > 0 {
+                for j0 in (0..n).step_by(NR) {
+                    let w = (n - j0).min(NR);
+                    // SAFETY: the CPU has AVX-512F (checked above). `check` proved that every
+                    // element the tile reads, a[(i0+r)·rs + k·cs] and b[k·ldb + j] for r < i1−i0,
+                    // k0 ≤ k < k1, j < n, and every element it writes, c[(i0+r)·ldc + j], lies
+                    // inside its slice; the tile touches only columns j0..j0+w ⊆ 0..n. c is a
+                    // unique borrow, so it does not alias a or b.
+                    unsafe {
+                        avx512::tile_rows(
+                            i1 - i0,
+                            a.data.as_ptr().add(i0 * a.rs + k0 * a.cs),
+                            a.rs,
+                            a.cs,
+                            b.as_ptr().add(k0 * ldb + j0),
+                            ldb,
+                            k1 - k0,
+                            c.as_mut_ptr().add(i0 * ldc + j0),
+                            ldc,
+                            w,
+                            alpha,
+                        );
+                    }
+                }
+            }
+            i0 = i1;
+        }
+        return;
+    }
+    gemm_tiles_fallback(c, ldc, rows, a, b, ldb, alpha, span);
+}
+
+/// `gemm_tiles` through `gemm_strided` in tiles of FALLBACK_ROWS rows (no AVX-512, and tests).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_tiles_fallback(
+    c: &mut [f32],
+    ldc: usize,
+    rows: Range<usize>,
+    a: Strided,
+    b: &[f32],
+    ldb: usize,
+    alpha: f32,
+    span: impl Fn(usize, usize) -> (usize, usize, usize),
+) {
+    let mut i0 = rows.start;
+    while i0 < rows.end {
+        let i1 = ((i0 / FALLBACK_ROWS + 1) * FALLBACK_ROWS).min(rows.end);
+        let (n, k0, k1) = span(i0, i1);
+        check(c, ldc, i0..i1, a, b, ldb, n, k0..k1);
+        if n > 0 {
+            gemm_strided(
+                i1 - i0,
+                n,
+                k1 - k0,
+                &mut c[i0 * ldc..],
+                ldc,
+                false,
+                (&a.data[i0 * a.rs + k0 * a.cs..], a.rs, a.cs),
+                (&b[k0 * ldb..], ldb, 1),
+                alpha,
+                false,
+            );
+        }
+        i0 = i1;
+    }
+}
+
+/// Panics unless every element a tile over `rows` × 0..n × `ks` touches lies in its slice.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    c: &[f32],
+    ldc: usize,
+    rows: Range<usize>,
+    a: Strided,
+    b: &[f32],
+    ldb: usize,
+    n: usize,
+    ks: Range<usize>,
+) {
+    if rows.is_empty() || n == 0 {
+        return;
+    }
+    let last = rows.end - 1;
+    assert!(
+        n <= ldc || rows.len() == 1,
+        "attention tiles: c row stride {ldc} < n {n}"
+    );
+    assert!(last * ldc + n <= c.len(), "attention tiles: c too short");
+    if ks.is_empty() {
+        return;
+    }
+    assert!(ks.start <= ks.end);
+    let kl = ks.end - 1;
+    assert!(
+        last * a.rs + kl * a.cs < a.data.len(),
+        "attention tiles: a too short"
+    );
+    assert!(kl * ldb + n <= b.len(), "attention tiles: b too short");
+}
+
+/// `xp[t·w + i] = x[t·ld + i]` for t < rows, i < w: w-wide columns of a row-major matrix with
+/// row stride ld, packed contiguous.
+pub fn pack_rows(xp: &mut [f32], x: &[f32], ld: usize, w: usize, rows: usize) {
+    if rows == 0 || w == 0 {
+        return;
+    }
+    assert!(
+        xp.len() >= rows * w && (rows - 1) * ld + w <= x.len() && w <= ld,
+        "pack_rows: lengths"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above); the assert above proves that every read
+        // x[t·ld + i] and every write xp[t·w + i] (t < rows, i < w) lies inside its slice.
+        unsafe { avx512::pack_rows(xp.as_mut_ptr(), x.as_ptr(), ld, w, rows) };
+        return;
+    }
+    for (dst, row) in xp.chunks_exact_mut(w).zip(x.chunks(ld)).take(rows) {
+        dst.copy_from_slice(&row[..w]);
+    }
+}
+
+/// `xt[i·rows + t] = x[t·ld + i]` for t < rows, i < w: w-wide columns of a row-major matrix
+/// with row stride ld, transposed.
+pub fn pack_transposed(xt: &mut [f32], x: &[f32], ld: usize, w: usize, rows: usize) {
+    if rows == 0 || w == 0 {
+        return;
+    }
+    assert!(
+        xt.len() >= rows * w && (rows - 1) * ld + w <= x.len() && w <= ld,
+        "pack_transposed: lengths"
+    );
+    assert!(
+        ld.checked_mul(16).is_some_and(|s| s <= i32::MAX as usize),
+        "pack_transposed: stride"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above); the assert above proves that every read
+        // x[t·ld + i] and every write xt[i·rows + t] (t < rows, i < w) lies inside its slice, and
+        // that the gather offsets l·ld (l < 16) fit an i32.
+        unsafe { avx512::pack_transposed(xt.as_mut_ptr(), x.as_ptr(), ld, w, rows) };
+        return;
+    }
+    for t in 0..rows {
+        for i in 0..w {
+            xt[i * rows + t] = x[t * ld + i];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// See `super::pack_rows`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; x readable and xp writable at the indices `pack_rows` names.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn pack_rows(xp: *mut f32, x: *const f32, ld: usize, w: usize, rows: usize) {
+        for t in 0..rows {
+            for i in (0..w).step_by(16) {
+                let m = ((1u32 << (w - i).min(16)) - 1) as u16;
+                let v = _mm512_maskz_loadu_ps(m, x.add(t * ld + i));
+                _mm512_mask_storeu_ps(xp.add(t * w + i), m, v);
+            }
+        }
+    }
+
+    /// See `super::pack_transposed`: 16 rows at a time, one gather per column.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; x readable and xt writable at the indices `pack_transposed`
+    /// names; 16·ld fits an i32.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn pack_transposed(xt: *mut f32, x: *const f32, ld: usize, w: usize, rows: usize) {
+        let mut idx = [0i32; 16];
+        for (l, v) in idx.iter_mut().enumerate() {
+            *v = (l * ld) as i32;
+        }
+        let vindex = _mm512_loadu_si512(idx.as_ptr().cast());
+        for t0 in (0..rows).step_by(16) {
+            let m = ((1u32 << (rows - t0).min(16)) - 1) as u16;
+            for i in 0..w {
+                let v = _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m, vindex, x.add(t0 * ld + i));
+                _mm512_mask_storeu_ps(xt.add(i * rows + t0), m, v);
+            }
+        }
+    }
+
+    /// Dispatches `tile` on the row count `m` (1..=MR) and the column vectors (w ≤ 16: one).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; the pointers must be valid as `tile` says, 1 ≤ m ≤ MR, w ≤ NR.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub unsafe fn tile_rows(
+        m: usize,
+        a: *const f32,
+        rs: usize,
+        cs: usize,
+        b: *const f32,
+        ldb: usize,
+        kn: usize,
+        c: *mut f32,
+        ldc: usize,
+        w: usize,
+        alpha: f32,
+    ) {
+        debug_assert!((1..=MR).contains(&m) && (1..=NR).contains(&w));
+        macro_rules! go {
+            ($($r:literal)*) => {
+                match (m, w > 16) {
+                    $(
+                        ($r, false) => tile::<$r, 1>(a, rs, cs, b, ldb, kn, c, ldc, w, alpha),
+                        ($r, true) => tile::<$r, 2>(a, rs, cs, b, ldb, kn, c, ldc, w, alpha),
+                    )*
+                    _ => unreachable!("attention tile rows {m}"),
+                }
+            };
+        }
+        go!(1 2 3 4 5 6 7 8)
+    }
+
+    /// `c[r·ldc + j] = alpha · Σ_{k<kn} a[r·rs + k·cs] · b[k·ldb + j]` for r < R, j < w
+    /// (w ≤ 16·V): R×V accumulators of 16 lanes, one broadcast of a per row and k.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; a, b must be readable and c writable at all those indices.
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // r, v index 2 arrays
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const R: usize, const V: usize>(
+        a: *const f32,
+        rs: usize,
+        cs: usize,
+        b: *const f32,
+        ldb: usize,
+        kn: usize,
+        c: *mut f32,
+        ldc: usize,
+        w: usize,
+        alpha: f32,
+    ) {
+        let mut mask = [0u16; V];
+        for (v, m) in mask.iter_mut().enumerate() {
+            let lanes = w.saturating_sub(16 * v).min(16);
+            *m = ((1u32 << lanes) - 1) as u16;
+        }
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        for k in 0..kn {
+            let bk = b.add(k * ldb);
+            let mut bv = [_mm512_setzero_ps(); V];
+            for v in 0..V {
+                bv[v] = _mm512_maskz_loadu_ps(mask[v], bk.add(16 * v));
+            }
+            let ak = a.add(k * cs);
+            for r in 0..R {
+                let x = _mm512_set1_ps(*ak.add(r * rs));
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+                }
+            }
+        }
+        let al = _mm512_set1_ps(alpha);
+        for r in 0..R {
+            for v in 0..V {
+                _mm512_mask_storeu_ps(c.add(r * ldc + 16 * v), mask[v], _mm512_mul_ps(acc[r][v], al));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain-loop reference of `gemm_tiles` (rows tiled by `tile`).
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        c: &mut [f32],
+        ldc: usize,
+        rows: Range<usize>,
+        a: Strided,
+        b: &[f32],
+        ldb: usize,
+        alpha: f32,
+        tile: usize,
+        span: impl Fn(usize, usize) -> (usize, usize, usize),
+    ) {
+        let mut i0 = rows.start;
+        while i0 < rows.end {
+            let i1 = ((i0 / tile + 1) * tile).min(rows.end);
+            let (n, k0, k1) = span(i0, i1);
+            for i in i0..i1 {
+                for j in 0..n {
+                    let s: f64 = (k0..k1)
+                        .map(|k| a.data[i * a.rs + k * a.cs] as f64 * b[k * ldb + j] as f64)
+                        .sum();
+                    c[i * ldc + j] = (alpha as f64 * s) as f32;
+                }
+            }
+            i0 = i1;
+        }
+    }
+
+    #[test]
+    fn tiles_match_plain_loops_at_odd_sizes() {
+        let mut seed = 7u64;
+        let mut rnd = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        for (m, n, kn) in [
+            (1, 1, 1),
+            (7, 5, 3),
+            (9, 16, 17),
+            (13, 33, 8),
+            (37, 64, 40),
+            (8, 48, 1),
+        ] {
+            // a transposed or not, with padding in the strides; c with padding columns.
+            for (rs, cs) in [(kn + 3, 1), (1, m + 2)] {
+                let a: Vec<f32> = (0..m * rs.max(1) + kn * cs.max(1)).map(|_| rnd()).collect();
+                let ldb = n + 5;
+                let b: Vec<f32> = (0..kn * ldb).map(|_| rnd()).collect();
+                let ldc = n + 2;
+                // Causal-style span: columns up to i1 (capped at n), inner from i0 / 2.
+                let span = |i0: usize, i1: usize| (n.min(i1 + 3), i0 / 2, kn.min(i1 + 1));
+                for rows in [0..m, 3.min(m)..m] {
+                    let a = Strided { data: &a, rs, cs };
+                    let mut want = vec![f32::NAN; m * ldc];
+                    let mut got = want.clone();
+                    let mut fb = want.clone();
+                    // Spans depend on the tile, so compare each path with the reference tiled alike.
+                    reference(&mut want, ldc, rows.clone(), a, &b, ldb, 0.7, MR, span);
+                    gemm_tiles(&mut got, ldc, rows.clone(), a, &b, ldb, 0.7, span);
+                    let close = |x: &[f32], y: &[f32]| {
+                        x.iter().zip(y).all(|(p, q)| {
+                            (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-5 * (1.0 + q.abs())
+                        })
+                    };
+                    assert!(close(&got, &want), "m {m} n {n} k {kn} rs {rs} rows {rows:?}");
+                    want.fill(f32::NAN);
+                    reference(&mut want, ldc, rows.clone(), a, &b, ldb, 0.7, FALLBACK_ROWS, span);
+                    gemm_tiles_fallback(&mut fb, ldc, rows.clone(), a, &b, ldb, 0.7, span);
+                    assert!(close(&fb, &want), "fallback m {m} n {n} k {kn} rs {rs}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_matches_plain_loops() {
+        for (rows, w, ld) in [(1, 1, 1), (17, 8, 13), (33, 32, 40), (5, 64, 64), (40, 20, 21)] {
+            let x: Vec<f32> = (0..rows * ld).map(|i| i as f32).collect();
+            let (mut xp, mut xt) = (vec![f32::NAN; rows * w], vec![f32::NAN; rows * w]);
+            pack_rows(&mut xp, &x, ld, w, rows);
+            pack_transposed(&mut xt, &x, ld, w, rows);
+            for t in 0..rows {
+                for i in 0..w {
+                    assert_eq!(xp[t * w + i], x[t * ld + i]);
+                    assert_eq!(xt[i * rows + t], x[t * ld + i]);
+                }
+            }
+        }
+    }
+}
