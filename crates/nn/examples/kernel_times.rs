@@ -143,15 +143,22 @@ fn main() {
         cross_entropy_fused(&mut logits, &mut losses, &tg, v, 1.0)
     });
     layer_other += 4.0 * time("residual add", 0.0, reps, || residual_forward(&mut dq, &o, &q));
+    let n_params = c.param_specs().last().map_or(0, |s| s.range().end);
+    let mut opt = ferrolm_nn::optim::AdamW::new(Default::default(), n_params);
+    let (mut params, grads) = (vec![0.01f32; n_params], vec![1e-3f32; n_params]);
+    let adamw = time("adamw step", 0.0, reps, || opt.step(&mut params, &grads, 1e-3));
+    let mut all_grads = vec![0.0f32; n_params];
+    let zero = time("zero grads", 0.0, reps, || all_grads.iter_mut().for_each(|g| *g = 0.0));
     let l = c.n_layers as f64;
-    let total = l * (layer_mm + layer_other) + head_mm + ce;
+    let total = l * (layer_mm + layer_other) + head_mm + ce + adamw + zero;
     println!(
         "per step (estimate): {:.0} ms = block matmuls {:.0} + attention/norms/rope/swiglu/residual {:.0} \
-         + head matmuls {:.0} + cross-entropy {:.0}",
+         + head matmuls {:.0} + cross-entropy {:.0} + AdamW and zeroing {:.0}",
         total * 1e3,
         l * layer_mm * 1e3,
         l * layer_other * 1e3,
         head_mm * 1e3,
-        ce * 1e3
+        ce * 1e3,
+        (adamw + zero) * 1e3
     );
 }
