@@ -148,7 +148,9 @@ fn main() {
     let (mut params, grads) = (vec![0.01f32; n_params], vec![1e-3f32; n_params]);
     let adamw = time("adamw step", 0.0, reps, || opt.step(&mut params, &grads, 1e-3));
     let mut all_grads = vec![0.0f32; n_params];
-    let zero = time("zero grads", 0.0, reps, || all_grads.iter_mut().for_each(|g| *g = 0.0));
+    let zero = time("zero grads", 0.0, reps, || {
+        all_grads.iter_mut().for_each(|g| *g = 0.0)
+    });
     let l = c.n_layers as f64;
     let total = l * (layer_mm + layer_other) + head_mm + ce + adamw + zero;
     println!(
