@@ -359,57 +359,46 @@ fn block_product(
     let kt0 = k0 / 32;
     let ktiles = kc / 32;
     let mut scratch = [0f32; 32 * 32];
-    {
-        for jc in (0..n).step_by(NC) {
-            for i0 in (0..rows).step_by(32) {
-                for j0 in (jc..n.min(jc + NC)).step_by(32) {
-                    let b0 = &pb[(j0 / 16) * b_panel + kt0 * TILE_ELEMS..];
-                    let b1 = &pb[(j0 / 16 + 1) * b_panel + kt0 * TILE_ELEMS..];
-                    let cols = 32.min(n - j0);
-                    let a0 = &pa[(i0 / 16) * a_panel..];
-                    let a1 = &pa[(i0 / 16 + 1) * a_panel..];
-                    let nrows = 32.min(rows - i0);
-                    assert!(a1.len() >= ktiles * TILE_ELEMS && b1.len() >= ktiles * TILE_ELEMS);
-                    if nrows == 32 && cols == 32 {
-                        let c = &mut dst[i0 * dst_rs + j0..];
-                        assert!(c.len() >= 31 * dst_rs + 32);
-                        // SAFETY: the asserts above bound all four panels (ktiles tiles each, and
-                        // a0/b0 precede a1/b1) and C (32 rows of 32 at stride dst_rs).
-                        unsafe {
-                            kernel_32x32(
-                                tiles,
-                                (a0.as_ptr(), a1.as_ptr()),
-                                (b0.as_ptr(), b1.as_ptr()),
-                                ktiles,
-                                c.as_mut_ptr(),
-                                dst_rs,
-                                load_c,
-                            )
-                        };
-                    } else {
-                        // A partial block: compute into the 32×32 scratch, copy the valid part.
+    for jc in (0..n).step_by(NC) {
+        for i0 in (0..rows).step_by(32) {
+            for j0 in (jc..n.min(jc + NC)).step_by(32) {
+                let b0 = &pb[(j0 / 16) * b_panel + kt0 * TILE_ELEMS..];
+                let b1 = &pb[(j0 / 16 + 1) * b_panel + kt0 * TILE_ELEMS..];
+                let a0 = &pa[(i0 / 16) * a_panel..];
+                let a1 = &pa[(i0 / 16 + 1) * a_panel..];
+                assert!(a1.len() >= ktiles * TILE_ELEMS && b1.len() >= ktiles * TILE_ELEMS);
+                let (nrows, cols) = (32.min(rows - i0), 32.min(n - j0));
+                // A full block is computed in place; a partial one in the 32×32 scratch, whose valid
+                // part is copied in (when C is read) and out.
+                let full = nrows == 32 && cols == 32;
+                let (c, c_stride) = if full {
+                    let c = &mut dst[i0 * dst_rs + j0..];
+                    assert!(c.len() >= 31 * dst_rs + 32);
+                    (c.as_mut_ptr(), dst_rs)
+                } else {
+                    if load_c {
                         for r in 0..nrows {
-                            let s = &mut scratch[r * 32..r * 32 + cols];
-                            if load_c {
-                                s.copy_from_slice(&dst[(i0 + r) * dst_rs + j0..][..cols]);
-                            }
+                            scratch[r * 32..][..cols].copy_from_slice(&dst[(i0 + r) * dst_rs + j0..][..cols]);
                         }
-                        // SAFETY: panels bounded as above; scratch is 32 rows of 32.
-                        unsafe {
-                            kernel_32x32(
-                                tiles,
-                                (a0.as_ptr(), a1.as_ptr()),
-                                (b0.as_ptr(), b1.as_ptr()),
-                                ktiles,
-                                scratch.as_mut_ptr(),
-                                32,
-                                load_c,
-                            )
-                        };
-                        for r in 0..nrows {
-                            dst[(i0 + r) * dst_rs + j0..][..cols]
-                                .copy_from_slice(&scratch[r * 32..r * 32 + cols]);
-                        }
+                    }
+                    (scratch.as_mut_ptr(), 32)
+                };
+                // SAFETY: the asserts above bound all four panels (ktiles tiles each, a0/b0 before
+                // a1/b1) and C: 32 rows of 32 at stride dst_rs inside dst, or the 32×32 scratch.
+                unsafe {
+                    kernel_32x32(
+                        tiles,
+                        (a0.as_ptr(), a1.as_ptr()),
+                        (b0.as_ptr(), b1.as_ptr()),
+                        ktiles,
+                        c,
+                        c_stride,
+                        load_c,
+                    )
+                };
+                if !full {
+                    for r in 0..nrows {
+                        dst[(i0 + r) * dst_rs + j0..][..cols].copy_from_slice(&scratch[r * 32..][..cols]);
                     }
                 }
             }
