@@ -110,53 +110,16 @@ unsafe fn kernel_8x32(
 mod tests {
     use super::*;
 
-    /// The same exact small-integer product as the AMX kernel's test.
     #[test]
     fn kernel_32x32_matches_loops() {
         if !available() {
             eprintln!("skipped: no AVX-512 BF16 on this machine");
             return;
         }
-        let k = 64;
-        let bf = |x: f32| (x.to_bits() >> 16) as u16;
-        let a: Vec<f32> = (0..32 * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect();
-        let b: Vec<f32> = (0..k * 32).map(|i| ((i * 5) % 13) as f32 - 6.0).collect();
-        let mut pa = [vec![0u16; 1024], vec![0u16; 1024]];
-        let mut pb = [vec![0u16; 1024], vec![0u16; 1024]];
-        for i in 0..32 {
-            for p in 0..k {
-                pa[i / 16][(p / 32) * 512 + (i % 16) * 32 + p % 32] = bf(a[i * k + p]);
-            }
-        }
-        for p in 0..k {
-            for j in 0..32 {
-                pb[j / 16][(p / 2) * 32 + (j % 16) * 2 + p % 2] = bf(b[p * 32 + j]);
-            }
-        }
-        let stride = 40;
-        let mut c = vec![1.0f32; 32 * stride];
-        for load_c in [false, true] {
-            // SAFETY: available() checked; panels hold 2 tiles (k = 64); c holds 32 rows of 40.
-            unsafe {
-                kernel_32x32(
-                    pa[0].as_ptr(),
-                    pa[1].as_ptr(),
-                    pb[0].as_ptr(),
-                    pb[1].as_ptr(),
-                    2,
-                    c.as_mut_ptr(),
-                    stride,
-                    load_c,
-                )
-            };
-            for i in 0..32 {
-                for j in 0..32 {
-                    let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * 32 + j]).sum();
-                    let want = if load_c { 2.0 * want } else { want };
-                    assert_eq!(c[i * stride + j], want, "load_c {load_c} ({i}, {j})");
-                }
-                assert!(c[i * stride + 32..(i + 1) * stride].iter().all(|&x| x == 1.0));
-            }
-        }
+        super::super::pack_bf16::check_microkernel_32x32(|a0, a1, b0, b1, kt, c, cs, load_c| {
+            // SAFETY: available() checked; the checker's panels hold `kt` tiles each and c 32 rows
+            // of stride cs ≥ 32.
+            unsafe { kernel_32x32(a0, a1, b0, b1, kt, c, cs, load_c) }
+        });
     }
 }

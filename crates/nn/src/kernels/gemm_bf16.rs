@@ -10,7 +10,7 @@
 
 use super::amx::{self, TileGuard, TILE_ELEMS};
 use super::dpbf16;
-use super::matmul::gemm_strided;
+use super::matmul::{check_gemm_bounds, gemm_strided};
 use super::pack_bf16::{pack_a_panels, pack_b_panel};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -204,7 +204,7 @@ pub fn gemm_bf16_emulated(
     if m == 0 || n == 0 || k == 0 {
         return gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true);
     }
-    check_bounds(m, n, k, dst, dst_rs, a, b);
+    check_gemm_bounds(m, n, k, dst, dst_rs, a, b);
     let ar = round(a, m, k);
     let br = round(b, k, n);
     gemm_strided(
@@ -218,30 +218,6 @@ pub fn gemm_bf16_emulated(
         (&br, n, 1),
         1.0,
         true,
-    );
-}
-
-fn check_bounds(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &[f32],
-    dst_rs: usize,
-    a: (&[f32], usize, usize),
-    b: (&[f32], usize, usize),
-) {
-    assert!(
-        n <= dst_rs || m == 1,
-        "gemm_bf16: dst row stride {dst_rs} < n {n}"
-    );
-    assert!((m - 1) * dst_rs + n <= dst.len(), "gemm_bf16: dst too short");
-    assert!(
-        (m - 1) * a.1 + (k - 1) * a.2 < a.0.len(),
-        "gemm_bf16: lhs too short"
-    );
-    assert!(
-        (k - 1) * b.1 + (n - 1) * b.2 < b.0.len(),
-        "gemm_bf16: rhs too short"
     );
 }
 
@@ -288,7 +264,7 @@ fn gemm_bf16_packed(
     if m == 0 || n == 0 || k == 0 {
         return gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true);
     }
-    check_bounds(m, n, k, dst, dst_rs, a, b);
+    check_gemm_bounds(m, n, k, dst, dst_rs, a, b);
     let kp = round_up(k, 32);
     let np = round_up(n, 32);
     with_buffer(&PACK_B, |pb| {
@@ -459,10 +435,19 @@ mod tests {
         (c, mag)
     }
 
-    type Gemm =
-        fn(usize, usize, usize, &mut [f32], usize, bool, (&[f32], usize, usize), (&[f32], usize, usize));
-
-    fn check(gemm: Gemm, name: &str) {
+    fn check(
+        gemm: impl Fn(
+            usize,
+            usize,
+            usize,
+            &mut [f32],
+            usize,
+            bool,
+            (&[f32], usize, usize),
+            (&[f32], usize, usize),
+        ),
+        name: &str,
+    ) {
         // Shapes: odd edges, k = 1, one block, several k blocks (KC), tall and wide.
         for &(m, n, k) in &[
             (1, 1, 1),
@@ -534,28 +519,26 @@ mod tests {
         check(gemm_bf16_emulated, "emulated");
     }
 
-    #[test]
-    fn amx_gemm_matches_f64_reference_of_rounded_operands() {
-        if !Bf16Kernel::Amx.available() {
-            eprintln!("skipped: no AMX on this machine");
+    fn check_kernel(kernel: Bf16Kernel) {
+        if !kernel.available() {
+            eprintln!("skipped: no {kernel:?} on this machine");
             return;
         }
+        let name = format!("{kernel:?}");
         check(
-            |m, n, k, d, rs, acc, a, b| gemm_bf16_with(Bf16Kernel::Amx, m, n, k, d, rs, acc, a, b),
-            "amx",
+            move |m, n, k, d, rs, acc, a, b| gemm_bf16_with(kernel, m, n, k, d, rs, acc, a, b),
+            &name,
         );
     }
 
     #[test]
+    fn amx_gemm_matches_f64_reference_of_rounded_operands() {
+        check_kernel(Bf16Kernel::Amx);
+    }
+
+    #[test]
     fn avx512_bf16_gemm_matches_f64_reference_of_rounded_operands() {
-        if !Bf16Kernel::Avx512Bf16.available() {
-            eprintln!("skipped: no AVX-512 BF16 on this machine");
-            return;
-        }
-        check(
-            |m, n, k, d, rs, acc, a, b| gemm_bf16_with(Bf16Kernel::Avx512Bf16, m, n, k, d, rs, acc, a, b),
-            "avx512",
-        );
+        check_kernel(Bf16Kernel::Avx512Bf16);
     }
 
     /// Matmuls started from inside rayon tasks (nested parallelism, buffers re-entered on one

@@ -24,8 +24,7 @@ pub fn gemm_strided(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(n <= dst_rs || m == 1, "gemm: dst row stride {dst_rs} < n {n}");
-    assert!((m - 1) * dst_rs + n <= dst.len(), "gemm: dst too short");
+    check_gemm_bounds(m, n, k, dst, dst_rs, a, b);
     if k == 0 {
         if !accumulate {
             for r in 0..m {
@@ -36,15 +35,13 @@ pub fn gemm_strided(
     }
     let (a, a_rs, a_cs) = a;
     let (b, b_rs, b_cs) = b;
-    assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "gemm: lhs too short");
-    assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "gemm: rhs too short");
     let threads = rayon::current_num_threads();
     let par = if parallel && threads > 1 && m * n * k >= 48 * 48 * 48 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the asserts above prove that every element gemm addresses, dst[r·dst_rs + c] for
+    // SAFETY: check_gemm_bounds above proves that every element gemm addresses, dst[r·dst_rs + c] for
     // r < m, c < n, a[r·a_rs + i·a_cs] for i < k and b[i·b_rs + c·b_cs], lies inside its slice;
     // dst is a unique &mut borrow so it cannot alias a or b; with read_dst false gemm never reads
     // dst (no uninitialized or NaN values leak in); strides fit isize because slices do.
@@ -70,6 +67,25 @@ pub fn gemm_strided(
             false,
             par,
         );
+    }
+}
+
+/// The bounds every strided GEMM relies on (m, n ≥ 1): dst holds m rows of n at stride dst_rs,
+/// and, when k > 0, A (m, k) and B (k, n) lie inside their slices at their strides.
+pub(crate) fn check_gemm_bounds(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &[f32],
+    dst_rs: usize,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    assert!(n <= dst_rs || m == 1, "gemm: dst row stride {dst_rs} < n {n}");
+    assert!((m - 1) * dst_rs + n <= dst.len(), "gemm: dst too short");
+    if k > 0 {
+        assert!((m - 1) * a.1 + (k - 1) * a.2 < a.0.len(), "gemm: lhs too short");
+        assert!((k - 1) * b.1 + (n - 1) * b.2 < b.0.len(), "gemm: rhs too short");
     }
 }
 
