@@ -4,6 +4,7 @@
 //! times incremental generation with the KV cache.
 
 use anyhow::{bail, Context};
+use ferrolm_nn::kernels::peak;
 use ferrolm_nn::model::{Activations, KvCache, Model};
 use ferrolm_nn::optim::{AdamW, AdamWConfig};
 use ferrolm_nn::{ModelConfig, Precision, Rng};
@@ -16,6 +17,16 @@ pub enum Command {
     /// Time generation with the KV cache: a 1-token prompt, then one token per step (greedy).
     /// Batch 1 decoding is bound by reading the weights once per token.
     Generate(GenerateArgs),
+    /// Measure this machine's arithmetic peak (f32 FMA, and bf16 on AMX or AVX-512 BF16) on the
+    /// worker threads: the ceiling that `bench train`'s "% of peak" refers to.
+    Peak(PeakArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PeakArgs {
+    /// Seconds per measurement (the best of three runs of at least this long is kept).
+    #[arg(long, default_value_t = 0.2)]
+    seconds: f64,
 }
 
 #[derive(clap::Args)]
@@ -71,6 +82,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Train(args) => bench_train(args),
         Command::Generate(args) => bench_generate(args),
+        Command::Peak(args) => bench_peak(args),
     }
 }
 
@@ -128,6 +140,42 @@ fn bench_generate(a: GenerateArgs) -> anyhow::Result<()> {
     );
     println!("RESULT tokens_per_s={tok_s:.1}");
     Ok(())
+}
+
+fn bench_peak(a: PeakArgs) -> anyhow::Result<()> {
+    if !(a.seconds > 0.0 && a.seconds <= 60.0) {
+        bail!("--seconds must be in (0, 60], got {}", a.seconds);
+    }
+    let threads = rayon::current_num_threads();
+    let f32_flops = peak::f32_peak(a.seconds);
+    println!(
+        "bench peak: {threads} threads: f32 multiply-add {:.1} GFLOP/s ({:.1} per thread)",
+        f32_flops / 1e9,
+        f32_flops / 1e9 / threads as f64
+    );
+    let bf16 = peak::bf16_peak(a.seconds);
+    match bf16 {
+        Some((unit, flops)) => println!(
+            "bench peak: {threads} threads: bf16 multiply-add, f32 sums, on {}: {:.1} GFLOP/s ({:.1}x f32)",
+            unit_name(unit),
+            flops / 1e9,
+            flops / f32_flops
+        ),
+        None => println!("bench peak: no bf16 unit (neither AMX nor AVX-512 BF16) on this CPU"),
+    }
+    println!(
+        "RESULT f32_gflops={:.1} bf16_gflops={:.1}",
+        f32_flops / 1e9,
+        bf16.map_or(0.0, |(_, f)| f / 1e9)
+    );
+    Ok(())
+}
+
+fn unit_name(unit: peak::Bf16Unit) -> &'static str {
+    match unit {
+        peak::Bf16Unit::Amx => "AMX tiles",
+        peak::Bf16Unit::Avx512Bf16 => "AVX-512 BF16",
+    }
 }
 
 fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
@@ -189,17 +237,21 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
     let median = times[times.len() / 2];
     let tok_s = n as f64 / median;
     let gflops = config.train_flops_per_token(a.seq) * tok_s / 1e9;
+    // The f32 peak of these threads, measured right after the steps (same clocks, same load).
+    let peak_gflops = peak::f32_peak(0.05) / 1e9;
     println!(
-        "step median {:.1} ms (min {:.1}, max {:.1}), {:.0} tokens/s, {:.1} GFLOP/s, final loss {loss:.4}",
+        "step median {:.1} ms (min {:.1}, max {:.1}), {:.0} tokens/s, {:.1} GFLOP/s = {:.0}% of the measured f32 peak ({:.1} GFLOP/s, `bench peak`), final loss {loss:.4}",
         median * 1e3,
         times[0] * 1e3,
         times[times.len() - 1] * 1e3,
         tok_s,
-        gflops
+        gflops,
+        100.0 * gflops / peak_gflops,
+        peak_gflops
     );
     // One machine-readable line for tools/bench_vs_torch.py.
     println!(
-        "RESULT tokens_per_s={tok_s:.1} step_ms={:.2} gflops={gflops:.2}",
+        "RESULT tokens_per_s={tok_s:.1} step_ms={:.2} gflops={gflops:.2} f32_peak_gflops={peak_gflops:.1}",
         median * 1e3
     );
     Ok(())

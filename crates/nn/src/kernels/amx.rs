@@ -165,6 +165,48 @@ impl TileGuard {
     }
 }
 
+impl TileGuard {
+    /// The throughput loop behind `peak::bf16_peak`: `iters` × four independent 16×16×32 tile
+    /// products of all-ones bf16 tiles into four zeroed accumulators, no memory traffic inside
+    /// the loop. Returns one element of the first accumulator, 32 · iters (exact while below 2²⁴).
+    pub fn peak_loop(&self, iters: u64) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let ones = [0x3F80u16; TILE_ELEMS]; // bf16 1.0
+            let mut out = [0.0f32; 256];
+            // SAFETY: the tiles are configured (this guard exists) as 16 rows × 64 bytes; `ones`
+            // holds one tile (16 rows of 64 bytes at stride 64) and `out` 16 rows of 16 f32.
+            unsafe {
+                std::arch::asm!(
+                    "tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
+                    "tileloadd tmm4, [{p} + {s}*1]", "tileloadd tmm5, [{p} + {s}*1]",
+                    "tileloadd tmm6, [{p} + {s}*1]", "tileloadd tmm7, [{p} + {s}*1]",
+                    p = in(reg) ones.as_ptr(), s = in(reg) 64usize, options(nostack, readonly),
+                );
+                for _ in 0..iters {
+                    std::arch::asm!(
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        options(nostack, nomem),
+                    );
+                }
+                std::arch::asm!(
+                    "tilestored [{p} + {s}*1], tmm0",
+                    p = in(reg) out.as_mut_ptr(), s = in(reg) 64usize, options(nostack),
+                );
+            }
+            out[0]
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = iters;
+            unreachable!("AMX exists only on x86_64");
+        }
+    }
+}
+
 impl Drop for TileGuard {
     fn drop(&mut self) {
         #[cfg(target_arch = "x86_64")]
@@ -190,5 +232,16 @@ mod tests {
             // SAFETY: the checker's panels hold `kt` tiles each and c 32 rows of stride cs ≥ 32.
             unsafe { tiles.kernel_32x32(a0, a1, b0, b1, kt, c, cs, load_c) }
         });
+    }
+
+    #[test]
+    fn peak_loop_runs_every_product() {
+        if !available() {
+            eprintln!("skipped: no AMX on this machine");
+            return;
+        }
+        let tiles = TileGuard::new();
+        assert_eq!(tiles.peak_loop(0), 0.0);
+        assert_eq!(tiles.peak_loop(7), 7.0 * 32.0);
     }
 }

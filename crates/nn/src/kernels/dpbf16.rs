@@ -67,6 +67,42 @@ pub unsafe fn kernel_32x32(
     }
 }
 
+/// FLOPs of one iteration of `peak_loop`: 12 × 16 lanes × 2 products × 2.
+pub const PEAK_FLOPS_PER_ITER: f64 = 12.0 * 16.0 * 2.0 * 2.0;
+
+/// The throughput loop behind `peak::bf16_peak`: `iters` × 12 independent `vdpbf16ps` of
+/// all-ones bf16 pairs, no memory traffic. Returns the sum of all lanes, 384 · iters (exact
+/// while below 2²⁴).
+///
+/// # Safety
+/// `available()` must be true.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn peak_loop(iters: u64) -> f32 {
+    let ones: __m512bh = std::mem::transmute(_mm512_set1_epi16(0x3F80)); // bf16 1.0
+    let ones = std::hint::black_box(ones);
+    let mut acc = [_mm512_setzero_ps(); 12];
+    for _ in 0..iters {
+        for r in acc.iter_mut() {
+            *r = _mm512_dpbf16_ps(*r, ones, ones);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for r in acc {
+        s = _mm512_add_ps(s, r);
+    }
+    _mm512_reduce_add_ps(s)
+}
+
+/// Never called: `available()` is false off x86_64.
+///
+/// # Safety
+/// None needed; it panics.
+#[cfg(not(target_arch = "x86_64"))]
+pub unsafe fn peak_loop(_iters: u64) -> f32 {
+    unreachable!("AVX-512 BF16 exists only on x86_64")
+}
+
 /// 8 rows × 32 columns: 16 accumulators; per k-pair two B loads and eight broadcasts of A.
 /// `a` points at the first of the 8 rows inside a 16-row panel (row stride 32 elements per tile).
 #[cfg(target_arch = "x86_64")]
@@ -121,5 +157,17 @@ mod tests {
             // of stride cs ≥ 32.
             unsafe { kernel_32x32(a0, a1, b0, b1, kt, c, cs, load_c) }
         });
+    }
+
+    #[test]
+    fn peak_loop_runs_every_product() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 BF16 on this machine");
+            return;
+        }
+        // SAFETY: available() checked.
+        let (zero, seven) = unsafe { (peak_loop(0), peak_loop(7)) };
+        assert_eq!(zero, 0.0);
+        assert_eq!(seven, 7.0 * 384.0);
     }
 }

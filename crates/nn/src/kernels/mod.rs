@@ -22,6 +22,7 @@ pub mod gemm_bf16;
 pub mod gemv;
 pub mod matmul;
 pub mod pack_bf16;
+pub mod peak;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
