@@ -218,12 +218,16 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
     );
     let mut times = Vec::with_capacity(a.steps);
     let mut loss = 0.0;
+    // As in the trainer: the fused AdamW step leaves the gradients zeroed for the next step.
+    model.zero_grads();
     for i in 0..a.warmup + a.steps {
         let t0 = Instant::now();
-        model.zero_grads();
+        if a.no_optimizer {
+            model.zero_grads();
+        }
         loss = model.forward_backward(&mut acts, &inputs, &targets)?;
         if !a.no_optimizer {
-            opt.step(&mut model.params, &model.grads, 1e-4);
+            opt.step_scaled_and_zero_grads(&mut model.params, &mut model.grads, 1e-4, 1.0);
         }
         let dt = t0.elapsed().as_secs_f64();
         if i >= a.warmup {

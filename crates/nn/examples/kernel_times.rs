@@ -146,11 +146,18 @@ fn main() {
     let n_params = c.param_specs().last().map_or(0, |s| s.range().end);
     let mut opt = ferrolm_nn::optim::AdamW::new(Default::default(), n_params);
     let (mut params, grads) = (vec![0.01f32; n_params], vec![1e-3f32; n_params]);
-    let adamw = time("adamw step", 0.0, reps, || opt.step(&mut params, &grads, 1e-3));
+    time("adamw step (unfused)", 0.0, reps, || {
+        opt.step(&mut params, &grads, 1e-3)
+    });
     let mut all_grads = vec![0.0f32; n_params];
-    let zero = time("zero grads", 0.0, reps, || {
+    time("zero grads (unfused, serial)", 0.0, reps, || {
         all_grads.iter_mut().for_each(|g| *g = 0.0)
     });
+    // What a training step runs: the AdamW pass applies the clip factor and zeroes the gradients.
+    let adamw = time("adamw + clip scale + zero, fused", 0.0, reps, || {
+        opt.step_scaled_and_zero_grads(&mut params, &mut all_grads, 1e-3, 0.5)
+    });
+    let zero = 0.0;
     let l = c.n_layers as f64;
     let total = l * (layer_mm + layer_other) + head_mm + ce + adamw + zero;
     println!(

@@ -35,6 +35,17 @@ fn sum_of_squares(xs: &[f32]) -> f64 {
     lanes.iter().sum::<f64>() + tail
 }
 
+/// The factor `clip_grad_norm` multiplies the gradients by for a total norm `norm`:
+/// max_norm / (norm + 1e-6) when the norm is finite and above max_norm, else exactly 1 (for
+/// `AdamW::step_scaled_and_zero_grads`, which applies it during the update).
+pub fn clip_scale(norm: f64, max_norm: f32) -> f32 {
+    if norm.is_finite() && norm > max_norm as f64 {
+        (max_norm as f64 / (norm + 1e-6)) as f32
+    } else {
+        1.0
+    }
+}
+
 /// One L2 norm over all of `grads` (one flat buffer holding every parameter's gradient); if it is
 /// above `max_norm`, scales all gradients by `max_norm / (norm + 1e-6)` (as `torch.nn.utils.
 /// clip_grad_norm_` does). Returns the norm before clipping, for logging.
@@ -43,8 +54,8 @@ fn sum_of_squares(xs: &[f32]) -> f64 {
 /// as is, so the caller can detect it and stop instead of silently zeroing the update.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
     let norm = grad_norm(grads);
-    if norm.is_finite() && norm > max_norm as f64 {
-        let scale = (max_norm as f64 / (norm + 1e-6)) as f32;
+    let scale = clip_scale(norm, max_norm);
+    if scale != 1.0 {
         grads
             .par_chunks_mut(1 << 14)
             .for_each(|c| c.iter_mut().for_each(|g| *g *= scale));
@@ -55,6 +66,18 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clip_scale_is_the_factor_clip_grad_norm_applies() {
+        assert_eq!(clip_scale(5.0, 5.5), 1.0);
+        assert_eq!(clip_scale(f64::NAN, 1.0), 1.0);
+        assert_eq!(clip_scale(f64::INFINITY, 1.0), 1.0);
+        let s = clip_scale(5.0, 1.0);
+        assert_eq!(s, (1.0 / (5.0 + 1e-6)) as f32);
+        let mut g = vec![3.0f32, 4.0, 0.0];
+        clip_grad_norm(&mut g, 1.0);
+        assert_eq!(g, vec![3.0 * s, 4.0 * s, 0.0]);
+    }
 
     #[test]
     fn below_max_leaves_gradients_untouched() {

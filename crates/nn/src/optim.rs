@@ -146,13 +146,56 @@ impl AdamW {
     ///
     /// Panics if `params`, `grads` and the state do not have the same length (a programming error).
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        self.check_lengths(params.len(), grads.len());
+        let (s, use_decay) = self.begin_step(lr);
+        let no_decay = &self.no_decay;
+        params
+            .par_chunks_mut(CHUNK)
+            .zip(grads.par_chunks(CHUNK))
+            .zip(self.m.par_chunks_mut(CHUNK))
+            .zip(self.v.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(ci, (((p, g), m), v))| {
+                update_chunk(no_decay, ci * CHUNK, p, g, m, v, s, use_decay, 1.0)
+            });
+    }
+
+    /// `step` on the gradients times `grad_scale` (the clipping factor, `clip::clip_scale`; 1
+    /// for none), leaving `grads` zeroed for the next step's accumulation: one pass over the
+    /// buffers where scaling, the update and zeroing took three. The parameters are bitwise those
+    /// of scaling `grads` in place (`g · grad_scale` in f32), then `step`.
+    pub fn step_scaled_and_zero_grads(
+        &mut self,
+        params: &mut [f32],
+        grads: &mut [f32],
+        lr: f32,
+        grad_scale: f32,
+    ) {
+        self.check_lengths(params.len(), grads.len());
+        let (s, use_decay) = self.begin_step(lr);
+        let no_decay = &self.no_decay;
+        params
+            .par_chunks_mut(CHUNK)
+            .zip(grads.par_chunks_mut(CHUNK))
+            .zip(self.m.par_chunks_mut(CHUNK))
+            .zip(self.v.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(ci, (((p, g), m), v))| {
+                update_chunk(no_decay, ci * CHUNK, p, g, m, v, s, use_decay, grad_scale);
+                g.fill(0.0);
+            });
+    }
+
+    fn check_lengths(&self, params: usize, grads: usize) {
         let n = self.m.len();
         assert!(
-            params.len() == n && grads.len() == n,
-            "AdamW::step: {} params and {} grads for an optimizer over {n}",
-            params.len(),
-            grads.len()
+            params == n && grads == n,
+            "AdamW::step: {params} params and {grads} grads for an optimizer over {n}"
         );
+    }
+
+    /// Increments `t` and computes the step's scalars; also whether weight decay is on.
+    fn begin_step(&mut self, lr: f32) -> (StepScalars, bool) {
         self.t += 1;
         let c = &self.config;
         let (lr64, t) = (lr as f64, self.t as f64);
@@ -168,31 +211,38 @@ impl AdamW {
             neg_step_size: (-(lr64 / bc1)) as f32,
             eps: c.eps,
         };
-        let use_decay = c.weight_decay != 0.0;
-        let no_decay = &self.no_decay;
-        params
-            .par_chunks_mut(CHUNK)
-            .zip(grads.par_chunks(CHUNK))
-            .zip(self.m.par_chunks_mut(CHUNK))
-            .zip(self.v.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(ci, (((p, g), m), v))| {
-                let base = ci * CHUNK;
-                let mut start = 0;
-                while start < p.len() {
-                    let (end, decay) = span_at(no_decay, base + start, base + p.len());
-                    let r = start..end - base;
-                    update(
-                        &mut p[r.clone()],
-                        &g[r.clone()],
-                        &mut m[r.clone()],
-                        &mut v[r.clone()],
-                        s,
-                        decay && use_decay,
-                    );
-                    start = r.end;
-                }
-            });
+        (s, c.weight_decay != 0.0)
+    }
+}
+
+/// The update of one parallel chunk starting at global element `base`, split into spans that
+/// share a decay flag.
+#[allow(clippy::too_many_arguments)]
+fn update_chunk(
+    no_decay: &[Range<usize>],
+    base: usize,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    s: StepScalars,
+    use_decay: bool,
+    grad_scale: f32,
+) {
+    let mut start = 0;
+    while start < p.len() {
+        let (end, decay) = span_at(no_decay, base + start, base + p.len());
+        let r = start..end - base;
+        update(
+            &mut p[r.clone()],
+            &g[r.clone()],
+            &mut m[r.clone()],
+            &mut v[r.clone()],
+            s,
+            decay && use_decay,
+            grad_scale,
+        );
+        start = r.end;
     }
 }
 
@@ -218,8 +268,18 @@ fn span_at(no_decay: &[Range<usize>], i: usize, end: usize) -> (usize, bool) {
 
 /// The elementwise update over one span, in torch's operation order (see the module docs).
 #[inline]
-fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: StepScalars, decay: bool) {
+fn update(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    s: StepScalars,
+    decay: bool,
+    grad_scale: f32,
+) {
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        // x · 1 is x exactly, so the unscaled step is unchanged.
+        let g = g * grad_scale;
         let mut theta = *p;
         if decay {
             theta *= s.decay;
@@ -307,6 +367,35 @@ mod tests {
         let mut p = vec![1.0f32; 4];
         opt.step(&mut p, &[0.0; 4], 0.5);
         assert_eq!(p, vec![0.95, 1.0, 1.0, 0.95]);
+    }
+
+    /// The fused step equals scaling the gradients in place (as clip_grad_norm does) and then
+    /// `step`, bit for bit, over several steps and chunks with no-decay spans; and it leaves the
+    /// gradients zero. With scale 1 it equals the plain step.
+    #[test]
+    fn fused_scaled_step_is_bitwise_scale_then_step_and_zeroes_grads() {
+        let n = 2 * CHUNK + 777;
+        let mut rng = crate::Rng::new(5);
+        let p0: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+        let mut plain = AdamW::new(AdamWConfig::default(), n);
+        plain.no_decay = vec![10..20, CHUNK - 3..CHUNK + 3];
+        let mut fused = plain.clone();
+        let (mut pp, mut pf) = (p0.clone(), p0);
+        for (t, scale) in [0.37f32, 1.0, 0.001, 1.0].into_iter().enumerate() {
+            let g: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+            let mut scaled = g.clone();
+            scaled.iter_mut().for_each(|x| *x *= scale);
+            let lr = 1e-2 / (t + 1) as f32;
+            plain.step(&mut pp, &scaled, lr);
+            let mut gf = g.clone();
+            fused.step_scaled_and_zero_grads(&mut pf, &mut gf, lr, scale);
+            assert!(gf.iter().all(|&x| x == 0.0), "gradients not zeroed");
+            assert!(
+                pp.iter().zip(&pf).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "step {t}"
+            );
+        }
+        assert_eq!((plain.m, plain.v, plain.t), (fused.m, fused.v, fused.t));
     }
 
     #[test]

@@ -610,15 +610,15 @@ pub fn seconds_per_step(cfg: &TrainConfig) -> Result<f64> {
     let mut sampler = crate::data::BatchSampler::new(cfg.data.sampling, ferrolm_nn::Rng::new(cfg.data.seed));
     let (mut inputs, mut targets) = (vec![0u32; n], vec![0u32; n]);
     let mut times = Vec::new();
+    model.zero_grads();
     for _ in 0..4 {
         let t = Instant::now();
         for _ in 0..cfg.data.grad_accum {
             sampler.fill(&tokens, seq, &mut inputs, &mut targets)?;
-            model.zero_grads();
             model.forward_backward(&mut acts, &inputs, &targets)?;
         }
-        ferrolm_nn::clip::clip_grad_norm(&mut model.grads, 1.0);
-        optim.step(&mut model.params, &model.grads, 1e-4);
+        let scale = ferrolm_nn::clip::clip_scale(ferrolm_nn::clip::grad_norm(&model.grads), 1.0);
+        optim.step_scaled_and_zero_grads(&mut model.params, &mut model.grads, 1e-4, scale);
         times.push(t.elapsed().as_secs_f64());
     }
     let mut timed = times[1..].to_vec();

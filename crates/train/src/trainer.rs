@@ -8,7 +8,7 @@ use crate::data::{BatchSampler, TokenFile};
 use crate::eval::Evaluator;
 use crate::metrics::{MetricsRecord, MetricsWriter};
 use anyhow::{bail, Context, Result};
-use ferrolm_nn::clip::{clip_grad_norm, grad_norm};
+use ferrolm_nn::clip::{clip_scale, grad_norm};
 use ferrolm_nn::model::{Activations, Model};
 use ferrolm_nn::optim::AdamW;
 use ferrolm_nn::schedule::lr_cosine;
@@ -386,6 +386,9 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
     let mut since_log = (0u64, 0.0f64);
     let (warmup, cosine) = (cfg.schedule.warmup_steps, cfg.cosine_steps());
     let (max_lr, min_lr) = (cfg.optimizer.lr as f32, cfg.schedule.min_lr as f32);
+    // Zeroed once here: every step's fused AdamW pass leaves them zeroed for the next (the loop
+    // exits on any error in between).
+    run.model.zero_grads();
 
     while run.step < cfg.run.max_steps {
         let stop_requested = SIGINTS.load(Ordering::SeqCst) > 0
@@ -397,7 +400,6 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
         }
         let step_start = Instant::now();
         let sampler_before = run.sampler.clone();
-        run.model.zero_grads();
         let mut loss_sum = 0.0f64;
         for _ in 0..accum {
             run.sampler.fill(&train_tokens, seq, &mut inputs, &mut targets)?;
@@ -412,10 +414,13 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
             run.model.grads.iter_mut().for_each(|g| *g *= scale);
         }
         let loss = (loss_sum / accum as f64) as f32;
-        let norm = if cfg.optimizer.grad_clip > 0.0 {
-            clip_grad_norm(&mut run.model.grads, cfg.optimizer.grad_clip as f32)
+        // Clipping is applied inside the AdamW pass (clip_scale), bitwise as clip_grad_norm would.
+        let norm64 = grad_norm(&run.model.grads);
+        let norm = norm64 as f32;
+        let grad_scale = if cfg.optimizer.grad_clip > 0.0 {
+            clip_scale(norm64, cfg.optimizer.grad_clip as f32)
         } else {
-            grad_norm(&run.model.grads) as f32
+            1.0
         };
         if !loss.is_finite() || !norm.is_finite() {
             let what = if !loss.is_finite() {
@@ -440,7 +445,8 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
             );
         }
         let lr = lr_cosine(run.step, max_lr, min_lr, warmup, cosine);
-        run.optim.step(&mut run.model.params, &run.model.grads, lr);
+        run.optim
+            .step_scaled_and_zero_grads(&mut run.model.params, &mut run.model.grads, lr, grad_scale);
         run.step += 1;
         run.tokens_seen += tokens_per_step;
         since_log.0 += tokens_per_step;

@@ -171,6 +171,58 @@ fn step0_checkpoint_holds_the_initialization() {
     assert!(c.run.dir.join("checkpoints/step-000000006").is_dir());
 }
 
+/// The trainer's fused step (clipping folded into the AdamW pass, which also zeroes the
+/// gradients) gives bitwise the parameters of the plain loop: zero, forward/backward,
+/// clip_grad_norm in place, AdamW::step. The clip is tight so that it triggers on every step.
+#[test]
+fn trainer_steps_equal_the_plain_zero_clip_step_loop() {
+    use ferrolm_nn::clip::clip_grad_norm;
+    use ferrolm_nn::model::Activations;
+    use ferrolm_nn::optim::AdamW;
+    use ferrolm_nn::Rng;
+    use ferrolm_train::data::{BatchSampler, TokenFile};
+    let d = tempfile::tempdir().unwrap();
+    let steps = 5;
+    let mut c = common::tiny_run(&d.path().join("a"), steps);
+    c.optimizer.grad_clip = 0.05;
+    c.data.valid = "".into();
+    train(&c, &quiet()).unwrap();
+    let (_, trained, m_trained, _) = final_state(&c.run.dir);
+
+    let tokens = TokenFile::open(&c.data.train).unwrap();
+    let (batch, seq) = (c.data.batch_size, c.seq_len());
+    let mut model = Model::new(c.model.clone(), c.run.seed).unwrap();
+    let mut acts = Activations::new(&c.model, batch, seq);
+    let mut optim = AdamW::new(c.adamw(), model.params.len());
+    let mut sampler = BatchSampler::new(c.data.sampling, Rng::new(c.data.seed));
+    let (mut inputs, mut targets) = (vec![0u32; batch * seq], vec![0u32; batch * seq]);
+    let mut clipped = 0;
+    for step in 0..steps {
+        model.zero_grads();
+        sampler.fill(&tokens, seq, &mut inputs, &mut targets).unwrap();
+        model.forward_backward(&mut acts, &inputs, &targets).unwrap();
+        let norm = clip_grad_norm(&mut model.grads, c.optimizer.grad_clip as f32);
+        clipped += (norm > c.optimizer.grad_clip as f32) as usize;
+        let lr = lr_cosine(
+            step,
+            c.optimizer.lr as f32,
+            c.schedule.min_lr as f32,
+            c.schedule.warmup_steps,
+            c.cosine_steps(),
+        );
+        optim.step(&mut model.params, &model.grads, lr);
+    }
+    assert_eq!(clipped, steps as usize, "the clip should trigger on every step");
+    assert!(
+        bits(&model.params) == trained,
+        "parameters differ from the plain loop"
+    );
+    assert!(
+        bits(&optim.m) == m_trained,
+        "AdamW moments differ from the plain loop"
+    );
+}
+
 #[test]
 fn gradient_accumulation_matches_one_big_batch() {
     let d = tempfile::tempdir().unwrap();

@@ -92,7 +92,8 @@ impl Model {
     }
 
     pub fn zero_grads(&mut self) {
-        self.grads.iter_mut().for_each(|g| *g = 0.0);
+        use rayon::prelude::*;
+        self.grads.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
     }
 
     /// Errors unless every id < vocab_size.
