@@ -99,6 +99,66 @@ fn dot_body(a: &[f32], b: &[f32]) -> f32 {
     rest + acc.iter().sum::<f32>()
 }
 
+/// Σ x² in 16 lanes.
+#[inline(always)]
+fn sum_squares(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i] * c[i];
+        }
+    }
+    rest + acc.iter().sum::<f32>()
+}
+
+/// One RMSNorm row: `y = x · s · g` with s = 1/√(mean(x²) + eps); returns s.
+#[inline(always)]
+fn rmsnorm_row_body(y: &mut [f32], x: &[f32], g: &[f32], eps: f32) -> f32 {
+    let s = 1.0 / (sum_squares(x) / x.len() as f32 + eps).sqrt();
+    for ((y, x), g) in y.iter_mut().zip(x).zip(g) {
+        *y = x * s * g;
+    }
+    s
+}
+
+/// One RMSNorm backward row, input gradient ACCUMULATED: `dx += s·g·dy − (s³·Σ dy·g·x / d)·x`.
+#[inline(always)]
+fn rmsnorm_back_row_body(dx: &mut [f32], dy: &[f32], x: &[f32], g: &[f32], s: f32) {
+    let mut acc = [0.0f32; LANES];
+    let (cy, cg, cx) = (
+        dy.chunks_exact(LANES),
+        g.chunks_exact(LANES),
+        x.chunks_exact(LANES),
+    );
+    let rest: f32 = cy
+        .remainder()
+        .iter()
+        .zip(cg.remainder())
+        .zip(cx.remainder())
+        .map(|((a, g), x)| a * g * x)
+        .sum();
+    for ((a, g), x) in cy.zip(cg).zip(cx) {
+        for i in 0..LANES {
+            acc[i] += a[i] * g[i] * x[i];
+        }
+    }
+    let dot = rest + acc.iter().sum::<f32>();
+    let c = s * s * s * dot / x.len() as f32;
+    for (((dx, dy), g), x) in dx.iter_mut().zip(dy).zip(g).zip(x) {
+        *dx += s * g * dy - c * x;
+    }
+}
+
+/// `acc += a ⊙ b · s`.
+#[inline(always)]
+fn add_product_body(acc: &mut [f32], a: &[f32], b: &[f32], s: f32) {
+    for ((o, a), b) in acc.iter_mut().zip(a).zip(b) {
+        *o += a * b * s;
+    }
+}
+
 /// `out[o] = x · w[o]` for each row o of w (rows of length x.len()).
 #[inline(always)]
 fn gemv_body(out: &mut [f32], w: &[f32], x: &[f32]) {
@@ -204,6 +264,18 @@ dispatch!(
 dispatch!(
     /// `x ← x · a`.
     scale(x: &mut [f32], a: f32) -> () = scale_body
+);
+dispatch!(
+    /// One RMSNorm row (`rmsnorm::rmsnorm_forward`): y = x·s·g, returns s = 1/√(mean(x²) + eps).
+    rmsnorm_row(y: &mut [f32], x: &[f32], g: &[f32], eps: f32) -> f32 = rmsnorm_row_body
+);
+dispatch!(
+    /// One RMSNorm backward row (`rmsnorm::rmsnorm_backward`), dx accumulated.
+    rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], g: &[f32], s: f32) -> () = rmsnorm_back_row_body
+);
+dispatch!(
+    /// `acc += a ⊙ b · s` over the common length.
+    add_product(acc: &mut [f32], a: &[f32], b: &[f32], s: f32) -> () = add_product_body
 );
 dispatch!(
     /// `out = SiLU(a) ⊙ b`, or SiLU(a) when b is None.

@@ -1,6 +1,6 @@
 //! RMSNorm `y = x / sqrt(mean(x²) + eps) · g` over the last dimension, in f32.
 
-use super::rows_per_task;
+use super::{fastmath, rows_per_task};
 use rayon::prelude::*;
 
 /// `out (n, d) = inp / sqrt(mean(inp²) + eps) · gain`, gain (d); writes `rstd (n)` =
@@ -28,12 +28,7 @@ pub fn rmsnorm_forward(
                 .zip(rstd.iter_mut())
                 .zip(inp.chunks_exact(d))
             {
-                let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
-                let s = 1.0 / (ms + eps).sqrt();
-                *r = s;
-                for ((y, x), g) in y.iter_mut().zip(x).zip(gain) {
-                    *y = x * s * g;
-                }
+                *r = fastmath::rmsnorm_row(y, x, gain, eps);
             }
         });
 }
@@ -58,36 +53,37 @@ pub fn rmsnorm_backward(
     assert_eq!(rstd.len(), n, "rmsnorm_backward: rstd");
     assert_eq!(gain.len(), d, "rmsnorm_backward: gain");
     assert_eq!(dgain.len(), d, "rmsnorm_backward: dgain");
+    if n == 0 || d == 0 {
+        return;
+    }
+    // One pass over the rows: each task adds its rows' input gradients and sums their dgain
+    // terms into its own partial; the partials are then added in task order (the same order
+    // whatever the thread count, so the result is deterministic).
     let rows = rows_per_task(n, d);
+    let mut partial = vec![0.0f32; n.div_ceil(rows) * d];
     dinp.par_chunks_mut(rows * d)
         .zip(dout.par_chunks(rows * d))
         .zip(inp.par_chunks(rows * d))
         .zip(rstd.par_chunks(rows))
-        .for_each(|(((dx, dy), x), rstd)| {
+        .zip(partial.par_chunks_mut(d))
+        .for_each(|((((dx, dy), x), rstd), dg)| {
             for (((dx, dy), x), &s) in dx
                 .chunks_exact_mut(d)
                 .zip(dy.chunks_exact(d))
                 .zip(x.chunks_exact(d))
                 .zip(rstd)
             {
-                let dot: f32 = dy.iter().zip(gain).zip(x).map(|((a, g), x)| a * g * x).sum();
-                let c = s * s * s * dot / d as f32;
-                for (((dx, dy), g), x) in dx.iter_mut().zip(dy).zip(gain).zip(x) {
-                    *dx += s * g * dy - c * x;
-                }
+                fastmath::rmsnorm_back_row(dx, dy, x, gain, s);
+                fastmath::add_product(dg, dy, x, s);
             }
         });
-    // dgain: parallel over column blocks (each task owns its slice of dgain, no reduction).
+    // Column blocks of dgain in parallel, each summing the partials in task order.
     let cols = 64;
     dgain.par_chunks_mut(cols).enumerate().for_each(|(cb, dg)| {
         let c0 = cb * cols;
-        let w = dg.len();
-        for r in 0..n {
-            let s = rstd[r];
-            let dy = &dout[r * d + c0..r * d + c0 + w];
-            let x = &inp[r * d + c0..r * d + c0 + w];
-            for ((g, a), b) in dg.iter_mut().zip(dy).zip(x) {
-                *g += a * b * s;
+        for p in partial.chunks_exact(d) {
+            for (g, v) in dg.iter_mut().zip(&p[c0..]) {
+                *g += v;
             }
         }
     });
