@@ -3,6 +3,7 @@
 
 use super::gemm_bf16::{gemm_bf16, Precision};
 use super::gemv;
+use rayon::prelude::*;
 
 /// `dst (m, n) = [dst +] alpha · A (m, k) · B (k, n)`, with A and B given by row and column strides
 /// (so transposes are free) and dst by its row stride (column stride 1). `accumulate` false
@@ -68,6 +69,54 @@ pub fn gemm_strided(
             par,
         );
     }
+}
+
+/// `gemm_strided` with the rows of dst split into blocks, one single-threaded gemm per block on
+/// the rayon pool: about one block per thread (two per thread from 4096 rows). Where k is long
+/// and dst small, as in the weight gradients, this beats the gemm crate's own threading (issue 5:
+/// 1.35 -> 0.80 ms for tiny's d→d weight gradient, 3.6 -> 2.9 ms for small's). Bitwise the same
+/// as one call whatever the number of blocks: the gemm crate's k-blocking does not depend on m
+/// (tested), so the result does not depend on the thread count either.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_row_blocks(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    let threads = rayon::current_num_threads();
+    if k == 0 || threads == 1 || m < 2 * 65 || n <= 64 {
+        return gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true);
+    }
+    check_gemm_bounds(m, n, k, dst, dst_rs, a, b);
+    // Blocks of more than 64 rows and n > 64: the gemm crate treats m ≤ 64 with n ≤ 64 as a
+    // special case with its own k-blocking (and vectors as matrix-vector products).
+    let blocks = threads * m.div_ceil(4096);
+    let rows = m.div_ceil(blocks).max(65);
+    let (a, a_rs, a_cs) = a;
+    dst[..(m - 1) * dst_rs + n]
+        .par_chunks_mut(rows * dst_rs)
+        .enumerate()
+        .for_each(|(i, dblock)| {
+            let r0 = i * rows;
+            let mb = rows.min(m - r0);
+            gemm_strided(
+                mb,
+                n,
+                k,
+                dblock,
+                dst_rs,
+                accumulate,
+                (&a[r0 * a_rs..], a_rs, a_cs),
+                b,
+                1.0,
+                false,
+            );
+        });
 }
 
 /// The bounds every strided GEMM relies on (m, n ≥ 1): dst holds m rows of n at stride dst_rs,
@@ -158,7 +207,7 @@ pub fn matmul_backward_weight(
     assert_eq!(inp.len(), n * d_in, "matmul_backward_weight: inp");
     let (a, b) = ((dout, 1, d_out), (inp, d_in, 1));
     match prec {
-        Precision::F32 => gemm_strided(d_out, d_in, n, dweight, d_in, true, a, b, 1.0, true),
+        Precision::F32 => gemm_row_blocks(d_out, d_in, n, dweight, d_in, true, a, b),
         Precision::Bf16 => gemm_bf16(d_out, d_in, n, dweight, d_in, true, a, b),
     }
 }
@@ -222,6 +271,61 @@ mod tests {
         gemm_strided(m, n, k, &mut c, n, true, (&a, k, 1), (&bt, 1, k), 2.0, false);
         for (x, y) in c.iter().zip(&want) {
             assert!((x - 3.0 * y).abs() < 3e-4, "{x} {y}");
+        }
+    }
+
+    /// Row blocks give bitwise the single call's result, for any thread count, at the model's
+    /// weight-gradient layout (A transposed) and at odd sizes, with and without accumulation.
+    #[test]
+    fn row_blocks_are_bitwise_one_gemm_for_any_thread_count() {
+        for &(m, n, k) in &[
+            (512, 96, 700),
+            (300, 70, 999),
+            (130, 65, 64),
+            (4500, 20, 40),
+            (127, 9, 5),
+        ] {
+            let a: Vec<f32> = (0..k * m)
+                .map(|i| ((i * 7919) % 1009) as f32 / 1009.0 - 0.5)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5)
+                .collect();
+            let init: Vec<f32> = (0..m * n).map(|i| (i % 13) as f32 * 0.1).collect();
+            for accumulate in [false, true] {
+                let mut want = init.clone();
+                gemm_strided(
+                    m,
+                    n,
+                    k,
+                    &mut want,
+                    n,
+                    accumulate,
+                    (&a, 1, m),
+                    (&b, n, 1),
+                    1.0,
+                    false,
+                );
+                for threads in [1, 2, 3, 4] {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut got = init.clone();
+                    pool.install(|| {
+                        gemm_row_blocks(m, n, k, &mut got, n, accumulate, (&a, 1, m), (&b, n, 1))
+                    });
+                    let differ = got
+                        .iter()
+                        .zip(&want)
+                        .filter(|(x, y)| x.to_bits() != y.to_bits())
+                        .count();
+                    assert_eq!(
+                        differ, 0,
+                        "{m}x{n}x{k}, {threads} threads, accumulate {accumulate}"
+                    );
+                }
+            }
         }
     }
 
