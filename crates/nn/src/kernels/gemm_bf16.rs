@@ -11,7 +11,7 @@
 use super::amx::{self, TileGuard, TILE_ELEMS};
 use super::dpbf16;
 use super::matmul::{check_gemm_bounds, gemm_strided};
-use super::pack_bf16::{pack_a_panels, pack_b_panel};
+use super::pack_bf16::{pack_a_panels, pack_b_panels};
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -269,10 +269,10 @@ fn gemm_bf16_packed(
     let np = round_up(n, 32);
     with_buffer(&PACK_B, |pb| {
         pb.resize(np * kp, 0);
-        // One 16-column VNNI panel (16 · kp elements) per task.
-        pb.par_chunks_mut(16 * kp)
+        // Eight 16-column VNNI panels (16 · kp elements each) per task.
+        pb.par_chunks_mut(8 * 16 * kp)
             .enumerate()
-            .for_each(|(t, panel)| pack_b_panel(panel, b, k, n, 16 * t));
+            .for_each(|(t, panels)| pack_b_panels(panels, b, k, kp, n, 8 * 16 * t));
         let pb = &pb[..];
         let threads = rayon::current_num_threads();
         // Row chunks: at least 4 per thread when m allows, multiples of 32, at most 256 rows.

@@ -55,35 +55,44 @@ pub fn pack_a_panels(out: &mut [u16], a: (&[f32], usize, usize), r0: usize, rows
     }
 }
 
-/// Packs columns `j0..j0 + 16` of B (k rows, n columns) into one B panel; `out.len()` = 16 · kp.
-/// Panics unless `simd_available()`.
-pub fn pack_b_panel(out: &mut [u16], b: (&[f32], usize, usize), k: usize, n: usize, j0: usize) {
-    let kp = out.len() / 16;
+/// Packs columns `j0..j0 + 16·P` of B (k rows, n columns) into P consecutive B panels;
+/// `out.len()` = P · 16 · kp. Columns past n are zero. Panics unless `simd_available()`.
+pub fn pack_b_panels(out: &mut [u16], b: (&[f32], usize, usize), k: usize, kp: usize, n: usize, j0: usize) {
     assert!(
-        kp >= k && kp.is_multiple_of(32) && out.len() == 16 * kp,
-        "pack_b_panel: bad output size"
+        kp >= k && kp.is_multiple_of(32) && !out.is_empty() && out.len().is_multiple_of(16 * kp),
+        "pack_b_panels: bad output size"
     );
     assert!(
         k > 0 && n > 0 && (k - 1) * b.1 + (n - 1) * b.2 < b.0.len(),
-        "pack_b_panel: B too short"
+        "pack_b_panels: B too short"
     );
-    assert!(simd_available(), "pack_b_panel needs AVX-512 BF16");
-    if j0 >= n {
-        out.fill(0);
-        return;
-    }
-    let nj = 16.min(n - j0);
-    // SAFETY: as in pack_a_panels.
+    assert!(simd_available(), "pack_b_panels needs AVX-512 BF16");
+    // SAFETY: as in pack_a_panels; each panel reads columns j < n only (nj below).
     #[cfg(target_arch = "x86_64")]
     unsafe {
         if b.2 == 1 {
-            pack_b_n_contiguous(out, b, k, kp, j0, nj)
-        } else if b.1 == 1 {
-            pack_b_k_contiguous(out, b, k, kp, j0, nj)
+            // Row-major B: k outer, panels inner, so each row is read in one sequential run
+            // across the panels instead of 64 bytes at a time per panel.
+            pack_b_n_contiguous(out, b, k, kp, n, j0)
         } else {
-            pack_b_scalar(out, b, k, kp, j0, nj)
+            for (t, panel) in out.chunks_exact_mut(16 * kp).enumerate() {
+                let jt = j0 + 16 * t;
+                if jt >= n {
+                    panel.fill(0);
+                } else if b.1 == 1 {
+                    pack_b_k_contiguous(panel, b, k, kp, jt, 16.min(n - jt))
+                } else {
+                    pack_b_scalar(panel, b, k, kp, jt, 16.min(n - jt))
+                }
+            }
         }
     }
+}
+
+/// Packs columns `j0..j0 + 16` of B into one B panel (`pack_b_panels` with P = 1).
+pub fn pack_b_panel(out: &mut [u16], b: (&[f32], usize, usize), k: usize, n: usize, j0: usize) {
+    let kp = out.len() / 16;
+    pack_b_panels(out, b, k, kp, n, j0)
 }
 
 /// Lane mask for the first `len` (clamped to 0..=16) of 16 lanes.
@@ -228,9 +237,12 @@ unsafe fn pack_a_m_contiguous(
     kp: usize,
 ) {
     let mp = out.len() / kp;
-    for i0 in (0..mp).step_by(16) {
-        let ni = rows.saturating_sub(i0).min(16);
-        for p0 in (0..kp).step_by(32) {
+    // k outer, panels inner: consecutive panels read the next 64 bytes of the same 32 rows of
+    // the source, which the hardware prefetcher follows (rows are far apart: one page each for
+    // the LM head's gradient).
+    for p0 in (0..kp).step_by(32) {
+        for i0 in (0..mp).step_by(16) {
+            let ni = rows.saturating_sub(i0).min(16);
             let dst = out.as_mut_ptr().add((i0 / 16) * 16 * kp + (p0 / 32) * 512);
             let mut t = [_mm512_setzero_si512(); 16];
             if ni > 0 {
@@ -281,20 +293,25 @@ unsafe fn pack_b_n_contiguous(
     (b, rs, _): (&[f32], usize, usize),
     k: usize,
     kp: usize,
+    n: usize,
     j0: usize,
-    nj: usize,
 ) {
+    let panels = out.len() / (16 * kp);
     for q in 0..kp / 2 {
         let p = 2 * q;
-        let row = |p: usize| {
-            if p < k {
-                load16(b.as_ptr().add(p * rs + j0), nj)
-            } else {
-                _mm512_setzero_ps()
-            }
-        };
-        let v = interleave_halves(to_bf16x32(row(p), row(p + 1)));
-        _mm512_storeu_si512(out.as_mut_ptr().add(q * 32).cast(), v);
+        for t in 0..panels {
+            let jt = j0 + 16 * t;
+            let nj = n.saturating_sub(jt).min(16);
+            let row = |p: usize| {
+                if p < k && nj > 0 {
+                    load16(b.as_ptr().add(p * rs + jt), nj)
+                } else {
+                    _mm512_setzero_ps()
+                }
+            };
+            let v = interleave_halves(to_bf16x32(row(p), row(p + 1)));
+            _mm512_storeu_si512(out.as_mut_ptr().add(t * 16 * kp + q * 32).cast(), v);
+        }
     }
 }
 
@@ -474,6 +491,21 @@ mod tests {
                 unsafe { pack_b_scalar(&mut got, (&tr, n, 1), k, kp, j0, 16.min(n.saturating_sub(j0))) };
                 if j0 < n {
                     assert_eq!(got, want_b, "B scalar");
+                }
+            }
+            // Several panels at once (the GEMM packs eight per task, some past n) equal the
+            // single-panel packs, for both views.
+            for (view, name) in [
+                ((&tr[..], n, 1), "n-contiguous"),
+                ((&rm[..], 1, rs), "k-contiguous"),
+            ] {
+                let panels = n.div_ceil(16) + 1;
+                let mut got = vec![0xffffu16; panels * 16 * kp];
+                pack_b_panels(&mut got, view, k, kp, n, 0);
+                for (t, chunk) in got.chunks_exact(16 * kp).enumerate() {
+                    let mut one = vec![0xffffu16; 16 * kp];
+                    pack_b_panel(&mut one, view, k, n, 16 * t);
+                    assert_eq!(chunk, &one[..], "B {name} panel {t} of {panels}, n {n} k {k}");
                 }
             }
         }
