@@ -119,6 +119,29 @@ pub fn gemm_row_blocks(
         });
 }
 
+/// The model's f32 products: row blocks (`gemm_row_blocks`) where the reduction is longer than
+/// the output is wide (k > n: weight gradients, the LM head's input gradient, W2's forward),
+/// else the gemm crate's own threading (measured per shape in issue 5: row blocks were faster
+/// for every k > n shape of the tiny and small presets and slower for the LM head's forward).
+/// Either way bitwise the same result.
+#[allow(clippy::too_many_arguments)]
+fn gemm_model(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    if k > n {
+        gemm_row_blocks(m, n, k, dst, dst_rs, accumulate, a, b)
+    } else {
+        gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true)
+    }
+}
+
 /// The bounds every strided GEMM relies on (m, n ≥ 1): dst holds m rows of n at stride dst_rs,
 /// and, when k > 0, A (m, k) and B (k, n) lie inside their slices at their strides.
 pub(crate) fn check_gemm_bounds(
@@ -164,7 +187,7 @@ pub fn matmul_forward(
     }
     let (a, b) = ((inp, d_in, 1), (weight, 1, d_in));
     match prec {
-        Precision::F32 => gemm_strided(n, d_out, d_in, out, d_out, false, a, b, 1.0, true),
+        Precision::F32 => gemm_model(n, d_out, d_in, out, d_out, false, a, b),
         Precision::Bf16 => gemm_bf16(n, d_out, d_in, out, d_out, false, a, b),
     }
 }
@@ -187,7 +210,7 @@ pub fn matmul_backward_input(
     assert_eq!(weight.len(), d_out * d_in, "matmul_backward_input: weight");
     let (a, b) = ((dout, d_out, 1), (weight, d_in, 1));
     match prec {
-        Precision::F32 => gemm_strided(n, d_in, d_out, dinp, d_in, accumulate, a, b, 1.0, true),
+        Precision::F32 => gemm_model(n, d_in, d_out, dinp, d_in, accumulate, a, b),
         Precision::Bf16 => gemm_bf16(n, d_in, d_out, dinp, d_in, accumulate, a, b),
     }
 }
@@ -207,7 +230,7 @@ pub fn matmul_backward_weight(
     assert_eq!(inp.len(), n * d_in, "matmul_backward_weight: inp");
     let (a, b) = ((dout, 1, d_out), (inp, d_in, 1));
     match prec {
-        Precision::F32 => gemm_row_blocks(d_out, d_in, n, dweight, d_in, true, a, b),
+        Precision::F32 => gemm_model(d_out, d_in, n, dweight, d_in, true, a, b),
         Precision::Bf16 => gemm_bf16(d_out, d_in, n, dweight, d_in, true, a, b),
     }
 }
