@@ -5,7 +5,9 @@
 //! Conventions: shapes are given in the doc comments as (rows, cols), row-major, contiguous.
 //! A backward says for each output whether it is OVERWRITTEN or ACCUMULATED (`+=`); parameter
 //! gradients are always accumulated. Work is parallel over rows with rayon (matmuls through the
-//! `gemm` crate, which dispatches to AVX-512 where the CPU has it). The matmuls take a
+//! `gemm` crate, which dispatches to AVX-512 where the CPU has it; products whose reduction is
+//! longer than their output is wide run as one single-threaded gemm per block of rows,
+//! `matmul::gemm_row_blocks`, bitwise the same and faster there). The matmuls take a
 //! `Precision`: with `Bf16` their operands are rounded to bf16 and multiplied on AMX tiles or with
 //! AVX-512 BF16 (`gemm_bf16`), sums and everything else staying f32. CPU-specific code (AVX-512,
 //! AMX) is chosen at run time and always has a portable fallback.
