@@ -220,8 +220,10 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
     let mut loss = 0.0;
     // As in the trainer: the fused AdamW step leaves the gradients zeroed for the next step.
     model.zero_grads();
+    let (mut cpu_timed, mut wall_timed) = (0.0, 0.0);
     for i in 0..a.warmup + a.steps {
         let t0 = Instant::now();
+        let cpu0 = process_cpu_seconds();
         if a.no_optimizer {
             model.zero_grads();
         }
@@ -232,6 +234,8 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
         let dt = t0.elapsed().as_secs_f64();
         if i >= a.warmup {
             times.push(dt);
+            cpu_timed += process_cpu_seconds() - cpu0;
+            wall_timed += dt;
             if a.verbose {
                 println!("  step {:>3}: {:.1} ms, loss {loss:.4}", i - a.warmup, dt * 1e3);
             }
@@ -253,10 +257,34 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
         100.0 * gflops / peak_gflops,
         peak_gflops
     );
+    // How busy the worker threads were: process CPU time over wall time of the timed steps (below
+    // the thread count: serial sections, waits between kernels, or other load on the machine).
+    if wall_timed > 0.0 && cpu_timed > 0.0 {
+        println!(
+            "CPU busy during the timed steps: {:.2} of {threads} threads",
+            cpu_timed / wall_timed
+        );
+    }
     // One machine-readable line for tools/bench_vs_torch.py.
     println!(
         "RESULT tokens_per_s={tok_s:.1} step_ms={:.2} gflops={gflops:.2} f32_peak_gflops={peak_gflops:.1}",
         median * 1e3
     );
     Ok(())
+}
+
+/// CPU seconds used by this process so far (all threads, user + system), from /proc/self/stat
+/// (Linux; 10 ms resolution); 0 elsewhere.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesized command name: state is field 3, utime 14 and stime 15, in
+    // clock ticks of 1/100 s (USER_HZ, fixed at 100 for /proc on Linux).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
