@@ -165,7 +165,15 @@ impl Run<'_> {
 /// agrees with `config` on everything that fixes the computation (model, optimizer, schedule,
 /// batch, sampling, seeds) and continues bit for bit; other settings (max_steps, intervals,
 /// paths) may change.
+///
+/// Runs on a worker of the current rayon pool (called from outside one, it waits for it there):
+/// the kernels' parallel sections then start as joins on that worker instead of injections from a
+/// sleeping caller, which costs two thread wake-ups per section.
 pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
+    rayon::scope(|_| train_on_worker(config, opts))
+}
+
+fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     let cfg = config;
     cfg.validate()?;
     let run_dir = cfg.run.dir.clone();
