@@ -28,14 +28,23 @@ pub fn rmsnorm_forward(
                 .zip(rstd.iter_mut())
                 .zip(inp.chunks_exact(d))
             {
-                let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
-                let s = 1.0 / (ms + eps).sqrt();
-                *r = s;
-                for ((y, x), g) in y.iter_mut().zip(x).zip(gain) {
-                    *y = x * s * g;
-                }
+                *r = rmsnorm_row(y, x, gain, eps);
             }
         });
+}
+
+/// One row of `rmsnorm_forward` on the calling thread: `y = x / sqrt(mean(x²) + eps) · gain`, all
+/// of length d; returns the rstd 1/sqrt(mean(x²) + eps). Overwrites y.
+#[inline]
+pub fn rmsnorm_row(y: &mut [f32], x: &[f32], gain: &[f32], eps: f32) -> f32 {
+    let d = x.len();
+    assert!(y.len() == d && gain.len() == d, "rmsnorm_row: lengths");
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
+    let s = 1.0 / (ms + eps).sqrt();
+    for ((y, x), g) in y.iter_mut().zip(x).zip(gain) {
+        *y = x * s * g;
+    }
+    s
 }
 
 /// Backward of `rmsnorm_forward` given its `rstd`:
