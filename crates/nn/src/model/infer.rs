@@ -177,13 +177,8 @@ impl Model {
         self.check_ids(tokens, false)?;
         if bsz == 1 && t_new == 1 && decode_step::supported(c) && !general_path_forced() {
             let threads = rayon::current_num_threads();
-            let precision = if bf16.is_some() {
-                Precision::Bf16
-            } else {
-                Precision::F32
-            };
-            if !cache.decode.as_ref().is_some_and(|s| s.fits(threads, precision)) {
-                cache.decode = Some(DecodeState::new(c, cache.max_len, threads, precision));
+            if !cache.decode.as_ref().is_some_and(|s| s.fits(threads)) {
+                cache.decode = Some(DecodeState::new(c, cache.max_len, threads));
             }
             let state = cache.decode.as_mut().expect("just built");
             let refs = CacheRefs {
