@@ -18,7 +18,7 @@
 use super::{layout, Model, RMSNORM_EPS};
 use crate::kernels::gemv::{self, Weights};
 use crate::kernels::{fastmath, rmsnorm_row, rope_forward_span, RopeTable};
-use crate::phased::run_phased;
+use crate::phased::{run_phased, Team};
 use crate::{Ffn, ModelConfig, Norm};
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -52,6 +52,8 @@ pub(super) struct DecodeState {
     head_rows: usize,
     heads: usize,
     locals: Vec<Local>,
+    /// The helpers, kept awake from one token to the next.
+    team: Team,
     /// Residual stream (d), q/k/v (3d), attention output (d), gated FFN hidden (d_ff).
     x: Vec<f32>,
     qkv: Vec<f32>,
@@ -126,6 +128,7 @@ impl DecodeState {
             head_rows,
             heads,
             locals,
+            team: Team::default(),
             x: vec![0.0; d],
             qkv: vec![0.0; 3 * d],
             atty: vec![0.0; d],
@@ -400,6 +403,6 @@ impl Model {
                 }
             }
         };
-        run_phased(&state.chunks, &mut state.locals, prepare, work);
+        run_phased(&mut state.team, &state.chunks, &mut state.locals, prepare, work);
     }
 }
