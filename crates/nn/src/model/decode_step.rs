@@ -22,6 +22,7 @@ use crate::phased::{run_phased, Team};
 use crate::{Ffn, ModelConfig, Norm};
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Phases per layer: QKV, attention, Wo (+ residual), W1/W3 (+ SwiGLU), W2 (+ residual).
 const PER_LAYER: usize = 5;
@@ -54,6 +55,9 @@ pub(super) struct DecodeState {
     locals: Vec<Local>,
     /// The helpers, kept awake from one token to the next.
     team: Team,
+    /// Per LM-head chunk: the index of its first largest logit (NaNs skipped; usize::MAX when
+    /// every logit of the chunk is NaN), so the step ends with the argmax without another pass.
+    chunk_argmax: Vec<AtomicUsize>,
     /// Residual stream (d), q/k/v (3d), attention output (d), gated FFN hidden (d_ff).
     x: Vec<f32>,
     qkv: Vec<f32>,
@@ -109,6 +113,9 @@ impl DecodeState {
             ]);
         }
         chunks.push(v.div_ceil(head_rows));
+        let chunk_argmax = (0..v.div_ceil(head_rows))
+            .map(|_| AtomicUsize::new(usize::MAX))
+            .collect();
         let tmp = wo_rows.max(ffn_rows).max(w2_rows).min(d.max(f));
         let locals = (0..p)
             .map(|_| Local {
@@ -129,6 +136,7 @@ impl DecodeState {
             heads,
             locals,
             team: Team::default(),
+            chunk_argmax,
             x: vec![0.0; d],
             qkv: vec![0.0; 3 * d],
             atty: vec![0.0; d],
@@ -140,6 +148,13 @@ impl DecodeState {
     pub(super) fn fits(&self, participants: usize) -> bool {
         self.participants == participants.max(1)
     }
+}
+
+/// The index of the first largest value of `x`, NaNs skipped (None when all are NaN or x is
+/// empty): a vectorized max, then the first position holding it.
+fn first_max(x: &[f32]) -> Option<usize> {
+    let m = fastmath::max(x);
+    x.iter().position(|&v| v == m)
 }
 
 /// A buffer that the participants of one step write in disjoint parts, and read only in phases
@@ -206,8 +221,9 @@ impl Model {
     /// Appends `token` at position `pos` of a batch-1 cache and writes the next-token logits
     /// (vocab): the same result as the general `forward_infer` path for one row, computed as one
     /// parallel job over `rayon::current_num_threads()` participants (see the module doc). The
-    /// weights are read from `bf16` when given. The caller checks the shapes, the token and that
-    /// the config is `supported`.
+    /// weights are read from `bf16` when given. Returns the index of the largest logit (the first
+    /// on ties, NaN never chosen, 0 if all are NaN: `sample::argmax`), found chunk by chunk with
+    /// the LM head. The caller checks the shapes, the token and that the config is `supported`.
     pub(super) fn decode_step(
         &self,
         state: &mut DecodeState,
@@ -216,7 +232,7 @@ impl Model {
         token: u32,
         logits: &mut [f32],
         bf16: Option<&[u16]>,
-    ) {
+    ) -> u32 {
         let c = &self.config;
         let p = &self.params;
         let (d, f, n_heads, dh, vocab) = (c.d_model, c.d_ff, c.n_heads, c.d_head(), c.vocab_size);
@@ -249,6 +265,7 @@ impl Model {
         let rope = cache.rope;
         let scale = 1.0 / (dh as f32).sqrt();
         let n_keys = pos + 1;
+        let chunk_argmax = &state.chunk_argmax;
         let x = Shared::new(&mut state.x);
         let qkv = Shared::new(&mut state.qkv);
         let atty = Shared::new(&mut state.atty);
@@ -295,7 +312,10 @@ impl Model {
                 let r = rows(chunk, head_rows, vocab);
                 let w = weights(layout::lm_head(c).start + r.start * d..layout::lm_head(c).start + r.end * d);
                 // SAFETY: see above.
-                gemv::gemv_rows(unsafe { out.part(r) }, w, &local.a);
+                let o = unsafe { out.part(r.clone()) };
+                gemv::gemv_rows(o, w, &local.a);
+                let best = first_max(o).map_or(usize::MAX, |i| r.start + i);
+                chunk_argmax[chunk].store(best, Ordering::Relaxed);
                 return;
             }
             let l = phase / PER_LAYER;
@@ -404,5 +424,44 @@ impl Model {
             }
         };
         run_phased(&mut state.team, &state.chunks, &mut state.locals, prepare, work);
+        // The chunks in index order: the first chunk holding the largest value has its first index.
+        // (run_phased returned after every chunk, so the Relaxed stores are visible.)
+        // SAFETY: the job is over; nobody writes the logits any more.
+        let logits = unsafe { out.all() };
+        let mut best: Option<usize> = None;
+        for a in chunk_argmax {
+            let i = a.load(Ordering::Relaxed);
+            if i != usize::MAX && best.is_none_or(|b| logits[i] > logits[b]) {
+                best = Some(i);
+            }
+        }
+        best.unwrap_or(0) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::argmax;
+
+    #[test]
+    fn first_max_agrees_with_sample_argmax() {
+        let (nan, inf) = (f32::NAN, f32::INFINITY);
+        let cases: [&[f32]; 7] = [
+            &[1.0, 3.0, 2.0, 3.0],
+            &[nan, -1.0, nan, -0.5],
+            &[-inf, -inf, nan],
+            &[0.0, -0.0, 0.0],
+            &[-0.0, 0.0],
+            &[2.0, inf, nan, inf],
+            &[5.0],
+        ];
+        for x in cases {
+            assert_eq!(first_max(x).map(|i| i as u32), Some(argmax(x)), "{x:?}");
+        }
+        assert_eq!(first_max(&[nan, nan]), None);
+        // 40 values: the vectorized max sees full 16-lane blocks and a remainder.
+        let long: Vec<f32> = (0..40).map(|i| ((i * 17) % 23) as f32).collect();
+        assert_eq!(first_max(&long).map(|i| i as u32), Some(argmax(&long)));
     }
 }

@@ -47,6 +47,8 @@ pub struct KvCache {
     scratch: Scratch,
     /// The one-job decode step of batch 1 (`decode_step`), built at its first use.
     decode: Option<DecodeState>,
+    /// The argmax of the last call's logits when it was a decode step.
+    argmax: Option<u32>,
 }
 
 /// Buffers for the rows of one call, grown to the largest call seen.
@@ -83,12 +85,21 @@ impl KvCache {
             positions: Vec::new(),
             scratch: Scratch::default(),
             decode: None,
+            argmax: None,
         }
     }
 
     /// Empties the cache (keeps its buffers) to start new sequences.
     pub fn reset(&mut self) {
         self.len = 0;
+        self.argmax = None;
+    }
+
+    /// The index of the largest logit written by the last `forward_infer` (the first on ties, NaN
+    /// never chosen: `sample::argmax`) when that call decoded one token of a batch-1 cache, where
+    /// it comes for free with the LM head; None after other calls (use `sample::argmax`).
+    pub fn last_argmax(&self) -> Option<u32> {
+        self.argmax
     }
 }
 
@@ -175,6 +186,7 @@ impl Model {
             )));
         }
         self.check_ids(tokens, false)?;
+        cache.argmax = None;
         if bsz == 1 && t_new == 1 && decode_step::supported(c) && !general_path_forced() {
             let threads = rayon::current_num_threads();
             if !cache.decode.as_ref().is_some_and(|s| s.fits(threads)) {
@@ -188,7 +200,7 @@ impl Model {
                 max_len: cache.max_len,
                 rope: cache.rope.as_ref(),
             };
-            self.decode_step(state, refs, start, tokens[0], logits, bf16);
+            cache.argmax = Some(self.decode_step(state, refs, start, tokens[0], logits, bf16));
             cache.len = end;
             return Ok(());
         }
@@ -446,6 +458,11 @@ mod tests {
                 None => model.forward_infer(&mut cache, &tokens, &mut logits),
             }
             .unwrap();
+            if !general && decode_step::supported(c) && tokens.len() == 1 {
+                assert_eq!(cache.last_argmax(), Some(crate::sample::argmax(&logits)));
+            } else {
+                assert_eq!(cache.last_argmax(), None);
+            }
             steps.push(logits.clone());
             tokens = vec![(i * 7 + 3) % v];
         }
