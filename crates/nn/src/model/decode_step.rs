@@ -1,12 +1,14 @@
 //! One decode step of a single sequence (batch 1, one new token) as ONE parallel job.
 //!
-//! Batch-1 decoding reads every weight once per token, ~1 ms of work split into about 21
-//! matrix-vector products with small elementwise steps between them. Run as separate rayon
-//! calls, each product wakes the pool and each elementwise kernel is a round trip to it (the
-//! calling thread is usually outside the pool), and on a VM a wake-up costs as much as a product.
+//! Batch-1 decoding reads every weight once per token: for small, 4 matrix-vector passes per layer
+//! and the LM head, with norms, RoPE, attention, residual adds and SwiGLU between them. Run as
+//! separate rayon calls (~50 per token), each pass wakes the pool and each elementwise kernel is a
+//! round trip to it (the calling thread is usually outside the pool); on this VM a wake-up costs
+//! 10–100 µs, and perf put ~30% of the CPU time of `bench generate` in wake-ups and sleeps.
 //! Here the whole step is one `phased::run_phased` job: per layer five phases (QKV, attention, Wo,
 //! W1/W3, W2) and then the LM head, each split into chunks of weight rows that the calling thread
-//! and the helpers claim; the pool is woken once per token. The elementwise work is fused into
+//! and the helpers claim; the pool is woken once per generation (the helpers linger between
+//! tokens, see `phased::Team`). The elementwise work is fused into
 //! the chunks (RoPE and the KV-cache writes into the QKV chunks, SwiGLU into the W1/W3 chunks, the
 //! residual adds into the Wo / W2 chunks); the norms run on each participant (d values) before
 //! its first chunk of a phase.
@@ -39,7 +41,7 @@ pub(super) fn supported(c: &ModelConfig) -> bool {
     c.norm != Norm::Post
 }
 
-/// The split of one step into chunks and the per-participant buffers, for one config, thread
+/// The split of one step into chunks and the per-participant buffers, for one config and thread
 /// count; plus the step's shared activations (one row each).
 pub(super) struct DecodeState {
     participants: usize,

@@ -537,6 +537,12 @@ mod tests {
     }
 
     #[test]
+    fn kv_cache_stays_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<KvCache>();
+    }
+
+    #[test]
     fn decode_step_does_not_deadlock_when_called_from_busy_workers() {
         // Two generations at once on a 2-thread pool: each caller is a worker, and the helper it
         // asks for is the other, busy, worker.
