@@ -111,6 +111,11 @@ fn bench_generate(a: GenerateArgs) -> anyhow::Result<()> {
                 Some(w) => model.forward_infer_bf16(w, &mut cache, &tokens, &mut logits)?,
                 None => model.forward_infer(&mut cache, &tokens, &mut logits)?,
             }
+            // Batch 1: the argmax the decode step found with the LM head.
+            if let Some(t) = cache.last_argmax() {
+                tokens[0] = t;
+                continue;
+            }
             for (t, row) in tokens.iter_mut().zip(logits.chunks(v)) {
                 *t = row
                     .iter()

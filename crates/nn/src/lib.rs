@@ -10,6 +10,7 @@ pub mod kernels;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod phased;
 pub mod rng;
 pub mod sample;
 pub mod schedule;

@@ -113,14 +113,13 @@ pub fn sample(logits: &[f32], cfg: SamplingConfig, rng: &mut Rng, scratch: &mut 
 /// (ties by lower id): the shortest such prefix whose mass reaches `want` (all if none does).
 /// Returns (count, the prefix's mass summed in that order). O(vocab) plus a sort of the top k.
 fn select_nucleus(weights: &mut [(f32, u32)], want: f64) -> (usize, f64) {
-    let by_weight = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     let n = weights.len();
     let mut k = 64.min(n);
     loop {
         if k < n {
-            weights.select_nth_unstable_by(k - 1, by_weight);
+            weights.select_nth_unstable_by_key(k - 1, order_key);
         }
-        weights[..k].sort_unstable_by(by_weight);
+        weights[..k].sort_unstable_by_key(order_key);
         let mut mass = 0.0;
         let found = weights[..k].iter().position(|&(w, _)| {
             mass += w as f64;
@@ -135,6 +134,15 @@ fn select_nucleus(weights: &mut [(f32, u32)], want: f64) -> (usize, f64) {
             None => k = (k * 8).min(n),
         }
     }
+}
+
+/// The nucleus order as one integer: descending weight, then ascending id (the weights are ≥ 0,
+/// never NaN, so their bit patterns order like the values; `!` makes larger weights first). The
+/// same total order as comparing `(weight, id)` with `total_cmp`, but one integer comparison.
+#[inline]
+fn order_key(&(w, id): &(f32, u32)) -> u64 {
+    debug_assert!(w >= 0.0 || w.is_nan(), "nucleus weights are non-negative");
+    ((!w.to_bits() as u64) << 32) | id as u64
 }
 
 /// The nucleus by a full sort, the plain definition `sample` is tested against.

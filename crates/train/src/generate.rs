@@ -124,7 +124,11 @@ pub fn generate_tokens_with(
         stopped_at_eot: false,
     };
     for _ in 0..cfg.max_tokens {
-        let next = sample(&logits, scfg, &mut rng, &mut scratch);
+        // Greedy after a decode step: its argmax came with the LM head (the same as sample's).
+        let next = match cache.last_argmax() {
+            Some(t) if cfg.temperature <= 0.0 => t,
+            _ => sample(&logits, scfg, &mut rng, &mut scratch),
+        };
         if Some(next) == eot {
             out.stopped_at_eot = true;
             break;

@@ -407,8 +407,11 @@ fn weighted_values<const DH: usize>(o: &mut [f32], p: &[f32], vc: &[f32], d: usi
     }
 }
 
+/// One head of `attention_decode` on the calling thread: `o (d_head)` from the query `q (d_head)`,
+/// the head's transposed keys `kt (d_head, max_len)` and its values `vc[u·d..u·d + d_head]` for
+/// the `scores.len()` cached positions u (scores is scratch of that length). Overwrites o.
 #[allow(clippy::too_many_arguments)]
-fn decode_head(
+pub(crate) fn decode_head(
     o: &mut [f32],
     scores: &mut [f32],
     q: &[f32],

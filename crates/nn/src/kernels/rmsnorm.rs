@@ -28,9 +28,18 @@ pub fn rmsnorm_forward(
                 .zip(rstd.iter_mut())
                 .zip(inp.chunks_exact(d))
             {
-                *r = fastmath::rmsnorm_row(y, x, gain, eps);
+                *r = rmsnorm_row(y, x, gain, eps);
             }
         });
+}
+
+/// One row of `rmsnorm_forward` on the calling thread: `y = x / sqrt(mean(x²) + eps) · gain`, all
+/// of length d; returns the rstd 1/sqrt(mean(x²) + eps). Overwrites y.
+#[inline]
+pub fn rmsnorm_row(y: &mut [f32], x: &[f32], gain: &[f32], eps: f32) -> f32 {
+    let d = x.len();
+    assert!(y.len() == d && gain.len() == d, "rmsnorm_row: lengths");
+    fastmath::rmsnorm_row(y, x, gain, eps)
 }
 
 /// Backward of `rmsnorm_forward` given its `rstd`:

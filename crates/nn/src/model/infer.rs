@@ -1,5 +1,6 @@
 //! Incremental inference with a key/value cache, for generation.
 
+use super::decode_step::{self, CacheRefs, DecodeState};
 use super::{layout, Model, RMSNORM_EPS};
 use crate::kernels::gemv::{self, Weights};
 use crate::kernels::{self, Precision, RopeTable};
@@ -36,14 +37,18 @@ pub struct KvCache {
     /// Number of positions already in the cache.
     pub len: usize,
     config: ModelConfig,
-    /// Keys (after RoPE) and values, per layer (batch, max_len, d_model).
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    /// The same keys transposed per head (batch, n_heads, d_head, max_len), for decoding.
-    k_t: Vec<Vec<f32>>,
+    /// Keys (after RoPE) and values, (n_layers, batch, max_len, d_model).
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// The same keys transposed per head (n_layers, batch, n_heads, d_head, max_len), for decoding.
+    k_t: Vec<f32>,
     rope: Option<RopeTable>,
     positions: Vec<usize>,
     scratch: Scratch,
+    /// The one-job decode step of batch 1 (`decode_step`), built at its first use.
+    decode: Option<DecodeState>,
+    /// The argmax of the last call's logits when it was a decode step.
+    argmax: Option<u32>,
 }
 
 /// Buffers for the rows of one call, grown to the largest call seen.
@@ -73,25 +78,43 @@ impl KvCache {
             max_len,
             len: 0,
             config: config.clone(),
-            k: (0..config.n_layers)
-                .map(|_| vec![0.0; batch * max_len * d])
-                .collect(),
-            v: (0..config.n_layers)
-                .map(|_| vec![0.0; batch * max_len * d])
-                .collect(),
-            k_t: (0..config.n_layers)
-                .map(|_| vec![0.0; batch * max_len * d])
-                .collect(),
+            k: vec![0.0; config.n_layers * batch * max_len * d],
+            v: vec![0.0; config.n_layers * batch * max_len * d],
+            k_t: vec![0.0; config.n_layers * batch * max_len * d],
             rope,
             positions: Vec::new(),
             scratch: Scratch::default(),
+            decode: None,
+            argmax: None,
         }
     }
 
     /// Empties the cache (keeps its buffers) to start new sequences.
     pub fn reset(&mut self) {
         self.len = 0;
+        self.argmax = None;
     }
+
+    /// The index of the largest logit written by the last `forward_infer` (the first on ties, NaN
+    /// never chosen: `sample::argmax`) when that call decoded one token of a batch-1 cache, where
+    /// it comes for free with the LM head; None after other calls (use `sample::argmax`).
+    pub fn last_argmax(&self) -> Option<u32> {
+        self.argmax
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: run every call on this thread through the general path (to compare against it).
+    static FORCE_GENERAL_PATH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the batch-1 decode step is switched off on this thread (only ever by tests).
+fn general_path_forced() -> bool {
+    #[cfg(test)]
+    return FORCE_GENERAL_PATH.with(|f| f.get());
+    #[cfg(not(test))]
+    false
 }
 
 fn resize(v: &mut Vec<f32>, len: usize) {
@@ -163,6 +186,24 @@ impl Model {
             )));
         }
         self.check_ids(tokens, false)?;
+        cache.argmax = None;
+        if bsz == 1 && t_new == 1 && decode_step::supported(c) && !general_path_forced() {
+            let threads = rayon::current_num_threads();
+            if !cache.decode.as_ref().is_some_and(|s| s.fits(threads)) {
+                cache.decode = Some(DecodeState::new(c, cache.max_len, threads));
+            }
+            let state = cache.decode.as_mut().expect("just built");
+            let refs = CacheRefs {
+                k: &mut cache.k,
+                v: &mut cache.v,
+                k_t: &mut cache.k_t,
+                max_len: cache.max_len,
+                rope: cache.rope.as_ref(),
+            };
+            cache.argmax = Some(self.decode_step(state, refs, start, tokens[0], logits, bf16));
+            cache.len = end;
+            return Ok(());
+        }
 
         let p = &self.params;
         let n = bsz * t_new;
@@ -208,7 +249,12 @@ impl Model {
                 kernels::rope_forward(&mut s.q, positions, h, rope);
                 kernels::rope_forward(&mut s.k, positions, h, rope);
             }
-            let (kc, vc, kt) = (&mut cache.k[l], &mut cache.v[l], &mut cache.k_t[l]);
+            let layer = l * bsz * max_len * d..(l + 1) * bsz * max_len * d;
+            let (kc, vc, kt) = (
+                &mut cache.k[layer.clone()],
+                &mut cache.v[layer.clone()],
+                &mut cache.k_t[layer],
+            );
             gemv::store_keys_transposed(kt, &s.k, bsz, t_new, start, max_len, d);
             for bi in 0..bsz {
                 let dst = (bi * max_len + start) * d..(bi * max_len + end) * d;
@@ -393,6 +439,123 @@ mod tests {
                 "prompt {prompt}: the bf16 path was not taken ({worst})"
             );
         }
+    }
+
+    /// Logits of every call for batch 1: a `prompt`-token prompt, then single tokens (the decode
+    /// step), all through the general path when `general` is set.
+    fn run_batch1(model: &Model, bf16: Option<&Bf16Weights>, prompt: usize, general: bool) -> Vec<Vec<f32>> {
+        FORCE_GENERAL_PATH.with(|f| f.set(general));
+        let c = &model.config;
+        let max_len = c.context_length.min(13);
+        let mut cache = KvCache::new(c, 1, max_len);
+        let mut logits = vec![0.0; c.vocab_size];
+        let mut steps = Vec::new();
+        let v = c.vocab_size as u32;
+        let mut tokens: Vec<u32> = (0..prompt as u32).map(|i| (i * 31 + 5) % v).collect();
+        for i in 0..(max_len - prompt) as u32 {
+            match bf16 {
+                Some(w) => model.forward_infer_bf16(w, &mut cache, &tokens, &mut logits),
+                None => model.forward_infer(&mut cache, &tokens, &mut logits),
+            }
+            .unwrap();
+            if !general && decode_step::supported(c) && tokens.len() == 1 {
+                assert_eq!(cache.last_argmax(), Some(crate::sample::argmax(&logits)));
+            } else {
+                assert_eq!(cache.last_argmax(), None);
+            }
+            steps.push(logits.clone());
+            tokens = vec![(i * 7 + 3) % v];
+        }
+        FORCE_GENERAL_PATH.with(|f| f.set(false));
+        // The decode step ran unless the general path was forced.
+        assert_eq!(cache.decode.is_some(), !general && decode_step::supported(c));
+        steps
+    }
+
+    #[test]
+    fn decode_step_is_bit_identical_to_the_general_path() {
+        // Odd sizes (d_head 16, 10 and 5 (no RoPE), d_ff 72 and 100, vocab 97), every supported
+        // norm / FFN / position variant, f32 and bf16 weights, prompts of 1 and 4 tokens (the
+        // general path fills the cache the decode step then reads), 1, 2 and 3 threads, called
+        // from inside the pool and from outside it.
+        let variants = [
+            config(),
+            ModelConfig {
+                d_model: 30,
+                n_heads: 3,
+                d_ff: 100,
+                ..config()
+            },
+            ModelConfig {
+                d_model: 15,
+                n_heads: 3,
+                position: Position::None,
+                ..config()
+            },
+            ModelConfig {
+                norm: Norm::None,
+                ffn: Ffn::Silu,
+                ..config()
+            },
+            ModelConfig {
+                position: Position::None,
+                n_layers: 3,
+                ..config()
+            },
+            ModelConfig {
+                vocab_size: 3000,
+                d_model: 64,
+                n_heads: 4,
+                d_ff: 160,
+                ..config()
+            },
+        ];
+        for c in variants {
+            let model = Model::new(c.clone(), 5).unwrap();
+            let w = model.bf16_weights();
+            for bf16 in [None, Some(&w)] {
+                for prompt in [1, 4] {
+                    let want = run_batch1(&model, bf16, prompt, true);
+                    for threads in [1, 2, 3] {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        let inside = pool.install(|| run_batch1(&model, bf16, prompt, false));
+                        assert!(
+                            inside == want,
+                            "{c:?} bf16 {} prompt {prompt}: {threads} threads differ",
+                            bf16.is_some()
+                        );
+                        // From a thread outside any pool (the calling thread then is the first
+                        // participant and the global pool's workers the helpers).
+                        assert!(run_batch1(&model, bf16, prompt, false) == want);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kv_cache_stays_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<KvCache>();
+    }
+
+    #[test]
+    fn decode_step_does_not_deadlock_when_called_from_busy_workers() {
+        // Two generations at once on a 2-thread pool: each caller is a worker, and the helper it
+        // asks for is the other, busy, worker.
+        let model = Model::new(config(), 5).unwrap();
+        let want = run_batch1(&model, None, 1, true);
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let (a, b) = pool.install(|| {
+            rayon::join(
+                || run_batch1(&model, None, 1, false),
+                || run_batch1(&model, None, 1, false),
+            )
+        });
+        assert!(a == want && b == want);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! in `train.rs`; `infer.rs` runs incremental inference with a KV cache. All math goes through
 //! `crate::kernels`.
 
+mod decode_step;
 mod infer;
 mod layout;
 mod train;

@@ -1,0 +1,469 @@
+//! One decode step of a single sequence (batch 1, one new token) as ONE parallel job.
+//!
+//! Batch-1 decoding reads every weight once per token: for small, 4 matrix-vector passes per layer
+//! and the LM head, with norms, RoPE, attention, residual adds and SwiGLU between them. Run as
+//! separate rayon calls (~50 per token), each pass wakes the pool and each elementwise kernel is a
+//! round trip to it (the calling thread is usually outside the pool); on this VM a wake-up costs
+//! 10–100 µs, and perf put ~30% of the CPU time of `bench generate` in wake-ups and sleeps.
+//! Here the whole step is one `phased::run_phased` job: per layer five phases (QKV, attention, Wo,
+//! W1/W3, W2) and then the LM head, each split into chunks of weight rows that the calling thread
+//! and the helpers claim; the pool is woken once per generation (the helpers linger between
+//! tokens, see `phased::Team`). The elementwise work is fused into
+//! the chunks (RoPE and the KV-cache writes into the QKV chunks, SwiGLU into the W1/W3 chunks, the
+//! residual adds into the Wo / W2 chunks); the norms run on each participant (d values) before
+//! its first chunk of a phase.
+//!
+//! Every value is computed by the same kernels and in the same order as the general path in
+//! `infer.rs` (row dot products by `gemv_rows`, norms by `rmsnorm_row`, ...), so the logits are
+//! bit-identical to it whatever the number of threads.
+
+use super::{layout, Model, RMSNORM_EPS};
+use crate::kernels::gemv::{self, Weights};
+use crate::kernels::{fastmath, rmsnorm_row, rope_forward_span, RopeTable};
+use crate::phased::{run_phased, Team};
+use crate::{Ffn, ModelConfig, Norm};
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Phases per layer: QKV, attention, Wo (+ residual), W1/W3 (+ SwiGLU), W2 (+ residual).
+const PER_LAYER: usize = 5;
+
+/// Chunks per participant and product: few, because every chunk costs two atomic operations on
+/// cache lines the threads share and restarts the weight streams (measured on small, 2 threads:
+/// 2–4 chunks per participant 1380 tokens/s bf16, 256 KiB chunks 1330, 64 KiB 1250), but more than
+/// one, so the caller can start alone while a helper wakes up and the phases end balanced.
+const CHUNKS_PER_PARTICIPANT: usize = 2;
+
+/// Whether `decode_step` handles this config (post-norm blocks renormalize the residual stream
+/// in place, which the fused residual adds do not do; they take the general path).
+pub(super) fn supported(c: &ModelConfig) -> bool {
+    c.norm != Norm::Post
+}
+
+/// The split of one step into chunks and the per-participant buffers, for one config and thread
+/// count; plus the step's shared activations (one row each).
+pub(super) struct DecodeState {
+    participants: usize,
+    /// Chunks per phase (PER_LAYER per layer, then the LM head).
+    chunks: Vec<usize>,
+    /// Rows per chunk of each product, and heads per attention chunk.
+    qkv_rows: usize,
+    wo_rows: usize,
+    ffn_rows: usize,
+    w2_rows: usize,
+    head_rows: usize,
+    heads: usize,
+    locals: Vec<Local>,
+    /// The helpers, kept awake from one token to the next.
+    team: Team,
+    /// Per LM-head chunk: the index of its first largest logit (NaNs skipped; usize::MAX when
+    /// every logit of the chunk is NaN), so the step ends with the argmax without another pass.
+    chunk_argmax: Vec<AtomicUsize>,
+    /// Residual stream (d), q/k/v (3d), attention output (d), gated FFN hidden (d_ff).
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    atty: Vec<f32>,
+    hg: Vec<f32>,
+}
+
+/// A participant's own buffers.
+struct Local {
+    /// The normalized input of the current phase (d).
+    a: Vec<f32>,
+    /// Products of one chunk before they are combined (rows per chunk).
+    t1: Vec<f32>,
+    t3: Vec<f32>,
+    /// Attention scores of one head (max_len).
+    scores: Vec<f32>,
+}
+
+/// Rows per chunk for a product of `rows` rows: CHUNKS_PER_PARTICIPANT chunks per participant,
+/// a multiple of 16 rows (so RoPE pairs and the vectorized SwiGLU blocks never straddle chunks);
+/// everything in one chunk for one participant.
+fn rows_per_chunk(rows: usize, participants: usize) -> usize {
+    if participants <= 1 {
+        return rows.max(1);
+    }
+    rows.div_ceil(CHUNKS_PER_PARTICIPANT * participants)
+        .next_multiple_of(16)
+}
+
+impl DecodeState {
+    /// The plan for `participants` threads (at least 1) and a cache of `max_len` positions.
+    pub(super) fn new(c: &ModelConfig, max_len: usize, participants: usize) -> DecodeState {
+        let (d, f, v, h) = (c.d_model, c.d_ff, c.vocab_size, c.n_heads);
+        let p = participants.max(1);
+        let qkv_rows = rows_per_chunk(3 * d, p);
+        let wo_rows = rows_per_chunk(d, p);
+        let ffn_rows = rows_per_chunk(f, p);
+        let w2_rows = rows_per_chunk(d, p);
+        let head_rows = rows_per_chunk(v, p);
+        let heads = if p <= 1 {
+            h.max(1)
+        } else {
+            h.div_ceil(2 * p).max(1)
+        };
+        let mut chunks = Vec::with_capacity(PER_LAYER * c.n_layers + 1);
+        for _ in 0..c.n_layers {
+            chunks.extend([
+                (3 * d).div_ceil(qkv_rows),
+                h.div_ceil(heads),
+                d.div_ceil(wo_rows),
+                f.div_ceil(ffn_rows),
+                d.div_ceil(w2_rows),
+            ]);
+        }
+        chunks.push(v.div_ceil(head_rows));
+        let chunk_argmax = (0..v.div_ceil(head_rows))
+            .map(|_| AtomicUsize::new(usize::MAX))
+            .collect();
+        let tmp = wo_rows.max(ffn_rows).max(w2_rows).min(d.max(f));
+        let locals = (0..p)
+            .map(|_| Local {
+                a: vec![0.0; d],
+                t1: vec![0.0; tmp],
+                t3: vec![0.0; tmp],
+                scores: vec![0.0; max_len],
+            })
+            .collect();
+        DecodeState {
+            participants: p,
+            chunks,
+            qkv_rows,
+            wo_rows,
+            ffn_rows,
+            w2_rows,
+            head_rows,
+            heads,
+            locals,
+            team: Team::default(),
+            chunk_argmax,
+            x: vec![0.0; d],
+            qkv: vec![0.0; 3 * d],
+            atty: vec![0.0; d],
+            hg: vec![0.0; f],
+        }
+    }
+
+    /// Whether this state was built for `participants` threads.
+    pub(super) fn fits(&self, participants: usize) -> bool {
+        self.participants == participants.max(1)
+    }
+}
+
+/// The index of the first largest value of `x`, NaNs skipped (None when all are NaN or x is
+/// empty): a vectorized max, then the first position holding it.
+fn first_max(x: &[f32]) -> Option<usize> {
+    let m = fastmath::max(x);
+    x.iter().position(|&v| v == m)
+}
+
+/// A buffer that the participants of one step write in disjoint parts, and read only in phases
+/// where nobody writes it (the phase order guarantees both; see each use).
+struct Shared<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _buf: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: Shared is a &mut [f32] handed to several threads; every access goes through the unsafe
+// methods below, whose callers guarantee that no element is written by one thread while another
+// thread reads or writes it.
+unsafe impl Sync for Shared<'_> {}
+
+impl<'a> Shared<'a> {
+    fn new(buf: &'a mut [f32]) -> Shared<'a> {
+        Shared {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            _buf: PhantomData,
+        }
+    }
+
+    /// # Safety
+    /// While the slice lives, no other thread may read or write `range`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn part(&self, range: Range<usize>) -> &mut [f32] {
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "Shared::part: out of bounds"
+        );
+        // SAFETY: in bounds (asserted); exclusive by the caller's guarantee.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+
+    /// # Safety
+    /// While the slice lives, no thread may write any of the buffer.
+    unsafe fn all(&self) -> &[f32] {
+        // SAFETY: the whole buffer; no writer by the caller's guarantee.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// # Safety
+    /// No other thread may read or write element `i` at the same time.
+    unsafe fn write(&self, i: usize, value: f32) {
+        assert!(i < self.len, "Shared::write: out of bounds");
+        // SAFETY: in bounds (asserted); exclusive by the caller's guarantee.
+        unsafe { self.ptr.add(i).write(value) }
+    }
+}
+
+/// The KV cache of batch 1 as `decode_step` uses it: per layer, keys and values (max_len, d) and
+/// the keys transposed per head (n_heads, d_head, max_len), layer l at offset l·max_len·d.
+pub(super) struct CacheRefs<'a> {
+    pub k: &'a mut [f32],
+    pub v: &'a mut [f32],
+    pub k_t: &'a mut [f32],
+    pub max_len: usize,
+    pub rope: Option<&'a RopeTable>,
+}
+
+impl Model {
+    /// Appends `token` at position `pos` of a batch-1 cache and writes the next-token logits
+    /// (vocab): the same result as the general `forward_infer` path for one row, computed as one
+    /// parallel job over `rayon::current_num_threads()` participants (see the module doc). The
+    /// weights are read from `bf16` when given. Returns the index of the largest logit (the first
+    /// on ties, NaN never chosen, 0 if all are NaN: `sample::argmax`), found chunk by chunk with
+    /// the LM head. The caller checks the shapes, the token and that the config is `supported`.
+    pub(super) fn decode_step(
+        &self,
+        state: &mut DecodeState,
+        cache: CacheRefs<'_>,
+        pos: usize,
+        token: u32,
+        logits: &mut [f32],
+        bf16: Option<&[u16]>,
+    ) -> u32 {
+        let c = &self.config;
+        let p = &self.params;
+        let (d, f, n_heads, dh, vocab) = (c.d_model, c.d_ff, c.n_heads, c.d_head(), c.vocab_size);
+        let max_len = cache.max_len;
+        let layer_len = max_len * d;
+        assert!(pos < max_len, "decode_step: position {pos} past the cache");
+        assert_eq!(logits.len(), vocab, "decode_step: logits");
+        for buf in [&cache.k, &cache.v, &cache.k_t] {
+            assert_eq!(buf.len(), c.n_layers * layer_len, "decode_step: cache size");
+        }
+        let t = token as usize;
+        state
+            .x
+            .copy_from_slice(&p[layout::embedding(c)][t * d..(t + 1) * d]);
+        let weights = |r: Range<usize>| match bf16 {
+            Some(b) => Weights::Bf16(&b[r]),
+            None => Weights::F32(&p[r]),
+        };
+        let (qkv_rows, wo_rows, ffn_rows, w2_rows, head_rows, heads) = (
+            state.qkv_rows,
+            state.wo_rows,
+            state.ffn_rows,
+            state.w2_rows,
+            state.head_rows,
+            state.heads,
+        );
+        let head_phase = PER_LAYER * c.n_layers;
+        let pre = c.norm == Norm::Pre;
+        let swiglu = c.ffn == Ffn::Swiglu;
+        let rope = cache.rope;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let n_keys = pos + 1;
+        let chunk_argmax = &state.chunk_argmax;
+        let x = Shared::new(&mut state.x);
+        let qkv = Shared::new(&mut state.qkv);
+        let atty = Shared::new(&mut state.atty);
+        let hg = Shared::new(&mut state.hg);
+        let kc = Shared::new(cache.k);
+        let vc = Shared::new(cache.v);
+        let kt = Shared::new(cache.k_t);
+        let out = Shared::new(logits);
+        let rows = |chunk: usize, per: usize, n: usize| chunk * per..((chunk + 1) * per).min(n);
+
+        // SAFETY (all Shared accesses below): `run_phased` finishes every chunk of a phase before
+        // any chunk of the next starts and runs each chunk once. Per phase kind:
+        // - QKV: reads x (prepare), writes its own rows of qkv and, of this layer's cache, the
+        //   elements of position pos in its rows (distinct rows ⇒ distinct elements).
+        // - attention: reads qkv and the layer's caches (written only in the QKV phase), writes its
+        //   own heads of atty.
+        // - Wo / W2: read atty / hg, write their own rows of x.
+        // - W1/W3: reads x (prepare), writes its own rows of hg.
+        // - head: reads x (prepare), writes its own rows of the logits.
+        // So within a phase every element is written by at most one chunk, and nothing written in
+        // a phase is read in it.
+        let prepare = |local: &mut Local, phase: usize| {
+            let gain = if phase == head_phase {
+                Some(layout::ln_final(c))
+            } else {
+                let r = layout::layer(c, phase / PER_LAYER);
+                match phase % PER_LAYER {
+                    0 => Some(r.ln1),
+                    3 => Some(r.ln2),
+                    _ => return,
+                }
+            };
+            // SAFETY: see above (x is not written in these phases).
+            let xs = unsafe { x.all() };
+            match gain {
+                Some(g) if pre || phase == head_phase => {
+                    rmsnorm_row(&mut local.a, xs, &p[g], RMSNORM_EPS);
+                }
+                _ => local.a.copy_from_slice(xs),
+            }
+        };
+        let work = |local: &mut Local, phase: usize, chunk: usize| {
+            if phase == head_phase {
+                let r = rows(chunk, head_rows, vocab);
+                let w = weights(layout::lm_head(c).start + r.start * d..layout::lm_head(c).start + r.end * d);
+                // SAFETY: see above.
+                let o = unsafe { out.part(r.clone()) };
+                gemv::gemv_rows(o, w, &local.a);
+                let best = first_max(o).map_or(usize::MAX, |i| r.start + i);
+                chunk_argmax[chunk].store(best, Ordering::Relaxed);
+                return;
+            }
+            let l = phase / PER_LAYER;
+            let lr = layout::layer(c, l);
+            let off = l * layer_len;
+            match phase % PER_LAYER {
+                0 => {
+                    let r = rows(chunk, qkv_rows, 3 * d);
+                    let w = weights(lr.wq.start + r.start * d..lr.wq.start + r.end * d);
+                    // SAFETY: see above.
+                    let o = unsafe { qkv.part(r.clone()) };
+                    gemv::gemv_rows(o, w, &local.a);
+                    // The chunk's part of q, k and v (global rows s of the 3d).
+                    for (sec, s) in [0, 1, 2].map(|sec| (sec, r.start.max(sec * d)..r.end.min((sec + 1) * d)))
+                    {
+                        if s.is_empty() {
+                            continue;
+                        }
+                        let vals = &mut o[s.start - r.start..s.end - r.start];
+                        let first = s.start - sec * d;
+                        if sec < 2 {
+                            if let Some(table) = rope {
+                                rope_forward_span(vals, first, pos, table);
+                            }
+                        }
+                        for (i, &val) in vals.iter().enumerate() {
+                            let e = first + i;
+                            // SAFETY: see above.
+                            unsafe {
+                                match sec {
+                                    1 => {
+                                        kc.write(off + pos * d + e, val);
+                                        kt.write(off + e * max_len + pos, val);
+                                    }
+                                    2 => vc.write(off + pos * d + e, val),
+                                    _ => {}
+                                }
+                            }
+                        }
+                    }
+                }
+                1 => {
+                    // SAFETY: see above.
+                    let (q, kt, vc) = unsafe { (qkv.all(), kt.all(), vc.all()) };
+                    for hh in rows(chunk, heads, n_heads) {
+                        let cols = hh * dh..(hh + 1) * dh;
+                        // SAFETY: see above.
+                        let o = unsafe { atty.part(cols.clone()) };
+                        let kt_h = &kt[off + hh * dh * max_len..][..dh * max_len];
+                        let vc_h = &vc[off + hh * dh..off + layer_len];
+                        gemv::decode_head(
+                            o,
+                            &mut local.scores[..n_keys],
+                            &q[cols],
+                            kt_h,
+                            vc_h,
+                            max_len,
+                            d,
+                            scale,
+                        );
+                    }
+                }
+                2 => {
+                    let r = rows(chunk, wo_rows, d);
+                    let tmp = &mut local.t1[..r.len()];
+                    let w = weights(lr.wo.start + r.start * d..lr.wo.start + r.end * d);
+                    // SAFETY: see above.
+                    gemv::gemv_rows(tmp, w, unsafe { atty.all() });
+                    // SAFETY: see above.
+                    for (x, t) in unsafe { x.part(r) }.iter_mut().zip(tmp.iter()) {
+                        *x += t;
+                    }
+                }
+                3 => {
+                    let r = rows(chunk, ffn_rows, f);
+                    let (t1, t3) = (&mut local.t1[..r.len()], &mut local.t3[..r.len()]);
+                    gemv::gemv_rows(
+                        t1,
+                        weights(lr.w1.start + r.start * d..lr.w1.start + r.end * d),
+                        &local.a,
+                    );
+                    // SAFETY: see above.
+                    let o = unsafe { hg.part(r.clone()) };
+                    if swiglu {
+                        gemv::gemv_rows(
+                            t3,
+                            weights(lr.w3.start + r.start * d..lr.w3.start + r.end * d),
+                            &local.a,
+                        );
+                        fastmath::swiglu_rows(o, t1, Some(t3));
+                    } else {
+                        fastmath::swiglu_rows(o, t1, None);
+                    }
+                }
+                _ => {
+                    let r = rows(chunk, w2_rows, d);
+                    let tmp = &mut local.t1[..r.len()];
+                    let w = weights(lr.w2.start + r.start * f..lr.w2.start + r.end * f);
+                    // SAFETY: see above.
+                    gemv::gemv_rows(tmp, w, unsafe { hg.all() });
+                    // SAFETY: see above.
+                    for (x, t) in unsafe { x.part(r) }.iter_mut().zip(tmp.iter()) {
+                        *x += t;
+                    }
+                }
+            }
+        };
+        run_phased(&mut state.team, &state.chunks, &mut state.locals, prepare, work);
+        // The chunks in index order: the first chunk holding the largest value has its first index.
+        // (run_phased returned after every chunk, so the Relaxed stores are visible.)
+        // SAFETY: the job is over; nobody writes the logits any more.
+        let logits = unsafe { out.all() };
+        let mut best: Option<usize> = None;
+        for a in chunk_argmax {
+            let i = a.load(Ordering::Relaxed);
+            if i != usize::MAX && best.is_none_or(|b| logits[i] > logits[b]) {
+                best = Some(i);
+            }
+        }
+        best.unwrap_or(0) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::argmax;
+
+    #[test]
+    fn first_max_agrees_with_sample_argmax() {
+        let (nan, inf) = (f32::NAN, f32::INFINITY);
+        let cases: [&[f32]; 7] = [
+            &[1.0, 3.0, 2.0, 3.0],
+            &[nan, -1.0, nan, -0.5],
+            &[-inf, -inf, nan],
+            &[0.0, -0.0, 0.0],
+            &[-0.0, 0.0],
+            &[2.0, inf, nan, inf],
+            &[5.0],
+        ];
+        for x in cases {
+            assert_eq!(first_max(x).map(|i| i as u32), Some(argmax(x)), "{x:?}");
+        }
+        assert_eq!(first_max(&[nan, nan]), None);
+        // 40 values: the vectorized max sees full 16-lane blocks and a remainder.
+        let long: Vec<f32> = (0..40).map(|i| ((i * 17) % 23) as f32).collect();
+        assert_eq!(first_max(&long).map(|i| i as u32), Some(argmax(&long)));
+    }
+}
