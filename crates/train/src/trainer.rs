@@ -14,6 +14,7 @@ use ferrolm_nn::optim::AdamW;
 use ferrolm_nn::schedule::lr_cosine;
 use ferrolm_nn::{Precision, Rng};
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -419,7 +420,10 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
         }
         if accum > 1 {
             let scale = 1.0 / accum as f32;
-            run.model.grads.iter_mut().for_each(|g| *g *= scale);
+            run.model
+                .grads
+                .par_chunks_mut(1 << 16)
+                .for_each(|c| c.iter_mut().for_each(|g| *g *= scale));
         }
         let loss = (loss_sum / accum as f64) as f32;
         // Clipping is applied inside the AdamW pass (clip_scale), bitwise as clip_grad_norm would.

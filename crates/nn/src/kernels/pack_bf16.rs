@@ -89,8 +89,10 @@ pub fn pack_b_panels(out: &mut [u16], b: (&[f32], usize, usize), k: usize, kp: u
     }
 }
 
-/// Packs columns `j0..j0 + 16` of B into one B panel (`pack_b_panels` with P = 1).
-pub fn pack_b_panel(out: &mut [u16], b: (&[f32], usize, usize), k: usize, n: usize, j0: usize) {
+/// Packs columns `j0..j0 + 16` of B into one B panel (`pack_b_panels` with P = 1): the tests'
+/// reference for the multi-panel packs.
+#[cfg(test)]
+fn pack_b_panel(out: &mut [u16], b: (&[f32], usize, usize), k: usize, n: usize, j0: usize) {
     let kp = out.len() / 16;
     pack_b_panels(out, b, k, kp, n, j0)
 }
