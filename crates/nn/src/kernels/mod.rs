@@ -29,6 +29,7 @@ pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
+pub mod transpose;
 
 pub use attention::{
     attention_backward, attention_backward_recompute, attention_forward, attention_forward_cached,

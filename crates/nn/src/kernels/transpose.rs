@@ -1,0 +1,165 @@
+//! Matrix transposes in 16×16 AVX-512 register tiles (plain loops elsewhere): attention's
+//! per-head Kᵀ and Vᵀ packs. (Issue 5 also tried transposed operands for the `gemm` crate's
+//! weight-gradient and d→d forward products: the packing they saved was about what the
+//! transposes cost, so those stayed as they were.)
+
+/// `dst[c·ld_dst + r] = src[r·ld_src + c]` for r < rows, c < cols, on
+/// this thread: 16×16 register tiles where the CPU has AVX-512, plain loops for the rest.
+pub fn transpose_strided(
+    dst: &mut [f32],
+    ld_dst: usize,
+    src: &[f32],
+    ld_src: usize,
+    rows: usize,
+    cols: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        cols <= ld_src && (rows - 1) * ld_src + cols <= src.len(),
+        "transpose_strided: src"
+    );
+    assert!(
+        rows <= ld_dst && (cols - 1) * ld_dst + rows <= dst.len(),
+        "transpose_strided: dst"
+    );
+    let (mut done_r, mut done_c) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        (done_r, done_c) = (rows / 16 * 16, cols / 16 * 16);
+        for r in (0..done_r).step_by(16) {
+            for c in (0..done_c).step_by(16) {
+                // SAFETY: the CPU has AVX-512F (checked above). The tile reads src[(r + i)·ld_src
+                // + c + j] and writes dst[(c + j)·ld_dst + r + i] for i, j < 16; with r + 16 ≤ rows
+                // and c + 16 ≤ cols the asserts above put all of them inside the slices.
+                unsafe {
+                    avx512::tile16(
+                        src.as_ptr().add(r * ld_src + c),
+                        ld_src,
+                        dst.as_mut_ptr().add(c * ld_dst + r),
+                        ld_dst,
+                    )
+                };
+            }
+        }
+    }
+    // What the tiles did not cover: rows ≥ done_r, or columns ≥ done_c.
+    for r in 0..rows {
+        for c in (if r < done_r { done_c } else { 0 })..cols {
+            dst[c * ld_dst + r] = src[r * ld_src + c];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// dst[j·ld_dst + i] = src[i·ld_src + j] for i, j < 16, in registers: 32-bit and 64-bit
+    /// interleaves within 128-bit lanes, then two rounds of lane shuffles.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; the 16 rows of 16 floats at src (stride ld_src) must be
+    /// readable, and those at dst (stride ld_dst) writable.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile16(src: *const f32, ld_src: usize, dst: *mut f32, ld_dst: usize) {
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (i, x) in r.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(src.add(i * ld_src));
+        }
+        // Within each 128-bit lane L of rows a, b, c, d (columns 4L..4L+3): after these two
+        // rounds r[4g + c] lane L holds column 4L + c of rows 4g..4g+3.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let pd = _mm512_castps_pd;
+        let ps = _mm512_castpd_ps;
+        for g in 0..4 {
+            let (a0, a1, b0, b1) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+            r[4 * g] = ps(_mm512_unpacklo_pd(pd(a0), pd(b0)));
+            r[4 * g + 1] = ps(_mm512_unpackhi_pd(pd(a0), pd(b0)));
+            r[4 * g + 2] = ps(_mm512_unpacklo_pd(pd(a1), pd(b1)));
+            r[4 * g + 3] = ps(_mm512_unpackhi_pd(pd(a1), pd(b1)));
+        }
+        // Output row 4L + c = lane L of r[c], r[4 + c], r[8 + c], r[12 + c]: a 4×4 transpose of
+        // 128-bit lanes.
+        for c in 0..4 {
+            let (a, b, cc, d) = (r[c], r[4 + c], r[8 + c], r[12 + c]);
+            let u0 = _mm512_shuffle_f32x4::<0x88>(a, b);
+            let u1 = _mm512_shuffle_f32x4::<0xdd>(a, b);
+            let u2 = _mm512_shuffle_f32x4::<0x88>(cc, d);
+            let u3 = _mm512_shuffle_f32x4::<0xdd>(cc, d);
+            let out = [
+                _mm512_shuffle_f32x4::<0x88>(u0, u2),
+                _mm512_shuffle_f32x4::<0x88>(u1, u3),
+                _mm512_shuffle_f32x4::<0xdd>(u0, u2),
+                _mm512_shuffle_f32x4::<0xdd>(u1, u3),
+            ];
+            for (l, v) in out.into_iter().enumerate() {
+                _mm512_storeu_ps(dst.add((4 * l + c) * ld_dst), v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut t = vec![0.0; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = src[r * cols + c];
+            }
+        }
+        t
+    }
+
+    /// Every shape class: below one tile, whole tiles, ragged edges in both directions.
+    #[test]
+    fn transpose_matches_naive_on_ragged_shapes() {
+        for (rows, cols) in [
+            (1, 1),
+            (3, 5),
+            (16, 16),
+            (17, 16),
+            (16, 33),
+            (48, 64),
+            (50, 131),
+            (256, 200),
+        ] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 7.0).collect();
+            let want = naive(&src, rows, cols);
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose_strided(&mut dst, rows, &src, cols, rows, cols);
+            assert_eq!(dst, want, "{rows}x{cols}");
+        }
+    }
+
+    /// Sub-matrices with padded strides on both sides; entries outside are left alone.
+    #[test]
+    fn strided_transpose_touches_only_its_block() {
+        for (rows, cols) in [(16, 32), (20, 7), (33, 48), (256, 32)] {
+            let (ld_src, ld_dst) = (cols + 5, rows + 3);
+            let src: Vec<f32> = (0..rows * ld_src).map(|i| i as f32).collect();
+            let mut dst = vec![-1.0; cols * ld_dst];
+            transpose_strided(&mut dst, ld_dst, &src, ld_src, rows, cols);
+            for c in 0..cols {
+                for r in 0..ld_dst {
+                    let want = if r < rows { src[r * ld_src + c] } else { -1.0 };
+                    assert_eq!(dst[c * ld_dst + r], want, "{rows}x{cols} at ({c}, {r})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_of_empty_is_a_no_op() {
+        transpose_strided(&mut [], 1, &[], 7, 0, 7);
+        transpose_strided(&mut [], 5, &[], 1, 5, 0);
+    }
+}
