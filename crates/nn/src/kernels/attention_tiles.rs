@@ -173,14 +173,8 @@ pub fn pack_rows(xp: &mut [f32], x: &[f32], ld: usize, w: usize, rows: usize) {
 /// `xt[i·rows + t] = x[t·ld + i]` for t < rows, i < w: w-wide columns of a row-major matrix
 /// with row stride ld, transposed (16×16 register tiles, `transpose_strided`; they replaced one
 /// gather per column, issue 5).
+/// Panics (in `transpose_strided`) unless those indices lie inside the slices.
 pub fn pack_transposed(xt: &mut [f32], x: &[f32], ld: usize, w: usize, rows: usize) {
-    if rows == 0 || w == 0 {
-        return;
-    }
-    assert!(
-        xt.len() >= rows * w && (rows - 1) * ld + w <= x.len() && w <= ld,
-        "pack_transposed: lengths"
-    );
     transpose_strided(xt, rows, x, ld, rows, w);
 }
 
@@ -263,7 +257,7 @@ mod avx512 {
             *m = ((1u32 << lanes) - 1) as u16;
         }
         let mut acc = [[_mm512_setzero_ps(); V]; R];
-        // Full-width tiles load without masks (measured ~10% faster in isolation).
+        // Full-width tiles load without masks (the tile alone 19–23% faster, issue 5).
         let full = w == 16 * V;
         for k in 0..kn {
             let bk = b.add(k * ldb);

@@ -24,15 +24,33 @@ pub fn transpose_strided(
         rows <= ld_dst && (cols - 1) * ld_dst + rows <= dst.len(),
         "transpose_strided: dst"
     );
-    let (mut done_r, mut done_c) = (0, 0);
+    let (done_r, done_c) = tiles16(dst, ld_dst, src, ld_src, rows, cols);
+    // What the tiles did not cover: rows ≥ done_r, or columns ≥ done_c.
+    for r in 0..rows {
+        for c in (if r < done_r { done_c } else { 0 })..cols {
+            dst[c * ld_dst + r] = src[r * ld_src + c];
+        }
+    }
+}
+
+/// The 16×16 tiles of `transpose_strided` where the CPU has AVX-512: returns how many rows and
+/// columns they covered ((0, 0) elsewhere). Bounds as `transpose_strided` asserts them.
+fn tiles16(
+    dst: &mut [f32],
+    ld_dst: usize,
+    src: &[f32],
+    ld_src: usize,
+    rows: usize,
+    cols: usize,
+) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
-        (done_r, done_c) = (rows / 16 * 16, cols / 16 * 16);
+        let (done_r, done_c) = (rows / 16 * 16, cols / 16 * 16);
         for r in (0..done_r).step_by(16) {
             for c in (0..done_c).step_by(16) {
                 // SAFETY: the CPU has AVX-512F (checked above). The tile reads src[(r + i)·ld_src
                 // + c + j] and writes dst[(c + j)·ld_dst + r + i] for i, j < 16; with r + 16 ≤ rows
-                // and c + 16 ≤ cols the asserts above put all of them inside the slices.
+                // and c + 16 ≤ cols, transpose_strided's asserts put all of them inside the slices.
                 unsafe {
                     avx512::tile16(
                         src.as_ptr().add(r * ld_src + c),
@@ -43,13 +61,10 @@ pub fn transpose_strided(
                 };
             }
         }
+        return (done_r, done_c);
     }
-    // What the tiles did not cover: rows ≥ done_r, or columns ≥ done_c.
-    for r in 0..rows {
-        for c in (if r < done_r { done_c } else { 0 })..cols {
-            dst[c * ld_dst + r] = src[r * ld_src + c];
-        }
-    }
+    let _ = (dst, ld_dst, src, ld_src, rows, cols);
+    (0, 0)
 }
 
 #[cfg(target_arch = "x86_64")]
