@@ -38,6 +38,9 @@ grep -q '"step":20' runs/bf16/metrics.jsonl || { echo "the bf16 run did not reac
 "$ferrolm" generate --checkpoint runs/a --prompt "Once upon a time" --max-tokens 32 --temperature 0.8 --top-p 0.9 --seed 1
 "$ferrolm" generate --checkpoint runs/a --prompt "Once upon a time" --max-tokens 32 --precision bf16
 "$ferrolm" eval --checkpoint runs/a --data valid.npy --max-windows 16
+# the per-kernel breakdown of a (very short) benchmark step
+"$ferrolm" --threads 2 bench train --preset tiny --batch 1 --seq 16 --steps 2 --warmup 1 --breakdown > bench.txt
+grep -q "fwd matmul head" bench.txt && grep -q "AdamW" bench.txt || { cat bench.txt; echo "no breakdown" >&2; exit 1; }
 for f in runs/a/config.toml runs/a/metrics.jsonl runs/a/loss.svg; do
     test -s "$f" || { echo "missing $f" >&2; exit 1; }
 done

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use ferrolm_nn::kernels::peak;
 use ferrolm_nn::model::{Activations, KvCache, Model};
 use ferrolm_nn::optim::{AdamW, AdamWConfig};
+use ferrolm_nn::profile;
 use ferrolm_nn::{ModelConfig, Precision, Rng};
 use std::time::Instant;
 
@@ -76,6 +77,10 @@ pub struct TrainArgs {
     /// Print one line per timed step.
     #[arg(long)]
     verbose: bool,
+    /// Also print where the timed steps' time went: wall time per kernel (each matmul by layer
+    /// and role, attention, norms, ...), measured inside the steps.
+    #[arg(long)]
+    breakdown: bool,
 }
 
 pub fn run(command: Command) -> anyhow::Result<()> {
@@ -227,6 +232,10 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
     model.zero_grads();
     let (mut cpu_timed, mut wall_timed) = (0.0, 0.0);
     for i in 0..a.warmup + a.steps {
+        if i == a.warmup && a.breakdown {
+            profile::take(); // drop the warm-up steps' laps
+            profile::set_enabled(true);
+        }
         let t0 = Instant::now();
         let cpu0 = process_cpu_seconds();
         if a.no_optimizer {
@@ -234,7 +243,9 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
         }
         loss = model.forward_backward(&mut acts, &inputs, &targets)?;
         if !a.no_optimizer {
+            let mut laps = profile::Laps::start();
             opt.step_scaled_and_zero_grads(&mut model.params, &mut model.grads, 1e-4, 1.0);
+            laps.mark("AdamW (+ zeroing the gradients)");
         }
         let dt = t0.elapsed().as_secs_f64();
         if i >= a.warmup {
@@ -245,6 +256,10 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
                 println!("  step {:>3}: {:.1} ms, loss {loss:.4}", i - a.warmup, dt * 1e3);
             }
         }
+    }
+    profile::set_enabled(false);
+    if a.breakdown {
+        print_breakdown(&profile::take(), wall_timed, a.steps);
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
@@ -276,6 +291,36 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
         median * 1e3
     );
     Ok(())
+}
+
+/// The `--breakdown` table: each label's wall time per step and share of the timed steps, the
+/// largest first, and what no label covered (loss mean, checks, the step loop itself).
+fn print_breakdown(laps: &[profile::Lap], wall: f64, steps: usize) {
+    let mut laps = laps.to_vec();
+    laps.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    let per_step = |s: f64| s / steps as f64 * 1e3;
+    println!("where the {steps} timed steps went (wall time inside the steps, per step):");
+    println!(
+        "  {:<36} {:>9} {:>7} {:>11}",
+        "kernel", "ms/step", "share", "calls/step"
+    );
+    let mut covered = 0.0;
+    for l in &laps {
+        covered += l.seconds;
+        println!(
+            "  {:<36} {:>9.2} {:>6.1}% {:>11}",
+            l.label,
+            per_step(l.seconds),
+            100.0 * l.seconds / wall,
+            l.calls / steps as u64
+        );
+    }
+    println!(
+        "  {:<36} {:>9.2} {:>6.1}%",
+        "(not in any kernel above)",
+        per_step(wall - covered),
+        100.0 * (wall - covered) / wall
+    );
 }
 
 /// CPU seconds used by this process so far (all threads, user + system), from /proc/self/stat

@@ -1,5 +1,7 @@
 //! Times the kernels of one training step at a preset's shapes (where the step's time goes).
-//! `cargo run --release -p ferrolm-nn --example kernel_times -- small 8 [threads] [f32|bf16]`
+//! `cargo run --release -p ferrolm-nn --example kernel_times -- small 8 [threads] [f32|bf16] [reps]`
+//! (reps: timed calls per kernel, median printed; default 3). `tools/bench_matmul_vs_torch.py`
+//! runs it next to PyTorch's matmuls.
 //! The last lines add the kernels up per training step (n_layers blocks + head + loss).
 
 use ferrolm_nn::kernels::*;
@@ -39,7 +41,7 @@ fn main() {
     let w = vec![0.01f32; v * d.max(f)];
     let mut y = vec![0.0f32; n * v.max(f)];
     let mut dw = vec![0.0f32; v * d.max(f)];
-    let reps = 3;
+    let reps: usize = args.get(5).map_or(3, |s| s.parse().unwrap());
     for (name, din, dout) in [
         ("qkvo d→d", d, d),
         ("w1/w3 d→f", d, f),

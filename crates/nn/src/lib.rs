@@ -11,6 +11,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod phased;
+pub mod profile;
 pub mod rng;
 pub mod sample;
 pub mod schedule;

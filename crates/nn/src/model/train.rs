@@ -4,6 +4,7 @@
 use super::{layout, Model, RMSNORM_EPS};
 use crate::kernels::{self, Precision, RopeTable};
 use crate::loss::mean;
+use crate::profile::Laps;
 use crate::{Ffn, ModelConfig, NnError, Norm, Position, Result};
 
 /// One layer's saved activations, each (N, ·) with N = batch·seq rows. Buffers an ablation does
@@ -208,8 +209,10 @@ impl Model {
         forward(&self.config, self.precision, &self.params, acts, inputs);
         let v = self.config.vocab_size;
         let scale = 1.0 / targets.len() as f32;
+        let mut laps = Laps::start();
         kernels::cross_entropy_fused(&mut acts.logits, &mut acts.losses, targets, v, scale);
         let loss = mean(&acts.losses);
+        laps.mark("cross-entropy");
         backward(
             &self.config,
             self.precision,
@@ -228,7 +231,9 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
     let n = b * t;
     let (d, f, h, dh) = (c.d_model, c.d_ff, c.n_heads, c.d_head());
     let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
+    let mut laps = Laps::start();
     kernels::embedding_forward(&mut acts.residual[0], inputs, &p[layout::embedding(c)], d);
+    laps.mark("fwd embedding");
     for l in 0..c.n_layers {
         let r = layout::layer(c, l);
         let (before, after) = acts.residual.split_at_mut(l + 1);
@@ -253,6 +258,7 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         // Attention sublayer.
         let a_in: &[f32] = if pre {
             kernels::rmsnorm_forward(ln1_out, rstd1, xin, &p[r.ln1.clone()], n, d, RMSNORM_EPS);
+            laps.mark("fwd rmsnorm");
             ln1_out
         } else {
             xin
@@ -260,21 +266,27 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         kernels::matmul_forward(prec, q, a_in, &p[r.wq], n, d, d);
         kernels::matmul_forward(prec, k, a_in, &p[r.wk], n, d, d);
         kernels::matmul_forward(prec, v, a_in, &p[r.wv], n, d, d);
+        laps.mark("fwd matmul q/k/v");
         if let Some(rope) = &acts.rope {
             kernels::rope_forward(q, &acts.positions, h, rope);
             kernels::rope_forward(k, &acts.positions, h, rope);
+            laps.mark("fwd rope");
         }
         kernels::attention_forward_recompute(atty, q, k, v, b, t, h, dh);
+        laps.mark("fwd attention");
         kernels::matmul_forward(prec, tmp, atty, &p[r.wo], n, d, d);
+        laps.mark("fwd matmul o");
         if post {
             kernels::residual_forward(sum1, xin, tmp);
             kernels::rmsnorm_forward(z, rstd1, sum1, &p[r.ln1], n, d, RMSNORM_EPS);
         } else {
             kernels::residual_forward(z, xin, tmp);
         }
+        laps.mark("fwd residual (+ norm)");
         // FFN sublayer.
         let f_in: &[f32] = if pre {
             kernels::rmsnorm_forward(ln2_out, rstd2, z, &p[r.ln2.clone()], n, d, RMSNORM_EPS);
+            laps.mark("fwd rmsnorm");
             ln2_out
         } else {
             z
@@ -282,17 +294,22 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         kernels::matmul_forward(prec, h1, f_in, &p[r.w1], n, d, f);
         if c.ffn == Ffn::Swiglu {
             kernels::matmul_forward(prec, h3, f_in, &p[r.w3], n, d, f);
+            laps.mark("fwd matmul w1/w3");
             kernels::swiglu_forward(hg, h1, h3);
         } else {
+            laps.mark("fwd matmul w1/w3");
             kernels::silu_forward(hg, h1);
         }
+        laps.mark("fwd swiglu");
         kernels::matmul_forward(prec, tmp, hg, &p[r.w2], n, f, d);
+        laps.mark("fwd matmul w2");
         if post {
             kernels::residual_forward(sum2, z, tmp);
             kernels::rmsnorm_forward(xout, rstd2, sum2, &p[r.ln2], n, d, RMSNORM_EPS);
         } else {
             kernels::residual_forward(xout, z, tmp);
         }
+        laps.mark("fwd residual (+ norm)");
     }
     let x_last = &acts.residual[c.n_layers];
     kernels::rmsnorm_forward(
@@ -304,6 +321,7 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         d,
         RMSNORM_EPS,
     );
+    laps.mark("fwd rmsnorm");
     kernels::matmul_forward(
         prec,
         &mut acts.logits,
@@ -313,6 +331,7 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         d,
         c.vocab_size,
     );
+    laps.mark("fwd matmul head");
 }
 
 /// The backward from `acts.logits` holding dLoss/dlogits; adds every parameter's gradient into `g`.
@@ -342,9 +361,12 @@ fn backward(
     } = s;
 
     // LM head and final norm.
+    let mut laps = Laps::start();
     let head = layout::lm_head(c);
     kernels::matmul_backward_input(prec, dtmp, &acts.logits, &p[head.clone()], n, d, vocab, false);
+    laps.mark("bwd matmul head, input grad");
     kernels::matmul_backward_weight(prec, &mut g[head], &acts.logits, &acts.lnf_out, n, d, vocab);
+    laps.mark("bwd matmul head, weight grad");
     dres.fill(0.0);
     let lnf = layout::ln_final(c);
     let x_last = &acts.residual[c.n_layers];
@@ -358,6 +380,7 @@ fn backward(
         n,
         d,
     );
+    laps.mark("bwd rmsnorm");
 
     for l in (0..c.n_layers).rev() {
         // Here dres = dLoss/d(layer output).
@@ -376,20 +399,26 @@ fn backward(
                 n,
                 d,
             );
+            laps.mark("bwd rmsnorm");
         }
         // FFN sublayer: dz holds dLoss/d(FFN output) and receives the input gradient.
         {
             let dz: &mut [f32] = if post { db } else { dres };
             let f_in: &[f32] = if pre { &la.ln2_out } else { &la.z };
             kernels::matmul_backward_weight(prec, &mut g[r.w2.clone()], dz, &la.hg, n, f, d);
+            laps.mark("bwd matmul w2, weight grad");
             kernels::matmul_backward_input(prec, dhg, dz, &p[r.w2], n, f, d, false);
+            laps.mark("bwd matmul w2, input grad");
             if c.ffn == Ffn::Swiglu {
                 kernels::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
+                laps.mark("bwd swiglu");
                 kernels::matmul_backward_weight(prec, &mut g[r.w3.clone()], dh3, f_in, n, d, f);
             } else {
                 kernels::silu_backward(dh1, dhg, &la.h1);
+                laps.mark("bwd swiglu");
             }
             kernels::matmul_backward_weight(prec, &mut g[r.w1.clone()], dh1, f_in, n, d, f);
+            laps.mark("bwd matmul w1/w3, weight grad");
             // d f_in = dh1 W1 (+ dh3 W3): straight into dz, or through ln2 for pre-norm.
             let swiglu = c.ffn == Ffn::Swiglu;
             if pre {
@@ -397,12 +426,15 @@ fn backward(
                 if swiglu {
                     kernels::matmul_backward_input(prec, dtmp, dh3, &p[r.w3], n, d, f, true);
                 }
+                laps.mark("bwd matmul w1/w3, input grad");
                 kernels::rmsnorm_backward(dz, &mut g[r.ln2.clone()], dtmp, &la.z, &p[r.ln2], &la.rstd2, n, d);
+                laps.mark("bwd rmsnorm");
             } else {
                 kernels::matmul_backward_input(prec, dz, dh1, &p[r.w1], n, d, f, true);
                 if swiglu {
                     kernels::matmul_backward_input(prec, dz, dh3, &p[r.w3], n, d, f, true);
                 }
+                laps.mark("bwd matmul w1/w3, input grad");
             }
         }
         if post {
@@ -417,26 +449,35 @@ fn backward(
                 n,
                 d,
             );
+            laps.mark("bwd rmsnorm");
         }
         // Attention sublayer: dres holds dLoss/d(attention output) and receives the input gradient.
         let a_in: &[f32] = if pre { &la.ln1_out } else { xin };
         kernels::matmul_backward_weight(prec, &mut g[r.wo.clone()], dres, &la.atty, n, d, d);
+        laps.mark("bwd matmul o, weight grad");
         kernels::matmul_backward_input(prec, dtmp, dres, &p[r.wo], n, d, d, false);
+        laps.mark("bwd matmul o, input grad");
         kernels::attention_backward_recompute(dq, dk, dv, dtmp, &la.q, &la.k, &la.v, b, t, h, dh);
+        laps.mark("bwd attention");
         if let Some(rope) = &acts.rope {
             kernels::rope_backward(dq, &acts.positions, h, rope);
             kernels::rope_backward(dk, &acts.positions, h, rope);
+            laps.mark("bwd rope");
         }
         kernels::matmul_backward_weight(prec, &mut g[r.wq.clone()], dq, a_in, n, d, d);
         kernels::matmul_backward_weight(prec, &mut g[r.wk.clone()], dk, a_in, n, d, d);
         kernels::matmul_backward_weight(prec, &mut g[r.wv.clone()], dv, a_in, n, d, d);
+        laps.mark("bwd matmul q/k/v, weight grad");
         let dst: &mut [f32] = if pre { dtmp } else { dres };
         kernels::matmul_backward_input(prec, dst, dq, &p[r.wq], n, d, d, !pre);
         kernels::matmul_backward_input(prec, dst, dk, &p[r.wk], n, d, d, true);
         kernels::matmul_backward_input(prec, dst, dv, &p[r.wv], n, d, d, true);
+        laps.mark("bwd matmul q/k/v, input grad");
         if pre {
             kernels::rmsnorm_backward(dres, &mut g[r.ln1.clone()], dtmp, xin, &p[r.ln1], &la.rstd1, n, d);
+            laps.mark("bwd rmsnorm");
         }
     }
     kernels::embedding_backward(&mut g[layout::embedding(c)], dres, inputs, d);
+    laps.mark("bwd embedding");
 }
