@@ -235,6 +235,34 @@ pub fn matmul_backward_weight(
     }
 }
 
+/// `dweight (d_out, d_in) += dout_t (d_out, n) · inp (n, d_in)`: the weight gradient from the
+/// output gradient stored TRANSPOSED (dout_t = doutᵀ, rows `ld_t ≥ n` apart). Accumulates. The
+/// faster form where dout_t comes for free: the `gemm` crate then reads the output gradient along
+/// its reduction dimension instead of packing it from rows d_out floats apart.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_weight_t(
+    prec: Precision,
+    dweight: &mut [f32],
+    dout_t: &[f32],
+    ld_t: usize,
+    inp: &[f32],
+    n: usize,
+    d_in: usize,
+    d_out: usize,
+) {
+    assert_eq!(dweight.len(), d_out * d_in, "matmul_backward_weight_t: dweight");
+    assert!(
+        ld_t >= n && (d_out == 0 || dout_t.len() >= (d_out - 1) * ld_t + n),
+        "matmul_backward_weight_t: dout_t"
+    );
+    assert_eq!(inp.len(), n * d_in, "matmul_backward_weight_t: inp");
+    let (a, b) = ((dout_t, ld_t, 1), (inp, d_in, 1));
+    match prec {
+        Precision::F32 => gemm_model(d_out, d_in, n, dweight, d_in, true, a, b),
+        Precision::Bf16 => gemm_bf16(d_out, d_in, n, dweight, d_in, true, a, b),
+    }
+}
+
 /// Backward of `matmul_forward`: `dinp += dout · weight` and `dweight += doutᵀ · inp`
 /// (both ACCUMULATED). Shapes as in `matmul_forward`.
 #[allow(clippy::too_many_arguments)]
@@ -349,6 +377,32 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The weight gradient from a transposed output gradient (padded rows) equals the plain one.
+    #[test]
+    fn weight_gradient_from_transposed_output_gradient_matches() {
+        let (n, d_in, d_out) = (300, 70, 130);
+        let dout: Vec<f32> = (0..n * d_out)
+            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
+            .collect();
+        let inp: Vec<f32> = (0..n * d_in)
+            .map(|i| ((i * 31) % 89) as f32 / 89.0 - 0.5)
+            .collect();
+        let ld = n + 5;
+        let mut dout_t = vec![f32::NAN; d_out * ld];
+        for t in 0..n {
+            for o in 0..d_out {
+                dout_t[o * ld + t] = dout[t * d_out + o];
+            }
+        }
+        let init: Vec<f32> = (0..d_out * d_in).map(|i| (i % 7) as f32).collect();
+        let (mut want, mut got) = (init.clone(), init);
+        matmul_backward_weight(Precision::F32, &mut want, &dout, &inp, n, d_in, d_out);
+        matmul_backward_weight_t(Precision::F32, &mut got, &dout_t, ld, &inp, n, d_in, d_out);
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-4, "{a} {b}");
         }
     }
 

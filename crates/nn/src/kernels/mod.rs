@@ -38,11 +38,13 @@ pub use attention::{
 pub use cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
 pub use embedding::{embedding_backward, embedding_forward};
 pub use gemm_bf16::{gemm_bf16, Precision};
-pub use matmul::{matmul_backward, matmul_backward_input, matmul_backward_weight, matmul_forward};
+pub use matmul::{
+    matmul_backward, matmul_backward_input, matmul_backward_weight, matmul_backward_weight_t, matmul_forward,
+};
 pub use residual::{add_inplace, residual_forward};
 pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward, rmsnorm_row};
 pub use rope::{rope_backward, rope_forward, rope_forward_span, RopeTable};
-pub use swiglu::{silu_backward, silu_forward, swiglu_backward, swiglu_forward};
+pub use swiglu::{silu_backward, silu_forward, swiglu_backward, swiglu_backward_t, swiglu_forward};
 
 /// Rows per rayon task for row-parallel elementwise kernels: enough work per task that the
 /// scheduling cost is negligible, small enough to balance over a few cores.

@@ -1,7 +1,7 @@
 //! Matrix transposes in 16×16 AVX-512 register tiles (plain loops elsewhere): attention's
-//! per-head Kᵀ and Vᵀ packs. (Issue 5 also tried transposed operands for the `gemm` crate's
-//! weight-gradient and d→d forward products: the packing they saved was about what the
-//! transposes cost, so those stayed as they were.)
+//! per-head Kᵀ and Vᵀ packs, and SwiGLU's transposed gradients for the W1/W3 weight gradients.
+//! (Issue 5 also tried transposing operands in separate passes for the `gemm` crate's other
+//! products: each pass cost about what it saved.)
 
 /// `dst[c·ld_dst + r] = src[r·ld_src + c]` for r < rows, c < cols, on
 /// this thread: 16×16 register tiles where the CPU has AVX-512, plain loops for the rest.
@@ -29,6 +29,64 @@ pub fn transpose_strided(
     for r in 0..rows {
         for c in (if r < done_r { done_c } else { 0 })..cols {
             dst[c * ld_dst + r] = src[r * ld_src + c];
+        }
+    }
+}
+
+/// `dst[c·ld_dst + r] = src[r·ld_src + c]` for r < rows, c < cols, through a raw dst pointer: for
+/// callers that fill disjoint column blocks of one matrix from several threads (a `&mut` slice
+/// per block would overlap the others' rows). Columns outer: each dst row receives its whole run
+/// of `rows` floats in one visit. Tiles whose dst rows start on 64-byte boundaries are written
+/// with non-temporal stores: a big transposed output is not read from memory before being
+/// overwritten (issue 5: that read-for-ownership tripled the cost of SwiGLU's transposed
+/// gradients in a training step).
+///
+/// # Safety
+/// `dst` must be valid for writes at every `c·ld_dst + r` (r < rows, c < cols), rows ≤ ld_dst,
+/// and no other thread may read or write those elements during the call. (`src` is checked: an
+/// index outside it panics.)
+pub(crate) unsafe fn transpose_to_ptr(
+    dst: *mut f32,
+    ld_dst: usize,
+    src: &[f32],
+    ld_src: usize,
+    rows: usize,
+    cols: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        cols <= ld_src && (rows - 1) * ld_src + cols <= src.len() && rows <= ld_dst,
+        "transpose_to_ptr: src"
+    );
+    let (mut done_r, mut done_c) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        (done_r, done_c) = (rows / 16 * 16, cols / 16 * 16);
+        for c in (0..done_c).step_by(16) {
+            for r in (0..done_r).step_by(16) {
+                // SAFETY: AVX-512F checked; the tile reads src[(r + i)·ld_src + c + j] (inside src
+                // by the assert) and writes dst[(c + j)·ld_dst + r + i], i, j < 16, inside the
+                // region the caller vouches for.
+                unsafe {
+                    let d = dst.add(c * ld_dst + r);
+                    if (d as usize).is_multiple_of(64) && ld_dst.is_multiple_of(16) {
+                        avx512::tile16_stream(src.as_ptr().add(r * ld_src + c), ld_src, d, ld_dst)
+                    } else {
+                        avx512::tile16(src.as_ptr().add(r * ld_src + c), ld_src, d, ld_dst)
+                    }
+                };
+            }
+        }
+        // SAFETY: SSE is baseline on x86_64; the fence orders the streaming stores above before
+        // anything this thread does next (the caller's join publishes them to other threads).
+        unsafe { std::arch::x86_64::_mm_sfence() };
+    }
+    for r in 0..rows {
+        for c in (if r < done_r { done_c } else { 0 })..cols {
+            // SAFETY: r < rows, c < cols: inside the caller's region.
+            unsafe { *dst.add(c * ld_dst + r) = src[r * ld_src + c] };
         }
     }
 }
@@ -115,6 +173,52 @@ mod avx512 {
             ];
             for (l, v) in out.into_iter().enumerate() {
                 _mm512_storeu_ps(dst.add((4 * l + c) * ld_dst), v);
+            }
+        }
+    }
+
+    /// `tile16` with non-temporal stores (no read-for-ownership of the destination lines).
+    ///
+    /// # Safety
+    /// As `tile16`, and every destination row start must be 64-byte aligned.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile16_stream(src: *const f32, ld_src: usize, dst: *mut f32, ld_dst: usize) {
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (i, x) in r.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(src.add(i * ld_src));
+        }
+        // Within each 128-bit lane L of rows a, b, c, d (columns 4L..4L+3): after these two
+        // rounds r[4g + c] lane L holds column 4L + c of rows 4g..4g+3.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        let pd = _mm512_castps_pd;
+        let ps = _mm512_castpd_ps;
+        for g in 0..4 {
+            let (a0, a1, b0, b1) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+            r[4 * g] = ps(_mm512_unpacklo_pd(pd(a0), pd(b0)));
+            r[4 * g + 1] = ps(_mm512_unpackhi_pd(pd(a0), pd(b0)));
+            r[4 * g + 2] = ps(_mm512_unpacklo_pd(pd(a1), pd(b1)));
+            r[4 * g + 3] = ps(_mm512_unpackhi_pd(pd(a1), pd(b1)));
+        }
+        // Output row 4L + c = lane L of r[c], r[4 + c], r[8 + c], r[12 + c]: a 4×4 transpose of
+        // 128-bit lanes.
+        for c in 0..4 {
+            let (a, b, cc, d) = (r[c], r[4 + c], r[8 + c], r[12 + c]);
+            let u0 = _mm512_shuffle_f32x4::<0x88>(a, b);
+            let u1 = _mm512_shuffle_f32x4::<0xdd>(a, b);
+            let u2 = _mm512_shuffle_f32x4::<0x88>(cc, d);
+            let u3 = _mm512_shuffle_f32x4::<0xdd>(cc, d);
+            let out = [
+                _mm512_shuffle_f32x4::<0x88>(u0, u2),
+                _mm512_shuffle_f32x4::<0x88>(u1, u3),
+                _mm512_shuffle_f32x4::<0xdd>(u0, u2),
+                _mm512_shuffle_f32x4::<0xdd>(u1, u3),
+            ];
+            for (l, v) in out.into_iter().enumerate() {
+                _mm512_stream_ps(dst.add((4 * l + c) * ld_dst), v);
             }
         }
     }

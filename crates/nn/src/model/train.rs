@@ -46,6 +46,22 @@ struct GradScratch {
     dhg: Vec<f32>,
     dh1: Vec<f32>,
     dh3: Vec<f32>,
+    /// dh1ᵀ and dh3ᵀ (d_ff, N) for the f32 W1/W3 weight gradients (SwiGLU only), rows
+    /// `transposed_ld(N)` apart from the first 64-byte boundary on (`aligned64`).
+    dh1t: Vec<f32>,
+    dh3t: Vec<f32>,
+}
+
+/// Row stride of a transposed (·, n) gradient: n rounded up to whole cache lines plus one, so
+/// rows start on 64-byte boundaries but not all in the same cache sets.
+fn transposed_ld(n: usize) -> usize {
+    n.div_ceil(16) * 16 + 16
+}
+
+/// The part of `v` from its first 64-byte boundary on.
+fn aligned64(v: &mut [f32]) -> &mut [f32] {
+    let off = v.as_ptr().align_offset(64).min(v.len());
+    &mut v[off..]
 }
 
 /// Activation buffers for training on (batch, seq) tokens, allocated once and reused every step.
@@ -137,6 +153,16 @@ impl Activations {
             dhg: z(n * f),
             dh1: z(n * f),
             dh3: z(if c.ffn == Ffn::Swiglu { n * f } else { 0 }),
+            dh1t: z(if c.ffn == Ffn::Swiglu {
+                transposed_ld(n) * f + 16
+            } else {
+                0
+            }),
+            dh3t: z(if c.ffn == Ffn::Swiglu {
+                transposed_ld(n) * f + 16
+            } else {
+                0
+            }),
         });
     }
 }
@@ -358,6 +384,8 @@ fn backward(
         dhg,
         dh1,
         dh3,
+        dh1t,
+        dh3t,
     } = s;
 
     // LM head and final norm.
@@ -409,15 +437,27 @@ fn backward(
             laps.mark("bwd matmul w2, weight grad");
             kernels::matmul_backward_input(prec, dhg, dz, &p[r.w2], n, f, d, false);
             laps.mark("bwd matmul w2, input grad");
-            if c.ffn == Ffn::Swiglu {
-                kernels::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
+            if c.ffn == Ffn::Swiglu && prec == Precision::F32 {
+                // The W1/W3 weight gradients from dh1ᵀ, dh3ᵀ, which the SwiGLU backward writes
+                // as it goes (issue 5: in a small-preset step 67 -> 56 ms for the products, +3 ms
+                // for the writes; the bf16 products gained nothing, so they keep the plain path).
+                let ld = transposed_ld(n);
+                let (t1, t3) = (aligned64(dh1t), aligned64(dh3t));
+                kernels::swiglu_backward_t(dh1, dh3, t1, t3, ld, dhg, &la.h1, &la.h3, f);
                 laps.mark("bwd swiglu");
-                kernels::matmul_backward_weight(prec, &mut g[r.w3.clone()], dh3, f_in, n, d, f);
+                kernels::matmul_backward_weight_t(prec, &mut g[r.w3.clone()], t3, ld, f_in, n, d, f);
+                kernels::matmul_backward_weight_t(prec, &mut g[r.w1.clone()], t1, ld, f_in, n, d, f);
             } else {
-                kernels::silu_backward(dh1, dhg, &la.h1);
-                laps.mark("bwd swiglu");
+                if c.ffn == Ffn::Swiglu {
+                    kernels::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
+                    laps.mark("bwd swiglu");
+                    kernels::matmul_backward_weight(prec, &mut g[r.w3.clone()], dh3, f_in, n, d, f);
+                } else {
+                    kernels::silu_backward(dh1, dhg, &la.h1);
+                    laps.mark("bwd swiglu");
+                }
+                kernels::matmul_backward_weight(prec, &mut g[r.w1.clone()], dh1, f_in, n, d, f);
             }
-            kernels::matmul_backward_weight(prec, &mut g[r.w1.clone()], dh1, f_in, n, d, f);
             laps.mark("bwd matmul w1/w3, weight grad");
             // d f_in = dh1 W1 (+ dh3 W3): straight into dz, or through ln2 for pre-norm.
             let swiglu = c.ffn == Ffn::Swiglu;
