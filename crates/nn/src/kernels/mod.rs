@@ -35,7 +35,9 @@ pub use attention::{
     attention_backward, attention_backward_recompute, attention_forward, attention_forward_cached,
     attention_forward_recompute,
 };
-pub use cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
+pub use cross_entropy::{
+    cross_entropy_backward, cross_entropy_forward, cross_entropy_fused, cross_entropy_fused_t,
+};
 pub use embedding::{embedding_backward, embedding_forward};
 pub use gemm_bf16::{gemm_bf16, Precision};
 pub use matmul::{

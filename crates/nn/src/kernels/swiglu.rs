@@ -76,20 +76,26 @@ pub fn swiglu_backward_t(
         .for_each(|(i, (((d1, d3), dy), (a, b)))| {
             swiglu_back_rows(d1, Some(d3), dy, a, Some(b));
             let (r0, nr) = (i * BLOCK, d1.len() / cols);
-            let (t1, t3) = (t1, t3);
             // SAFETY: dh1t and dh3t hold cols·ld_t floats (asserted) and are exclusively
             // borrowed for this call; this task writes only their columns r0..r0 + nr
             // (r0 + nr ≤ rows ≤ ld_t) of each of the cols rows, and the tasks' row blocks are
             // disjoint, so no element is written twice or read meanwhile.
             unsafe {
-                transpose_to_ptr(t1.0.add(r0), ld_t, d1, cols, nr, cols);
-                transpose_to_ptr(t3.0.add(r0), ld_t, d3, cols, nr, cols);
+                transpose_to_ptr(t1.ptr().add(r0), ld_t, d1, cols, nr, cols);
+                transpose_to_ptr(t3.ptr().add(r0), ld_t, d3, cols, nr, cols);
             }
         });
 }
 
 #[derive(Clone, Copy)]
 struct SyncPtr(*mut f32);
+
+impl SyncPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
 // SAFETY: only used to hand disjoint column blocks of one exclusively borrowed matrix to rayon
 // tasks (see `swiglu_backward_t`).
 unsafe impl Send for SyncPtr {}

@@ -47,9 +47,12 @@ struct GradScratch {
     dh1: Vec<f32>,
     dh3: Vec<f32>,
     /// dh1ᵀ and dh3ᵀ (d_ff, N) for the f32 W1/W3 weight gradients (SwiGLU only), rows
-    /// `transposed_ld(N)` apart from the first 64-byte boundary on (`aligned64`).
+    /// `transposed_ld(N)` apart from the first 64-byte boundary on (`transposed_buffer`).
     dh1t: Vec<f32>,
     dh3t: Vec<f32>,
+    /// The logits' gradient transposed (vocab, N), for the f32 LM head weight gradient; laid out
+    /// as dh1t.
+    dlogits_t: Vec<f32>,
 }
 
 /// Row stride of a transposed (·, n) gradient: n rounded up to whole cache lines plus one, so
@@ -58,9 +61,14 @@ fn transposed_ld(n: usize) -> usize {
     n.div_ceil(16) * 16 + 16
 }
 
-/// The part of `v` from its first 64-byte boundary on.
-fn aligned64(v: &mut [f32]) -> &mut [f32] {
-    let off = v.as_ptr().align_offset(64).min(v.len());
+/// A transposed-gradient buffer of `rows` rows of `transposed_ld(n)` (allocated on first use),
+/// from its first 64-byte boundary on.
+fn transposed_buffer(v: &mut Vec<f32>, rows: usize, n: usize) -> &mut [f32] {
+    let len = rows * transposed_ld(n) + 16;
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    let off = v.as_ptr().align_offset(64).min(16);
     &mut v[off..]
 }
 
@@ -153,16 +161,10 @@ impl Activations {
             dhg: z(n * f),
             dh1: z(n * f),
             dh3: z(if c.ffn == Ffn::Swiglu { n * f } else { 0 }),
-            dh1t: z(if c.ffn == Ffn::Swiglu {
-                transposed_ld(n) * f + 16
-            } else {
-                0
-            }),
-            dh3t: z(if c.ffn == Ffn::Swiglu {
-                transposed_ld(n) * f + 16
-            } else {
-                0
-            }),
+            // Allocated on first use: only f32 products read them.
+            dh1t: Vec::new(),
+            dh3t: Vec::new(),
+            dlogits_t: Vec::new(),
         });
     }
 }
@@ -236,7 +238,15 @@ impl Model {
         let v = self.config.vocab_size;
         let scale = 1.0 / targets.len() as f32;
         let mut laps = Laps::start();
-        kernels::cross_entropy_fused(&mut acts.logits, &mut acts.losses, targets, v, scale);
+        if self.precision == Precision::F32 {
+            // The head's weight gradient reads the gradient transposed (see `backward`).
+            let g = acts.grad.as_mut().expect("gradient scratch allocated");
+            let n = targets.len();
+            let (ld, dlt) = (transposed_ld(n), transposed_buffer(&mut g.dlogits_t, v, n));
+            kernels::cross_entropy_fused_t(&mut acts.logits, &mut acts.losses, targets, v, scale, dlt, ld);
+        } else {
+            kernels::cross_entropy_fused(&mut acts.logits, &mut acts.losses, targets, v, scale);
+        }
         let loss = mean(&acts.losses);
         laps.mark("cross-entropy");
         backward(
@@ -386,6 +396,7 @@ fn backward(
         dh3,
         dh1t,
         dh3t,
+        dlogits_t,
     } = s;
 
     // LM head and final norm.
@@ -393,7 +404,14 @@ fn backward(
     let head = layout::lm_head(c);
     kernels::matmul_backward_input(prec, dtmp, &acts.logits, &p[head.clone()], n, d, vocab, false);
     laps.mark("bwd matmul head, input grad");
-    kernels::matmul_backward_weight(prec, &mut g[head], &acts.logits, &acts.lnf_out, n, d, vocab);
+    if prec == Precision::F32 {
+        // From dlogitsᵀ, written by `cross_entropy_fused_t` (issue 5: in a small b8 step this
+        // product 59 -> 51 ms, the cross-entropy 6.9 -> 10.3 ms).
+        let (ld, dlt) = (transposed_ld(n), transposed_buffer(dlogits_t, vocab, n));
+        kernels::matmul_backward_weight_t(prec, &mut g[head], dlt, ld, &acts.lnf_out, n, d, vocab);
+    } else {
+        kernels::matmul_backward_weight(prec, &mut g[head], &acts.logits, &acts.lnf_out, n, d, vocab);
+    }
     laps.mark("bwd matmul head, weight grad");
     dres.fill(0.0);
     let lnf = layout::ln_final(c);
@@ -442,7 +460,7 @@ fn backward(
                 // as it goes (issue 5: in a small-preset step 67 -> 56 ms for the products, +3 ms
                 // for the writes; the bf16 products gained nothing, so they keep the plain path).
                 let ld = transposed_ld(n);
-                let (t1, t3) = (aligned64(dh1t), aligned64(dh3t));
+                let (t1, t3) = (transposed_buffer(dh1t, f, n), transposed_buffer(dh3t, f, n));
                 kernels::swiglu_backward_t(dh1, dh3, t1, t3, ld, dhg, &la.h1, &la.h3, f);
                 laps.mark("bwd swiglu");
                 kernels::matmul_backward_weight_t(prec, &mut g[r.w3.clone()], t3, ld, f_in, n, d, f);
