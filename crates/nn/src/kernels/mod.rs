@@ -44,7 +44,7 @@ pub use matmul::{
     matmul_backward, matmul_backward_input, matmul_backward_weight, matmul_backward_weight_t, matmul_forward,
 };
 pub use residual::{add_inplace, residual_forward};
-pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward, rmsnorm_row};
+pub use rmsnorm::{rmsnorm_backward, rmsnorm_backward_t, rmsnorm_forward, rmsnorm_row};
 pub use rope::{rope_backward, rope_forward, rope_forward_span, RopeTable};
 pub use swiglu::{silu_backward, silu_forward, swiglu_backward, swiglu_backward_t, swiglu_forward};
 

@@ -53,6 +53,9 @@ struct GradScratch {
     /// The logits' gradient transposed (vocab, N), for the f32 LM head weight gradient; laid out
     /// as dh1t.
     dlogits_t: Vec<f32>,
+    /// The residual-stream gradient transposed (d, N), written by the pre-norm RMSNorm backwards
+    /// for the f32 W2 and Wo weight gradients; laid out as dh1t.
+    dres_t: Vec<f32>,
 }
 
 /// Row stride of a transposed (·, n) gradient: n rounded up to whole cache lines plus one, so
@@ -165,6 +168,7 @@ impl Activations {
             dh1t: Vec::new(),
             dh3t: Vec::new(),
             dlogits_t: Vec::new(),
+            dres_t: Vec::new(),
         });
     }
 }
@@ -397,7 +401,12 @@ fn backward(
         dh1t,
         dh3t,
         dlogits_t,
+        dres_t,
     } = s;
+    // Pre-norm in f32: each RMSNorm backward also writes dresᵀ, which the next weight gradient
+    // (W2, then Wo) reads (issue 5: the gemm crate packs dres from rows d apart otherwise).
+    let with_dres_t = pre && prec == Precision::F32;
+    let ld = transposed_ld(n);
 
     // LM head and final norm.
     let mut laps = Laps::start();
@@ -416,16 +425,32 @@ fn backward(
     dres.fill(0.0);
     let lnf = layout::ln_final(c);
     let x_last = &acts.residual[c.n_layers];
-    kernels::rmsnorm_backward(
-        dres,
-        &mut g[lnf.clone()],
-        dtmp,
-        x_last,
-        &p[lnf],
-        &acts.lnf_rstd,
-        n,
-        d,
-    );
+    if with_dres_t {
+        let t = transposed_buffer(dres_t, d, n);
+        kernels::rmsnorm_backward_t(
+            dres,
+            &mut g[lnf.clone()],
+            dtmp,
+            x_last,
+            &p[lnf],
+            &acts.lnf_rstd,
+            n,
+            d,
+            t,
+            ld,
+        );
+    } else {
+        kernels::rmsnorm_backward(
+            dres,
+            &mut g[lnf.clone()],
+            dtmp,
+            x_last,
+            &p[lnf],
+            &acts.lnf_rstd,
+            n,
+            d,
+        );
+    }
     laps.mark("bwd rmsnorm");
 
     for l in (0..c.n_layers).rev() {
@@ -451,7 +476,12 @@ fn backward(
         {
             let dz: &mut [f32] = if post { db } else { dres };
             let f_in: &[f32] = if pre { &la.ln2_out } else { &la.z };
-            kernels::matmul_backward_weight(prec, &mut g[r.w2.clone()], dz, &la.hg, n, f, d);
+            if with_dres_t {
+                let t = transposed_buffer(dres_t, d, n);
+                kernels::matmul_backward_weight_t(prec, &mut g[r.w2.clone()], t, ld, &la.hg, n, f, d);
+            } else {
+                kernels::matmul_backward_weight(prec, &mut g[r.w2.clone()], dz, &la.hg, n, f, d);
+            }
             laps.mark("bwd matmul w2, weight grad");
             kernels::matmul_backward_input(prec, dhg, dz, &p[r.w2], n, f, d, false);
             laps.mark("bwd matmul w2, input grad");
@@ -459,7 +489,6 @@ fn backward(
                 // The W1/W3 weight gradients from dh1ᵀ, dh3ᵀ, which the SwiGLU backward writes
                 // as it goes (issue 5: in a small-preset step 67 -> 56 ms for the products, +3 ms
                 // for the writes; the bf16 products gained nothing, so they keep the plain path).
-                let ld = transposed_ld(n);
                 let (t1, t3) = (transposed_buffer(dh1t, f, n), transposed_buffer(dh3t, f, n));
                 kernels::swiglu_backward_t(dh1, dh3, t1, t3, ld, dhg, &la.h1, &la.h3, f);
                 laps.mark("bwd swiglu");
@@ -485,7 +514,13 @@ fn backward(
                     kernels::matmul_backward_input(prec, dtmp, dh3, &p[r.w3], n, d, f, true);
                 }
                 laps.mark("bwd matmul w1/w3, input grad");
-                kernels::rmsnorm_backward(dz, &mut g[r.ln2.clone()], dtmp, &la.z, &p[r.ln2], &la.rstd2, n, d);
+                let (gl, pl, z, s2) = (&mut g[r.ln2.clone()], &p[r.ln2], &la.z, &la.rstd2);
+                if with_dres_t {
+                    let t = transposed_buffer(dres_t, d, n);
+                    kernels::rmsnorm_backward_t(dz, gl, dtmp, z, pl, s2, n, d, t, ld);
+                } else {
+                    kernels::rmsnorm_backward(dz, gl, dtmp, z, pl, s2, n, d);
+                }
                 laps.mark("bwd rmsnorm");
             } else {
                 kernels::matmul_backward_input(prec, dz, dh1, &p[r.w1], n, d, f, true);
@@ -511,7 +546,12 @@ fn backward(
         }
         // Attention sublayer: dres holds dLoss/d(attention output) and receives the input gradient.
         let a_in: &[f32] = if pre { &la.ln1_out } else { xin };
-        kernels::matmul_backward_weight(prec, &mut g[r.wo.clone()], dres, &la.atty, n, d, d);
+        if with_dres_t {
+            let t = transposed_buffer(dres_t, d, n);
+            kernels::matmul_backward_weight_t(prec, &mut g[r.wo.clone()], t, ld, &la.atty, n, d, d);
+        } else {
+            kernels::matmul_backward_weight(prec, &mut g[r.wo.clone()], dres, &la.atty, n, d, d);
+        }
         laps.mark("bwd matmul o, weight grad");
         kernels::matmul_backward_input(prec, dtmp, dres, &p[r.wo], n, d, d, false);
         laps.mark("bwd matmul o, input grad");
@@ -532,7 +572,13 @@ fn backward(
         kernels::matmul_backward_input(prec, dst, dv, &p[r.wv], n, d, d, true);
         laps.mark("bwd matmul q/k/v, input grad");
         if pre {
-            kernels::rmsnorm_backward(dres, &mut g[r.ln1.clone()], dtmp, xin, &p[r.ln1], &la.rstd1, n, d);
+            let (gl, pl, s1) = (&mut g[r.ln1.clone()], &p[r.ln1], &la.rstd1);
+            if with_dres_t && l > 0 {
+                let t = transposed_buffer(dres_t, d, n);
+                kernels::rmsnorm_backward_t(dres, gl, dtmp, xin, pl, s1, n, d, t, ld);
+            } else {
+                kernels::rmsnorm_backward(dres, gl, dtmp, xin, pl, s1, n, d);
+            }
             laps.mark("bwd rmsnorm");
         }
     }
