@@ -2,7 +2,7 @@
 //! max is subtracted before exp, and log-sum-exp is used (never exp then log of a probability).
 
 use super::transpose::transpose_to_ptr;
-use super::{fastmath, rows_per_task};
+use super::{fastmath, rows_per_task, SyncPtr};
 use rayon::prelude::*;
 
 /// `loss = ln Σ exp(row − max) − (row[target] − max)`: the difference row[target] − max is
@@ -130,21 +130,6 @@ pub fn cross_entropy_fused_t(
             unsafe { transpose_to_ptr(dt.ptr().add(i * BLOCK), ld_t, x, vocab, t.len(), vocab) };
         });
 }
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-
-impl SyncPtr {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: only used to hand disjoint column blocks of one exclusively borrowed matrix to rayon
-// tasks (see `cross_entropy_fused_t`).
-unsafe impl Send for SyncPtr {}
-// SAFETY: as above; the pointer is only copied, never turned into overlapping slices.
-unsafe impl Sync for SyncPtr {}
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,6 @@
 //! Token embedding lookup and its scatter-add backward.
 
+use super::SyncPtr;
 use rayon::prelude::*;
 
 /// `out (n, d)`: row i = `table[ids[i]]`, table (vocab, d). Overwrites out. Ids must be < vocab
@@ -29,27 +30,19 @@ pub fn embedding_backward(dtable: &mut [f32], dout: &[f32], ids: &[u32], d: usiz
     (0..n_blocks).into_par_iter().for_each(|b| {
         let c0 = b * cols;
         let c1 = (c0 + cols).min(d);
-        let p = ptr;
         for (i, &id) in ids.iter().enumerate() {
             let src = &dout[i * d + c0..i * d + c1];
             // SAFETY: id < vocab (asserted above) so row `id` lies inside dtable; each task touches
             // only columns [c0, c1) of each row, disjoint from every other task's columns, and
             // dtable is exclusively borrowed for this whole call, so no two threads write the same
             // element and nothing else reads it meanwhile.
-            let dst = unsafe { std::slice::from_raw_parts_mut(p.0.add(id as usize * d + c0), c1 - c0) };
+            let dst = unsafe { std::slice::from_raw_parts_mut(ptr.ptr().add(id as usize * d + c0), c1 - c0) };
             for (a, b) in dst.iter_mut().zip(src) {
                 *a += b;
             }
         }
     });
 }
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: used only to hand disjoint column blocks of one exclusively borrowed slice to rayon tasks.
-unsafe impl Send for SyncPtr {}
-// SAFETY: as above; the pointer itself is only copied, never used to create overlapping slices.
-unsafe impl Sync for SyncPtr {}
 
 #[cfg(test)]
 mod tests {

@@ -48,6 +48,25 @@ pub use rmsnorm::{rmsnorm_backward, rmsnorm_backward_t, rmsnorm_forward, rmsnorm
 pub use rope::{rope_backward, rope_forward, rope_forward_span, RopeTable};
 pub use swiglu::{silu_backward, silu_forward, swiglu_backward, swiglu_backward_t, swiglu_forward};
 
+/// A raw pointer that rayon tasks may share: for kernels whose tasks write disjoint parts of one
+/// exclusively borrowed buffer that are not contiguous slices (column blocks of a transposed
+/// output, scattered embedding rows). Each use states in its SAFETY comment why the parts are
+/// disjoint.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
+
+impl SyncPtr {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    pub(crate) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: SyncPtr only carries the address; every dereference is an `unsafe` block in a kernel
+// whose tasks touch disjoint elements of a buffer borrowed exclusively for the whole call.
+unsafe impl Send for SyncPtr {}
+// SAFETY: as above; the pointer is only copied, never turned into overlapping slices.
+unsafe impl Sync for SyncPtr {}
+
 /// Rows per rayon task for row-parallel elementwise kernels: enough work per task that the
 /// scheduling cost is negligible, small enough to balance over a few cores.
 pub(crate) fn rows_per_task(n_rows: usize, row_len: usize) -> usize {

@@ -1,7 +1,7 @@
 //! RMSNorm `y = x / sqrt(mean(x²) + eps) · g` over the last dimension, in f32.
 
 use super::transpose::transpose_to_ptr;
-use super::{fastmath, rows_per_task};
+use super::{fastmath, rows_per_task, SyncPtr};
 use rayon::prelude::*;
 
 /// `out (n, d) = inp / sqrt(mean(inp²) + eps) · gain`, gain (d); writes `rstd (n)` =
@@ -85,21 +85,6 @@ pub fn rmsnorm_backward_t(
     let t = SyncPtr(dinp_t.as_mut_ptr());
     backward(dinp, dgain, dout, inp, gain, rstd, n, d, Some((t, ld_t)))
 }
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-
-impl SyncPtr {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: only used to hand disjoint column blocks of one exclusively borrowed matrix to rayon
-// tasks (see `rmsnorm_backward_t`).
-unsafe impl Send for SyncPtr {}
-// SAFETY: as above; the pointer is only copied, never turned into overlapping slices.
-unsafe impl Sync for SyncPtr {}
 
 #[allow(clippy::too_many_arguments)]
 fn backward(

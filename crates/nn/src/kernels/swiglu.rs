@@ -2,6 +2,7 @@
 
 use super::fastmath::{swiglu_back_rows, swiglu_rows};
 use super::transpose::transpose_to_ptr;
+use super::SyncPtr;
 use rayon::prelude::*;
 
 const CHUNK: usize = 16 * 1024;
@@ -86,21 +87,6 @@ pub fn swiglu_backward_t(
             }
         });
 }
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-
-impl SyncPtr {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: only used to hand disjoint column blocks of one exclusively borrowed matrix to rayon
-// tasks (see `swiglu_backward_t`).
-unsafe impl Send for SyncPtr {}
-// SAFETY: as above; the pointer is only copied, never turned into overlapping slices.
-unsafe impl Sync for SyncPtr {}
 
 /// `out = SiLU(inp)`. Overwrites out.
 pub fn silu_forward(out: &mut [f32], inp: &[f32]) {
