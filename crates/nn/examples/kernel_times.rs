@@ -90,6 +90,21 @@ fn main() {
                 dout,
             )
         });
+        // The f32 model takes most weight gradients from a transposed output gradient that its
+        // producer writes (W1/W3, W2, Wo, the head; not Q/K/V): that form, without the transpose.
+        // (Not added to the estimate below, which keeps the plain form.)
+        time(&format!("matmul bwd-w-t {name}"), fl, reps, || {
+            matmul_backward_weight_t(
+                prec,
+                &mut dw[..din * dout],
+                &x[..n * dout],
+                n,
+                &y[..n * din],
+                n,
+                din,
+                dout,
+            )
+        });
         if per_layer > 0.0 {
             layer_mm += per_layer * total;
         } else {
