@@ -116,7 +116,7 @@ def main():
         fl = theirs[("flops", name)]
         for op in ("fwd", "bwd-in", "bwd-w", "bwd-w-t"):
             # bwd-w-t: ferrolm's weight gradient from a transposed output gradient (what the f32
-            # model runs for all but Q/K/V; the transpose comes with the producer), vs the same
+            # model runs; the transpose comes with the producer), vs the same
             # PyTorch product.
             a, b = ours[(op, name)], theirs[("bwd-w" if op == "bwd-w-t" else op, name)]
             ga, gb = fl / a / 1e9, fl / b / 1e9

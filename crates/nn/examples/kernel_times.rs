@@ -91,7 +91,7 @@ fn main() {
             )
         });
         // The f32 model takes most weight gradients from a transposed output gradient that its
-        // producer writes (W1/W3, W2, Wo, the head; not Q/K/V): that form, without the transpose.
+        // producer writes (every weight gradient of a pre-norm RoPE model): that form, without the transpose.
         // (Not added to the estimate below, which keeps the plain form.)
         time(&format!("matmul bwd-w-t {name}"), fl, reps, || {
             matmul_backward_weight_t(

@@ -45,8 +45,9 @@ pub use matmul::{
 };
 pub use residual::{add_inplace, residual_forward};
 pub use rmsnorm::{rmsnorm_backward, rmsnorm_backward_t, rmsnorm_forward, rmsnorm_row};
-pub use rope::{rope_backward, rope_forward, rope_forward_span, RopeTable};
+pub use rope::{rope_backward, rope_backward_t, rope_forward, rope_forward_span, RopeTable};
 pub use swiglu::{silu_backward, silu_forward, swiglu_backward, swiglu_backward_t, swiglu_forward};
+pub use transpose::transpose_blocks;
 
 /// A raw pointer that rayon tasks may share: for kernels whose tasks write disjoint parts of one
 /// exclusively borrowed buffer that are not contiguous slices (column blocks of a transposed
