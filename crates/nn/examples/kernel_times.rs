@@ -90,9 +90,9 @@ fn main() {
                 dout,
             )
         });
-        // The f32 model takes most weight gradients from a transposed output gradient that its
-        // producer writes (every weight gradient of a pre-norm RoPE model): that form, without the transpose.
-        // (Not added to the estimate below, which keeps the plain form.)
+        // The f32 model (pre-norm, RoPE) takes every weight gradient from a transposed output
+        // gradient that its producer writes: that form, without the transpose. (Not added to the
+        // estimate below, which keeps the plain form.)
         time(&format!("matmul bwd-w-t {name}"), fl, reps, || {
             matmul_backward_weight_t(
                 prec,
