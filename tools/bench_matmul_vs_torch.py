@@ -116,7 +116,7 @@ def main():
         fl = theirs[("flops", name)]
         for op in ("fwd", "bwd-in", "bwd-w", "bwd-w-t"):
             # bwd-w-t: ferrolm's weight gradient from a transposed output gradient (what the f32
-            # model runs; the transpose comes with the producer), vs PyTorch's bwd-w.
+            # model runs for W1/W3, where the SwiGLU backward writes it), vs PyTorch's bwd-w.
             a, b = ours[(op, name)], theirs[("bwd-w" if op == "bwd-w-t" else op, name)]
             ga, gb = fl / a / 1e9, fl / b / 1e9
             print(f"{op + ' ' + name:<20}{a * 1e3:>11.2f}{ga:>7.0f}{ga / pk * 100:>5.0f}"

@@ -90,9 +90,9 @@ fn main() {
                 dout,
             )
         });
-        // The f32 model (pre-norm, RoPE) takes every weight gradient from a transposed output
-        // gradient that its producer writes: that form, without the transpose. (Not added to the
-        // estimate below, which keeps the plain form.)
+        // The f32 model takes the W1/W3 weight gradients from a transposed output gradient that
+        // the SwiGLU backward writes: that form, without the transpose, for every shape. (Not
+        // added to the estimate below, which keeps the plain form.)
         time(&format!("matmul bwd-w-t {name}"), fl, reps, || {
             matmul_backward_weight_t(
                 prec,

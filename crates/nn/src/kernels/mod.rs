@@ -35,23 +35,20 @@ pub use attention::{
     attention_backward, attention_backward_recompute, attention_forward, attention_forward_cached,
     attention_forward_recompute,
 };
-pub use cross_entropy::{
-    cross_entropy_backward, cross_entropy_forward, cross_entropy_fused, cross_entropy_fused_t,
-};
+pub use cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
 pub use embedding::{embedding_backward, embedding_forward};
 pub use gemm_bf16::{gemm_bf16, Precision};
 pub use matmul::{
     matmul_backward, matmul_backward_input, matmul_backward_weight, matmul_backward_weight_t, matmul_forward,
 };
 pub use residual::{add_inplace, residual_forward};
-pub use rmsnorm::{rmsnorm_backward, rmsnorm_backward_t, rmsnorm_forward, rmsnorm_row};
-pub use rope::{rope_backward, rope_backward_t, rope_forward, rope_forward_span, RopeTable};
+pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward, rmsnorm_row};
+pub use rope::{rope_backward, rope_forward, rope_forward_span, RopeTable};
 pub use swiglu::{silu_backward, silu_forward, swiglu_backward, swiglu_backward_t, swiglu_forward};
-pub use transpose::transpose_blocks;
 
 /// A raw pointer that rayon tasks may share: for kernels whose tasks write disjoint parts of one
-/// exclusively borrowed buffer that are not contiguous slices (column blocks of a transposed
-/// output, scattered embedding rows). Each use states in its SAFETY comment why the parts are
+/// exclusively borrowed buffer that are not contiguous slices (column blocks of SwiGLU's
+/// transposed gradients, scattered embedding rows). Each use states in its SAFETY comment why the parts are
 /// disjoint.
 #[derive(Clone, Copy)]
 pub(crate) struct SyncPtr(pub(crate) *mut f32);

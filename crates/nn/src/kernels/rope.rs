@@ -1,8 +1,7 @@
 //! Rotary position embedding on interleaved pairs `(x[2j], x[2j+1])` of each head, by angle
 //! `pos · θ^(−2j/d_head)`.
 
-use super::transpose::transpose_to_ptr;
-use super::{rows_per_task, SyncPtr};
+use super::rows_per_task;
 use rayon::prelude::*;
 
 /// cos/sin of `pos · θ^(−2j/d_head)` for pos < max_len and j < d_head/2, each (max_len, d_head/2);
@@ -41,14 +40,7 @@ impl RopeTable {
     }
 }
 
-fn rotate(
-    x: &mut [f32],
-    positions: &[usize],
-    n_heads: usize,
-    table: &RopeTable,
-    sign: f32,
-    transposed: Option<(SyncPtr, usize)>,
-) {
+fn rotate(x: &mut [f32], positions: &[usize], n_heads: usize, table: &RopeTable, sign: f32) {
     let dh = table.d_head;
     let d = n_heads * dh;
     let half = dh / 2;
@@ -61,28 +53,16 @@ fn rotate(
         panic!("rope: position {p} ≥ table length {}", table.max_len);
     }
     let n = positions.len();
-    if n == 0 || d == 0 {
-        return;
-    }
-    // Whole 16-row tiles per task where possible, for the transposed copy.
-    let rows = rows_per_task(n, d).next_multiple_of(16).min(n);
+    let rows = rows_per_task(n, d);
     x.par_chunks_mut(rows * d)
         .zip(positions.par_chunks(rows))
-        .enumerate()
-        .for_each(|(i, (x, pos))| {
+        .for_each(|(x, pos)| {
             for (row, &p) in x.chunks_exact_mut(d).zip(pos) {
                 let cos = &table.cos[p * half..(p + 1) * half];
                 let sin = &table.sin[p * half..(p + 1) * half];
                 for head in row.chunks_exact_mut(dh) {
                     rotate_pairs(head, cos, sin, sign);
                 }
-            }
-            if let Some((t, ld_t)) = transposed {
-                // SAFETY: rope_backward_t checked that t points at d·ld_t writable floats of an
-                // exclusively borrowed slice, n ≤ ld_t; this task writes only its columns
-                // i·rows..i·rows + pos.len() (≤ n) of each of the d rows, disjoint from every
-                // other task's.
-                unsafe { transpose_to_ptr(t.ptr().add(i * rows), ld_t, x, d, pos.len(), d) };
             }
         });
 }
@@ -126,71 +106,18 @@ pub fn rope_forward_span(x: &mut [f32], offset: usize, pos: usize, table: &RopeT
 
 /// In place: `x (n, n_heads·d_head)`, row i rotated by position `positions[i]` (n = positions.len()).
 pub fn rope_forward(x: &mut [f32], positions: &[usize], n_heads: usize, table: &RopeTable) {
-    rotate(x, positions, n_heads, table, 1.0, None);
+    rotate(x, positions, n_heads, table, 1.0);
 }
 
 /// In place: the gradient w.r.t. the unrotated input from the gradient w.r.t. the rotated output
 /// (the inverse rotation, since a rotation's Jacobian is orthogonal). Shapes as in the forward.
 pub fn rope_backward(dx: &mut [f32], positions: &[usize], n_heads: usize, table: &RopeTable) {
-    rotate(dx, positions, n_heads, table, -1.0, None);
-}
-
-/// `rope_backward` that also writes the result transposed: `dx_t[c·ld_t + r] = dx[r·d + c]`
-/// (n ≤ ld_t; dx_t holds d·ld_t floats), for the Q/K weight gradients
-/// (`matmul_backward_weight_t`). Each row block is transposed while in cache (non-temporal
-/// stores on 64-byte-aligned rows, see `transpose_to_ptr`); dx ends bitwise as with
-/// `rope_backward`.
-pub fn rope_backward_t(
-    dx: &mut [f32],
-    positions: &[usize],
-    n_heads: usize,
-    table: &RopeTable,
-    dx_t: &mut [f32],
-    ld_t: usize,
-) {
-    let d = n_heads * table.d_head;
-    assert!(
-        positions.len() <= ld_t && dx_t.len() >= d * ld_t,
-        "rope_backward_t: dx_t"
-    );
-    let t = SyncPtr(dx_t.as_mut_ptr());
-    rotate(dx, positions, n_heads, table, -1.0, Some((t, ld_t)));
+    rotate(dx, positions, n_heads, table, -1.0);
 }
 
 #[cfg(test)]
 mod span_tests {
     use super::*;
-
-    /// dx bitwise as `rope_backward`; dx_t its exact transpose, padding untouched, for row counts
-    /// off the 16-row tile, aligned and unaligned transposed rows.
-    #[test]
-    fn backward_with_transposed_copy_matches() {
-        let table = RopeTable::new(8, 64, 10000.0);
-        for n in [1, 17, 40] {
-            let d = 3 * 8;
-            let positions: Vec<usize> = (0..n).map(|i| (i * 7) % 64).collect();
-            let x: Vec<f32> = (0..n * d).map(|i| ((i * 31) % 53) as f32 / 53.0 - 0.5).collect();
-            let mut want = x.clone();
-            rope_backward(&mut want, &positions, 3, &table);
-            for (ld, skew) in [(n.div_ceil(16) * 16 + 16, 0), (n + 1, 2)] {
-                let mut got = x.clone();
-                let mut t = vec![-3.0f32; d * ld + 32];
-                let off = t.as_ptr().align_offset(64) + skew;
-                rope_backward_t(&mut got, &positions, 3, &table, &mut t[off..], ld);
-                assert_eq!(got, want, "n {n}");
-                for c in 0..d {
-                    for r in 0..ld {
-                        let v = t[off + c * ld + r];
-                        if r < n {
-                            assert_eq!(v.to_bits(), want[r * d + c].to_bits(), "({c},{r})");
-                        } else {
-                            assert_eq!(v, -3.0, "padding ({c},{r}) written");
-                        }
-                    }
-                }
-            }
-        }
-    }
 
     #[test]
     fn rope_forward_span_matches_rotating_the_whole_row() {

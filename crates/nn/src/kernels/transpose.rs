@@ -1,10 +1,8 @@
 //! Matrix transposes in 16×16 AVX-512 register tiles (plain loops elsewhere): attention's
 //! per-head Kᵀ and Vᵀ packs, and SwiGLU's transposed gradients for the W1/W3 weight gradients.
-//! (Issue 5 also tried transposing operands in separate passes for the `gemm` crate's other
-//! products: each pass cost about what it saved.)
-
-use super::SyncPtr;
-use rayon::prelude::*;
+//! (Issue 5 also tried this for the other weight gradients: separate transpose passes, and
+//! transposed copies written by the cross-entropy, RMSNorm and RoPE backwards. Each cost about
+//! what it saved in a whole training step, so only SwiGLU's stayed.)
 
 /// `dst[c·ld_dst + r] = src[r·ld_src + c]` for r < rows, c < cols, on
 /// this thread: 16×16 register tiles where the CPU has AVX-512, plain loops for the rest.
@@ -34,30 +32,6 @@ pub fn transpose_strided(
             dst[c * ld_dst + r] = src[r * ld_src + c];
         }
     }
-}
-
-/// `dst[c·ld_dst + r] = src[r·cols + c]` for a contiguous src (rows, cols), rows ≤ ld_dst, in
-/// parallel over blocks of 32 source rows (each read once, sequentially; the transposed writes
-/// non-temporal where dst rows are 64-byte aligned, see `transpose_to_ptr`). OVERWRITES those
-/// entries; the padding of each dst row is untouched.
-pub fn transpose_blocks(dst: &mut [f32], ld_dst: usize, src: &[f32], rows: usize, cols: usize) {
-    assert_eq!(src.len(), rows * cols, "transpose_blocks: src");
-    assert!(
-        rows <= ld_dst && dst.len() >= cols * ld_dst,
-        "transpose_blocks: dst"
-    );
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    const BLOCK: usize = 32;
-    let t = SyncPtr(dst.as_mut_ptr());
-    src.par_chunks(BLOCK * cols).enumerate().for_each(|(i, block)| {
-        let nr = block.len() / cols;
-        // SAFETY: dst holds cols·ld_dst floats (asserted) and is exclusively borrowed for this
-        // call; this task writes only its columns i·BLOCK..i·BLOCK + nr (≤ rows ≤ ld_dst) of
-        // each of the cols rows, disjoint from every other task's.
-        unsafe { transpose_to_ptr(t.ptr().add(i * BLOCK), ld_dst, block, cols, nr, cols) };
-    });
 }
 
 /// `dst[c·ld_dst + r] = src[r·ld_src + c]` for r < rows, c < cols, through a raw dst pointer: for
@@ -298,26 +272,6 @@ mod tests {
                 for r in 0..ld_dst {
                     let want = if r < rows { src[r * ld_src + c] } else { -1.0 };
                     assert_eq!(dst[c * ld_dst + r], want, "{rows}x{cols} at ({c}, {r})");
-                }
-            }
-        }
-    }
-
-    /// Blocks of 32 rows off the tile sizes, streaming (aligned) and plain (unaligned) rows,
-    /// padding untouched.
-    #[test]
-    fn block_transpose_matches_naive() {
-        for (rows, cols) in [(1, 1), (33, 20), (64, 48), (100, 17)] {
-            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 3.0).collect();
-            let want = naive(&src, rows, cols);
-            for (ld, skew) in [(rows.div_ceil(16) * 16 + 16, 0), (rows + 5, 1)] {
-                let mut dst = vec![-1.0f32; cols * ld + 32];
-                let off = dst.as_ptr().align_offset(64) + skew;
-                transpose_blocks(&mut dst[off..], ld, &src, rows, cols);
-                for c in 0..cols {
-                    let row = &dst[off + c * ld..off + (c + 1) * ld];
-                    assert_eq!(&row[..rows], &want[c * rows..(c + 1) * rows], "{rows}x{cols}");
-                    assert!(row[rows..].iter().all(|&x| x == -1.0), "padding written");
                 }
             }
         }

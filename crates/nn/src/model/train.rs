@@ -47,17 +47,10 @@ struct GradScratch {
     dh1: Vec<f32>,
     dh3: Vec<f32>,
     /// dh1ᵀ and dh3ᵀ (d_ff, N) for the f32 W1/W3 weight gradients (SwiGLU only), rows
-    /// `transposed_ld(N)` apart from the first 64-byte boundary on (`transposed_buffer`).
+    /// `transposed_ld(N)` apart from the first 64-byte boundary on (`transposed_buffer`);
+    /// allocated on first use.
     dh1t: Vec<f32>,
     dh3t: Vec<f32>,
-    /// The logits' gradient transposed (vocab, N), for the f32 LM head weight gradient; laid out
-    /// as dh1t.
-    dlogits_t: Vec<f32>,
-    /// The residual-stream gradient transposed (d, N), written by the pre-norm RMSNorm backwards
-    /// for the f32 W2 and Wo weight gradients; laid out as dh1t.
-    dres_t: Vec<f32>,
-    /// dq, dk, dv transposed (d, N) each, for the f32 Q/K/V weight gradients; laid out as dh1t.
-    dqkv_t: [Vec<f32>; 3],
 }
 
 /// Row stride of a transposed (·, n) gradient: n rounded up to whole cache lines plus one, so
@@ -166,12 +159,8 @@ impl Activations {
             dhg: z(n * f),
             dh1: z(n * f),
             dh3: z(if c.ffn == Ffn::Swiglu { n * f } else { 0 }),
-            // Allocated on first use: only f32 products read them.
             dh1t: Vec::new(),
             dh3t: Vec::new(),
-            dlogits_t: Vec::new(),
-            dres_t: Vec::new(),
-            dqkv_t: Default::default(),
         });
     }
 }
@@ -245,15 +234,7 @@ impl Model {
         let v = self.config.vocab_size;
         let scale = 1.0 / targets.len() as f32;
         let mut laps = Laps::start();
-        if self.precision == Precision::F32 {
-            // The head's weight gradient reads the gradient transposed (see `backward`).
-            let g = acts.grad.as_mut().expect("gradient scratch allocated");
-            let n = targets.len();
-            let (ld, dlt) = (transposed_ld(n), transposed_buffer(&mut g.dlogits_t, v, n));
-            kernels::cross_entropy_fused_t(&mut acts.logits, &mut acts.losses, targets, v, scale, dlt, ld);
-        } else {
-            kernels::cross_entropy_fused(&mut acts.logits, &mut acts.losses, targets, v, scale);
-        }
+        kernels::cross_entropy_fused(&mut acts.logits, &mut acts.losses, targets, v, scale);
         let loss = mean(&acts.losses);
         laps.mark("cross-entropy");
         backward(
@@ -403,58 +384,28 @@ fn backward(
         dh3,
         dh1t,
         dh3t,
-        dlogits_t,
-        dres_t,
-        dqkv_t,
     } = s;
-    // Pre-norm in f32: each RMSNorm backward also writes dresᵀ, which the next weight gradient
-    // (W2, then Wo) reads (issue 5: the gemm crate packs dres from rows d apart otherwise).
-    let with_dres_t = pre && prec == Precision::F32;
-    let ld = transposed_ld(n);
 
     // LM head and final norm.
     let mut laps = Laps::start();
     let head = layout::lm_head(c);
     kernels::matmul_backward_input(prec, dtmp, &acts.logits, &p[head.clone()], n, d, vocab, false);
     laps.mark("bwd matmul head, input grad");
-    if prec == Precision::F32 {
-        // From dlogitsᵀ, written by `cross_entropy_fused_t` (issue 5: in a small b8 step this
-        // product 59 -> 51 ms, the cross-entropy 6.9 -> 10.3 ms).
-        let (ld, dlt) = (transposed_ld(n), transposed_buffer(dlogits_t, vocab, n));
-        kernels::matmul_backward_weight_t(prec, &mut g[head], dlt, ld, &acts.lnf_out, n, d, vocab);
-    } else {
-        kernels::matmul_backward_weight(prec, &mut g[head], &acts.logits, &acts.lnf_out, n, d, vocab);
-    }
+    kernels::matmul_backward_weight(prec, &mut g[head], &acts.logits, &acts.lnf_out, n, d, vocab);
     laps.mark("bwd matmul head, weight grad");
     dres.fill(0.0);
     let lnf = layout::ln_final(c);
     let x_last = &acts.residual[c.n_layers];
-    if with_dres_t {
-        let t = transposed_buffer(dres_t, d, n);
-        kernels::rmsnorm_backward_t(
-            dres,
-            &mut g[lnf.clone()],
-            dtmp,
-            x_last,
-            &p[lnf],
-            &acts.lnf_rstd,
-            n,
-            d,
-            t,
-            ld,
-        );
-    } else {
-        kernels::rmsnorm_backward(
-            dres,
-            &mut g[lnf.clone()],
-            dtmp,
-            x_last,
-            &p[lnf],
-            &acts.lnf_rstd,
-            n,
-            d,
-        );
-    }
+    kernels::rmsnorm_backward(
+        dres,
+        &mut g[lnf.clone()],
+        dtmp,
+        x_last,
+        &p[lnf],
+        &acts.lnf_rstd,
+        n,
+        d,
+    );
     laps.mark("bwd rmsnorm");
 
     for l in (0..c.n_layers).rev() {
@@ -480,12 +431,7 @@ fn backward(
         {
             let dz: &mut [f32] = if post { db } else { dres };
             let f_in: &[f32] = if pre { &la.ln2_out } else { &la.z };
-            if with_dres_t {
-                let t = transposed_buffer(dres_t, d, n);
-                kernels::matmul_backward_weight_t(prec, &mut g[r.w2.clone()], t, ld, &la.hg, n, f, d);
-            } else {
-                kernels::matmul_backward_weight(prec, &mut g[r.w2.clone()], dz, &la.hg, n, f, d);
-            }
+            kernels::matmul_backward_weight(prec, &mut g[r.w2.clone()], dz, &la.hg, n, f, d);
             laps.mark("bwd matmul w2, weight grad");
             kernels::matmul_backward_input(prec, dhg, dz, &p[r.w2], n, f, d, false);
             laps.mark("bwd matmul w2, input grad");
@@ -493,6 +439,7 @@ fn backward(
                 // The W1/W3 weight gradients from dh1ᵀ, dh3ᵀ, which the SwiGLU backward writes
                 // as it goes (issue 5: in a small-preset step 67 -> 56 ms for the products, +3 ms
                 // for the writes; the bf16 products gained nothing, so they keep the plain path).
+                let ld = transposed_ld(n);
                 let (t1, t3) = (transposed_buffer(dh1t, f, n), transposed_buffer(dh3t, f, n));
                 kernels::swiglu_backward_t(dh1, dh3, t1, t3, ld, dhg, &la.h1, &la.h3, f);
                 laps.mark("bwd swiglu");
@@ -518,13 +465,7 @@ fn backward(
                     kernels::matmul_backward_input(prec, dtmp, dh3, &p[r.w3], n, d, f, true);
                 }
                 laps.mark("bwd matmul w1/w3, input grad");
-                let (gl, pl, z, s2) = (&mut g[r.ln2.clone()], &p[r.ln2], &la.z, &la.rstd2);
-                if with_dres_t {
-                    let t = transposed_buffer(dres_t, d, n);
-                    kernels::rmsnorm_backward_t(dz, gl, dtmp, z, pl, s2, n, d, t, ld);
-                } else {
-                    kernels::rmsnorm_backward(dz, gl, dtmp, z, pl, s2, n, d);
-                }
+                kernels::rmsnorm_backward(dz, &mut g[r.ln2.clone()], dtmp, &la.z, &p[r.ln2], &la.rstd2, n, d);
                 laps.mark("bwd rmsnorm");
             } else {
                 kernels::matmul_backward_input(prec, dz, dh1, &p[r.w1], n, d, f, true);
@@ -550,45 +491,20 @@ fn backward(
         }
         // Attention sublayer: dres holds dLoss/d(attention output) and receives the input gradient.
         let a_in: &[f32] = if pre { &la.ln1_out } else { xin };
-        if with_dres_t {
-            let t = transposed_buffer(dres_t, d, n);
-            kernels::matmul_backward_weight_t(prec, &mut g[r.wo.clone()], t, ld, &la.atty, n, d, d);
-        } else {
-            kernels::matmul_backward_weight(prec, &mut g[r.wo.clone()], dres, &la.atty, n, d, d);
-        }
+        kernels::matmul_backward_weight(prec, &mut g[r.wo.clone()], dres, &la.atty, n, d, d);
         laps.mark("bwd matmul o, weight grad");
         kernels::matmul_backward_input(prec, dtmp, dres, &p[r.wo], n, d, d, false);
         laps.mark("bwd matmul o, input grad");
         kernels::attention_backward_recompute(dq, dk, dv, dtmp, &la.q, &la.k, &la.v, b, t, h, dh);
         laps.mark("bwd attention");
-        match (&acts.rope, prec) {
-            (Some(rope), Precision::F32) => {
-                // dqᵀ, dkᵀ from the RoPE backward as it goes, dvᵀ by a streaming transpose: the
-                // Q/K/V weight gradients then read them along k (issue 5, small b8 step: the
-                // products 38.8 -> 34.6 ms, RoPE + transposes 2.1 -> 3.8 ms).
-                let [tq, tk, tv] = dqkv_t;
-                let tq = transposed_buffer(tq, d, n);
-                kernels::rope_backward_t(dq, &acts.positions, h, rope, tq, ld);
-                let tk = transposed_buffer(tk, d, n);
-                kernels::rope_backward_t(dk, &acts.positions, h, rope, tk, ld);
-                let tv = transposed_buffer(tv, d, n);
-                kernels::transpose_blocks(tv, ld, dv, n, d);
-                laps.mark("bwd rope (+ transposes)");
-                kernels::matmul_backward_weight_t(prec, &mut g[r.wq.clone()], tq, ld, a_in, n, d, d);
-                kernels::matmul_backward_weight_t(prec, &mut g[r.wk.clone()], tk, ld, a_in, n, d, d);
-                kernels::matmul_backward_weight_t(prec, &mut g[r.wv.clone()], tv, ld, a_in, n, d, d);
-            }
-            (rope, _) => {
-                if let Some(rope) = rope {
-                    kernels::rope_backward(dq, &acts.positions, h, rope);
-                    kernels::rope_backward(dk, &acts.positions, h, rope);
-                    laps.mark("bwd rope (+ transposes)");
-                }
-                kernels::matmul_backward_weight(prec, &mut g[r.wq.clone()], dq, a_in, n, d, d);
-                kernels::matmul_backward_weight(prec, &mut g[r.wk.clone()], dk, a_in, n, d, d);
-                kernels::matmul_backward_weight(prec, &mut g[r.wv.clone()], dv, a_in, n, d, d);
-            }
+        if let Some(rope) = &acts.rope {
+            kernels::rope_backward(dq, &acts.positions, h, rope);
+            kernels::rope_backward(dk, &acts.positions, h, rope);
+            laps.mark("bwd rope");
         }
+        kernels::matmul_backward_weight(prec, &mut g[r.wq.clone()], dq, a_in, n, d, d);
+        kernels::matmul_backward_weight(prec, &mut g[r.wk.clone()], dk, a_in, n, d, d);
+        kernels::matmul_backward_weight(prec, &mut g[r.wv.clone()], dv, a_in, n, d, d);
         laps.mark("bwd matmul q/k/v, weight grad");
         let dst: &mut [f32] = if pre { dtmp } else { dres };
         kernels::matmul_backward_input(prec, dst, dq, &p[r.wq], n, d, d, !pre);
@@ -596,13 +512,7 @@ fn backward(
         kernels::matmul_backward_input(prec, dst, dv, &p[r.wv], n, d, d, true);
         laps.mark("bwd matmul q/k/v, input grad");
         if pre {
-            let (gl, pl, s1) = (&mut g[r.ln1.clone()], &p[r.ln1], &la.rstd1);
-            if with_dres_t && l > 0 {
-                let t = transposed_buffer(dres_t, d, n);
-                kernels::rmsnorm_backward_t(dres, gl, dtmp, xin, pl, s1, n, d, t, ld);
-            } else {
-                kernels::rmsnorm_backward(dres, gl, dtmp, xin, pl, s1, n, d);
-            }
+            kernels::rmsnorm_backward(dres, &mut g[r.ln1.clone()], dtmp, xin, &p[r.ln1], &la.rstd1, n, d);
             laps.mark("bwd rmsnorm");
         }
     }
