@@ -228,11 +228,7 @@ pub fn matmul_backward_weight(
     assert_eq!(dweight.len(), d_out * d_in, "matmul_backward_weight: dweight");
     assert_eq!(dout.len(), n * d_out, "matmul_backward_weight: dout");
     assert_eq!(inp.len(), n * d_in, "matmul_backward_weight: inp");
-    let (a, b) = ((dout, 1, d_out), (inp, d_in, 1));
-    match prec {
-        Precision::F32 => gemm_model(d_out, d_in, n, dweight, d_in, true, a, b),
-        Precision::Bf16 => gemm_bf16(d_out, d_in, n, dweight, d_in, true, a, b),
-    }
+    weight_gradient(prec, dweight, (dout, 1, d_out), inp, n, d_in, d_out);
 }
 
 /// `dweight (d_out, d_in) += dout_t (d_out, n) · inp (n, d_in)`: the weight gradient from the
@@ -256,7 +252,20 @@ pub fn matmul_backward_weight_t(
         "matmul_backward_weight_t: dout_t"
     );
     assert_eq!(inp.len(), n * d_in, "matmul_backward_weight_t: inp");
-    let (a, b) = ((dout_t, ld_t, 1), (inp, d_in, 1));
+    weight_gradient(prec, dweight, (dout_t, ld_t, 1), inp, n, d_in, d_out);
+}
+
+/// `dweight (d_out, d_in) += A (d_out, n) · inp (n, d_in)` for both layouts of A = doutᵀ.
+fn weight_gradient(
+    prec: Precision,
+    dweight: &mut [f32],
+    a: (&[f32], usize, usize),
+    inp: &[f32],
+    n: usize,
+    d_in: usize,
+    d_out: usize,
+) {
+    let b = (inp, d_in, 1);
     match prec {
         Precision::F32 => gemm_model(d_out, d_in, n, dweight, d_in, true, a, b),
         Precision::Bf16 => gemm_bf16(d_out, d_in, n, dweight, d_in, true, a, b),

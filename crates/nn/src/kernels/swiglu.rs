@@ -38,8 +38,8 @@ pub fn swiglu_backward(dh1: &mut [f32], dh3: &mut [f32], dout: &[f32], h1: &[f32
 /// `dh1t[c·ld_t + r] = dh1[r·cols + c]` and the same for dh3t (rows ≤ ld_t; each (cols, ld_t)),
 /// for the weight gradients (`matmul_backward_weight_t`). Blocks of 64 rows: a block is
 /// transposed while it is still in cache (with non-temporal stores where dh1t, dh3t and ld_t
-/// keep the rows 64-byte aligned: see `transpose_to_ptr`). Overwrites dh1, dh3 and the first `rows` columns of
-/// dh1t, dh3t; bitwise the same dh1, dh3 as `swiglu_backward`.
+/// keep the rows 64-byte aligned: see `transpose_to_ptr`). Overwrites dh1, dh3 and the first
+/// `rows` columns of dh1t, dh3t; bitwise the same dh1, dh3 as `swiglu_backward`.
 #[allow(clippy::too_many_arguments)]
 pub fn swiglu_backward_t(
     dh1: &mut [f32],

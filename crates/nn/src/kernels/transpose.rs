@@ -18,29 +18,19 @@ pub fn transpose_strided(
         return;
     }
     assert!(
-        cols <= ld_src && (rows - 1) * ld_src + cols <= src.len(),
-        "transpose_strided: src"
-    );
-    assert!(
         rows <= ld_dst && (cols - 1) * ld_dst + rows <= dst.len(),
         "transpose_strided: dst"
     );
-    let (done_r, done_c) = tiles16(dst, ld_dst, src, ld_src, rows, cols);
-    // What the tiles did not cover: rows ≥ done_r, or columns ≥ done_c.
-    for r in 0..rows {
-        for c in (if r < done_r { done_c } else { 0 })..cols {
-            dst[c * ld_dst + r] = src[r * ld_src + c];
-        }
-    }
+    // SAFETY: the assert above puts every dst[c·ld_dst + r] (r < rows, c < cols) inside the
+    // exclusively borrowed dst; transpose_raw checks src itself.
+    unsafe { transpose_raw(dst.as_mut_ptr(), ld_dst, src, ld_src, rows, cols, false) }
 }
 
-/// `dst[c·ld_dst + r] = src[r·ld_src + c]` for r < rows, c < cols, through a raw dst pointer: for
-/// callers that fill disjoint column blocks of one matrix from several threads (a `&mut` slice
-/// per block would overlap the others' rows). Columns outer: each dst row receives its whole run
-/// of `rows` floats in one visit. Tiles whose dst rows start on 64-byte boundaries are written
-/// with non-temporal stores: a big transposed output is not read from memory before being
-/// overwritten (issue 5: that read-for-ownership tripled the cost of SwiGLU's transposed
-/// gradients in a training step).
+/// `transpose_strided` through a raw dst pointer: for callers that fill disjoint column blocks of
+/// one matrix from several threads (a `&mut` slice per block would overlap the others' rows).
+/// Tiles whose dst rows start on 64-byte boundaries are written with non-temporal stores: a big
+/// transposed output is not read from memory before being overwritten (issue 5: that
+/// read-for-ownership tripled the cost of SwiGLU's transposed gradients in a training step).
 ///
 /// # Safety
 /// `dst` must be valid for writes at every `c·ld_dst + r` (r < rows, c < cols), rows ≤ ld_dst,
@@ -54,36 +44,70 @@ pub(crate) unsafe fn transpose_to_ptr(
     rows: usize,
     cols: usize,
 ) {
+    // SAFETY: the caller's contract is transpose_raw's.
+    unsafe { transpose_raw(dst, ld_dst, src, ld_src, rows, cols, true) }
+}
+
+/// The transpose behind both entry points. `stream`: non-temporal stores for the tiles whose dst
+/// rows are 64-byte aligned.
+///
+/// # Safety
+/// As `transpose_to_ptr`.
+unsafe fn transpose_raw(
+    dst: *mut f32,
+    ld_dst: usize,
+    src: &[f32],
+    ld_src: usize,
+    rows: usize,
+    cols: usize,
+    stream: bool,
+) {
     if rows == 0 || cols == 0 {
         return;
     }
     assert!(
         cols <= ld_src && (rows - 1) * ld_src + cols <= src.len() && rows <= ld_dst,
-        "transpose_to_ptr: src"
+        "transpose: src"
     );
     let (mut done_r, mut done_c) = (0, 0);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = stream;
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         (done_r, done_c) = (rows / 16 * 16, cols / 16 * 16);
-        for c in (0..done_c).step_by(16) {
-            for r in (0..done_r).step_by(16) {
-                // SAFETY: AVX-512F checked; the tile reads src[(r + i)·ld_src + c + j] (inside src
-                // by the assert) and writes dst[(c + j)·ld_dst + r + i], i, j < 16, inside the
-                // region the caller vouches for.
-                unsafe {
-                    let d = dst.add(c * ld_dst + r);
-                    if (d as usize).is_multiple_of(64) && ld_dst.is_multiple_of(16) {
-                        avx512::tile16_stream(src.as_ptr().add(r * ld_src + c), ld_src, d, ld_dst)
-                    } else {
-                        avx512::tile16(src.as_ptr().add(r * ld_src + c), ld_src, d, ld_dst)
-                    }
-                };
+        let stream = stream && ld_dst.is_multiple_of(16);
+        let tile = |r: usize, c: usize| {
+            // SAFETY: AVX-512F checked; the tile reads src[(r + i)·ld_src + c + j] (inside src by
+            // the assert) and writes dst[(c + j)·ld_dst + r + i], i, j < 16, inside the region
+            // the caller vouches for; streaming only where those rows are aligned.
+            unsafe {
+                let (s, d) = (src.as_ptr().add(r * ld_src + c), dst.add(c * ld_dst + r));
+                if stream && (d as usize).is_multiple_of(64) {
+                    avx512::tile16::<true>(s, ld_src, d, ld_dst)
+                } else {
+                    avx512::tile16::<false>(s, ld_src, d, ld_dst)
+                }
+            }
+        };
+        // Streaming (a big output): columns outer, so each dst row receives its whole run of
+        // `rows` floats in one visit. Otherwise (small, cache-resident packs) rows outer, which
+        // measured faster for attention's per-head packs.
+        for outer in (0..if stream { done_c } else { done_r }).step_by(16) {
+            for inner in (0..if stream { done_r } else { done_c }).step_by(16) {
+                if stream {
+                    tile(inner, outer)
+                } else {
+                    tile(outer, inner)
+                }
             }
         }
-        // SAFETY: SSE is baseline on x86_64; the fence orders the streaming stores above before
-        // anything this thread does next (the caller's join publishes them to other threads).
-        unsafe { std::arch::x86_64::_mm_sfence() };
+        if stream {
+            // SAFETY: SSE is baseline on x86_64; the fence orders the streaming stores above
+            // before anything this thread does next (the caller's join publishes them).
+            unsafe { std::arch::x86_64::_mm_sfence() };
+        }
     }
+    // What the tiles did not cover: rows ≥ done_r, or columns ≥ done_c.
     for r in 0..rows {
         for c in (if r < done_r { done_c } else { 0 })..cols {
             // SAFETY: r < rows, c < cols: inside the caller's region.
@@ -92,52 +116,20 @@ pub(crate) unsafe fn transpose_to_ptr(
     }
 }
 
-/// The 16×16 tiles of `transpose_strided` where the CPU has AVX-512: returns how many rows and
-/// columns they covered ((0, 0) elsewhere). Bounds as `transpose_strided` asserts them.
-fn tiles16(
-    dst: &mut [f32],
-    ld_dst: usize,
-    src: &[f32],
-    ld_src: usize,
-    rows: usize,
-    cols: usize,
-) -> (usize, usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        let (done_r, done_c) = (rows / 16 * 16, cols / 16 * 16);
-        for r in (0..done_r).step_by(16) {
-            for c in (0..done_c).step_by(16) {
-                // SAFETY: the CPU has AVX-512F (checked above). The tile reads src[(r + i)·ld_src
-                // + c + j] and writes dst[(c + j)·ld_dst + r + i] for i, j < 16; with r + 16 ≤ rows
-                // and c + 16 ≤ cols, transpose_strided's asserts put all of them inside the slices.
-                unsafe {
-                    avx512::tile16(
-                        src.as_ptr().add(r * ld_src + c),
-                        ld_src,
-                        dst.as_mut_ptr().add(c * ld_dst + r),
-                        ld_dst,
-                    )
-                };
-            }
-        }
-        return (done_r, done_c);
-    }
-    let _ = (dst, ld_dst, src, ld_src, rows, cols);
-    (0, 0)
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
     /// dst[j·ld_dst + i] = src[i·ld_src + j] for i, j < 16, in registers: 32-bit and 64-bit
-    /// interleaves within 128-bit lanes, then two rounds of lane shuffles.
+    /// interleaves within 128-bit lanes, then two rounds of lane shuffles. STREAM: non-temporal
+    /// stores (no read-for-ownership of the destination lines).
     ///
     /// # Safety
     /// The CPU must have AVX-512F; the 16 rows of 16 floats at src (stride ld_src) must be
-    /// readable, and those at dst (stride ld_dst) writable.
+    /// readable, and those at dst (stride ld_dst) writable; with STREAM every dst row start
+    /// must be 64-byte aligned.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile16(src: *const f32, ld_src: usize, dst: *mut f32, ld_dst: usize) {
+    pub unsafe fn tile16<const STREAM: bool>(src: *const f32, ld_src: usize, dst: *mut f32, ld_dst: usize) {
         let mut r = [_mm512_setzero_ps(); 16];
         for (i, x) in r.iter_mut().enumerate() {
             *x = _mm512_loadu_ps(src.add(i * ld_src));
@@ -173,53 +165,12 @@ mod avx512 {
                 _mm512_shuffle_f32x4::<0xdd>(u1, u3),
             ];
             for (l, v) in out.into_iter().enumerate() {
-                _mm512_storeu_ps(dst.add((4 * l + c) * ld_dst), v);
-            }
-        }
-    }
-
-    /// `tile16` with non-temporal stores (no read-for-ownership of the destination lines).
-    ///
-    /// # Safety
-    /// As `tile16`, and every destination row start must be 64-byte aligned.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile16_stream(src: *const f32, ld_src: usize, dst: *mut f32, ld_dst: usize) {
-        let mut r = [_mm512_setzero_ps(); 16];
-        for (i, x) in r.iter_mut().enumerate() {
-            *x = _mm512_loadu_ps(src.add(i * ld_src));
-        }
-        // Within each 128-bit lane L of rows a, b, c, d (columns 4L..4L+3): after these two
-        // rounds r[4g + c] lane L holds column 4L + c of rows 4g..4g+3.
-        let mut t = [_mm512_setzero_ps(); 16];
-        for i in 0..8 {
-            t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-            t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-        }
-        let pd = _mm512_castps_pd;
-        let ps = _mm512_castpd_ps;
-        for g in 0..4 {
-            let (a0, a1, b0, b1) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
-            r[4 * g] = ps(_mm512_unpacklo_pd(pd(a0), pd(b0)));
-            r[4 * g + 1] = ps(_mm512_unpackhi_pd(pd(a0), pd(b0)));
-            r[4 * g + 2] = ps(_mm512_unpacklo_pd(pd(a1), pd(b1)));
-            r[4 * g + 3] = ps(_mm512_unpackhi_pd(pd(a1), pd(b1)));
-        }
-        // Output row 4L + c = lane L of r[c], r[4 + c], r[8 + c], r[12 + c]: a 4×4 transpose of
-        // 128-bit lanes.
-        for c in 0..4 {
-            let (a, b, cc, d) = (r[c], r[4 + c], r[8 + c], r[12 + c]);
-            let u0 = _mm512_shuffle_f32x4::<0x88>(a, b);
-            let u1 = _mm512_shuffle_f32x4::<0xdd>(a, b);
-            let u2 = _mm512_shuffle_f32x4::<0x88>(cc, d);
-            let u3 = _mm512_shuffle_f32x4::<0xdd>(cc, d);
-            let out = [
-                _mm512_shuffle_f32x4::<0x88>(u0, u2),
-                _mm512_shuffle_f32x4::<0x88>(u1, u3),
-                _mm512_shuffle_f32x4::<0xdd>(u0, u2),
-                _mm512_shuffle_f32x4::<0xdd>(u1, u3),
-            ];
-            for (l, v) in out.into_iter().enumerate() {
-                _mm512_stream_ps(dst.add((4 * l + c) * ld_dst), v);
+                let p = dst.add((4 * l + c) * ld_dst);
+                if STREAM {
+                    _mm512_stream_ps(p, v)
+                } else {
+                    _mm512_storeu_ps(p, v)
+                }
             }
         }
     }
