@@ -3,6 +3,7 @@
 //! `cargo run --release -p ferrolm-nn --example matmul_bf16_times -- small 8 [threads]`
 
 use ferrolm_nn::kernels::gemm_bf16::gemm_bf16;
+use ferrolm_nn::kernels::gemm_f32_amx::gemm_f32_amx;
 use ferrolm_nn::kernels::matmul::gemm_strided;
 use ferrolm_nn::ModelConfig;
 use std::time::Instant;
@@ -40,6 +41,14 @@ fn main() {
     let mut y = vec![0.0f32; n * v.max(f)];
     let mut dw = vec![0.0f32; v * d.max(f)];
     let reps = 5;
+    // SECOND=f32amx: the second column times the split f32 GEMM on the tiles instead of bf16.
+    type Gemm =
+        fn(usize, usize, usize, &mut [f32], usize, bool, (&[f32], usize, usize), (&[f32], usize, usize));
+    let second: Gemm = if std::env::var("SECOND").is_ok_and(|v| v == "f32amx") {
+        gemm_f32_amx
+    } else {
+        gemm_bf16
+    };
     let only_bf16 = args.get(4).is_some_and(|s| s == "bf16");
     println!(
         "{:<12}{:>10}{:>10}{:>10}{:>10}{:>8}",
@@ -66,7 +75,7 @@ fn main() {
             )
         });
         let fwd16 = median(reps, &mut || {
-            gemm_bf16(n, dout, din, &mut y, dout, false, (&x, din, 1), (&w, 1, din))
+            second(n, dout, din, &mut y, dout, false, (&x, din, 1), (&w, 1, din))
         });
         // backward input: dx (n, din) = dy (n, dout) · W
         let bi32 = median(reps32, &mut || {
@@ -84,7 +93,7 @@ fn main() {
             )
         });
         let bi16 = median(reps, &mut || {
-            gemm_bf16(n, din, dout, &mut y, din, false, (&x, dout, 1), (&w, din, 1))
+            second(n, din, dout, &mut y, din, false, (&x, dout, 1), (&w, din, 1))
         });
         // backward weight: dW (dout, din) += dyᵀ (dout, n) · x (n, din)
         let bw32 = median(reps32, &mut || {
@@ -102,7 +111,7 @@ fn main() {
             )
         });
         let bw16 = median(reps, &mut || {
-            gemm_bf16(
+            second(
                 dout,
                 din,
                 n,

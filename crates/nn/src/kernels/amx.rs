@@ -166,6 +166,159 @@ impl TileGuard {
 }
 
 impl TileGuard {
+    /// The f32-accurate product from three-term bf16 splits (`pack_bf16::split_part`): with
+    /// A = Ah + Am + Al and B = Bh + Bm + Bl, `C (32×32 f32) = [C +] Ah·Bh + Ah·Bm + Am·Bh +
+    /// Ah·Bl + Am·Bm + Al·Bh`; the three products left out are below 2⁻²⁴ of |A|·|B| (f32's own
+    /// rounding), and every bf16 product is exact in the f32 sums. Panels as in `kernel_32x32`
+    /// for the h terms; term t of an A panel is `t · a_part` elements after it, of a B panel
+    /// `t · b_part`. 24 tile products per k-tile on four accumulators, 18 tile loads.
+    ///
+    /// # Safety
+    /// As `kernel_32x32`, for each of the three terms of every panel.
+    #[inline]
+    pub unsafe fn kernel_32x32_split(
+        &self,
+        (a0, a1, a_part): (*const u16, *const u16, usize),
+        (b0, b1, b_part): (*const u16, *const u16, usize),
+        ktiles: usize,
+        c: *mut f32,
+        c_stride: usize,
+        load_c: bool,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::asm;
+            self.load_c_32x32(c, c_stride, load_c);
+            for t in 0..ktiles {
+                let off = t * TILE_ELEMS;
+                let (a0, a1, b0, b1) = (a0.add(off), a1.add(off), b0.add(off), b1.add(off));
+                let (b0m, b1m) = (b0.add(b_part), b1.add(b_part));
+                // SAFETY (all three): the caller bounds every term of every panel; the tiles
+                // were configured by `new` (this guard exists) and no other code uses them.
+                // Ah against Bh, Bm, Bl.
+                asm!(
+                    "tileloadd tmm4, [{a0} + {s}*1]",
+                    "tileloadd tmm6, [{b0} + {s}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tileloadd tmm7, [{b1} + {s}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tileloadd tmm5, [{a1} + {s}*1]",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    "tileloadd tmm6, [{b0m} + {s}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tileloadd tmm7, [{b1m} + {s}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    "tileloadd tmm6, [{b0l} + {s}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tileloadd tmm7, [{b1l} + {s}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
+                    b0m = in(reg) b0m, b1m = in(reg) b1m,
+                    b0l = in(reg) b0m.add(b_part), b1l = in(reg) b1m.add(b_part),
+                    s = in(reg) 64usize, options(nostack, readonly),
+                );
+                // Am against Bh, Bm.
+                asm!(
+                    "tileloadd tmm4, [{a0} + {s}*1]",
+                    "tileloadd tmm5, [{a1} + {s}*1]",
+                    "tileloadd tmm6, [{b0} + {s}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tileloadd tmm7, [{b1} + {s}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    "tileloadd tmm6, [{b0m} + {s}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tileloadd tmm7, [{b1m} + {s}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0.add(a_part), a1 = in(reg) a1.add(a_part),
+                    b0 = in(reg) b0, b1 = in(reg) b1, b0m = in(reg) b0m, b1m = in(reg) b1m,
+                    s = in(reg) 64usize, options(nostack, readonly),
+                );
+                // Al against Bh.
+                asm!(
+                    "tileloadd tmm4, [{a0} + {s}*1]",
+                    "tileloadd tmm5, [{a1} + {s}*1]",
+                    "tileloadd tmm6, [{b0} + {s}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tileloadd tmm7, [{b1} + {s}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0.add(2 * a_part), a1 = in(reg) a1.add(2 * a_part),
+                    b0 = in(reg) b0, b1 = in(reg) b1,
+                    s = in(reg) 64usize, options(nostack, readonly),
+                );
+            }
+            self.store_c_32x32(c, c_stride);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (a0, a1, a_part, b0, b1, b_part, ktiles, c, c_stride, load_c);
+            unreachable!("AMX exists only on x86_64");
+        }
+    }
+
+    /// Loads the 32×32 block of C at `c` (row stride `c_stride` f32) into the accumulator tiles
+    /// 0..4 when `load_c`, else zeroes them.
+    ///
+    /// # Safety
+    /// `c` valid for reads of 32 rows × 32 f32 at stride `c_stride` when `load_c`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    unsafe fn load_c_32x32(&self, c: *const f32, c_stride: usize, load_c: bool) {
+        use std::arch::asm;
+        let cs = c_stride * 4; // bytes
+                               // SAFETY: the caller bounds C; the tiles are configured (this guard exists).
+        if load_c {
+            asm!(
+                "tileloadd tmm0, [{c00} + {cs}*1]",
+                "tileloadd tmm1, [{c01} + {cs}*1]",
+                "tileloadd tmm2, [{c10} + {cs}*1]",
+                "tileloadd tmm3, [{c11} + {cs}*1]",
+                c00 = in(reg) c, c01 = in(reg) c.add(16), c10 = in(reg) c.add(16 * c_stride),
+                c11 = in(reg) c.add(16 * c_stride + 16), cs = in(reg) cs, options(nostack, readonly),
+            );
+        } else {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+        }
+    }
+
+    /// Stores the accumulator tiles 0..4 into the 32×32 block of C at `c`.
+    ///
+    /// # Safety
+    /// `c` valid for writes of 32 rows × 32 f32 at stride `c_stride`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    unsafe fn store_c_32x32(&self, c: *mut f32, c_stride: usize) {
+        use std::arch::asm;
+        let cs = c_stride * 4; // bytes
+                               // SAFETY: the caller bounds C; the tiles are configured (this guard exists).
+        asm!(
+            "tilestored [{c00} + {cs}*1], tmm0",
+            "tilestored [{c01} + {cs}*1], tmm1",
+            "tilestored [{c10} + {cs}*1], tmm2",
+            "tilestored [{c11} + {cs}*1], tmm3",
+            c00 = in(reg) c, c01 = in(reg) c.add(16), c10 = in(reg) c.add(16 * c_stride),
+            c11 = in(reg) c.add(16 * c_stride + 16), cs = in(reg) cs, options(nostack),
+        );
+    }
+}
+
+impl TileGuard {
     /// The throughput loop behind `peak::bf16_peak`: `iters` × four independent 16×16×32 tile
     /// products of all-ones bf16 tiles into four zeroed accumulators, no memory traffic inside
     /// the loop. Returns one element of the first accumulator, 32 · iters (exact while below 2²⁴).

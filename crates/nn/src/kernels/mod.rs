@@ -21,6 +21,7 @@ pub mod dpbf16;
 pub mod embedding;
 pub mod fastmath;
 pub mod gemm_bf16;
+pub mod gemm_f32_amx;
 pub mod gemv;
 pub mod matmul;
 pub mod pack_bf16;

@@ -27,13 +27,19 @@ pub fn simd_available() -> bool {
     false
 }
 
-/// Packs rows `r0..r0 + rows` of A (k columns) into A panels; `out.len()` = round_up(rows, 32)
-/// · kp. Panics unless `simd_available()`.
-pub fn pack_a_panels(out: &mut [u16], a: (&[f32], usize, usize), r0: usize, rows: usize, k: usize) {
+/// Packs rows `r0..r0 + rows` of A (k columns) into A panels, one per term of the bf16 split
+/// (`outs[t]` gets term t, `split_part`; a single output is plain rounding); every output has
+/// len round_up(rows, 32) · kp. Panics unless `simd_available()`.
+pub fn pack_a_panels(outs: &mut [&mut [u16]], a: (&[f32], usize, usize), r0: usize, rows: usize, k: usize) {
     let mp = rows.div_ceil(32) * 32;
-    let kp = out.len() / mp;
+    let len = outs.first().map_or(0, |o| o.len());
+    let kp = len / mp;
     assert!(
-        kp >= k && kp.is_multiple_of(32) && out.len() == mp * kp,
+        (1..=3).contains(&outs.len())
+            && outs.iter().all(|o| o.len() == len)
+            && kp >= k
+            && kp.is_multiple_of(32)
+            && len == mp * kp,
         "pack_a_panels: bad output size"
     );
     assert!(
@@ -42,24 +48,40 @@ pub fn pack_a_panels(out: &mut [u16], a: (&[f32], usize, usize), r0: usize, rows
     );
     assert!(simd_available(), "pack_a_panels needs AVX-512 BF16");
     // SAFETY: the CPU has the features (asserted); the asserts above bound every read of A and
-    // every write of out (see the index math in each function).
+    // every write of the outputs (see the index math in each function).
     #[cfg(target_arch = "x86_64")]
     unsafe {
         if a.2 == 1 {
-            pack_a_k_contiguous(out, a, r0, rows, k, kp)
+            pack_a_k_contiguous(outs, a, r0, rows, k, kp)
         } else if a.1 == 1 {
-            pack_a_m_contiguous(out, a, r0, rows, k, kp)
+            pack_a_m_contiguous(outs, a, r0, rows, k, kp)
         } else {
-            pack_a_scalar(out, a, r0, rows, k, kp)
+            pack_a_scalar(outs, a, r0, rows, k, kp)
         }
     }
 }
 
-/// Packs columns `j0..j0 + 16·P` of B (k rows, n columns) into P consecutive B panels;
-/// `out.len()` = P · 16 · kp. Columns past n are zero. Panics unless `simd_available()`.
-pub fn pack_b_panels(out: &mut [u16], b: (&[f32], usize, usize), k: usize, kp: usize, n: usize, j0: usize) {
+/// Packs columns `j0..j0 + 16·P` of B (k rows, n columns) into P consecutive B panels per term,
+/// `outs[i]` getting term `first + i`; every output has len P · 16 · kp. Columns past n are
+/// zero. Panics unless `simd_available()`.
+pub fn pack_b_panels(
+    outs: &mut [&mut [u16]],
+    first: usize,
+    b: (&[f32], usize, usize),
+    k: usize,
+    kp: usize,
+    n: usize,
+    j0: usize,
+) {
+    let len = outs.first().map_or(0, |o| o.len());
     assert!(
-        kp >= k && kp.is_multiple_of(32) && !out.is_empty() && out.len().is_multiple_of(16 * kp),
+        (1..=3).contains(&(first + outs.len()))
+            && !outs.is_empty()
+            && outs.iter().all(|o| o.len() == len)
+            && kp >= k
+            && kp.is_multiple_of(32)
+            && len > 0
+            && len.is_multiple_of(16 * kp),
         "pack_b_panels: bad output size"
     );
     assert!(
@@ -73,16 +95,19 @@ pub fn pack_b_panels(out: &mut [u16], b: (&[f32], usize, usize), k: usize, kp: u
         if b.2 == 1 {
             // Row-major B: k outer, panels inner, so each row is read in one sequential run
             // across the panels instead of 64 bytes at a time per panel.
-            pack_b_n_contiguous(out, b, k, kp, n, j0)
+            pack_b_n_contiguous(outs, first, b, k, kp, n, j0)
         } else {
-            for (t, panel) in out.chunks_exact_mut(16 * kp).enumerate() {
+            for t in 0..len / (16 * kp) {
                 let jt = j0 + 16 * t;
+                let panel = t * 16 * kp..(t + 1) * 16 * kp;
                 if jt >= n {
-                    panel.fill(0);
+                    for out in outs.iter_mut() {
+                        out[panel.clone()].fill(0);
+                    }
                 } else if b.1 == 1 {
-                    pack_b_k_contiguous(panel, b, k, kp, jt, 16.min(n - jt))
+                    pack_b_k_contiguous(outs, first, panel.start, b, k, kp, jt, 16.min(n - jt))
                 } else {
-                    pack_b_scalar(panel, b, k, kp, jt, 16.min(n - jt))
+                    pack_b_scalar(outs, first, panel.start, b, k, kp, jt, 16.min(n - jt))
                 }
             }
         }
@@ -92,9 +117,9 @@ pub fn pack_b_panels(out: &mut [u16], b: (&[f32], usize, usize), k: usize, kp: u
 /// Packs columns `j0..j0 + 16` of B into one B panel (`pack_b_panels` with P = 1): the tests'
 /// reference for the multi-panel packs.
 #[cfg(test)]
-fn pack_b_panel(out: &mut [u16], b: (&[f32], usize, usize), k: usize, n: usize, j0: usize) {
-    let kp = out.len() / 16;
-    pack_b_panels(out, b, k, kp, n, j0)
+fn pack_b_panel(outs: &mut [&mut [u16]], b: (&[f32], usize, usize), k: usize, n: usize, j0: usize) {
+    let kp = outs[0].len() / 16;
+    pack_b_panels(outs, 0, b, k, kp, n, j0)
 }
 
 /// Lane mask for the first `len` (clamped to 0..=16) of 16 lanes.
@@ -127,6 +152,33 @@ unsafe fn load16(p: *const f32, len: usize) -> __m512 {
 fn to_bf16x32(lo: __m512, hi: __m512) -> __m512i {
     // SAFETY: a bit cast between two 512-bit vector types.
     unsafe { std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo)) }
+}
+
+/// The residual whose bf16 rounding is term `part` of x's split into three bf16 terms,
+/// `x = h + m + l` with `h = bf16(x)`, `m = bf16(x − h)`, `l = bf16(x − h − m)`: x itself for
+/// part 0, x − h for 1, x − h − m for 2 (each difference exact in f32). Three terms hold all 24
+/// bits of an f32 significand, so h + m + l = x exactly unless a term would be denormal (those
+/// become zero, as in the tile unit): |x| ≳ 2⁻¹⁰⁰ for the split to be exact. Infinity splits
+/// into NaN terms.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+fn split_part(x: __m512, part: usize) -> __m512 {
+    let mut r = x;
+    for _ in 0..part {
+        let rounded = _mm512_cvtpbh_ps(_mm512_cvtneps_pbh(r));
+        r = _mm512_sub_ps(r, rounded);
+    }
+    r
+}
+
+/// `split_part` of one value, for the scalar packers.
+fn split_part_scalar(x: f32, part: usize) -> f32 {
+    let mut r = x;
+    for _ in 0..part {
+        r -= super::gemm_bf16::round_bf16(r);
+    }
+    r
 }
 
 /// Interleaves the two halves of 32 u16 lanes: [x0, y0, x1, y1, ...] from [x0..x15, y0..y15].
@@ -195,74 +247,96 @@ fn transpose16x16_epi32(rows: &mut [__m512i; 16]) {
     }
 }
 
+/// Stores the bf16 terms of 32 floats (lanes 0..16 from `lo`, 16..32 from `hi`; k-pairs
+/// interleaved when `pairs`) at element `at` of each output, term `first + i` into `outs[i]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[inline]
+unsafe fn store_terms(outs: &mut [&mut [u16]], first: usize, at: usize, lo: __m512, hi: __m512, pairs: bool) {
+    for (i, out) in outs.iter_mut().enumerate() {
+        let t = first + i;
+        let v = to_bf16x32(split_part(lo, t), split_part(hi, t));
+        let v = if pairs { interleave_halves(v) } else { v };
+        _mm512_storeu_si512(out.as_mut_ptr().add(at).cast(), v);
+    }
+}
+
 /// A contiguous along k: each tile row is 32 consecutive elements of one row of A.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pack_a_k_contiguous(
-    out: &mut [u16],
+    outs: &mut [&mut [u16]],
     (a, rs, _): (&[f32], usize, usize),
     r0: usize,
     rows: usize,
     k: usize,
     kp: usize,
 ) {
-    let mp = out.len() / kp;
-    for i in 0..mp {
-        let panel = (i / 16) * 16 * kp + (i % 16) * 32;
-        for p0 in (0..kp).step_by(32) {
-            let dst = out.as_mut_ptr().add(panel + (p0 / 32) * 512);
-            let v = if i < rows && p0 < k {
-                let src = a.as_ptr().wrapping_add((r0 + i) * rs + p0);
-                let len = k - p0;
-                to_bf16x32(
-                    load16(src, len),
-                    load16(src.wrapping_add(16), len.saturating_sub(16)),
-                )
-            } else {
-                _mm512_setzero_si512()
-            };
-            _mm512_storeu_si512(dst.cast(), v);
+    let mp = outs[0].len() / kp;
+    // One pass per term: writing all terms per load measured slower in the step (the head's
+    // input gradient +5 ms, W1/W3's +6), the source rows being read from L2 anyway.
+    for (term, out) in outs.iter_mut().enumerate() {
+        for i in 0..mp {
+            let panel = (i / 16) * 16 * kp + (i % 16) * 32;
+            for p0 in (0..kp).step_by(32) {
+                let at = panel + (p0 / 32) * 512;
+                let (lo, hi) = if i < rows && p0 < k {
+                    let src = a.as_ptr().wrapping_add((r0 + i) * rs + p0);
+                    let len = k - p0;
+                    (
+                        load16(src, len),
+                        load16(src.wrapping_add(16), len.saturating_sub(16)),
+                    )
+                } else {
+                    (_mm512_setzero_ps(), _mm512_setzero_ps())
+                };
+                store_terms(std::slice::from_mut(out), term, at, lo, hi, false);
+            }
         }
     }
 }
 
 /// A contiguous along its rows (a transposed view, e.g. doutᵀ in the weight gradient): read 16
-/// rows at each k, interleave k-pairs, transpose 16 × 16 pairs into tile rows.
+/// rows at each k, interleave k-pairs, transpose 16 × 16 pairs into tile rows. The 32 source
+/// vectors of a tile are loaded once for all terms.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pack_a_m_contiguous(
-    out: &mut [u16],
+    outs: &mut [&mut [u16]],
     (a, _, cs): (&[f32], usize, usize),
     r0: usize,
     rows: usize,
     k: usize,
     kp: usize,
 ) {
-    let mp = out.len() / kp;
+    let mp = outs[0].len() / kp;
     // k outer, panels inner: consecutive panels read the next 64 bytes of the same 32 rows of
     // the source, which the hardware prefetcher follows (rows are far apart: one page each for
     // the LM head's gradient).
     for p0 in (0..kp).step_by(32) {
         for i0 in (0..mp).step_by(16) {
             let ni = rows.saturating_sub(i0).min(16);
-            let dst = out.as_mut_ptr().add((i0 / 16) * 16 * kp + (p0 / 32) * 512);
-            let mut t = [_mm512_setzero_si512(); 16];
+            let at = (i0 / 16) * 16 * kp + (p0 / 32) * 512;
+            let mut src = [_mm512_setzero_ps(); 32];
             if ni > 0 {
-                for (q, tq) in t.iter_mut().enumerate() {
-                    let p = p0 + 2 * q;
-                    let row = |p: usize| {
-                        if p < k {
-                            load16(a.as_ptr().add(r0 + i0 + p * cs), ni)
-                        } else {
-                            _mm512_setzero_ps()
-                        }
-                    };
-                    *tq = interleave_halves(to_bf16x32(row(p), row(p + 1)));
+                for (dp, v) in src.iter_mut().enumerate() {
+                    if p0 + dp < k {
+                        *v = load16(a.as_ptr().add(r0 + i0 + (p0 + dp) * cs), ni);
+                    }
                 }
-                transpose16x16_epi32(&mut t);
             }
-            for (i, ti) in t.iter().enumerate() {
-                _mm512_storeu_si512(dst.add(i * 32).cast(), *ti);
+            for (term, out) in outs.iter_mut().enumerate() {
+                let mut t = [_mm512_setzero_si512(); 16];
+                if ni > 0 {
+                    for (q, tq) in t.iter_mut().enumerate() {
+                        let (x, y) = (split_part(src[2 * q], term), split_part(src[2 * q + 1], term));
+                        *tq = interleave_halves(to_bf16x32(x, y));
+                    }
+                    transpose16x16_epi32(&mut t);
+                }
+                for (i, ti) in t.iter().enumerate() {
+                    _mm512_storeu_si512(out.as_mut_ptr().add(at + i * 32).cast(), *ti);
+                }
             }
         }
     }
@@ -270,18 +344,20 @@ unsafe fn pack_a_m_contiguous(
 
 #[cfg(target_arch = "x86_64")]
 unsafe fn pack_a_scalar(
-    out: &mut [u16],
+    outs: &mut [&mut [u16]],
     (a, rs, cs): (&[f32], usize, usize),
     r0: usize,
     rows: usize,
     k: usize,
     kp: usize,
 ) {
-    out.fill(0);
-    for i in 0..rows {
-        for p in 0..k {
-            out[(i / 16) * 16 * kp + (p / 32) * 512 + (i % 16) * 32 + p % 32] =
-                f32_to_bf16(a[(r0 + i) * rs + p * cs]);
+    for (term, out) in outs.iter_mut().enumerate() {
+        out.fill(0);
+        for i in 0..rows {
+            for p in 0..k {
+                out[(i / 16) * 16 * kp + (p / 32) * 512 + (i % 16) * 32 + p % 32] =
+                    f32_to_bf16(split_part_scalar(a[(r0 + i) * rs + p * cs], term));
+            }
         }
     }
 }
@@ -291,14 +367,15 @@ unsafe fn pack_a_scalar(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pack_b_n_contiguous(
-    out: &mut [u16],
+    outs: &mut [&mut [u16]],
+    first: usize,
     (b, rs, _): (&[f32], usize, usize),
     k: usize,
     kp: usize,
     n: usize,
     j0: usize,
 ) {
-    let panels = out.len() / (16 * kp);
+    let panels = outs[0].len() / (16 * kp);
     for q in 0..kp / 2 {
         let p = 2 * q;
         for t in 0..panels {
@@ -311,18 +388,21 @@ unsafe fn pack_b_n_contiguous(
                     _mm512_setzero_ps()
                 }
             };
-            let v = interleave_halves(to_bf16x32(row(p), row(p + 1)));
-            _mm512_storeu_si512(out.as_mut_ptr().add(t * 16 * kp + q * 32).cast(), v);
+            store_terms(outs, first, t * 16 * kp + q * 32, row(p), row(p + 1), true);
         }
     }
 }
 
 /// B contiguous along k (a transposed view, e.g. Wᵀ of a weight (n, k) in the forward pass): each
-/// column's 32 k-values are 16 pairs; transpose 16 columns × 16 pairs into tile rows.
+/// column's 32 k-values are 16 pairs; transpose 16 columns × 16 pairs into tile rows. Writes the
+/// panel at element `at` of each output.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn pack_b_k_contiguous(
-    out: &mut [u16],
+    outs: &mut [&mut [u16]],
+    first: usize,
+    at: usize,
     (b, _, cs): (&[f32], usize, usize),
     k: usize,
     kp: usize,
@@ -330,37 +410,55 @@ unsafe fn pack_b_k_contiguous(
     nj: usize,
 ) {
     for p0 in (0..kp).step_by(32) {
-        let mut t = [_mm512_setzero_si512(); 16];
+        let mut src = [(_mm512_setzero_ps(), _mm512_setzero_ps()); 16];
         let len = k.saturating_sub(p0);
         if len > 0 {
-            for (jj, tj) in t.iter_mut().enumerate().take(nj) {
-                let src = b.as_ptr().wrapping_add((j0 + jj) * cs + p0);
-                *tj = to_bf16x32(
-                    load16(src, len),
-                    load16(src.wrapping_add(16), len.saturating_sub(16)),
+            for (jj, v) in src.iter_mut().enumerate().take(nj) {
+                let col = b.as_ptr().wrapping_add((j0 + jj) * cs + p0);
+                *v = (
+                    load16(col, len),
+                    load16(col.wrapping_add(16), len.saturating_sub(16)),
                 );
             }
-            transpose16x16_epi32(&mut t);
         }
-        for (q, tq) in t.iter().enumerate() {
-            _mm512_storeu_si512(out.as_mut_ptr().add((p0 / 2 + q) * 32).cast(), *tq);
+        for (i, out) in outs.iter_mut().enumerate() {
+            let term = first + i;
+            let mut t = [_mm512_setzero_si512(); 16];
+            if len > 0 {
+                for (tj, &(lo, hi)) in t.iter_mut().zip(&src) {
+                    *tj = to_bf16x32(split_part(lo, term), split_part(hi, term));
+                }
+                transpose16x16_epi32(&mut t);
+            }
+            for (q, tq) in t.iter().enumerate() {
+                _mm512_storeu_si512(out.as_mut_ptr().add(at + (p0 / 2 + q) * 32).cast(), *tq);
+            }
         }
     }
 }
 
+/// Writes the panel at element `at` of each output.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn pack_b_scalar(
-    out: &mut [u16],
+    outs: &mut [&mut [u16]],
+    first: usize,
+    at: usize,
     (b, rs, cs): (&[f32], usize, usize),
     k: usize,
-    _kp: usize,
+    kp: usize,
     j0: usize,
     nj: usize,
 ) {
-    out.fill(0);
-    for p in 0..k {
-        for jj in 0..nj {
-            out[(p / 2) * 32 + jj * 2 + p % 2] = f32_to_bf16(b[p * rs + (j0 + jj) * cs]);
+    for (i, out) in outs.iter_mut().enumerate() {
+        let term = first + i;
+        let panel = &mut out[at..];
+        panel[..16 * kp].fill(0);
+        for p in 0..k {
+            for jj in 0..nj {
+                panel[(p / 2) * 32 + jj * 2 + p % 2] =
+                    f32_to_bf16(split_part_scalar(b[p * rs + (j0 + jj) * cs], term));
+            }
         }
     }
 }
@@ -428,13 +526,28 @@ mod tests {
             .collect()
     }
 
+    /// Runs a packer on `terms` outputs of `len` (pre-filled with 0xffff) and returns them.
+    fn packed(len: usize, terms: usize, pack: impl FnOnce(&mut [&mut [u16]])) -> Vec<Vec<u16>> {
+        let mut bufs = vec![vec![0xffffu16; len]; terms];
+        let mut outs: Vec<&mut [u16]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        pack(&mut outs);
+        bufs
+    }
+
+    /// Each term t of the split, packed as the last of t + 1 outputs (so one, two and three
+    /// outputs per call are all run), in every layout.
     #[test]
     fn packers_match_the_layout_definition() {
         if !simd_available() {
             eprintln!("skipped: no AVX-512 BF16 on this machine");
             return;
         }
-        for &(rows, k) in &[(1usize, 1usize), (16, 32), (37, 70), (5, 100), (64, 33)] {
+        // Every term of the three-term split (part 0: plain rounding).
+        for (part, &(rows, k)) in (0..3).flat_map(|p| {
+            [(1usize, 1usize), (16, 32), (37, 70), (5, 100), (64, 33)]
+                .iter()
+                .map(move |s| (p, s))
+        }) {
             let kp = k.div_ceil(32) * 32;
             let mp = rows.div_ceil(32) * 32;
             let r0 = 3;
@@ -453,21 +566,21 @@ mod tests {
             for i in 0..rows {
                 for p in 0..k {
                     want_a[(i / 16) * 16 * kp + (p / 32) * 512 + (i % 16) * 32 + p % 32] =
-                        f32_to_bf16(src[(r0 + i) * k + p]);
+                        f32_to_bf16(split_part_scalar(src[(r0 + i) * k + p], part));
                 }
             }
             for (view, name) in [
                 ((&rm[..], rs, 1), "k-contiguous"),
                 ((&tr[..], 1, r0 + rows), "m-contiguous"),
             ] {
-                let mut got = vec![0xffffu16; mp * kp];
-                pack_a_panels(&mut got, view, r0, rows, k);
-                assert_eq!(got, want_a, "A {name} rows {rows} k {k}");
+                let got = packed(mp * kp, part + 1, |o| pack_a_panels(o, view, r0, rows, k));
+                assert_eq!(got[part], want_a, "A {name} rows {rows} k {k} part {part}");
             }
-            let mut got = vec![0xffffu16; mp * kp];
             // SAFETY: as in pack_a_panels (bounds asserted there for the same view).
-            unsafe { pack_a_scalar(&mut got, (&rm, rs, 1), r0, rows, k, kp) };
-            assert_eq!(got, want_a, "A scalar");
+            let got = packed(mp * kp, part + 1, |o| unsafe {
+                pack_a_scalar(o, (&rm, rs, 1), r0, rows, k, kp)
+            });
+            assert_eq!(got[part], want_a, "A scalar part {part}");
 
             // B (k, n = rows) = srcᵀ restricted: B[p][j] = src[j][p]; panels at j0 = 0 and 16.
             let n = rows + r0;
@@ -476,7 +589,8 @@ mod tests {
                 for p in 0..k {
                     for jj in 0..16 {
                         if j0 + jj < n {
-                            want_b[(p / 2) * 32 + jj * 2 + p % 2] = f32_to_bf16(src[(j0 + jj) * k + p]);
+                            want_b[(p / 2) * 32 + jj * 2 + p % 2] =
+                                f32_to_bf16(split_part_scalar(src[(j0 + jj) * k + p], part));
                         }
                     }
                 }
@@ -484,15 +598,16 @@ mod tests {
                     ((&tr[..], n, 1), "n-contiguous"),
                     ((&rm[..], 1, rs), "k-contiguous"),
                 ] {
-                    let mut got = vec![0xffffu16; 16 * kp];
-                    pack_b_panel(&mut got, view, k, n, j0);
-                    assert_eq!(got, want_b, "B {name} n {n} k {k} j0 {j0}");
+                    let got = packed(16 * kp, part + 1, |o| pack_b_panel(o, view, k, n, j0));
+                    assert_eq!(got[part], want_b, "B {name} n {n} k {k} j0 {j0} part {part}");
                 }
-                let mut got = vec![0xffffu16; 16 * kp];
+                let nj = 16.min(n.saturating_sub(j0));
                 // SAFETY: bounds as asserted by pack_b_panel for this view.
-                unsafe { pack_b_scalar(&mut got, (&tr, n, 1), k, kp, j0, 16.min(n.saturating_sub(j0))) };
+                let got = packed(16 * kp, part + 1, |o| unsafe {
+                    pack_b_scalar(o, 0, 0, (&tr, n, 1), k, kp, j0, nj)
+                });
                 if j0 < n {
-                    assert_eq!(got, want_b, "B scalar");
+                    assert_eq!(got[part], want_b, "B scalar part {part}");
                 }
             }
             // Several panels at once (the GEMM packs eight per task, some past n) equal the
@@ -502,12 +617,55 @@ mod tests {
                 ((&rm[..], 1, rs), "k-contiguous"),
             ] {
                 let panels = n.div_ceil(16) + 1;
-                let mut got = vec![0xffffu16; panels * 16 * kp];
-                pack_b_panels(&mut got, view, k, kp, n, 0);
-                for (t, chunk) in got.chunks_exact(16 * kp).enumerate() {
-                    let mut one = vec![0xffffu16; 16 * kp];
-                    pack_b_panel(&mut one, view, k, n, 16 * t);
-                    assert_eq!(chunk, &one[..], "B {name} panel {t} of {panels}, n {n} k {k}");
+                let got = packed(panels * 16 * kp, part + 1, |o| {
+                    pack_b_panels(o, 0, view, k, kp, n, 0)
+                });
+                // A single output starting at term `part` packs the same.
+                let alone = packed(panels * 16 * kp, 1, |o| pack_b_panels(o, part, view, k, kp, n, 0));
+                assert_eq!(alone[0], got[part], "B {name} term {part} alone");
+                for (t, chunk) in got[part].chunks_exact(16 * kp).enumerate() {
+                    let one = packed(16 * kp, part + 1, |o| pack_b_panel(o, view, k, n, 16 * t));
+                    assert_eq!(
+                        chunk,
+                        &one[part][..],
+                        "B {name} panel {t} of {panels}, n {n} k {k}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The three terms of the split add up to x exactly (every f32 significand bit kept), for
+    /// values over many binades; the SIMD split gives the scalar one's terms.
+    #[test]
+    fn three_term_split_is_exact() {
+        let mut bits = 0x1234_5678u32;
+        let xs: Vec<f32> = (0..4096)
+            .map(|i| {
+                bits = bits.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let x = f32::from_bits((bits & 0x807f_ffff) | (0x3f80_0000 - (8 << 23)));
+                x * 2f32.powi((i % 60) as i32 - 30)
+            })
+            .collect();
+        for &x in &xs {
+            let terms: Vec<f32> = (0..3)
+                .map(|p| super::super::gemm_bf16::round_bf16(split_part_scalar(x, p)))
+                .collect();
+            let sum = terms.iter().map(|&t| t as f64).sum::<f64>();
+            assert_eq!(sum, x as f64, "{x:e} = {terms:?}");
+        }
+        if simd_available() {
+            // Pack a (1, 32) row of A into three terms: their first tile rows hold x's terms.
+            for chunk in xs.chunks_exact(32) {
+                let got = packed(32 * 32, 3, |o| pack_a_panels(o, (chunk, 32, 1), 0, 1, 32));
+                for (part, g) in got.iter().enumerate() {
+                    for (j, &x) in chunk.iter().enumerate() {
+                        assert_eq!(
+                            g[j],
+                            f32_to_bf16(split_part_scalar(x, part)),
+                            "part {part} of {x:e}"
+                        );
+                    }
                 }
             }
         }
