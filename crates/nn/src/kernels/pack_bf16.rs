@@ -261,6 +261,9 @@ unsafe fn store_terms(outs: &mut [&mut [u16]], first: usize, at: usize, lo: __m5
     }
 }
 
+/// Rows ahead that the packers reading rows one after another (A along k, B along n) prefetch.
+const AHEAD: usize = 8;
+
 /// A contiguous along k: each tile row is 32 consecutive elements of one row of A.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
@@ -283,6 +286,13 @@ unsafe fn pack_a_k_contiguous(
                 let (lo, hi) = if i < rows && p0 < k {
                     let src = a.as_ptr().wrapping_add((r0 + i) * rs + p0);
                     let len = k - p0;
+                    if term == 0 && i + AHEAD < rows {
+                        // The first pass reads A from L3 or memory, one row after another:
+                        // fetch the same columns AHEAD rows down (a prefetch never faults).
+                        let ahead = src.wrapping_add(AHEAD * rs) as *const i8;
+                        _mm_prefetch::<_MM_HINT_T0>(ahead);
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+                    }
                     (
                         load16(src, len),
                         load16(src.wrapping_add(16), len.saturating_sub(16)),
@@ -388,6 +398,12 @@ unsafe fn pack_b_n_contiguous(
                     _mm512_setzero_ps()
                 }
             };
+            if p + AHEAD + 1 < k && nj > 0 {
+                // As in pack_a_k_contiguous: the same columns AHEAD rows down.
+                for r in [p + AHEAD, p + AHEAD + 1] {
+                    _mm_prefetch::<_MM_HINT_T0>(b.as_ptr().wrapping_add(r * rs + jt) as *const i8);
+                }
+            }
             store_terms(outs, first, t * 16 * kp + q * 32, row(p), row(p + 1), true);
         }
     }
