@@ -287,6 +287,26 @@ impl Terms {
     }
 }
 
+/// A strided matrix operand, as in `gemm_strided`: (slice, row stride, column stride).
+pub(crate) type Operand<'a> = (&'a [f32], usize, usize);
+
+/// One product of a `gemm_packed` call: its output (m, n) at row stride `dst_rs` and the operand
+/// it does not share with the call's other products.
+pub(crate) struct Product<'a, 'b> {
+    pub dst: &'a mut [f32],
+    pub dst_rs: usize,
+    pub operand: Operand<'b>,
+}
+
+/// The operand that every product of a `gemm_packed` call shares (and which is packed once).
+#[derive(Clone, Copy)]
+pub(crate) enum Shared<'a> {
+    /// The same A (m, k): each product's operand is its B (k, n).
+    A(Operand<'a>),
+    /// The same B (k, n): each product's operand is its A (m, k).
+    B(Operand<'a>),
+}
+
 /// The packed path on AMX or AVX-512 BF16 (`Terms::One`), or the split f32 product on AMX
 /// (`Terms::Three`, AMX only).
 #[allow(clippy::too_many_arguments)]
@@ -302,78 +322,165 @@ pub(crate) fn gemm_bf16_packed(
     a: (&[f32], usize, usize),
     b: (&[f32], usize, usize),
 ) {
+    let product = Product {
+        dst,
+        dst_rs,
+        operand: b,
+    };
+    gemm_packed(kernel, terms, (m, n, k), accumulate, Shared::A(a), &mut [product]);
+}
+
+/// `dst_i (m, n) = [dst_i +] A_i · B_i` for every product, where one of A, B is the same for all
+/// (`shared`, packed once: the q/k/v projections of one input, or their weight gradients from
+/// one input). Otherwise as `gemm_bf16_packed`.
+pub(crate) fn gemm_packed<'b>(
+    kernel: Bf16Kernel,
+    terms: Terms,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    shared: Shared<'b>,
+    products: &mut [Product<'_, 'b>],
+) {
+    let operands = |p: &Product<'_, 'b>| -> (Operand<'b>, Operand<'b>) {
+        match shared {
+            Shared::A(a) => (a, p.operand),
+            Shared::B(b) => (p.operand, b),
+        }
+    };
     if m == 0 || n == 0 || k == 0 {
-        return gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true);
+        for p in products.iter_mut() {
+            let (a, b) = operands(p);
+            gemm_strided(m, n, k, p.dst, p.dst_rs, accumulate, a, b, 1.0, true);
+        }
+        return;
     }
     assert!(
         terms == Terms::One || kernel == Bf16Kernel::Amx,
         "split terms need AMX"
     );
-    check_gemm_bounds(m, n, k, dst, dst_rs, a, b);
+    for p in products.iter() {
+        let (a, b) = operands(p);
+        check_gemm_bounds(m, n, k, p.dst, p.dst_rs, a, b);
+    }
     let kp = round_up(k, 32);
     let np = round_up(n, 32);
     let nterms = terms.count();
-    let kc_max = terms.kc();
+    // Term t of a packed B occupies [t · b_part ..][.. np·kp] of its buffer. The gap after each
+    // term (one tile) keeps the terms' tiles of one k-step in different L1 sets: np·kp is a
+    // multiple of 16 KB, so unpadded they would all share the same few sets.
+    let b_part = np * kp + (nterms > 1) as usize * TILE_ELEMS;
+    let b_len = nterms * b_part;
+    let bs: Vec<Operand> = match shared {
+        Shared::A(_) => products.iter().map(|p| p.operand).collect(),
+        Shared::B(b) => vec![b],
+    };
     with_buffer(&PACK_B, |pb| {
-        // Term t of B occupies pb[t · b_part ..][.. np·kp]. The gap after each term (one tile)
-        // keeps the terms' tiles of one k-step in different L1 sets: np·kp is a multiple of
-        // 16 KB, so unpadded they would all share the same few sets.
-        let b_part = np * kp + (nterms > 1) as usize * TILE_ELEMS;
-        let pb = aligned(pb, nterms * b_part);
-        // Eight 16-column VNNI panels (16 · kp elements each) per task, every term.
+        let pb = aligned(pb, bs.len() * b_len);
+        // Eight 16-column VNNI panels (16 · kp elements each) per task, one task per term: packing
+        // all terms of a group in one pass would write 8 panels × 3 terms of streams at once
+        // (measured slower in the step).
         let per_task = 8 * 16 * kp;
-        // One task per term and group of panels: packing all terms of a group in one pass
-        // would write 8 panels × 3 terms of streams at once (measured slower in the step).
-        pb.par_chunks_mut(b_part).enumerate().for_each(|(term, region)| {
+        pb.par_chunks_mut(b_part).enumerate().for_each(|(i, region)| {
+            let (b, term) = (bs[i / nterms], i % nterms);
             region[..np * kp]
                 .par_chunks_mut(per_task)
                 .enumerate()
                 .for_each(|(t, panels)| pack_b_panels(&mut [panels], term, b, k, kp, n, 8 * 16 * t));
         });
         let pb = &pb[..];
-        let threads = rayon::current_num_threads();
-        // Row chunks: multiples of 32, at most 256 rows; at least 4 per thread when m allows, or,
-        // for split terms with a long reduction (weight gradients: k = tokens > n), one per
-        // thread: each chunk streams all of B's three terms (MBs, from L3) once per k-block,
-        // so fewer, taller chunks read it fewer times (d→d weight gradient 3.5 -> 3.0 ms).
-        let per_thread = if terms == Terms::Three && k > n { 1 } else { 4 };
-        let mc = round_up(m.div_ceil(per_thread * threads), 32).clamp(32, 256);
-        let chunk_len = mc * dst_rs;
-        let dst = &mut dst[..(m - 1) * dst_rs + n];
-        dst.par_chunks_mut(chunk_len)
-            .enumerate()
-            .for_each(|(ci, dchunk)| {
-                let r0 = ci * mc;
-                let rows = mc.min(m - r0);
-                with_buffer(&PACK_A, |pa| {
-                    // A is packed one k-block at a time, so its panels stay in L2 however long k is.
-                    let mp = round_up(rows, 32);
-                    let tiles = (kernel == Bf16Kernel::Amx).then(TileGuard::new);
-                    for k0 in (0..kp).step_by(kc_max) {
-                        let kc = kc_max.min(kp - k0);
-                        let a_part = mp * kc + (nterms > 1) as usize * TILE_ELEMS; // as b_part
-                        let pa = aligned(pa, nterms * a_part);
-                        let sub = (&a.0[k0 * a.2..], a.1, a.2);
-                        let mut outs: Vec<&mut [u16]> = pa[..nterms * a_part]
-                            .chunks_exact_mut(a_part)
-                            .map(|term| &mut term[..mp * kc])
-                            .collect();
-                        pack_a_panels(&mut outs, sub, r0, rows, kc_max.min(k - k0));
-                        let load_c = accumulate || k0 > 0;
-                        block_product(
-                            tiles.as_ref(),
-                            terms,
-                            (&pa[..nterms * a_part], a_part, kc),
-                            (pb, b_part, kp, k0),
-                            rows,
-                            n,
-                            dchunk,
-                            dst_rs,
-                            load_c,
-                        );
-                    }
-                });
-            });
+        let packed_b = |i: usize| (&pb[i * b_len..(i + 1) * b_len], b_part, kp);
+        match shared {
+            Shared::A(a) => {
+                let mut dsts: Vec<(&mut [f32], usize)> =
+                    products.iter_mut().map(|p| (&mut *p.dst, p.dst_rs)).collect();
+                let bs: Vec<_> = (0..dsts.len()).map(packed_b).collect();
+                row_chunks(kernel, terms, (m, n, k), accumulate, a, &bs, &mut dsts);
+            }
+            Shared::B(_) => {
+                for p in products.iter_mut() {
+                    let mut dst = [(&mut *p.dst, p.dst_rs)];
+                    row_chunks(
+                        kernel,
+                        terms,
+                        (m, n, k),
+                        accumulate,
+                        p.operand,
+                        &[packed_b(0)],
+                        &mut dst,
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// The products `dst_i = [dst_i +] A · B_i` with each B_i packed (`(buffer, b_part, kp)`), over
+/// chunks of A's rows on the rayon pool; each task packs its rows of A one k-block at a time and
+/// runs every product on them.
+fn row_chunks(
+    kernel: Bf16Kernel,
+    terms: Terms,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    a: Operand,
+    bs: &[(&[u16], usize, usize)],
+    dsts: &mut [(&mut [f32], usize)],
+) {
+    let nterms = terms.count();
+    let kc_max = terms.kc();
+    let kp = round_up(k, 32);
+    let threads = rayon::current_num_threads();
+    // Row chunks: multiples of 32, at most 256 rows; at least 4 per thread when m allows, or,
+    // for split terms with a long reduction (weight gradients: k = tokens > n), one per
+    // thread: each chunk streams all of B's three terms (MBs, from L3) once per k-block,
+    // so fewer, taller chunks read it fewer times (d→d weight gradient 3.5 -> 3.0 ms).
+    let per_thread = if terms == Terms::Three && k > n { 1 } else { 4 };
+    let mc = round_up(m.div_ceil(per_thread * threads), 32).clamp(32, 256);
+    let strides: Vec<usize> = dsts.iter().map(|d| d.1).collect();
+    // Task ci gets rows ci·mc.. of every output.
+    let mut tasks: Vec<Vec<&mut [f32]>> = Vec::new();
+    for (dst, dst_rs) in dsts.iter_mut() {
+        let dst = &mut dst[..(m - 1) * *dst_rs + n];
+        for (ci, chunk) in dst.chunks_mut(mc * *dst_rs).enumerate() {
+            if ci == tasks.len() {
+                tasks.push(Vec::with_capacity(bs.len()));
+            }
+            tasks[ci].push(chunk);
+        }
+    }
+    tasks.into_par_iter().enumerate().for_each(|(ci, mut chunks)| {
+        let r0 = ci * mc;
+        let rows = mc.min(m - r0);
+        with_buffer(&PACK_A, |pa| {
+            // A is packed one k-block at a time, so its panels stay in L2 however long k is.
+            let mp = round_up(rows, 32);
+            let tiles = (kernel == Bf16Kernel::Amx).then(TileGuard::new);
+            for k0 in (0..kp).step_by(kc_max) {
+                let kc = kc_max.min(kp - k0);
+                let a_part = mp * kc + (nterms > 1) as usize * TILE_ELEMS; // as b_part
+                let pa = aligned(pa, nterms * a_part);
+                let sub = (&a.0[k0 * a.2..], a.1, a.2);
+                let mut outs: Vec<&mut [u16]> = pa[..nterms * a_part]
+                    .chunks_exact_mut(a_part)
+                    .map(|term| &mut term[..mp * kc])
+                    .collect();
+                pack_a_panels(&mut outs, sub, r0, rows, kc_max.min(k - k0));
+                let load_c = accumulate || k0 > 0;
+                for (&(pb, b_part, kp), (dchunk, &dst_rs)) in bs.iter().zip(chunks.iter_mut().zip(&strides)) {
+                    block_product(
+                        tiles.as_ref(),
+                        terms,
+                        (&pa[..nterms * a_part], a_part, kc),
+                        (pb, b_part, kp, k0),
+                        rows,
+                        n,
+                        dchunk,
+                        dst_rs,
+                        load_c,
+                    );
+                }
+            }
+        });
     });
 }
 

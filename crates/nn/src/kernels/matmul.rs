@@ -1,7 +1,7 @@
 //! Linear layers `y = x Wᵀ` (W stored (d_out, d_in), no bias) and a strided GEMM helper, through
 //! the `gemm` crate.
 
-use super::gemm_bf16::{gemm_bf16, Precision};
+use super::gemm_bf16::{bf16_kernel, gemm_bf16, gemm_packed, Bf16Kernel, Precision, Product, Shared, Terms};
 use super::gemm_f32_amx;
 use super::gemv;
 use rayon::prelude::*;
@@ -196,6 +196,55 @@ pub fn matmul_forward(
     }
 }
 
+/// The packed GEMM (kernel and bf16 terms) this precision's products run on, where it has one:
+/// f32 on the AMX tiles, or bf16 on AMX / AVX-512 BF16. None for the gemm crate.
+fn packed_kernel(prec: Precision) -> Option<(Bf16Kernel, Terms)> {
+    match prec {
+        Precision::F32 => gemm_f32_amx::enabled().then_some((Bf16Kernel::Amx, Terms::Three)),
+        Precision::Bf16 => match bf16_kernel() {
+            Bf16Kernel::Emulated => None,
+            k => Some((k, Terms::One)),
+        },
+    }
+}
+
+/// `matmul_forward` for several weights of one input (q/k/v, W1/W3): `outs[i] = (out_i, weight_i)`,
+/// each out (n, d_out) and weight (d_out, d_in). The same results; the packed GEMMs pack the
+/// input once for all of them.
+pub fn matmul_forward_shared(
+    prec: Precision,
+    outs: &mut [(&mut [f32], &[f32])],
+    inp: &[f32],
+    n: usize,
+    d_in: usize,
+    d_out: usize,
+) {
+    match packed_kernel(prec).filter(|_| n > GEMV_MAX_ROWS) {
+        Some((kernel, terms)) => {
+            assert_eq!(inp.len(), n * d_in, "matmul_forward_shared: inp");
+            let mut products: Vec<Product> = outs
+                .iter_mut()
+                .map(|(out, weight)| {
+                    assert_eq!(out.len(), n * d_out, "matmul_forward_shared: out");
+                    assert_eq!(weight.len(), d_out * d_in, "matmul_forward_shared: weight");
+                    Product {
+                        dst: &mut **out,
+                        dst_rs: d_out,
+                        operand: (*weight, 1, d_in),
+                    }
+                })
+                .collect();
+            let shared = Shared::A((inp, d_in, 1));
+            gemm_packed(kernel, terms, (n, d_out, d_in), false, shared, &mut products);
+        }
+        None => {
+            for (out, weight) in outs.iter_mut() {
+                matmul_forward(prec, out, inp, weight, n, d_in, d_out);
+            }
+        }
+    }
+}
+
 /// `dinp (n, d_in) (+)= dout (n, d_out) · weight (d_out, d_in)`: overwrites dinp unless
 /// `accumulate`.
 #[allow(clippy::too_many_arguments)]
@@ -259,6 +308,48 @@ pub fn matmul_backward_weight_t(
     weight_gradient(prec, dweight, (dout_t, ld_t, 1), inp, n, d_in, d_out);
 }
 
+/// The weight gradients of several weights fed by one input (q/k/v, W1/W3), accumulated:
+/// `grads[i] = (dweight_i, A_i)` with dweight (d_out, d_in) += A_i (d_out, n) · inp (n, d_in),
+/// A_i = dout_iᵀ given as `(dout, 1, d_out)` (dout (n, d_out)) or `(dout_t, ld_t, 1)` (as in
+/// `matmul_backward_weight_t`). The same results as one call each; the packed GEMMs pack the
+/// input once.
+pub fn matmul_backward_weight_shared(
+    prec: Precision,
+    grads: &mut [(&mut [f32], (&[f32], usize, usize))],
+    inp: &[f32],
+    n: usize,
+    d_in: usize,
+    d_out: usize,
+) {
+    assert_eq!(inp.len(), n * d_in, "matmul_backward_weight_shared: inp");
+    for (dweight, _) in grads.iter() {
+        assert_eq!(
+            dweight.len(),
+            d_out * d_in,
+            "matmul_backward_weight_shared: dweight"
+        );
+    }
+    match packed_kernel(prec) {
+        Some((kernel, terms)) => {
+            let mut products: Vec<Product> = grads
+                .iter_mut()
+                .map(|(dweight, a)| Product {
+                    dst: &mut **dweight,
+                    dst_rs: d_in,
+                    operand: *a,
+                })
+                .collect();
+            let shared = Shared::B((inp, d_in, 1));
+            gemm_packed(kernel, terms, (d_out, d_in, n), true, shared, &mut products);
+        }
+        None => {
+            for (dweight, a) in grads.iter_mut() {
+                weight_gradient(prec, dweight, *a, inp, n, d_in, d_out);
+            }
+        }
+    }
+}
+
 /// `dweight (d_out, d_in) += A (d_out, n) · inp (n, d_in)` for both layouts of A = doutᵀ.
 fn weight_gradient(
     prec: Precision,
@@ -297,6 +388,75 @@ pub fn matmul_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shared-operand forms give bitwise the per-weight calls' results, in both precisions
+    /// (whatever kernels this machine runs them on), at sizes off every tile, with the gradients
+    /// accumulated onto what they held, for both layouts of the output gradient.
+    #[test]
+    fn shared_operand_products_equal_one_call_each() {
+        let fill = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| (((i * 7919 + seed * 104729) % 1009) as f32 / 1009.0 - 0.5) * 1.7)
+                .collect()
+        };
+        for prec in [Precision::F32, Precision::Bf16] {
+            for &(n, d_in, d_out) in &[(70, 45, 33), (300, 64, 130), (5, 17, 40)] {
+                let inp = fill(n * d_in, 1);
+                let ws: Vec<Vec<f32>> = (0..3).map(|s| fill(d_out * d_in, 2 + s)).collect();
+                let mut want: Vec<Vec<f32>> = vec![vec![f32::NAN; n * d_out]; 3];
+                for (out, w) in want.iter_mut().zip(&ws) {
+                    matmul_forward(prec, out, &inp, w, n, d_in, d_out);
+                }
+                let mut got: Vec<Vec<f32>> = vec![vec![f32::NAN; n * d_out]; 3];
+                {
+                    let mut outs: Vec<(&mut [f32], &[f32])> = got
+                        .iter_mut()
+                        .zip(&ws)
+                        .map(|(o, w)| (&mut o[..], &w[..]))
+                        .collect();
+                    matmul_forward_shared(prec, &mut outs, &inp, n, d_in, d_out);
+                }
+                assert_eq!(got, want, "{prec} forward {n}x{d_in}x{d_out}");
+
+                // Weight gradients from douts (n, d_out), one given transposed (ld n + 3).
+                let douts: Vec<Vec<f32>> = (0..3).map(|s| fill(n * d_out, 7 + s)).collect();
+                let ld = n + 3;
+                let mut dout_t = vec![0.0; d_out * ld];
+                for t in 0..n {
+                    for o in 0..d_out {
+                        dout_t[o * ld + t] = douts[2][t * d_out + o];
+                    }
+                }
+                let init = fill(d_out * d_in, 11);
+                let mut want: Vec<Vec<f32>> = vec![init.clone(); 3];
+                for (g, dout) in want.iter_mut().zip(&douts) {
+                    matmul_backward_weight(prec, g, dout, &inp, n, d_in, d_out);
+                }
+                let mut got: Vec<Vec<f32>> = vec![init.clone(); 3];
+                {
+                    let ops = [
+                        (&douts[0][..], 1, d_out),
+                        (&douts[1][..], 1, d_out),
+                        (&dout_t[..], ld, 1),
+                    ];
+                    let mut grads: Vec<(&mut [f32], (&[f32], usize, usize))> =
+                        got.iter_mut().zip(ops).map(|(g, a)| (&mut g[..], a)).collect();
+                    matmul_backward_weight_shared(prec, &mut grads, &inp, n, d_in, d_out);
+                }
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    // The transposed layout packs differently in the gemm crate (sums in another
+                    // order): bitwise only where the packed GEMMs run, else to rounding.
+                    if i < 2 || packed_kernel(prec).is_some() {
+                        assert_eq!(g, w, "{prec} weight gradient {i} {n}x{d_in}x{d_out}");
+                    } else {
+                        for (x, y) in g.iter().zip(w) {
+                            assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{prec} {x} {y}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut c = vec![0.0; m * n];

@@ -249,6 +249,24 @@ impl Model {
     }
 }
 
+/// `N` disjoint ranges of `g`, in increasing order, as mutable slices (the gradients of weights
+/// whose products share an operand).
+fn disjoint_mut<const N: usize>(g: &mut [f32], ranges: [std::ops::Range<usize>; N]) -> [&mut [f32]; N] {
+    let mut rest = g;
+    let mut base = 0;
+    ranges.map(|r| {
+        assert!(
+            r.start >= base,
+            "disjoint_mut: ranges overlap or are out of order"
+        );
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(r.start - base);
+        let (mid, tail) = tail.split_at_mut(r.len());
+        rest = tail;
+        base = r.end;
+        mid
+    })
+}
+
 /// The forward through the LM head into `acts.logits`.
 fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
     let (b, t) = (acts.batch, acts.seq);
@@ -287,9 +305,8 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         } else {
             xin
         };
-        kernels::matmul_forward(prec, q, a_in, &p[r.wq], n, d, d);
-        kernels::matmul_forward(prec, k, a_in, &p[r.wk], n, d, d);
-        kernels::matmul_forward(prec, v, a_in, &p[r.wv], n, d, d);
+        let qkv: &mut [(&mut [f32], &[f32])] = &mut [(q, &p[r.wq]), (k, &p[r.wk]), (v, &p[r.wv])];
+        kernels::matmul_forward_shared(prec, qkv, a_in, n, d, d);
         laps.mark("fwd matmul q/k/v");
         if let Some(rope) = &acts.rope {
             kernels::rope_forward(q, &acts.positions, h, rope);
@@ -315,12 +332,13 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         } else {
             z
         };
-        kernels::matmul_forward(prec, h1, f_in, &p[r.w1], n, d, f);
         if c.ffn == Ffn::Swiglu {
-            kernels::matmul_forward(prec, h3, f_in, &p[r.w3], n, d, f);
+            let w13: &mut [(&mut [f32], &[f32])] = &mut [(h1, &p[r.w1]), (h3, &p[r.w3])];
+            kernels::matmul_forward_shared(prec, w13, f_in, n, d, f);
             laps.mark("fwd matmul w1/w3");
             kernels::swiglu_forward(hg, h1, h3);
         } else {
+            kernels::matmul_forward(prec, h1, f_in, &p[r.w1], n, d, f);
             laps.mark("fwd matmul w1/w3");
             kernels::silu_forward(hg, h1);
         }
@@ -443,17 +461,20 @@ fn backward(
                 let (t1, t3) = (transposed_buffer(dh1t, f, n), transposed_buffer(dh3t, f, n));
                 kernels::swiglu_backward_t(dh1, dh3, t1, t3, ld, dhg, &la.h1, &la.h3, f);
                 laps.mark("bwd swiglu");
-                kernels::matmul_backward_weight_t(prec, &mut g[r.w3.clone()], t3, ld, f_in, n, d, f);
-                kernels::matmul_backward_weight_t(prec, &mut g[r.w1.clone()], t1, ld, f_in, n, d, f);
+                let [gw1, gw3] = disjoint_mut(g, [r.w1.clone(), r.w3.clone()]);
+                let w13: &mut [(&mut [f32], (&[f32], usize, usize))] =
+                    &mut [(gw1, (t1, ld, 1)), (gw3, (t3, ld, 1))];
+                kernels::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
+            } else if c.ffn == Ffn::Swiglu {
+                kernels::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
+                laps.mark("bwd swiglu");
+                let [gw1, gw3] = disjoint_mut(g, [r.w1.clone(), r.w3.clone()]);
+                let w13: &mut [(&mut [f32], (&[f32], usize, usize))] =
+                    &mut [(gw1, (dh1, 1, f)), (gw3, (dh3, 1, f))];
+                kernels::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
             } else {
-                if c.ffn == Ffn::Swiglu {
-                    kernels::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
-                    laps.mark("bwd swiglu");
-                    kernels::matmul_backward_weight(prec, &mut g[r.w3.clone()], dh3, f_in, n, d, f);
-                } else {
-                    kernels::silu_backward(dh1, dhg, &la.h1);
-                    laps.mark("bwd swiglu");
-                }
+                kernels::silu_backward(dh1, dhg, &la.h1);
+                laps.mark("bwd swiglu");
                 kernels::matmul_backward_weight(prec, &mut g[r.w1.clone()], dh1, f_in, n, d, f);
             }
             laps.mark("bwd matmul w1/w3, weight grad");
@@ -502,9 +523,10 @@ fn backward(
             kernels::rope_backward(dk, &acts.positions, h, rope);
             laps.mark("bwd rope");
         }
-        kernels::matmul_backward_weight(prec, &mut g[r.wq.clone()], dq, a_in, n, d, d);
-        kernels::matmul_backward_weight(prec, &mut g[r.wk.clone()], dk, a_in, n, d, d);
-        kernels::matmul_backward_weight(prec, &mut g[r.wv.clone()], dv, a_in, n, d, d);
+        let [gq, gk, gv] = disjoint_mut(g, [r.wq.clone(), r.wk.clone(), r.wv.clone()]);
+        let qkv: &mut [(&mut [f32], (&[f32], usize, usize))] =
+            &mut [(gq, (dq, 1, d)), (gk, (dk, 1, d)), (gv, (dv, 1, d))];
+        kernels::matmul_backward_weight_shared(prec, qkv, a_in, n, d, d);
         laps.mark("bwd matmul q/k/v, weight grad");
         let dst: &mut [f32] = if pre { dtmp } else { dres };
         kernels::matmul_backward_input(prec, dst, dq, &p[r.wq], n, d, d, !pre);
