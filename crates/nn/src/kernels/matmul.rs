@@ -228,7 +228,7 @@ pub fn matmul_forward_shared(
                     assert_eq!(out.len(), n * d_out, "matmul_forward_shared: out");
                     assert_eq!(weight.len(), d_out * d_in, "matmul_forward_shared: weight");
                     Product {
-                        dst: &mut **out,
+                        dst: out,
                         dst_rs: d_out,
                         operand: (*weight, 1, d_in),
                     }
@@ -308,6 +308,9 @@ pub fn matmul_backward_weight_t(
     weight_gradient(prec, dweight, (dout_t, ld_t, 1), inp, n, d_in, d_out);
 }
 
+/// One weight gradient of `matmul_backward_weight_shared` and its operand A = doutᵀ.
+pub type WeightGrad<'a, 'b> = (&'a mut [f32], (&'b [f32], usize, usize));
+
 /// The weight gradients of several weights fed by one input (q/k/v, W1/W3), accumulated:
 /// `grads[i] = (dweight_i, A_i)` with dweight (d_out, d_in) += A_i (d_out, n) · inp (n, d_in),
 /// A_i = dout_iᵀ given as `(dout, 1, d_out)` (dout (n, d_out)) or `(dout_t, ld_t, 1)` (as in
@@ -315,7 +318,7 @@ pub fn matmul_backward_weight_t(
 /// input once.
 pub fn matmul_backward_weight_shared(
     prec: Precision,
-    grads: &mut [(&mut [f32], (&[f32], usize, usize))],
+    grads: &mut [WeightGrad],
     inp: &[f32],
     n: usize,
     d_in: usize,
@@ -334,7 +337,7 @@ pub fn matmul_backward_weight_shared(
             let mut products: Vec<Product> = grads
                 .iter_mut()
                 .map(|(dweight, a)| Product {
-                    dst: &mut **dweight,
+                    dst: dweight,
                     dst_rs: d_in,
                     operand: *a,
                 })
@@ -439,7 +442,7 @@ mod tests {
                         (&douts[1][..], 1, d_out),
                         (&dout_t[..], ld, 1),
                     ];
-                    let mut grads: Vec<(&mut [f32], (&[f32], usize, usize))> =
+                    let mut grads: Vec<WeightGrad> =
                         got.iter_mut().zip(ops).map(|(g, a)| (&mut g[..], a)).collect();
                     matmul_backward_weight_shared(prec, &mut grads, &inp, n, d_in, d_out);
                 }

@@ -41,7 +41,7 @@ pub use embedding::{embedding_backward, embedding_forward};
 pub use gemm_bf16::{gemm_bf16, Precision};
 pub use matmul::{
     matmul_backward, matmul_backward_input, matmul_backward_weight, matmul_backward_weight_shared,
-    matmul_backward_weight_t, matmul_forward, matmul_forward_shared,
+    matmul_backward_weight_t, matmul_forward, matmul_forward_shared, WeightGrad,
 };
 pub use residual::{add_inplace, residual_forward};
 pub use rmsnorm::{rmsnorm_backward, rmsnorm_forward, rmsnorm_row};

@@ -462,15 +462,13 @@ fn backward(
                 kernels::swiglu_backward_t(dh1, dh3, t1, t3, ld, dhg, &la.h1, &la.h3, f);
                 laps.mark("bwd swiglu");
                 let [gw1, gw3] = disjoint_mut(g, [r.w1.clone(), r.w3.clone()]);
-                let w13: &mut [(&mut [f32], (&[f32], usize, usize))] =
-                    &mut [(gw1, (t1, ld, 1)), (gw3, (t3, ld, 1))];
+                let w13: &mut [kernels::WeightGrad] = &mut [(gw1, (t1, ld, 1)), (gw3, (t3, ld, 1))];
                 kernels::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
             } else if c.ffn == Ffn::Swiglu {
                 kernels::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
                 laps.mark("bwd swiglu");
                 let [gw1, gw3] = disjoint_mut(g, [r.w1.clone(), r.w3.clone()]);
-                let w13: &mut [(&mut [f32], (&[f32], usize, usize))] =
-                    &mut [(gw1, (dh1, 1, f)), (gw3, (dh3, 1, f))];
+                let w13: &mut [kernels::WeightGrad] = &mut [(gw1, (dh1, 1, f)), (gw3, (dh3, 1, f))];
                 kernels::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
             } else {
                 kernels::silu_backward(dh1, dhg, &la.h1);
@@ -524,8 +522,7 @@ fn backward(
             laps.mark("bwd rope");
         }
         let [gq, gk, gv] = disjoint_mut(g, [r.wq.clone(), r.wk.clone(), r.wv.clone()]);
-        let qkv: &mut [(&mut [f32], (&[f32], usize, usize))] =
-            &mut [(gq, (dq, 1, d)), (gk, (dk, 1, d)), (gv, (dv, 1, d))];
+        let qkv: &mut [kernels::WeightGrad] = &mut [(gq, (dq, 1, d)), (gk, (dk, 1, d)), (gv, (dv, 1, d))];
         kernels::matmul_backward_weight_shared(prec, qkv, a_in, n, d, d);
         laps.mark("bwd matmul q/k/v, weight grad");
         let dst: &mut [f32] = if pre { dtmp } else { dres };
