@@ -188,4 +188,38 @@ mod tests {
             assert_eq!(&c[i * n..][..n], &fma[i * n..][..n], "row {i}");
         }
     }
+
+    /// The result does not depend on the thread count (row chunks change with it, the order of
+    /// every output's sums does not), so a resumed run on another machine size trains the same.
+    #[test]
+    fn bitwise_the_same_for_any_thread_count() {
+        if !amx::available() {
+            eprintln!("skipped: no AMX on this machine");
+            return;
+        }
+        for &(m, n, k) in &[(300, 70, 1100), (2048, 64, 96), (96, 40, 3000)] {
+            let a = fill(m * k, 5);
+            let b = fill(k * n, 6);
+            let run = |threads: usize, a_layout: (usize, usize)| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut c = fill(m * n, 7);
+                pool.install(|| {
+                    gemm_f32_amx(m, n, k, &mut c, n, true, (&a, a_layout.0, a_layout.1), (&b, n, 1))
+                });
+                c
+            };
+            for layout in [(k, 1), (1, m)] {
+                let want = run(1, layout);
+                for threads in [2, 3, 4] {
+                    assert!(
+                        run(threads, layout) == want,
+                        "{m}x{n}x{k} {layout:?}: {threads} threads differ"
+                    );
+                }
+            }
+        }
+    }
 }
