@@ -165,6 +165,26 @@ impl TileGuard {
     }
 }
 
+/// The asm of four tile products of the A pair in tmm4 (rows 0..16) and tmm5 (rows 16..32) with
+/// the B pair at the operands named `$b0`, `$b1` (columns 0..16, 16..32) into the accumulators
+/// tmm0..tmm3, through tmm6 and tmm7.
+macro_rules! b_pair_products {
+    ($b0:literal, $b1:literal) => {
+        concat!(
+            "tileloadd tmm6, [{",
+            $b0,
+            "} + {s}*1]\n",
+            "tdpbf16ps tmm0, tmm4, tmm6\n",
+            "tdpbf16ps tmm2, tmm5, tmm6\n",
+            "tileloadd tmm7, [{",
+            $b1,
+            "} + {s}*1]\n",
+            "tdpbf16ps tmm1, tmm4, tmm7\n",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+        )
+    };
+}
+
 impl TileGuard {
     /// The f32-accurate product from three-term bf16 splits (`pack_bf16::split_part`): with
     /// A = Ah + Am + Al and B = Bh + Bm + Bl, `C (32×32 f32) = [C +] Ah·Bh + Ah·Bm + Am·Bh +
@@ -198,25 +218,10 @@ impl TileGuard {
                 // Ah against Bh, Bm, Bl.
                 asm!(
                     "tileloadd tmm4, [{a0} + {s}*1]",
-                    "tileloadd tmm6, [{b0} + {s}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tileloadd tmm7, [{b1} + {s}*1]",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
                     "tileloadd tmm5, [{a1} + {s}*1]",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    "tileloadd tmm6, [{b0m} + {s}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tileloadd tmm7, [{b1m} + {s}*1]",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    "tileloadd tmm6, [{b0l} + {s}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tileloadd tmm7, [{b1l} + {s}*1]",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    b_pair_products!("b0", "b1"),
+                    b_pair_products!("b0m", "b1m"),
+                    b_pair_products!("b0l", "b1l"),
                     a0 = in(reg) a0, a1 = in(reg) a1, b0 = in(reg) b0, b1 = in(reg) b1,
                     b0m = in(reg) b0m, b1m = in(reg) b1m,
                     b0l = in(reg) b0m.add(b_part), b1l = in(reg) b1m.add(b_part),
@@ -226,18 +231,8 @@ impl TileGuard {
                 asm!(
                     "tileloadd tmm4, [{a0} + {s}*1]",
                     "tileloadd tmm5, [{a1} + {s}*1]",
-                    "tileloadd tmm6, [{b0} + {s}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tileloadd tmm7, [{b1} + {s}*1]",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    "tileloadd tmm6, [{b0m} + {s}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tileloadd tmm7, [{b1m} + {s}*1]",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    b_pair_products!("b0", "b1"),
+                    b_pair_products!("b0m", "b1m"),
                     a0 = in(reg) a0.add(a_part), a1 = in(reg) a1.add(a_part),
                     b0 = in(reg) b0, b1 = in(reg) b1, b0m = in(reg) b0m, b1m = in(reg) b1m,
                     s = in(reg) 64usize, options(nostack, readonly),
@@ -246,12 +241,7 @@ impl TileGuard {
                 asm!(
                     "tileloadd tmm4, [{a0} + {s}*1]",
                     "tileloadd tmm5, [{a1} + {s}*1]",
-                    "tileloadd tmm6, [{b0} + {s}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tileloadd tmm7, [{b1} + {s}*1]",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    b_pair_products!("b0", "b1"),
                     a0 = in(reg) a0.add(2 * a_part), a1 = in(reg) a1.add(2 * a_part),
                     b0 = in(reg) b0, b1 = in(reg) b1,
                     s = in(reg) 64usize, options(nostack, readonly),

@@ -614,7 +614,7 @@ unsafe fn kernel_32x32(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn fill(len: usize, seed: usize) -> Vec<f32> {
@@ -659,37 +659,14 @@ mod tests {
         ),
         name: &str,
     ) {
-        // Shapes: odd edges, k = 1, one block, several k blocks (KC), tall and wide.
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (37, 53, 70),
-            (32, 32, 32),
-            (64, 96, 1100),
-            (300, 17, 33),
-            (5, 200, 64),
-        ] {
-            let a_rm = fill(m * k, 1); // (m, k) row-major
-            let b_rm = fill(k * n, 2); // (k, n) row-major
-                                       // The same matrices stored transposed, read with swapped strides.
-            let mut a_t = vec![0.0; m * k];
-            let mut b_t = vec![0.0; k * n];
-            for i in 0..m {
-                for p in 0..k {
-                    a_t[p * m + i] = a_rm[i * k + p];
-                }
-            }
-            for p in 0..k {
-                for j in 0..n {
-                    b_t[j * k + p] = b_rm[p * n + j];
-                }
-            }
-            let (want, mag) = reference(m, n, k, (&a_rm, k, 1), (&b_rm, n, 1));
+        for_each_layout(&fill, |(m, n, k), [a_rm, a_t, b_rm, b_t]| {
+            let (want, mag) = reference(m, n, k, (a_rm, k, 1), (b_rm, n, 1));
             let dst_rs = n + 3;
             for (a, b, layout) in [
-                ((&a_rm[..], k, 1), (&b_rm[..], n, 1), "A, B"),
-                ((&a_t[..], 1, m), (&b_rm[..], n, 1), "Aᵀ, B"),
-                ((&a_rm[..], k, 1), (&b_t[..], 1, k), "A, Bᵀ"),
-                ((&a_t[..], 1, m), (&b_t[..], 1, k), "Aᵀ, Bᵀ"),
+                ((a_rm, k, 1), (b_rm, n, 1), "A, B"),
+                ((a_t, 1, m), (b_rm, n, 1), "Aᵀ, B"),
+                ((a_rm, k, 1), (b_t, 1, k), "A, Bᵀ"),
+                ((a_t, 1, m), (b_t, 1, k), "Aᵀ, Bᵀ"),
             ] {
                 let mut c = vec![f32::NAN; (m - 1) * dst_rs + n];
                 gemm(m, n, k, &mut c, dst_rs, false, a, b);
@@ -722,6 +699,39 @@ mod tests {
                     }
                 }
             }
+        });
+    }
+
+    /// The test shapes (odd edges, k = 1, one block, several k-blocks (KC), tall and wide) with
+    /// A (m, k) and B (k, n) from `fill(len, seed)`, each stored row-major and transposed (read
+    /// with swapped strides): `f((m, n, k), [A, Aᵀ storage, B, Bᵀ storage])`.
+    pub(crate) fn for_each_layout(
+        fill: &dyn Fn(usize, usize) -> Vec<f32>,
+        mut f: impl FnMut((usize, usize, usize), [&[f32]; 4]),
+    ) {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (37, 53, 70),
+            (32, 32, 32),
+            (64, 96, 1100),
+            (300, 17, 33),
+            (5, 200, 64),
+        ] {
+            let a_rm = fill(m * k, 1);
+            let b_rm = fill(k * n, 2);
+            let mut a_t = vec![0.0; m * k];
+            let mut b_t = vec![0.0; k * n];
+            for i in 0..m {
+                for p in 0..k {
+                    a_t[p * m + i] = a_rm[i * k + p];
+                }
+            }
+            for p in 0..k {
+                for j in 0..n {
+                    b_t[j * k + p] = b_rm[p * n + j];
+                }
+            }
+            f((m, n, k), [&a_rm, &a_t, &b_rm, &b_t]);
         }
     }
 

@@ -105,62 +105,44 @@ mod tests {
             eprintln!("skipped: no AMX on this machine");
             return;
         }
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (37, 53, 70),
-            (32, 32, 32),
-            (64, 96, 1100),
-            (300, 17, 33),
-            (5, 200, 64),
-        ] {
-            let a_rm = fill(m * k, 1);
-            let b_rm = fill(k * n, 2);
-            let mut a_t = vec![0.0; m * k];
-            let mut b_t = vec![0.0; k * n];
-            for i in 0..m {
-                for p in 0..k {
-                    a_t[p * m + i] = a_rm[i * k + p];
-                }
-            }
-            for p in 0..k {
-                for j in 0..n {
-                    b_t[j * k + p] = b_rm[p * n + j];
-                }
-            }
-            let dst_rs = n + 3;
-            for (a, b, layout) in [
-                ((&a_rm[..], k, 1), (&b_rm[..], n, 1), "A, B"),
-                ((&a_t[..], 1, m), (&b_rm[..], n, 1), "Aᵀ, B"),
-                ((&a_rm[..], k, 1), (&b_t[..], 1, k), "A, Bᵀ"),
-                ((&a_t[..], 1, m), (&b_t[..], 1, k), "Aᵀ, Bᵀ"),
-            ] {
-                for accumulate in [false, true] {
-                    let init = if accumulate { 0.75 } else { f32::NAN };
-                    let mut got = vec![init; (m - 1) * dst_rs + n];
-                    let mut fma = vec![init; (m - 1) * dst_rs + n];
-                    gemm_f32_amx(m, n, k, &mut got, dst_rs, accumulate, a, b);
-                    gemm_strided(m, n, k, &mut fma, dst_rs, accumulate, a, b, 1.0, true);
-                    let offset = if accumulate { 0.75 } else { 0.0 };
-                    let e_amx = max_rel_error(&got, dst_rs, (m, n, k), a, b, offset);
-                    let e_fma = max_rel_error(&fma, dst_rs, (m, n, k), a, b, offset);
-                    let what = format!("{layout} {m}x{n}x{k} accumulate {accumulate}");
-                    // Measured: 0.45-1.1x the FMA GEMM's error (6·10⁻⁸ to 1.4·10⁻⁷ of Σ|a·b|;
-                    // bf16 operands would give ~4·10⁻³). Allow 2x, plus one f32 rounding for the
-                    // tiny products where both are a single rounding.
-                    assert!(
-                        e_amx <= 2.0 * e_fma + 2f64.powi(-24) && e_amx < 1e-6,
-                        "{what}: error {e_amx:.3e} vs the FMA gemm's {e_fma:.3e}"
-                    );
-                    for i in 0..m.saturating_sub(1) {
-                        let gap = &got[i * dst_rs + n..(i + 1) * dst_rs];
+        crate::kernels::gemm_bf16::tests::for_each_layout(
+            &|len, seed| fill(len, seed as u64),
+            |(m, n, k), [a_rm, a_t, b_rm, b_t]| {
+                let dst_rs = n + 3;
+                for (a, b, layout) in [
+                    ((a_rm, k, 1), (b_rm, n, 1), "A, B"),
+                    ((a_t, 1, m), (b_rm, n, 1), "Aᵀ, B"),
+                    ((a_rm, k, 1), (b_t, 1, k), "A, Bᵀ"),
+                    ((a_t, 1, m), (b_t, 1, k), "Aᵀ, Bᵀ"),
+                ] {
+                    for accumulate in [false, true] {
+                        let init = if accumulate { 0.75 } else { f32::NAN };
+                        let mut got = vec![init; (m - 1) * dst_rs + n];
+                        let mut fma = vec![init; (m - 1) * dst_rs + n];
+                        gemm_f32_amx(m, n, k, &mut got, dst_rs, accumulate, a, b);
+                        gemm_strided(m, n, k, &mut fma, dst_rs, accumulate, a, b, 1.0, true);
+                        let offset = if accumulate { 0.75 } else { 0.0 };
+                        let e_amx = max_rel_error(&got, dst_rs, (m, n, k), a, b, offset);
+                        let e_fma = max_rel_error(&fma, dst_rs, (m, n, k), a, b, offset);
+                        let what = format!("{layout} {m}x{n}x{k} accumulate {accumulate}");
+                        // Measured: 0.45-1.1x the FMA GEMM's error (6·10⁻⁸ to 1.4·10⁻⁷ of Σ|a·b|;
+                        // bf16 operands would give ~4·10⁻³). Allow 2x, plus one f32 rounding for the
+                        // tiny products where both are a single rounding.
                         assert!(
-                            gap.iter().all(|x| x.to_bits() == init.to_bits()),
-                            "{what}: gap written"
+                            e_amx <= 2.0 * e_fma + 2f64.powi(-24) && e_amx < 1e-6,
+                            "{what}: error {e_amx:.3e} vs the FMA gemm's {e_fma:.3e}"
                         );
+                        for i in 0..m.saturating_sub(1) {
+                            let gap = &got[i * dst_rs + n..(i + 1) * dst_rs];
+                            assert!(
+                                gap.iter().all(|x| x.to_bits() == init.to_bits()),
+                                "{what}: gap written"
+                            );
+                        }
                     }
                 }
-            }
-        }
+            },
+        );
     }
 
     /// The split is what makes it f32: x = 1 + 2⁻¹⁰ + 2⁻²⁰ needs all three terms (bf16 keeps 1,
