@@ -656,11 +656,11 @@ mod tests {
     #[test]
     fn three_term_split_is_exact() {
         let mut bits = 0x1234_5678u32;
-        let xs: Vec<f32> = (0..4096)
+        let xs: Vec<f32> = (0..4096i32)
             .map(|i| {
                 bits = bits.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 let x = f32::from_bits((bits & 0x807f_ffff) | (0x3f80_0000 - (8 << 23)));
-                x * 2f32.powi((i % 60) as i32 - 30)
+                x * 2f32.powi(i % 60 - 30)
             })
             .collect();
         for &x in &xs {
