@@ -277,6 +277,11 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
         100.0 * gflops / peak_gflops,
         peak_gflops
     );
+    if a.precision == Precision::F32 && ferrolm_nn::kernels::gemm_f32_amx::enabled() {
+        println!(
+            "(the f32 matmuls run on the AMX tiles, which the FMA peak does not bound; FERROLM_F32_GEMM=fma runs them on the FMA GEMM)"
+        );
+    }
     // How busy the worker threads were: process CPU time over wall time of the timed steps (below
     // the thread count: serial sections, waits between kernels, or other load on the machine).
     if wall_timed > 0.0 && cpu_timed > 0.0 {
