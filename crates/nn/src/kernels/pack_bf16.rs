@@ -6,6 +6,9 @@
 //! - B panels (16 columns each, "VNNI"): element (p, jj) at `(p / 2) · 32 + jj · 2 + p % 2`, i.e.
 //!   per k-tile 16 rows of k-pairs, each row holding the pair (p, p + 1) of all 16 columns.
 //!
+//! Each packer writes one output per term of the bf16 split (`split_part`): one output is the
+//! plain bf16 GEMM's operand, three are the f32-accurate split GEMM's (`gemm_f32_amx`).
+//!
 //! kp is k rounded up to 32; everything past k (and past the matrix's rows / columns) is zero.
 //! A matrix is given as `(slice, row stride, col stride)`; the two layouts that occur in a model
 //! (contiguous along k, or contiguous along the other dimension: a transposed view) have
