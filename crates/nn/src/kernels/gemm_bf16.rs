@@ -395,8 +395,8 @@ pub(crate) fn gemm_packed<'b>(
             Shared::A(a) => {
                 let mut dsts: Vec<(&mut [f32], usize)> =
                     products.iter_mut().map(|p| (&mut *p.dst, p.dst_rs)).collect();
-                let bs: Vec<_> = (0..dsts.len()).map(packed_b).collect();
-                row_chunks(kernel, terms, (m, n, k), accumulate, a, &bs, &mut dsts);
+                let packed: Vec<_> = (0..dsts.len()).map(packed_b).collect();
+                row_chunks(kernel, terms, (m, n, k), accumulate, a, &packed, &mut dsts);
             }
             Shared::B(_) => {
                 for p in products.iter_mut() {

@@ -1,7 +1,10 @@
 //! Linear layers `y = x Wᵀ` (W stored (d_out, d_in), no bias) and a strided GEMM helper, through
 //! the `gemm` crate, or on AMX CPUs the f32-accurate split GEMM on the tiles (`gemm_f32_amx`).
 
-use super::gemm_bf16::{bf16_kernel, gemm_bf16, gemm_packed, Bf16Kernel, Precision, Product, Shared, Terms};
+use super::gemm_bf16::{
+    bf16_kernel, gemm_bf16_emulated, gemm_bf16_packed, gemm_packed, Bf16Kernel, Precision, Product, Shared,
+    Terms,
+};
 use super::gemm_f32_amx;
 use super::gemv;
 use rayon::prelude::*;
@@ -120,15 +123,13 @@ pub fn gemm_row_blocks(
         });
 }
 
-/// The model's f32 products: row blocks (`gemm_row_blocks`) where the reduction is longer than
-/// the output is wide (k > n: weight gradients, the LM head's input gradient, W2's forward),
-/// else the gemm crate's own threading (measured per shape in issue 5: row blocks were faster
-/// for every k > n shape of the tiny and small presets and slower for the LM head's forward).
-/// Either way bitwise the same result. On AMX machines the split f32 GEMM on the tiles instead
-/// (`gemm_f32_amx`: f32-accurate; a small-preset step's products 211 -> 168 ms isolated,
-/// `matmul_bf16_times`).
+/// The f32 FMA GEMM for the model's products: row blocks (`gemm_row_blocks`) where the
+/// reduction is longer than the output is wide (k > n: weight gradients, the LM head's input
+/// gradient, W2's forward), else the gemm crate's own threading (measured per shape in issue 5:
+/// row blocks were faster for every k > n shape of the tiny and small presets and slower for the
+/// LM head's forward). Either way bitwise the same result.
 #[allow(clippy::too_many_arguments)]
-fn gemm_model(
+fn gemm_fma(
     m: usize,
     n: usize,
     k: usize,
@@ -138,12 +139,33 @@ fn gemm_model(
     a: (&[f32], usize, usize),
     b: (&[f32], usize, usize),
 ) {
-    if gemm_f32_amx::enabled() {
-        gemm_f32_amx::gemm_f32_amx(m, n, k, dst, dst_rs, accumulate, a, b)
-    } else if k > n {
+    if k > n {
         gemm_row_blocks(m, n, k, dst, dst_rs, accumulate, a, b)
     } else {
         gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true)
+    }
+}
+
+/// One model product in `prec`: on the packed GEMM where this machine has one
+/// (`packed_kernel`: in f32 the split GEMM on the AMX tiles, `gemm_f32_amx`; a small-preset
+/// step's products 211 -> 168 ms isolated, `matmul_bf16_times`), else the FMA GEMM (f32) or the
+/// operands rounded into it (bf16).
+#[allow(clippy::too_many_arguments)]
+fn gemm_prec(
+    prec: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    match (packed_kernel(prec), prec) {
+        (Some((kernel, terms)), _) => gemm_bf16_packed(kernel, terms, m, n, k, dst, dst_rs, accumulate, a, b),
+        (None, Precision::F32) => gemm_fma(m, n, k, dst, dst_rs, accumulate, a, b),
+        (None, Precision::Bf16) => gemm_bf16_emulated(m, n, k, dst, dst_rs, accumulate, a, b),
     }
 }
 
@@ -191,10 +213,7 @@ pub fn matmul_forward(
         return;
     }
     let (a, b) = ((inp, d_in, 1), (weight, 1, d_in));
-    match prec {
-        Precision::F32 => gemm_model(n, d_out, d_in, out, d_out, false, a, b),
-        Precision::Bf16 => gemm_bf16(n, d_out, d_in, out, d_out, false, a, b),
-    }
+    gemm_prec(prec, n, d_out, d_in, out, d_out, false, a, b)
 }
 
 /// The packed GEMM (kernel and bf16 terms) this precision's products run on, where it has one:
@@ -263,10 +282,7 @@ pub fn matmul_backward_input(
     assert_eq!(dout.len(), n * d_out, "matmul_backward_input: dout");
     assert_eq!(weight.len(), d_out * d_in, "matmul_backward_input: weight");
     let (a, b) = ((dout, d_out, 1), (weight, d_in, 1));
-    match prec {
-        Precision::F32 => gemm_model(n, d_in, d_out, dinp, d_in, accumulate, a, b),
-        Precision::Bf16 => gemm_bf16(n, d_in, d_out, dinp, d_in, accumulate, a, b),
-    }
+    gemm_prec(prec, n, d_in, d_out, dinp, d_in, accumulate, a, b)
 }
 
 /// `dweight (d_out, d_in) += doutᵀ (d_out, n) · inp (n, d_in)`. Accumulates.
@@ -365,10 +381,7 @@ fn weight_gradient(
     d_out: usize,
 ) {
     let b = (inp, d_in, 1);
-    match prec {
-        Precision::F32 => gemm_model(d_out, d_in, n, dweight, d_in, true, a, b),
-        Precision::Bf16 => gemm_bf16(d_out, d_in, n, dweight, d_in, true, a, b),
-    }
+    gemm_prec(prec, d_out, d_in, n, dweight, d_in, true, a, b)
 }
 
 /// Backward of `matmul_forward`: `dinp += dout · weight` and `dweight += doutᵀ · inp`
