@@ -4,10 +4,11 @@
 //! times incremental generation with the KV cache.
 
 use anyhow::{bail, Context};
-use ferrolm_nn::kernels::peak;
+use ferrolm_nn::bench::peak;
 use ferrolm_nn::model::{Activations, KvCache, Model};
 use ferrolm_nn::optim::{AdamW, AdamWConfig};
-use ferrolm_nn::profile;
+use ferrolm_nn::bench::profile;
+use ferrolm_nn::ops::MatmulBackend;
 use ferrolm_nn::{ModelConfig, Precision, Rng};
 use std::time::Instant;
 
@@ -277,7 +278,7 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
         100.0 * gflops / peak_gflops,
         peak_gflops
     );
-    if a.precision == Precision::F32 && ferrolm_nn::kernels::gemm_f32_amx::enabled() {
+    if a.precision == Precision::F32 && ferrolm_nn::cpu::simd::f32_on_amx() {
         println!(
             "(the f32 matmuls run on the AMX tiles, which the FMA peak does not bound; FERROLM_F32_GEMM=fma runs them on the FMA GEMM)"
         );

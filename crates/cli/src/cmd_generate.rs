@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use ferrolm_nn::Precision;
 use ferrolm_train::checkpoint;
-use ferrolm_train::generate::{checkpoint_tokenizer, generate_text_with, GenerateConfig};
+use ferrolm_train::generate::{checkpoint_tokenizer, generate_text, GenerateConfig};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -64,9 +64,10 @@ pub fn run(args: Args) -> Result<()> {
     if !args.no_echo {
         write!(out, "{}", args.prompt)?;
     }
-    let g = generate_text_with(
-        &ck.model,
-        args.precision,
+    let mut model = ck.model;
+    model.precision = args.precision;
+    let g = generate_text(
+        &model,
         &tok,
         &args.prompt,
         &cfg,

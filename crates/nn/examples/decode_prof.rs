@@ -1,6 +1,6 @@
 //! Profiles one decode step (batch 1) of the small preset: time per matrix-vector product, f32 and bf16
 //! weights, and the weight-read bandwidth they reach. `cargo run --release -p ferrolm-nn --example decode_prof`
-use ferrolm_nn::kernels::gemv::{self, Weights};
+use ferrolm_nn::cpu::gemm::gemv::{self, Weights};
 use std::time::Instant;
 
 fn time<F: FnMut()>(mut f: F) -> f64 {
@@ -69,12 +69,12 @@ fn main() {
     let (h, dh, max_len) = (16, 32, 256);
     let kc: Vec<f32> = (0..max_len * d).map(|i| (i % 11) as f32 * 0.01).collect();
     let mut kt = vec![0.0; max_len * d];
-    gemv::store_keys_transposed(&mut kt, &kc, 1, max_len, 0, max_len, d);
+    ferrolm_nn::ops::store_keys_transposed(&mut kt, &kc, 1, max_len, 0, max_len, d);
     let vc = kc.clone();
     let q = vec![0.1f32; d];
     let mut out = vec![0.0f32; d];
     for n in [64, 128, 256] {
-        let t = time(|| gemv::attention_decode(&mut out, &q, &kt, &vc, 1, n, max_len, h, dh));
+        let t = time(|| ferrolm_nn::ops::attention_decode(&mut out, &q, &kt, &vc, 1, n, max_len, h, dh));
         println!("attention_decode n_keys {n}: {:.1} us", t * 1e6);
     }
     let t = time(|| {

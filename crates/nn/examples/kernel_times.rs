@@ -4,7 +4,7 @@
 //! runs it next to PyTorch's matmuls.
 //! The last lines add the kernels up per training step (n_layers blocks + head + loss).
 
-use ferrolm_nn::kernels::*;
+use ferrolm_nn::ops::*;
 use ferrolm_nn::ModelConfig;
 use std::time::Instant;
 

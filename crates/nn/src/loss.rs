@@ -1,7 +1,7 @@
 //! Numerically stable softmax cross-entropy (the library API; the row kernels live in
 //! `kernels::cross_entropy`).
 
-use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
+use crate::ops::{cross_entropy_backward, cross_entropy_forward};
 use crate::{NnError, Result};
 
 /// Checks `logits.len() == N·vocab` and every target < vocab.

@@ -6,7 +6,7 @@
 
 mod reference;
 
-use ferrolm_nn::kernels::*;
+use ferrolm_nn::ops::*;
 use reference::*;
 
 const H: f64 = 1e-5;
@@ -140,7 +140,7 @@ fn attention_small() {
 #[test]
 fn attention_across_causal_blocks() {
     // seq crosses the kernels' row block and column tile; check a sample of coordinates.
-    check_attention(1, ferrolm_nn::kernels::attention::BLOCK + 3, 2, 4, Some(60));
+    check_attention(1, ferrolm_nn::cpu::attention::BLOCK + 3, 2, 4, Some(60));
 }
 
 fn check_attention(batch: usize, seq: usize, h: usize, dh: usize, sample: Option<usize>) {

@@ -142,7 +142,7 @@ fn logits_match_the_reference_across_attention_blocks() {
         d_ff: 40,
         ..ModelConfig::tiny()
     };
-    let (batch, seq) = (2, ferrolm_nn::kernels::attention::BLOCK + 5);
+    let (batch, seq) = (2, ferrolm_nn::cpu::attention::BLOCK + 5);
     let model = model_for(&c, 11);
     let (inputs, _) = batch_of(&c, batch, seq, 5);
     let mut acts = Activations::new(&c, batch, seq);

@@ -18,7 +18,7 @@
 //! Each comparison prints its maximum error (`cargo test --test torch_fixtures -- --nocapture`).
 
 use ferrolm_nn::clip::{clip_grad_norm, grad_norm};
-use ferrolm_nn::kernels::{self, Precision};
+use ferrolm_nn::ops::{self, Precision};
 use ferrolm_nn::loss::{cross_entropy, cross_entropy_with_grad};
 use ferrolm_nn::model::{Activations, KvCache, Model};
 use ferrolm_nn::optim::{AdamW, AdamWConfig};
@@ -182,12 +182,12 @@ fn rmsnorm_forward_backward_match_torch() {
     let (x, g, dy) = (f.f32("x"), f.f32("g"), f.f32("dy"));
     let mut y = vec![0.0; n * d];
     let mut rstd = vec![0.0; n];
-    kernels::rmsnorm_forward(&mut y, &mut rstd, &x, &g, n, d, eps);
+    ops::rmsnorm_forward(&mut y, &mut rstd, &x, &g, n, d, eps);
     // Rows have scales 1e-3..1e2; compare each row relative to its own scale via the normalized
     // output (y is O(1) per row whatever the input scale).
     assert_scaled("rmsnorm y", &y, &f.f32("y"), KERNEL_TOL);
     let (mut dx, mut dg) = (vec![0.0; n * d], vec![0.0; d]);
-    kernels::rmsnorm_backward(&mut dx, &mut dg, &dy, &x, &g, &rstd, n, d);
+    ops::rmsnorm_backward(&mut dx, &mut dg, &dy, &x, &g, &rstd, n, d);
     // dx scales as 1/rms(row): compare row by row.
     let want_dx = f.f32("dx");
     for r in 0..n {
@@ -206,13 +206,13 @@ fn rmsnorm_forward_backward_match_torch() {
 fn rope_forward_backward_match_torch_at_large_positions() {
     let f = Fixture::load("rope");
     let (h, dh) = (f.meta_usize("n_heads"), f.meta_usize("d_head"));
-    let table = kernels::RopeTable::new(dh, f.meta_usize("max_len"), f.meta_f64("theta") as f32);
+    let table = ops::RopeTable::new(dh, f.meta_usize("max_len"), f.meta_f64("theta") as f32);
     let positions: Vec<usize> = f.u32("positions").iter().map(|&p| p as usize).collect();
     let mut x = f.f32("x");
-    kernels::rope_forward(&mut x, &positions, h, &table);
+    ops::rope_forward(&mut x, &positions, h, &table);
     assert_scaled("rope y", &x, &f.f32("y"), KERNEL_TOL);
     let mut dx = f.f32("dy");
-    kernels::rope_backward(&mut dx, &positions, h, &table);
+    ops::rope_backward(&mut dx, &positions, h, &table);
     assert_scaled("rope dx", &dx, &f.f32("dx"), KERNEL_TOL);
 }
 
@@ -229,13 +229,13 @@ fn causal_attention_forward_backward_match_torch() {
     let n = b * t * h * dh;
     let mut out = vec![0.0; n];
     let mut att = vec![f32::NAN; b * h * t * t];
-    kernels::attention_forward(&mut out, &mut att, &q, &k, &v, b, t, h, dh);
+    ops::attention_forward(&mut out, &mut att, &q, &k, &v, b, t, h, dh);
     assert_scaled("attention out", &out, &f.f32("out"), KERNEL_TOL);
     // The probabilities, zeros above the diagonal included (torch's masked softmax gives exact 0).
     assert_close("attention probs", &att, &f.f32("att"), 1e-6, 1e-5);
     let (mut dq, mut dk, mut dv) = (vec![f32::NAN; n], vec![f32::NAN; n], vec![f32::NAN; n]);
     let mut datt = vec![0.0; b * h * t * t];
-    kernels::attention_backward(
+    ops::attention_backward(
         &mut dq, &mut dk, &mut dv, &mut datt, &dout, &q, &k, &v, &att, b, t, h, dh,
     );
     assert_scaled("attention dq", &dq, &f.f32("dq"), KERNEL_TOL);
@@ -249,18 +249,18 @@ fn swiglu_and_silu_elementwise_match_torch() {
     let n = f.meta_usize("n");
     let (h1, h3) = (f.f32("h1"), f.f32("h3"));
     let mut y = vec![0.0; n];
-    kernels::swiglu_forward(&mut y, &h1, &h3);
+    ops::swiglu_forward(&mut y, &h1, &h3);
     assert_close("swiglu", &y, &f.f32("swiglu"), 1e-6, 1e-5);
     let (mut d1, mut d3) = (vec![f32::NAN; n], vec![f32::NAN; n]);
-    kernels::swiglu_backward(&mut d1, &mut d3, &f.f32("dswiglu"), &h1, &h3);
+    ops::swiglu_backward(&mut d1, &mut d3, &f.f32("dswiglu"), &h1, &h3);
     assert_close("swiglu dh1", &d1, &f.f32("dh1"), 1e-6, 1e-5);
     assert_close("swiglu dh3", &d3, &f.f32("dh3"), 1e-6, 1e-5);
     let x = f.f32("x");
     let mut s = vec![0.0; n];
-    kernels::silu_forward(&mut s, &x);
+    ops::silu_forward(&mut s, &x);
     assert_close("silu", &s, &f.f32("silu"), 1e-6, 1e-5);
     let mut dx = vec![f32::NAN; n];
-    kernels::silu_backward(&mut dx, &f.f32("dsilu"), &x);
+    ops::silu_backward(&mut dx, &f.f32("dsilu"), &x);
     assert_close("silu dx", &dx, &f.f32("dx"), 1e-6, 1e-5);
 }
 
@@ -278,14 +278,14 @@ fn swiglu_and_silu_ffn_with_weights_match_torch() {
             vec![0.0; n * ff],
             vec![0.0; n * d],
         );
-        kernels::matmul_forward(Precision::F32, &mut h1, &x, &w1, n, d, ff);
+        ops::matmul_forward(Precision::F32, &mut h1, &x, &w1, n, d, ff);
         if glu {
-            kernels::matmul_forward(Precision::F32, &mut h3, &x, &w3, n, d, ff);
-            kernels::swiglu_forward(&mut g, &h1, &h3);
+            ops::matmul_forward(Precision::F32, &mut h3, &x, &w3, n, d, ff);
+            ops::swiglu_forward(&mut g, &h1, &h3);
         } else {
-            kernels::silu_forward(&mut g, &h1);
+            ops::silu_forward(&mut g, &h1);
         }
-        kernels::matmul_forward(Precision::F32, &mut y, &g, &w2, n, ff, d);
+        ops::matmul_forward(Precision::F32, &mut y, &g, &w2, n, ff, d);
         assert_scaled(
             &format!("ffn {kind} y"),
             &y,
@@ -300,14 +300,14 @@ fn swiglu_and_silu_ffn_with_weights_match_torch() {
             vec![0.0; ff * d],
         );
         let (mut dh1, mut dh3, mut dx) = (vec![0.0; n * ff], vec![0.0; n * ff], vec![0.0; n * d]);
-        kernels::matmul_backward(Precision::F32, &mut dg, &mut dw2, &dy, &g, &w2, n, ff, d);
+        ops::matmul_backward(Precision::F32, &mut dg, &mut dw2, &dy, &g, &w2, n, ff, d);
         if glu {
-            kernels::swiglu_backward(&mut dh1, &mut dh3, &dg, &h1, &h3);
-            kernels::matmul_backward(Precision::F32, &mut dx, &mut dw3, &dh3, &x, &w3, n, d, ff);
+            ops::swiglu_backward(&mut dh1, &mut dh3, &dg, &h1, &h3);
+            ops::matmul_backward(Precision::F32, &mut dx, &mut dw3, &dh3, &x, &w3, n, d, ff);
         } else {
-            kernels::silu_backward(&mut dh1, &dg, &h1);
+            ops::silu_backward(&mut dh1, &dg, &h1);
         }
-        kernels::matmul_backward(Precision::F32, &mut dx, &mut dw1, &dh1, &x, &w1, n, d, ff);
+        ops::matmul_backward(Precision::F32, &mut dx, &mut dw1, &dh1, &x, &w1, n, d, ff);
         assert_scaled(
             &format!("ffn {kind} dx"),
             &dx,
@@ -353,7 +353,7 @@ fn softmax_matches_torch_on_huge_and_masked_rows() {
         .map(|r| (0..vocab).fold(0, |b, i| if r[i] > r[b] { i } else { b }) as u32)
         .collect();
     let mut p = vec![f32::NAN; rows * vocab];
-    kernels::cross_entropy_backward(&mut p, &x, &targets, vocab, 1.0);
+    ops::cross_entropy_backward(&mut p, &x, &targets, vocab, 1.0);
     for (r, &t) in targets.iter().enumerate() {
         p[r * vocab + t as usize] += 1.0;
     }
@@ -413,7 +413,7 @@ fn cross_entropy_matches_torch_including_extreme_logits() {
             1e-6,
         );
         let mut rows = vec![f32::NAN; targets.len()];
-        kernels::cross_entropy_forward(&mut rows, &logits, &targets, vocab);
+        ops::cross_entropy_forward(&mut rows, &logits, &targets, vocab);
         assert_close(
             &format!("cross_entropy_forward {prefix}rows"),
             &rows,

@@ -2,9 +2,9 @@
 //! with temperature / top-p from a seeded RNG, stopping at the end-of-text token.
 
 use anyhow::{bail, Result};
-use ferrolm_nn::model::{Bf16Weights, KvCache, Model};
+use ferrolm_nn::model::{KvCache, Model};
 use ferrolm_nn::sample::{sample, SamplingConfig};
-use ferrolm_nn::{Precision, Rng};
+use ferrolm_nn::Rng;
 
 /// How to generate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -29,23 +29,6 @@ impl Default for GenerateConfig {
     }
 }
 
-/// The model with the weights `Precision` chose, for `forward_infer`: the f32 parameters, or
-/// with `Precision::Bf16` a bf16 copy made once before generating (round-to-nearest-even, f32
-/// accumulation: half the bytes read per token, logits within about 1% of f32).
-struct Infer<'a> {
-    model: &'a Model,
-    bf16: Option<Bf16Weights>,
-}
-
-impl Infer<'_> {
-    fn forward(&self, cache: &mut KvCache, tokens: &[u32], logits: &mut [f32]) -> ferrolm_nn::Result<()> {
-        match &self.bf16 {
-            Some(w) => self.model.forward_infer_bf16(w, cache, tokens, logits),
-            None => self.model.forward_infer(cache, tokens, logits),
-        }
-    }
-}
-
 /// What came out.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Generated {
@@ -58,21 +41,11 @@ pub struct Generated {
 /// Generates up to `cfg.max_tokens` tokens after `prompt`, calling `on_token` with each as it is
 /// drawn (to stream it). Stops at `eot` if given. When the context fills, the cache is rebuilt from
 /// the last half of the context (a sliding window), so generation can run past context_length.
-/// An empty prompt needs `eot` (it starts the text, as at a document boundary).
+/// An empty prompt needs `eot` (it starts the text, as at a document boundary). The weights are
+/// read in `model.precision`, as in training (with `Precision::Bf16` a bf16 copy taken once per
+/// cache: half the bytes read per token, logits within about 1% of f32).
 pub fn generate_tokens(
     model: &Model,
-    prompt: &[u32],
-    cfg: &GenerateConfig,
-    eot: Option<u32>,
-    on_token: &mut dyn FnMut(u32) -> Result<()>,
-) -> Result<Generated> {
-    generate_tokens_with(model, Precision::F32, prompt, cfg, eot, on_token)
-}
-
-/// `generate_tokens` reading the weights in `precision`.
-pub fn generate_tokens_with(
-    model: &Model,
-    precision: Precision,
     prompt: &[u32],
     cfg: &GenerateConfig,
     eot: Option<u32>,
@@ -113,12 +86,8 @@ pub fn generate_tokens_with(
     };
     let mut scratch = Vec::new();
     let mut logits = vec![0.0f32; vocab];
-    let infer = Infer {
-        model,
-        bf16: (precision == Precision::Bf16).then(|| model.bf16_weights()),
-    };
     let mut cache = KvCache::new(c, 1, ctx);
-    infer.forward(&mut cache, &history, &mut logits)?;
+    model.forward_infer(&mut cache, &history, &mut logits)?;
     let mut out = Generated {
         tokens: Vec::new(),
         stopped_at_eot: false,
@@ -144,9 +113,9 @@ pub fn generate_tokens_with(
             let keep = (ctx / 2).max(1);
             let tail = history[history.len() - keep..].to_vec();
             cache = KvCache::new(c, 1, ctx);
-            infer.forward(&mut cache, &tail, &mut logits)?;
+            model.forward_infer(&mut cache, &tail, &mut logits)?;
         } else {
-            infer.forward(&mut cache, &[next], &mut logits)?;
+            model.forward_infer(&mut cache, &[next], &mut logits)?;
         }
     }
     Ok(out)
@@ -211,21 +180,9 @@ pub struct GeneratedText {
 
 /// Encodes `prompt`, generates with the KV cache and calls `on_text` with each new piece of text
 /// as soon as it forms complete UTF-8 (for streaming to a terminal). Stops at `<|endoftext|>` when
-/// the tokenizer has it.
+/// the tokenizer has it. The weights are read in `model.precision`.
 pub fn generate_text(
     model: &Model,
-    tokenizer: &ferrolm_tokenizer::Tokenizer,
-    prompt: &str,
-    cfg: &GenerateConfig,
-    on_text: &mut dyn FnMut(&str) -> Result<()>,
-) -> Result<GeneratedText> {
-    generate_text_with(model, Precision::F32, tokenizer, prompt, cfg, on_text)
-}
-
-/// `generate_text` reading the weights in `precision`.
-pub fn generate_text_with(
-    model: &Model,
-    precision: Precision,
     tokenizer: &ferrolm_tokenizer::Tokenizer,
     prompt: &str,
     cfg: &GenerateConfig,
@@ -242,7 +199,7 @@ pub fn generate_text_with(
     let eot = tokenizer.token_to_id(END_OF_TEXT);
     let mut stream = Utf8Stream::default();
     let mut text = String::new();
-    let out = generate_tokens_with(model, precision, &ids, cfg, eot, &mut |t| {
+    let out = generate_tokens(model, &ids, cfg, eot, &mut |t| {
         // Ids the tokenizer lacks (a model vocab larger than the tokenizer's) decode to nothing.
         let piece = stream.push(tokenizer.id_to_bytes(t).unwrap_or(&[]));
         if !piece.is_empty() {
@@ -279,7 +236,7 @@ pub fn checkpoint_tokenizer(checkpoint_dir: &std::path::Path) -> Result<ferrolm_
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrolm_nn::ModelConfig;
+    use ferrolm_nn::{ModelConfig, Precision};
 
     #[test]
     fn bf16_generation_is_deterministic_and_slides_past_the_context() {
@@ -292,15 +249,16 @@ mod tests {
             d_ff: 48,
             ..ModelConfig::tiny()
         };
-        let model = Model::new(c, 3).unwrap();
+        let mut model = Model::new(c, 3).unwrap();
         let cfg = GenerateConfig {
             max_tokens: 40,
             temperature: 0.8,
             top_p: 0.9,
             seed: 5,
         };
-        let run = |p| generate_tokens_with(&model, p, &[1, 2, 3], &cfg, None, &mut |_| Ok(())).unwrap();
-        let (a, b) = (run(Precision::Bf16), run(Precision::Bf16));
+        model.precision = Precision::Bf16;
+        let run = |model: &Model| generate_tokens(model, &[1, 2, 3], &cfg, None, &mut |_| Ok(())).unwrap();
+        let (a, b) = (run(&model), run(&model));
         assert_eq!(a, b);
         assert_eq!(a.tokens.len(), 40);
         assert!(a.tokens.iter().all(|&t| t < 50));
@@ -310,8 +268,8 @@ mod tests {
             temperature: 0.0,
             ..cfg
         };
-        let f =
-            generate_tokens_with(&model, Precision::F32, &[1, 2, 3], &greedy, None, &mut |_| Ok(())).unwrap();
+        model.precision = Precision::F32;
+        let f = generate_tokens(&model, &[1, 2, 3], &greedy, None, &mut |_| Ok(())).unwrap();
         assert_eq!(f.tokens.len(), 40);
     }
 }

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use ferrolm_nn::clip::{clip_scale, grad_norm};
 use ferrolm_nn::model::{Activations, Model};
 use ferrolm_nn::optim::AdamW;
+use ferrolm_nn::ops::MatmulBackend;
 use ferrolm_nn::schedule::lr_cosine;
 use ferrolm_nn::{Precision, Rng};
 use indicatif::{ProgressBar, ProgressStyle};

@@ -1,16 +1,9 @@
 //! Incremental inference with a key/value cache, for generation.
 
-use super::decode_step::{self, CacheRefs, DecodeState};
-use super::{layout, Model, RMSNORM_EPS};
-use crate::kernels::gemv::{self, Weights};
-use crate::kernels::{self, Precision, RopeTable};
+use super::Model;
+use crate::config::{layout, Precision, RMSNORM_EPS};
+use crate::ops::{self, CacheRefs, DecodeState, RopeTable};
 use crate::{Ffn, ModelConfig, NnError, Norm, Position, Result};
-use std::ops::Range;
-
-/// Up to this many rows (positions × sequences) per call, the linear layers run as matrix-vector
-/// products that stream the weights once per row (`kernels::gemv`); more rows go through the f32
-/// GEMM, which repacks the weights but reuses them across rows.
-const GEMV_MAX_ROWS: usize = 4;
 
 /// A bf16 copy of a model's parameters (round-to-nearest-even), for generation that reads half
 /// the bytes per token: `Model::forward_infer_bf16` reads its matrices in the matrix-vector
@@ -24,7 +17,7 @@ impl Model {
     /// The bf16 copy of the current parameters, for `forward_infer_bf16`.
     pub fn bf16_weights(&self) -> Bf16Weights {
         Bf16Weights {
-            params: gemv::to_bf16(&self.params),
+            params: ops::to_bf16(&self.params),
         }
     }
 }
@@ -49,6 +42,9 @@ pub struct KvCache {
     decode: Option<DecodeState>,
     /// The argmax of the last call's logits when it was a decode step.
     argmax: Option<u32>,
+    /// The bf16 snapshot of the weights `forward_infer` reads for a model in `Precision::Bf16`,
+    /// taken at the first call of each sequence (on an empty cache).
+    bf16: Option<Bf16Weights>,
 }
 
 /// Buffers for the rows of one call, grown to the largest call seen.
@@ -86,6 +82,7 @@ impl KvCache {
             scratch: Scratch::default(),
             decode: None,
             argmax: None,
+            bf16: None,
         }
     }
 
@@ -127,8 +124,21 @@ impl Model {
     /// position of each sequence into `logits` (batch·vocab). Errors past max_len / context_length.
     ///
     /// In general `tokens` is (batch, t_new) row-major: t_new new tokens for each sequence.
+    ///
+    /// The weights are read in `self.precision`, as in training: with `Precision::Bf16` from a
+    /// bf16 snapshot of the parameters that the cache takes at the first call of each sequence
+    /// (when it is empty, after `KvCache::new` or `reset`), as `forward_infer_bf16` reads them.
     pub fn forward_infer(&self, cache: &mut KvCache, tokens: &[u32], logits: &mut [f32]) -> Result<()> {
-        self.forward_infer_with(cache, tokens, logits, None)
+        if self.precision == Precision::F32 {
+            return self.forward_infer_with(cache, tokens, logits, None);
+        }
+        let snapshot = match cache.bf16.take() {
+            Some(w) if cache.len > 0 && w.params.len() == self.params.len() => w,
+            _ => self.bf16_weights(),
+        };
+        let result = self.forward_infer_with(cache, tokens, logits, Some(&snapshot.params));
+        cache.bf16 = Some(snapshot);
+        result
     }
 
     /// `forward_infer` with the weight matrices read in bf16 from `weights` (built by
@@ -187,7 +197,7 @@ impl Model {
         }
         self.check_ids(tokens, false)?;
         cache.argmax = None;
-        if bsz == 1 && t_new == 1 && decode_step::supported(c) && !general_path_forced() {
+        if bsz == 1 && t_new == 1 && ops::decode_step_supported(c) && !general_path_forced() {
             let threads = rayon::current_num_threads();
             if !cache.decode.as_ref().is_some_and(|s| s.fits(threads)) {
                 cache.decode = Some(DecodeState::new(c, cache.max_len, threads));
@@ -200,7 +210,7 @@ impl Model {
                 max_len: cache.max_len,
                 rope: cache.rope.as_ref(),
             };
-            cache.argmax = Some(self.decode_step(state, refs, start, tokens[0], logits, bf16));
+            cache.argmax = Some(ops::decode_step(c, &self.params, state, refs, start, tokens[0], logits, bf16));
             cache.len = end;
             return Ok(());
         }
@@ -229,16 +239,16 @@ impl Model {
         cache.positions.extend((0..n).map(|i| start + i % t_new));
         let positions = &cache.positions;
 
-        kernels::embedding_forward(&mut s.x, tokens, &p[layout::embedding(c)], d);
+        ops::embedding_forward(&mut s.x, tokens, &p[layout::embedding(c)], d);
         for l in 0..c.n_layers {
             let r = layout::layer(c, l);
             let a_in: &[f32] = if pre {
-                kernels::rmsnorm_forward(&mut s.a, &mut s.rstd, &s.x, &p[r.ln1.clone()], n, d, RMSNORM_EPS);
+                ops::rmsnorm_forward(&mut s.a, &mut s.rstd, &s.x, &p[r.ln1.clone()], n, d, RMSNORM_EPS);
                 &s.a
             } else {
                 &s.x
             };
-            linear(
+            ops::project_rows(
                 a_in,
                 n,
                 &mut [(&mut s.q, r.wq), (&mut s.k, r.wk), (&mut s.v, r.wv)],
@@ -246,8 +256,8 @@ impl Model {
                 bf16,
             );
             if let Some(rope) = &cache.rope {
-                kernels::rope_forward(&mut s.q, positions, h, rope);
-                kernels::rope_forward(&mut s.k, positions, h, rope);
+                ops::rope_forward(&mut s.q, positions, h, rope);
+                ops::rope_forward(&mut s.k, positions, h, rope);
             }
             let layer = l * bsz * max_len * d..(l + 1) * bsz * max_len * d;
             let (kc, vc, kt) = (
@@ -255,7 +265,7 @@ impl Model {
                 &mut cache.v[layer.clone()],
                 &mut cache.k_t[layer],
             );
-            gemv::store_keys_transposed(kt, &s.k, bsz, t_new, start, max_len, d);
+            ops::store_keys_transposed(kt, &s.k, bsz, t_new, start, max_len, d);
             for bi in 0..bsz {
                 let dst = (bi * max_len + start) * d..(bi * max_len + end) * d;
                 let src = bi * t_new * d..(bi + 1) * t_new * d;
@@ -263,9 +273,9 @@ impl Model {
                 vc[dst].copy_from_slice(&s.v[src]);
             }
             if t_new == 1 {
-                gemv::attention_decode(&mut s.atty, &s.q, kt, vc, bsz, end, max_len, h, dh);
+                ops::attention_decode(&mut s.atty, &s.q, kt, vc, bsz, end, max_len, h, dh);
             } else {
-                kernels::attention_forward_cached(
+                ops::attention_forward_cached(
                     &mut s.atty,
                     &s.q,
                     kc,
@@ -278,30 +288,30 @@ impl Model {
                     dh,
                 );
             }
-            linear(&s.atty, n, &mut [(&mut s.tmp, r.wo)], p, bf16);
-            kernels::add_inplace(&mut s.x, &s.tmp);
+            ops::project_rows(&s.atty, n, &mut [(&mut s.tmp, r.wo)], p, bf16);
+            ops::add_inplace(&mut s.x, &s.tmp);
             if post {
                 s.a.copy_from_slice(&s.x);
-                kernels::rmsnorm_forward(&mut s.x, &mut s.rstd, &s.a, &p[r.ln1], n, d, RMSNORM_EPS);
+                ops::rmsnorm_forward(&mut s.x, &mut s.rstd, &s.a, &p[r.ln1], n, d, RMSNORM_EPS);
             }
             let f_in: &[f32] = if pre {
-                kernels::rmsnorm_forward(&mut s.a, &mut s.rstd, &s.x, &p[r.ln2.clone()], n, d, RMSNORM_EPS);
+                ops::rmsnorm_forward(&mut s.a, &mut s.rstd, &s.x, &p[r.ln2.clone()], n, d, RMSNORM_EPS);
                 &s.a
             } else {
                 &s.x
             };
             if c.ffn == Ffn::Swiglu {
-                linear(f_in, n, &mut [(&mut s.h1, r.w1), (&mut s.h3, r.w3)], p, bf16);
-                kernels::swiglu_forward(&mut s.hg, &s.h1, &s.h3);
+                ops::project_rows(f_in, n, &mut [(&mut s.h1, r.w1), (&mut s.h3, r.w3)], p, bf16);
+                ops::swiglu_forward(&mut s.hg, &s.h1, &s.h3);
             } else {
-                linear(f_in, n, &mut [(&mut s.h1, r.w1)], p, bf16);
-                kernels::silu_forward(&mut s.hg, &s.h1);
+                ops::project_rows(f_in, n, &mut [(&mut s.h1, r.w1)], p, bf16);
+                ops::silu_forward(&mut s.hg, &s.h1);
             }
-            linear(&s.hg, n, &mut [(&mut s.tmp, r.w2)], p, bf16);
-            kernels::add_inplace(&mut s.x, &s.tmp);
+            ops::project_rows(&s.hg, n, &mut [(&mut s.tmp, r.w2)], p, bf16);
+            ops::add_inplace(&mut s.x, &s.tmp);
             if post {
                 s.a.copy_from_slice(&s.x);
-                kernels::rmsnorm_forward(&mut s.x, &mut s.rstd, &s.a, &p[r.ln2], n, d, RMSNORM_EPS);
+                ops::rmsnorm_forward(&mut s.x, &mut s.rstd, &s.a, &p[r.ln2], n, d, RMSNORM_EPS);
             }
         }
         // Final norm and LM head on the last position of each sequence only.
@@ -312,7 +322,7 @@ impl Model {
         }
         resize(&mut s.a, bsz * d.max(1));
         let normed = &mut s.a[..bsz * d];
-        kernels::rmsnorm_forward(
+        ops::rmsnorm_forward(
             normed,
             &mut s.rstd[..bsz],
             &s.last,
@@ -321,37 +331,9 @@ impl Model {
             d,
             RMSNORM_EPS,
         );
-        linear(normed, bsz, &mut [(logits, layout::lm_head(c))], p, bf16);
+        ops::project_rows(normed, bsz, &mut [(logits, layout::lm_head(c))], p, bf16);
         cache.len = end;
         Ok(())
-    }
-}
-
-/// Linear layers sharing their input: for each `(out, range)` job, `out (n, d_out) = inp (n, d_in)
-/// · Wᵀ` with W (d_out, d_in) at `range` of the parameters (of `bf16` when given, for few rows).
-/// Few rows: one parallel matrix-vector pass over all the jobs' weights per row; more: f32 GEMM.
-fn linear(inp: &[f32], n: usize, jobs: &mut [(&mut [f32], Range<usize>)], p: &[f32], bf16: Option<&[u16]>) {
-    let d_in = inp.len() / n.max(1);
-    if n > GEMV_MAX_ROWS || d_in == 0 {
-        for (out, range) in jobs.iter_mut() {
-            let d_out = out.len() / n.max(1);
-            kernels::matmul_forward(Precision::F32, out, inp, &p[range.clone()], n, d_in, d_out);
-        }
-        return;
-    }
-    for (row, x) in inp.chunks_exact(d_in).enumerate() {
-        let mut rows: Vec<(&mut [f32], Weights<'_>)> = jobs
-            .iter_mut()
-            .map(|(out, range)| {
-                let d_out = out.len() / n;
-                let w = match bf16 {
-                    Some(b) => Weights::Bf16(&b[range.clone()]),
-                    None => Weights::F32(&p[range.clone()]),
-                };
-                (&mut out[row * d_out..(row + 1) * d_out], w)
-            })
-            .collect();
-        gemv::gemv_multi(x, &mut rows);
     }
 }
 
@@ -420,7 +402,7 @@ mod tests {
         }
         for range in matrices {
             for p in &mut rounded.params[range] {
-                *p = gemv::bf16_to_f32(gemv::f32_to_bf16(*p));
+                *p = crate::cpu::simd::round_bf16(*p);
             }
         }
         let bf16_steps = run(&model, Some(&w), 1);
@@ -458,7 +440,7 @@ mod tests {
                 None => model.forward_infer(&mut cache, &tokens, &mut logits),
             }
             .unwrap();
-            if !general && decode_step::supported(c) && tokens.len() == 1 {
+            if !general && ops::decode_step_supported(c) && tokens.len() == 1 {
                 assert_eq!(cache.last_argmax(), Some(crate::sample::argmax(&logits)));
             } else {
                 assert_eq!(cache.last_argmax(), None);
@@ -468,7 +450,7 @@ mod tests {
         }
         FORCE_GENERAL_PATH.with(|f| f.set(false));
         // The decode step ran unless the general path was forced.
-        assert_eq!(cache.decode.is_some(), !general && decode_step::supported(c));
+        assert_eq!(cache.decode.is_some(), !general && ops::decode_step_supported(c));
         steps
     }
 

@@ -1,23 +1,20 @@
 //! The Transformer LM: parameters, gradients and activations in flat preallocated buffers.
 //!
 //! Token embedding → n_layers blocks (pre-norm `z = x + MHA(RMSNorm(x))`, `y = z + FFN(RMSNorm(z))`,
-//! or the post/none ablations) → final RMSNorm → untied LM head. Every backward is written by hand
-//! in `train.rs`; `infer.rs` runs incremental inference with a KV cache. All math goes through
-//! `crate::kernels`.
+//! or the post/none ablations) → final RMSNorm → untied LM head. The forward and every backward,
+//! written by hand, are in `forward_backward.rs`; `infer.rs` runs incremental inference with a KV
+//! cache. All math goes through the backend boundary `crate::ops`; the parameter offsets are
+//! `config::layout`.
 
-mod decode_step;
+mod forward_backward;
 mod infer;
-mod layout;
-mod train;
 
+pub use crate::config::RMSNORM_EPS;
+pub use forward_backward::Activations;
 pub use infer::{Bf16Weights, KvCache};
-pub use train::Activations;
 
-use crate::kernels::Precision;
+use crate::config::Precision;
 use crate::{ModelConfig, NnError, ParamSpec, Result, Rng};
-
-/// RMSNorm epsilon (issue 3).
-pub const RMSNORM_EPS: f32 = 1e-5;
 
 /// Parameters and their gradients, one flat f32 buffer each, laid out by `config.param_specs()`.
 pub struct Model {
@@ -25,8 +22,10 @@ pub struct Model {
     pub specs: Vec<ParamSpec>,
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
-    /// The precision of the matmuls in `forward_*` / `forward_backward` (f32 by default;
-    /// `Precision::Bf16` = bf16 operands with f32 sums, parameters and gradients stay f32).
+    /// The precision of the matmuls in `forward_*` / `forward_backward` and of the weights
+    /// `forward_infer` reads (f32 by default; `Precision::Bf16` = bf16 operands with f32 sums,
+    /// parameters and gradients stay f32; in generation a bf16 snapshot of the weights, taken
+    /// when a `KvCache` starts a sequence).
     pub precision: Precision,
 }
 

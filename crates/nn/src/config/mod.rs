@@ -1,7 +1,54 @@
-//! The model config and the parameter layout (names, shapes, offsets into the flat buffer).
+//! The shared vocabulary of the crate: the model config (`ModelConfig`, `Norm`, `Ffn`,
+//! `Position`), the parameter layout (names and shapes `ParamSpec`; offsets into the flat buffer
+//! in `layout`), the matmul `Precision`, and the RMSNorm epsilon. Every level (model, operations,
+//! CPU kernels) imports from here; this module imports from none of them.
+
+pub mod layout;
 
 use crate::{NnError, Result};
 use serde::{Deserialize, Serialize};
+
+/// RMSNorm epsilon (issue 3).
+pub const RMSNORM_EPS: f32 = 1e-5;
+
+/// The precision of the matmuls in the model's forward and backward passes and in generation
+/// (`Model::precision`). Parameters, gradients, optimizer state, norms, softmax and attention
+/// stay f32 either way. `ops::MatmulBackend::backend` names what it runs on on this machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 everywhere.
+    #[default]
+    F32,
+    /// bf16 operands, f32 accumulation (mixed precision, like PyTorch's bf16 autocast).
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Precision, String> {
+        match s {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision {s:?}: use f32 or bf16")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -226,5 +273,11 @@ mod tests {
         let json = serde_json::to_string(&ModelConfig::small()).unwrap();
         let back: ModelConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, ModelConfig::small());
+    }
+
+    #[test]
+    fn precision_parses_its_names() {
+        assert_eq!("bf16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert!("fp8".parse::<Precision>().unwrap_err().contains("f32 or bf16"));
     }
 }

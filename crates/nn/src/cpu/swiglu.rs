@@ -1,8 +1,8 @@
 //! The FFN's elementwise parts: SwiGLU gate `SiLU(h1) ⊙ h3` and plain SiLU, SiLU(x) = x·σ(x).
 
 use super::fastmath::{swiglu_back_rows, swiglu_rows};
-use super::transpose::transpose_to_ptr;
-use super::SyncPtr;
+use super::gemm::transpose::transpose_to_ptr;
+use super::par::SyncPtr;
 use rayon::prelude::*;
 
 const CHUNK: usize = 16 * 1024;

@@ -2,17 +2,13 @@
 //!
 //! Isolated kernel timings (the `kernel_times` example) miss what a step does to caches and
 //! threads; this measures the kernels where they run. The training forward/backward calls
-//! `Laps::mark` after each kernel: when profiling is off (the default) that is one branch on a
+//! `Laps::mark` (the hook `ops::laps`) after each kernel: when profiling is off (the default) that is one branch on a
 //! flag read once per pass, when on it adds the time since the previous mark to the mark's label.
 //! Labels are process-wide totals: profile one training loop at a time.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-static ENABLED: AtomicBool = AtomicBool::new(false);
-/// (label, total time, calls), in first-seen order.
-static TOTALS: Mutex<Vec<(&'static str, Duration, u64)>> = Mutex::new(Vec::new());
+use crate::ops::laps::{ENABLED, TOTALS};
+pub use crate::ops::laps::Laps;
+use std::sync::atomic::Ordering;
 
 /// Turns profiling on or off for passes started afterwards.
 pub fn set_enabled(on: bool) {
@@ -45,44 +41,10 @@ pub fn take() -> Vec<Lap> {
         .collect()
 }
 
-fn record(label: &'static str, d: Duration) {
-    let mut t = TOTALS.lock().unwrap_or_else(|e| e.into_inner());
-    match t.iter_mut().find(|(l, _, _)| *l == label) {
-        Some(e) => {
-            e.1 += d;
-            e.2 += 1;
-        }
-        None => t.push((label, d, 1)),
-    }
-}
-
-/// A stopwatch over consecutive kernels: `mark(label)` books the time since the previous mark
-/// (or `start`) under `label`.
-pub struct Laps {
-    last: Option<Instant>,
-}
-
-impl Laps {
-    /// Starts timing if profiling is enabled (else every mark is a no-op).
-    pub fn start() -> Laps {
-        Laps {
-            last: enabled().then(Instant::now),
-        }
-    }
-
-    #[inline]
-    pub fn mark(&mut self, label: &'static str) {
-        if let Some(t0) = self.last {
-            let now = Instant::now();
-            record(label, now - t0);
-            self.last = Some(now);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// One test owns the process-wide switch (tests run in parallel threads).
     #[test]

@@ -1,10 +1,11 @@
 //! Training forward and hand-written backward over (batch, seq) token ids, on activation buffers
 //! allocated once per (batch, seq).
 
-use super::{layout, Model, RMSNORM_EPS};
-use crate::kernels::{self, Precision, RopeTable};
+use super::Model;
+use crate::config::{layout, Precision, RMSNORM_EPS};
 use crate::loss::mean;
-use crate::profile::Laps;
+use crate::ops::laps::Laps;
+use crate::ops::{self, RopeTable};
 use crate::{Ffn, ModelConfig, NnError, Norm, Position, Result};
 
 /// One layer's saved activations, each (N, ·) with N = batch·seq rows. Buffers an ablation does
@@ -210,7 +211,7 @@ impl Model {
         }
         forward(&self.config, self.precision, &self.params, acts, inputs);
         let v = self.config.vocab_size;
-        kernels::cross_entropy_forward(&mut acts.losses, &acts.logits, targets, v);
+        ops::cross_entropy_forward(&mut acts.losses, &acts.logits, targets, v);
         Ok(mean(&acts.losses))
     }
 
@@ -234,7 +235,7 @@ impl Model {
         let v = self.config.vocab_size;
         let scale = 1.0 / targets.len() as f32;
         let mut laps = Laps::start();
-        kernels::cross_entropy_fused(&mut acts.logits, &mut acts.losses, targets, v, scale);
+        ops::cross_entropy_fused(&mut acts.logits, &mut acts.losses, targets, v, scale);
         let loss = mean(&acts.losses);
         laps.mark("cross-entropy");
         backward(
@@ -274,7 +275,7 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
     let (d, f, h, dh) = (c.d_model, c.d_ff, c.n_heads, c.d_head());
     let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
     let mut laps = Laps::start();
-    kernels::embedding_forward(&mut acts.residual[0], inputs, &p[layout::embedding(c)], d);
+    ops::embedding_forward(&mut acts.residual[0], inputs, &p[layout::embedding(c)], d);
     laps.mark("fwd embedding");
     for l in 0..c.n_layers {
         let r = layout::layer(c, l);
@@ -299,34 +300,34 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         } = &mut acts.layers[l];
         // Attention sublayer.
         let a_in: &[f32] = if pre {
-            kernels::rmsnorm_forward(ln1_out, rstd1, xin, &p[r.ln1.clone()], n, d, RMSNORM_EPS);
+            ops::rmsnorm_forward(ln1_out, rstd1, xin, &p[r.ln1.clone()], n, d, RMSNORM_EPS);
             laps.mark("fwd rmsnorm");
             ln1_out
         } else {
             xin
         };
         let qkv: &mut [(&mut [f32], &[f32])] = &mut [(q, &p[r.wq]), (k, &p[r.wk]), (v, &p[r.wv])];
-        kernels::matmul_forward_shared(prec, qkv, a_in, n, d, d);
+        ops::matmul_forward_shared(prec, qkv, a_in, n, d, d);
         laps.mark("fwd matmul q/k/v");
         if let Some(rope) = &acts.rope {
-            kernels::rope_forward(q, &acts.positions, h, rope);
-            kernels::rope_forward(k, &acts.positions, h, rope);
+            ops::rope_forward(q, &acts.positions, h, rope);
+            ops::rope_forward(k, &acts.positions, h, rope);
             laps.mark("fwd rope");
         }
-        kernels::attention_forward_recompute(atty, q, k, v, b, t, h, dh);
+        ops::attention_forward_recompute(atty, q, k, v, b, t, h, dh);
         laps.mark("fwd attention");
-        kernels::matmul_forward(prec, tmp, atty, &p[r.wo], n, d, d);
+        ops::matmul_forward(prec, tmp, atty, &p[r.wo], n, d, d);
         laps.mark("fwd matmul o");
         if post {
-            kernels::residual_forward(sum1, xin, tmp);
-            kernels::rmsnorm_forward(z, rstd1, sum1, &p[r.ln1], n, d, RMSNORM_EPS);
+            ops::residual_forward(sum1, xin, tmp);
+            ops::rmsnorm_forward(z, rstd1, sum1, &p[r.ln1], n, d, RMSNORM_EPS);
         } else {
-            kernels::residual_forward(z, xin, tmp);
+            ops::residual_forward(z, xin, tmp);
         }
         laps.mark("fwd residual (+ norm)");
         // FFN sublayer.
         let f_in: &[f32] = if pre {
-            kernels::rmsnorm_forward(ln2_out, rstd2, z, &p[r.ln2.clone()], n, d, RMSNORM_EPS);
+            ops::rmsnorm_forward(ln2_out, rstd2, z, &p[r.ln2.clone()], n, d, RMSNORM_EPS);
             laps.mark("fwd rmsnorm");
             ln2_out
         } else {
@@ -334,27 +335,27 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         };
         if c.ffn == Ffn::Swiglu {
             let w13: &mut [(&mut [f32], &[f32])] = &mut [(h1, &p[r.w1]), (h3, &p[r.w3])];
-            kernels::matmul_forward_shared(prec, w13, f_in, n, d, f);
+            ops::matmul_forward_shared(prec, w13, f_in, n, d, f);
             laps.mark("fwd matmul w1/w3");
-            kernels::swiglu_forward(hg, h1, h3);
+            ops::swiglu_forward(hg, h1, h3);
         } else {
-            kernels::matmul_forward(prec, h1, f_in, &p[r.w1], n, d, f);
+            ops::matmul_forward(prec, h1, f_in, &p[r.w1], n, d, f);
             laps.mark("fwd matmul w1/w3");
-            kernels::silu_forward(hg, h1);
+            ops::silu_forward(hg, h1);
         }
         laps.mark("fwd swiglu");
-        kernels::matmul_forward(prec, tmp, hg, &p[r.w2], n, f, d);
+        ops::matmul_forward(prec, tmp, hg, &p[r.w2], n, f, d);
         laps.mark("fwd matmul w2");
         if post {
-            kernels::residual_forward(sum2, z, tmp);
-            kernels::rmsnorm_forward(xout, rstd2, sum2, &p[r.ln2], n, d, RMSNORM_EPS);
+            ops::residual_forward(sum2, z, tmp);
+            ops::rmsnorm_forward(xout, rstd2, sum2, &p[r.ln2], n, d, RMSNORM_EPS);
         } else {
-            kernels::residual_forward(xout, z, tmp);
+            ops::residual_forward(xout, z, tmp);
         }
         laps.mark("fwd residual (+ norm)");
     }
     let x_last = &acts.residual[c.n_layers];
-    kernels::rmsnorm_forward(
+    ops::rmsnorm_forward(
         &mut acts.lnf_out,
         &mut acts.lnf_rstd,
         x_last,
@@ -364,7 +365,7 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         RMSNORM_EPS,
     );
     laps.mark("fwd rmsnorm");
-    kernels::matmul_forward(
+    ops::matmul_forward(
         prec,
         &mut acts.logits,
         &acts.lnf_out,
@@ -407,14 +408,14 @@ fn backward(
     // LM head and final norm.
     let mut laps = Laps::start();
     let head = layout::lm_head(c);
-    kernels::matmul_backward_input(prec, dtmp, &acts.logits, &p[head.clone()], n, d, vocab, false);
+    ops::matmul_backward_input(prec, dtmp, &acts.logits, &p[head.clone()], n, d, vocab, false);
     laps.mark("bwd matmul head, input grad");
-    kernels::matmul_backward_weight(prec, &mut g[head], &acts.logits, &acts.lnf_out, n, d, vocab);
+    ops::matmul_backward_weight(prec, &mut g[head], &acts.logits, &acts.lnf_out, n, d, vocab);
     laps.mark("bwd matmul head, weight grad");
     dres.fill(0.0);
     let lnf = layout::ln_final(c);
     let x_last = &acts.residual[c.n_layers];
-    kernels::rmsnorm_backward(
+    ops::rmsnorm_backward(
         dres,
         &mut g[lnf.clone()],
         dtmp,
@@ -433,7 +434,7 @@ fn backward(
         let la = &acts.layers[l];
         if post {
             db.fill(0.0);
-            kernels::rmsnorm_backward(
+            ops::rmsnorm_backward(
                 db,
                 &mut g[r.ln2.clone()],
                 dres,
@@ -449,9 +450,9 @@ fn backward(
         {
             let dz: &mut [f32] = if post { db } else { dres };
             let f_in: &[f32] = if pre { &la.ln2_out } else { &la.z };
-            kernels::matmul_backward_weight(prec, &mut g[r.w2.clone()], dz, &la.hg, n, f, d);
+            ops::matmul_backward_weight(prec, &mut g[r.w2.clone()], dz, &la.hg, n, f, d);
             laps.mark("bwd matmul w2, weight grad");
-            kernels::matmul_backward_input(prec, dhg, dz, &p[r.w2], n, f, d, false);
+            ops::matmul_backward_input(prec, dhg, dz, &p[r.w2], n, f, d, false);
             laps.mark("bwd matmul w2, input grad");
             if c.ffn == Ffn::Swiglu && prec == Precision::F32 {
                 // The W1/W3 weight gradients from dh1ᵀ, dh3ᵀ, which the SwiGLU backward writes
@@ -459,44 +460,44 @@ fn backward(
                 // for the writes; the bf16 products gained nothing, so they keep the plain path).
                 let ld = transposed_ld(n);
                 let (t1, t3) = (transposed_buffer(dh1t, f, n), transposed_buffer(dh3t, f, n));
-                kernels::swiglu_backward_t(dh1, dh3, t1, t3, ld, dhg, &la.h1, &la.h3, f);
+                ops::swiglu_backward_t(dh1, dh3, t1, t3, ld, dhg, &la.h1, &la.h3, f);
                 laps.mark("bwd swiglu");
                 let [gw1, gw3] = disjoint_mut(g, [r.w1.clone(), r.w3.clone()]);
-                let w13: &mut [kernels::WeightGrad] = &mut [(gw1, (t1, ld, 1)), (gw3, (t3, ld, 1))];
-                kernels::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
+                let w13: &mut [ops::WeightGrad] = &mut [(gw1, (t1, ld, 1)), (gw3, (t3, ld, 1))];
+                ops::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
             } else if c.ffn == Ffn::Swiglu {
-                kernels::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
+                ops::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
                 laps.mark("bwd swiglu");
                 let [gw1, gw3] = disjoint_mut(g, [r.w1.clone(), r.w3.clone()]);
-                let w13: &mut [kernels::WeightGrad] = &mut [(gw1, (dh1, 1, f)), (gw3, (dh3, 1, f))];
-                kernels::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
+                let w13: &mut [ops::WeightGrad] = &mut [(gw1, (dh1, 1, f)), (gw3, (dh3, 1, f))];
+                ops::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
             } else {
-                kernels::silu_backward(dh1, dhg, &la.h1);
+                ops::silu_backward(dh1, dhg, &la.h1);
                 laps.mark("bwd swiglu");
-                kernels::matmul_backward_weight(prec, &mut g[r.w1.clone()], dh1, f_in, n, d, f);
+                ops::matmul_backward_weight(prec, &mut g[r.w1.clone()], dh1, f_in, n, d, f);
             }
             laps.mark("bwd matmul w1/w3, weight grad");
             // d f_in = dh1 W1 (+ dh3 W3): straight into dz, or through ln2 for pre-norm.
             let swiglu = c.ffn == Ffn::Swiglu;
             if pre {
-                kernels::matmul_backward_input(prec, dtmp, dh1, &p[r.w1], n, d, f, false);
+                ops::matmul_backward_input(prec, dtmp, dh1, &p[r.w1], n, d, f, false);
                 if swiglu {
-                    kernels::matmul_backward_input(prec, dtmp, dh3, &p[r.w3], n, d, f, true);
+                    ops::matmul_backward_input(prec, dtmp, dh3, &p[r.w3], n, d, f, true);
                 }
                 laps.mark("bwd matmul w1/w3, input grad");
-                kernels::rmsnorm_backward(dz, &mut g[r.ln2.clone()], dtmp, &la.z, &p[r.ln2], &la.rstd2, n, d);
+                ops::rmsnorm_backward(dz, &mut g[r.ln2.clone()], dtmp, &la.z, &p[r.ln2], &la.rstd2, n, d);
                 laps.mark("bwd rmsnorm");
             } else {
-                kernels::matmul_backward_input(prec, dz, dh1, &p[r.w1], n, d, f, true);
+                ops::matmul_backward_input(prec, dz, dh1, &p[r.w1], n, d, f, true);
                 if swiglu {
-                    kernels::matmul_backward_input(prec, dz, dh3, &p[r.w3], n, d, f, true);
+                    ops::matmul_backward_input(prec, dz, dh3, &p[r.w3], n, d, f, true);
                 }
                 laps.mark("bwd matmul w1/w3, input grad");
             }
         }
         if post {
             dres.fill(0.0);
-            kernels::rmsnorm_backward(
+            ops::rmsnorm_backward(
                 dres,
                 &mut g[r.ln1.clone()],
                 db,
@@ -510,31 +511,31 @@ fn backward(
         }
         // Attention sublayer: dres holds dLoss/d(attention output) and receives the input gradient.
         let a_in: &[f32] = if pre { &la.ln1_out } else { xin };
-        kernels::matmul_backward_weight(prec, &mut g[r.wo.clone()], dres, &la.atty, n, d, d);
+        ops::matmul_backward_weight(prec, &mut g[r.wo.clone()], dres, &la.atty, n, d, d);
         laps.mark("bwd matmul o, weight grad");
-        kernels::matmul_backward_input(prec, dtmp, dres, &p[r.wo], n, d, d, false);
+        ops::matmul_backward_input(prec, dtmp, dres, &p[r.wo], n, d, d, false);
         laps.mark("bwd matmul o, input grad");
-        kernels::attention_backward_recompute(dq, dk, dv, dtmp, &la.q, &la.k, &la.v, b, t, h, dh);
+        ops::attention_backward_recompute(dq, dk, dv, dtmp, &la.q, &la.k, &la.v, b, t, h, dh);
         laps.mark("bwd attention");
         if let Some(rope) = &acts.rope {
-            kernels::rope_backward(dq, &acts.positions, h, rope);
-            kernels::rope_backward(dk, &acts.positions, h, rope);
+            ops::rope_backward(dq, &acts.positions, h, rope);
+            ops::rope_backward(dk, &acts.positions, h, rope);
             laps.mark("bwd rope");
         }
         let [gq, gk, gv] = disjoint_mut(g, [r.wq.clone(), r.wk.clone(), r.wv.clone()]);
-        let qkv: &mut [kernels::WeightGrad] = &mut [(gq, (dq, 1, d)), (gk, (dk, 1, d)), (gv, (dv, 1, d))];
-        kernels::matmul_backward_weight_shared(prec, qkv, a_in, n, d, d);
+        let qkv: &mut [ops::WeightGrad] = &mut [(gq, (dq, 1, d)), (gk, (dk, 1, d)), (gv, (dv, 1, d))];
+        ops::matmul_backward_weight_shared(prec, qkv, a_in, n, d, d);
         laps.mark("bwd matmul q/k/v, weight grad");
         let dst: &mut [f32] = if pre { dtmp } else { dres };
-        kernels::matmul_backward_input(prec, dst, dq, &p[r.wq], n, d, d, !pre);
-        kernels::matmul_backward_input(prec, dst, dk, &p[r.wk], n, d, d, true);
-        kernels::matmul_backward_input(prec, dst, dv, &p[r.wv], n, d, d, true);
+        ops::matmul_backward_input(prec, dst, dq, &p[r.wq], n, d, d, !pre);
+        ops::matmul_backward_input(prec, dst, dk, &p[r.wk], n, d, d, true);
+        ops::matmul_backward_input(prec, dst, dv, &p[r.wv], n, d, d, true);
         laps.mark("bwd matmul q/k/v, input grad");
         if pre {
-            kernels::rmsnorm_backward(dres, &mut g[r.ln1.clone()], dtmp, xin, &p[r.ln1], &la.rstd1, n, d);
+            ops::rmsnorm_backward(dres, &mut g[r.ln1.clone()], dtmp, xin, &p[r.ln1], &la.rstd1, n, d);
             laps.mark("bwd rmsnorm");
         }
     }
-    kernels::embedding_backward(&mut g[layout::embedding(c)], dres, inputs, d);
+    ops::embedding_backward(&mut g[layout::embedding(c)], dres, inputs, d);
     laps.mark("bwd embedding");
 }

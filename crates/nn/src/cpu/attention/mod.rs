@@ -3,10 +3,13 @@
 //! the probabilities (batch, n_heads, seq, seq) for the backward; the `_recompute` pair (what the
 //! model trains with) keeps none and recomputes them per head in a cache-sized scratch.
 //! Work is parallel over the batch; per (batch, head) the products go through register-blocked
-//! tiles (`attention_tiles`) that skip the masked upper triangle.
+//! tiles (`tiles`) that skip the masked upper triangle; the softmax rows are in `rows`.
 
-use super::attention_rows::{softmax_backward_row, softmax_causal_row};
-use super::attention_tiles::{gemm_tiles, pack_rows, pack_transposed, Strided};
+pub mod rows;
+pub mod tiles;
+
+use rows::{softmax_backward_row, softmax_causal_row};
+use tiles::{gemm_tiles, pack_rows, pack_transposed, Strided};
 use rayon::prelude::*;
 use std::cell::RefCell;
 

@@ -10,131 +10,14 @@
 //! driver (`gemm_packed`) runs the f32-accurate split GEMM (`gemm_f32_amx`: three bf16 terms per
 //! operand, `Terms::Three`) and products that share an operand (packed once, `Shared`).
 
-use super::amx::{self, TileGuard, TILE_ELEMS};
+use super::amx::{TileGuard, TILE_ELEMS};
 use super::dpbf16;
-use super::matmul::{check_gemm_bounds, gemm_strided};
+use super::f32::{check_gemm_bounds, gemm_strided};
 use super::pack_bf16::{pack_a_panels, pack_b_panels};
+pub use crate::cpu::simd::{bf16_kernel, Bf16Kernel};
+use crate::cpu::simd::round_bf16;
 use rayon::prelude::*;
 use std::cell::RefCell;
-
-/// The precision of the matmuls in the model's forward and backward passes. Parameters,
-/// gradients, optimizer state, norms, softmax and attention stay f32 either way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// f32 everywhere.
-    #[default]
-    F32,
-    /// bf16 operands, f32 accumulation (mixed precision, like PyTorch's bf16 autocast).
-    Bf16,
-}
-
-impl Precision {
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-        }
-    }
-
-    /// The matmul backend this precision uses on this machine, for logs and benchmarks.
-    pub fn backend(self) -> &'static str {
-        match self {
-            Precision::F32 if super::gemm_f32_amx::enabled() => {
-                "f32 on AMX tiles (three-term bf16 split, f32-accurate)"
-            }
-            Precision::F32 => "f32 gemm",
-            Precision::Bf16 => match bf16_kernel() {
-                Bf16Kernel::Amx => "bf16 on AMX tiles",
-                Bf16Kernel::Avx512Bf16 => "bf16 with AVX-512 BF16 dot products",
-                Bf16Kernel::Emulated => "bf16 emulated (operands rounded, f32 gemm: no speed-up)",
-            },
-        }
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Precision, String> {
-        match s {
-            "f32" | "fp32" => Ok(Precision::F32),
-            "bf16" => Ok(Precision::Bf16),
-            _ => Err(format!("unknown precision {s:?}: use f32 or bf16")),
-        }
-    }
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The kernel bf16 products run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bf16Kernel {
-    /// AMX tiles (`tdpbf16ps`).
-    Amx,
-    /// AVX-512 BF16 (`vdpbf16ps`).
-    Avx512Bf16,
-    /// Operands rounded to bf16 in f32 copies, f32 gemm.
-    Emulated,
-}
-
-impl Bf16Kernel {
-    /// Whether this machine can run the kernel.
-    pub fn available(self) -> bool {
-        match self {
-            Bf16Kernel::Amx => amx::available(),
-            Bf16Kernel::Avx512Bf16 => dpbf16::available(),
-            Bf16Kernel::Emulated => true,
-        }
-    }
-}
-
-/// The bf16 kernel of this machine, decided once: AMX where available, AVX-512 BF16 where it
-/// beats the f32 gemm (AMD Zen 4, `dpbf16::preferred`), else emulated. The environment can pick
-/// another available one (to compare or to test): FERROLM_BF16_KERNEL=amx|avx512|emulated;
-/// FERROLM_NO_AMX=1 skips AMX.
-pub fn bf16_kernel() -> Bf16Kernel {
-    static KERNEL: std::sync::OnceLock<Bf16Kernel> = std::sync::OnceLock::new();
-    *KERNEL.get_or_init(|| {
-        let env = |k: &str| std::env::var(k).unwrap_or_default();
-        let asked = match env("FERROLM_BF16_KERNEL").as_str() {
-            "amx" => Some(Bf16Kernel::Amx),
-            "avx512" => Some(Bf16Kernel::Avx512Bf16),
-            "emulated" => Some(Bf16Kernel::Emulated),
-            _ => None,
-        };
-        if let Some(k) = asked.filter(|k| k.available()) {
-            return k;
-        }
-        if Bf16Kernel::Amx.available() && matches!(env("FERROLM_NO_AMX").as_str(), "" | "0") {
-            Bf16Kernel::Amx
-        } else if dpbf16::preferred() {
-            Bf16Kernel::Avx512Bf16
-        } else {
-            Bf16Kernel::Emulated
-        }
-    })
-}
-
-/// `x` rounded to bf16 (round to nearest, ties to even), as its 16 bits. NaN stays NaN (quiet).
-#[inline(always)]
-pub fn f32_to_bf16(x: f32) -> u16 {
-    let b = x.to_bits();
-    if x.is_nan() {
-        ((b >> 16) | 0x40) as u16
-    } else {
-        ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
-    }
-}
-
-/// `x` rounded to bf16 and widened back to f32.
-#[inline(always)]
-pub fn round_bf16(x: f32) -> f32 {
-    f32::from_bits((f32_to_bf16(x) as u32) << 16)
-}
 
 /// k is processed in blocks of this many (a multiple of 32): the A rows of a task and the B
 /// panel of a 32-column block then stay in L2 even for backward-weight products over 8k tokens.
@@ -784,22 +667,5 @@ pub(crate) mod tests {
         for c in outs {
             assert_eq!(c, want);
         }
-    }
-
-    #[test]
-    fn bf16_rounding_is_to_nearest_even() {
-        assert_eq!(f32_to_bf16(1.0), 0x3f80);
-        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1.0).
-        assert_eq!(f32_to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
-        // 1 + 3·2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even): rounds up.
-        assert_eq!(f32_to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
-        assert_eq!(f32_to_bf16(1.0 + 1.0 / 256.0 + 1e-6), 0x3f81);
-        assert_eq!(f32_to_bf16(-2.0), 0xc000);
-        assert_eq!(f32_to_bf16(f32::INFINITY), 0x7f80);
-        assert_eq!(f32_to_bf16(f32::MAX), 0x7f80); // rounds to infinity
-        assert!(round_bf16(f32::NAN).is_nan());
-        assert!(round_bf16(-f32::NAN).is_nan());
-        assert_eq!("bf16".parse::<Precision>(), Ok(Precision::Bf16));
-        assert!("fp8".parse::<Precision>().unwrap_err().contains("f32 or bf16"));
     }
 }

@@ -12,22 +12,12 @@
 //! NaN instead of ±infinity. Tests bound the error against an f64 reference next to the gemm
 //! crate's.
 
-use super::amx;
-use super::gemm_bf16::{gemm_bf16_packed, Bf16Kernel, Terms};
-
-/// Whether f32 products run on the tiles: AMX is available (`amx::available`) and the
-/// environment does not ask for the FMA GEMM (FERROLM_F32_GEMM=fma). Decided once per process.
-pub fn enabled() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        let fma = std::env::var("FERROLM_F32_GEMM").is_ok_and(|v| v == "fma");
-        amx::available() && !fma
-    })
-}
+use super::bf16::{gemm_bf16_packed, Terms};
+use crate::cpu::simd::{self, Bf16Kernel};
 
 /// `dst (m, n) = [dst +] A (m, k) · B (k, n)` in f32 on the tiles; arguments as in
 /// `matmul::gemm_strided` (`a = (slice, row stride, col stride)`; `accumulate` false overwrites
-/// dst without reading it). Panics unless `amx::available()`.
+/// dst without reading it). Panics unless `simd::amx()`.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_f32_amx(
     m: usize,
@@ -39,7 +29,7 @@ pub fn gemm_f32_amx(
     a: (&[f32], usize, usize),
     b: (&[f32], usize, usize),
 ) {
-    assert!(amx::available(), "gemm_f32_amx: no AMX on this machine");
+    assert!(simd::amx(), "gemm_f32_amx: no AMX on this machine");
     gemm_bf16_packed(
         Bf16Kernel::Amx,
         Terms::Three,
@@ -57,7 +47,7 @@ pub fn gemm_f32_amx(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::matmul::gemm_strided;
+    use crate::cpu::gemm::f32::gemm_strided;
 
     fn fill(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -101,11 +91,11 @@ mod tests {
     /// product, within 2x (and far below bf16's), and the row gaps of dst are not written.
     #[test]
     fn matches_f64_reference_like_the_fma_gemm() {
-        if !amx::available() {
+        if !simd::amx() {
             eprintln!("skipped: no AMX on this machine");
             return;
         }
-        crate::kernels::gemm_bf16::tests::for_each_layout(
+        crate::cpu::gemm::bf16::tests::for_each_layout(
             &|len, seed| fill(len, seed as u64),
             |(m, n, k), [a_rm, a_t, b_rm, b_t]| {
                 let dst_rs = n + 3;
@@ -150,7 +140,7 @@ mod tests {
     /// GEMM.
     #[test]
     fn keeps_the_bits_bf16_drops() {
-        if !amx::available() {
+        if !simd::amx() {
             eprintln!("skipped: no AMX on this machine");
             return;
         }
@@ -175,7 +165,7 @@ mod tests {
     /// every output's sums does not), so a resumed run on another machine size trains the same.
     #[test]
     fn bitwise_the_same_for_any_thread_count() {
-        if !amx::available() {
+        if !simd::amx() {
             eprintln!("skipped: no AMX on this machine");
             return;
         }

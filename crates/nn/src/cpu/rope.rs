@@ -1,7 +1,7 @@
 //! Rotary position embedding on interleaved pairs `(x[2j], x[2j+1])` of each head, by angle
 //! `pos · θ^(−2j/d_head)`.
 
-use super::rows_per_task;
+use super::par::rows_per_task;
 use rayon::prelude::*;
 
 /// cos/sin of `pos · θ^(−2j/d_head)` for pos < max_len and j < d_head/2, each (max_len, d_head/2);

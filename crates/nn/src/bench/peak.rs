@@ -89,9 +89,9 @@ pub fn f32_peak(min_seconds: f64) -> f64 {
 /// The unit the bf16 GEMM would use here, if any (the same choice as `gemm_bf16`, without the
 /// environment override).
 pub fn bf16_unit() -> Option<Bf16Unit> {
-    if super::amx::available() {
+    if crate::cpu::simd::amx() {
         Some(Bf16Unit::Amx)
-    } else if super::dpbf16::available() {
+    } else if crate::cpu::simd::avx512_bf16() {
         Some(Bf16Unit::Avx512Bf16)
     } else {
         None
@@ -104,12 +104,12 @@ pub fn bf16_peak(min_seconds: f64) -> Option<(Bf16Unit, f64)> {
     let unit = bf16_unit()?;
     let flops = match unit {
         Bf16Unit::Amx => measure(min_seconds, AMX_FLOPS_PER_ITER, |iters| {
-            let tiles = super::amx::TileGuard::new();
+            let tiles = crate::cpu::gemm::amx::TileGuard::new();
             tiles.peak_loop(iters)
         }),
-        Bf16Unit::Avx512Bf16 => measure(min_seconds, super::dpbf16::PEAK_FLOPS_PER_ITER, |iters| {
+        Bf16Unit::Avx512Bf16 => measure(min_seconds, crate::cpu::gemm::dpbf16::PEAK_FLOPS_PER_ITER, |iters| {
             // SAFETY: bf16_unit() returned Avx512Bf16 only because dpbf16::available() is true.
-            unsafe { super::dpbf16::peak_loop(iters) }
+            unsafe { crate::cpu::gemm::dpbf16::peak_loop(iters) }
         }),
     };
     Some((unit, flops))

@@ -5,8 +5,8 @@
 //! columns and which inner range are live, so the masked triangle is skipped at tile granularity.
 //! On CPUs without AVX-512 the same tiles go through `gemm_strided`.
 
-use super::matmul::gemm_strided;
-use super::transpose::transpose_strided;
+use crate::cpu::gemm::f32::gemm_strided;
+use crate::cpu::gemm::transpose::transpose_strided;
 use std::ops::Range;
 
 /// Rows per register tile (MR·2 accumulators + 2 operand vectors fit the 32 zmm registers).

@@ -1,150 +1,15 @@
-//! Linear layers `y = x Wᵀ` (W stored (d_out, d_in), no bias) and a strided GEMM helper, through
-//! the `gemm` crate, or on AMX CPUs the f32-accurate split GEMM on the tiles (`gemm_f32_amx`).
+//! Linear layers `y = x Wᵀ` (W stored (d_out, d_in), no bias) forward and backward in a
+//! `Precision`, alone or several sharing an operand: each product runs on the packed GEMM where
+//! this machine has one (`bf16`; in f32 the split GEMM on the AMX tiles, `f32_amx`), else on the
+//! FMA GEMM (`f32`); few rows as matrix-vector products (`gemv`).
 
-use super::gemm_bf16::{
-    bf16_kernel, gemm_bf16_emulated, gemm_bf16_packed, gemm_packed, Bf16Kernel, Precision, Product, Shared,
-    Terms,
-};
-use super::gemm_f32_amx;
-use super::gemv;
-use rayon::prelude::*;
-
-/// `dst (m, n) = [dst +] alpha · A (m, k) · B (k, n)`, with A and B given by row and column strides
-/// (so transposes are free) and dst by its row stride (column stride 1). `accumulate` false
-/// overwrites dst (its old contents are never read, NaN included). `parallel` lets gemm use the
-/// rayon pool; pass false when already inside a rayon task.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_strided(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    a: (&[f32], usize, usize),
-    b: (&[f32], usize, usize),
-    alpha: f32,
-    parallel: bool,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    check_gemm_bounds(m, n, k, dst, dst_rs, a, b);
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
-            }
-        }
-        return;
-    }
-    let (a, a_rs, a_cs) = a;
-    let (b, b_rs, b_cs) = b;
-    let threads = rayon::current_num_threads();
-    let par = if parallel && threads > 1 && m * n * k >= 48 * 48 * 48 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: check_gemm_bounds above proves that every element gemm addresses, dst[r·dst_rs + c] for
-    // r < m, c < n, a[r·a_rs + i·a_cs] for i < k and b[i·b_rs + c·b_cs], lies inside its slice;
-    // dst is a unique &mut borrow so it cannot alias a or b; with read_dst false gemm never reads
-    // dst (no uninitialized or NaN values leak in); strides fit isize because slices do.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            alpha,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
-
-/// `gemm_strided` with the rows of dst split into blocks, one single-threaded gemm per block on
-/// the rayon pool: about one block per thread (two per thread from 4096 rows). Where k is long
-/// and dst small, as in the weight gradients, this beats the gemm crate's own threading (issue 5:
-/// 1.35 -> 0.80 ms for tiny's d→d weight gradient, 3.6 -> 2.9 ms for small's). Bitwise the same
-/// as one call whatever the number of blocks: the gemm crate's k-blocking does not depend on m
-/// (tested), so the result does not depend on the thread count either.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_row_blocks(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    a: (&[f32], usize, usize),
-    b: (&[f32], usize, usize),
-) {
-    let threads = rayon::current_num_threads();
-    if k == 0 || threads == 1 || m < 2 * 65 || n <= 64 {
-        return gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true);
-    }
-    check_gemm_bounds(m, n, k, dst, dst_rs, a, b);
-    // Blocks of more than 64 rows and n > 64: the gemm crate treats m ≤ 64 with n ≤ 64 as a
-    // special case with its own k-blocking (and vectors as matrix-vector products).
-    let blocks = threads * m.div_ceil(4096);
-    let rows = m.div_ceil(blocks).max(65);
-    let (a, a_rs, a_cs) = a;
-    dst[..(m - 1) * dst_rs + n]
-        .par_chunks_mut(rows * dst_rs)
-        .enumerate()
-        .for_each(|(i, dblock)| {
-            let r0 = i * rows;
-            let mb = rows.min(m - r0);
-            gemm_strided(
-                mb,
-                n,
-                k,
-                dblock,
-                dst_rs,
-                accumulate,
-                (&a[r0 * a_rs..], a_rs, a_cs),
-                b,
-                1.0,
-                false,
-            );
-        });
-}
-
-/// The f32 FMA GEMM for the model's products: row blocks (`gemm_row_blocks`) where the
-/// reduction is longer than the output is wide (k > n: weight gradients, the LM head's input
-/// gradient, W2's forward), else the gemm crate's own threading (measured per shape in issue 5:
-/// row blocks were faster for every k > n shape of the tiny and small presets and slower for the
-/// LM head's forward). Either way bitwise the same result.
-#[allow(clippy::too_many_arguments)]
-fn gemm_fma(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    a: (&[f32], usize, usize),
-    b: (&[f32], usize, usize),
-) {
-    if k > n {
-        gemm_row_blocks(m, n, k, dst, dst_rs, accumulate, a, b)
-    } else {
-        gemm_strided(m, n, k, dst, dst_rs, accumulate, a, b, 1.0, true)
-    }
-}
+use super::bf16::{gemm_bf16_emulated, gemm_bf16_packed, gemm_packed, Product, Shared, Terms};
+use super::f32::gemm_fma;
+#[cfg(test)]
+use super::f32::{gemm_row_blocks, gemm_strided};
+use super::gemv::{self, GEMV_MAX_ROWS};
+use crate::config::Precision;
+use crate::cpu::simd::{self, bf16_kernel, Bf16Kernel};
 
 /// One model product in `prec`: on the packed GEMM where this machine has one
 /// (`packed_kernel`: in f32 the split GEMM on the AMX tiles, `gemm_f32_amx`; a small-preset
@@ -168,29 +33,6 @@ fn gemm_prec(
         (None, Precision::Bf16) => gemm_bf16_emulated(m, n, k, dst, dst_rs, accumulate, a, b),
     }
 }
-
-/// The bounds every strided GEMM relies on (m, n ≥ 1): dst holds m rows of n at stride dst_rs,
-/// and, when k > 0, A (m, k) and B (k, n) lie inside their slices at their strides.
-pub(crate) fn check_gemm_bounds(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &[f32],
-    dst_rs: usize,
-    a: (&[f32], usize, usize),
-    b: (&[f32], usize, usize),
-) {
-    assert!(n <= dst_rs || m == 1, "gemm: dst row stride {dst_rs} < n {n}");
-    assert!((m - 1) * dst_rs + n <= dst.len(), "gemm: dst too short");
-    if k > 0 {
-        assert!((m - 1) * a.1 + (k - 1) * a.2 < a.0.len(), "gemm: lhs too short");
-        assert!((k - 1) * b.1 + (n - 1) * b.2 < b.0.len(), "gemm: rhs too short");
-    }
-}
-
-/// Up to this many rows, `matmul_forward` uses dot products over the weight rows (generation:
-/// one row per sequence) instead of gemm, which would repack the whole weight on every call.
-const GEMV_MAX_ROWS: usize = 4;
 
 /// `out (n, d_out) = inp (n, d_in) · weightᵀ`, weight (d_out, d_in). Overwrites out. With
 /// `Precision::Bf16` the operands are rounded to bf16 and the sums kept in f32 (`gemm_bf16`).
@@ -220,10 +62,23 @@ pub fn matmul_forward(
 /// f32 on the AMX tiles, or bf16 on AMX / AVX-512 BF16. None for the gemm crate.
 fn packed_kernel(prec: Precision) -> Option<(Bf16Kernel, Terms)> {
     match prec {
-        Precision::F32 => gemm_f32_amx::enabled().then_some((Bf16Kernel::Amx, Terms::Three)),
+        Precision::F32 => simd::f32_on_amx().then_some((Bf16Kernel::Amx, Terms::Three)),
         Precision::Bf16 => match bf16_kernel() {
             Bf16Kernel::Emulated => None,
             k => Some((k, Terms::One)),
+        },
+    }
+}
+
+/// What `prec`'s products run on on this machine, for logs and benchmarks.
+pub fn backend_name(prec: Precision) -> &'static str {
+    match prec {
+        Precision::F32 if simd::f32_on_amx() => "f32 on AMX tiles (three-term bf16 split, f32-accurate)",
+        Precision::F32 => "f32 gemm",
+        Precision::Bf16 => match bf16_kernel() {
+            Bf16Kernel::Amx => "bf16 on AMX tiles",
+            Bf16Kernel::Avx512Bf16 => "bf16 with AVX-512 BF16 dot products",
+            Bf16Kernel::Emulated => "bf16 emulated (operands rounded, f32 gemm: no speed-up)",
         },
     }
 }

@@ -1,7 +1,9 @@
-//! Vectorized exp and the row reductions built on it (softmax numerators, max), for the
-//! elementwise kernels. The loops are written so LLVM vectorizes them; each public function picks
-//! at run time a copy compiled for AVX-512 or AVX2+FMA where the CPU has them (the baseline
-//! x86-64 build only has SSE2), else the portable copy.
+//! Vectorized exp and the row reductions built on it (softmax numerators, max, dot products,
+//! RMSNorm and SwiGLU rows), for the elementwise kernels. The loops are written so LLVM
+//! vectorizes them; each public function picks at run time a copy compiled for AVX-512 or
+//! AVX2+FMA where the CPU has them (`simd::dispatch!`), else the portable copy.
+
+use super::simd;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split in a part exact in f32 and the rest (Cody-Waite reduction).
@@ -159,14 +161,6 @@ fn add_product_body(acc: &mut [f32], a: &[f32], b: &[f32], s: f32) {
     }
 }
 
-/// `out[o] = x · w[o]` for each row o of w (rows of length x.len()).
-#[inline(always)]
-fn gemv_body(out: &mut [f32], w: &[f32], x: &[f32]) {
-    for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len())) {
-        *o = dot_body(row, x);
-    }
-}
-
 /// `x ← x · a`.
 #[inline(always)]
 fn scale_body(x: &mut [f32], a: f32) {
@@ -210,80 +204,45 @@ fn swiglu_back_body(da: &mut [f32], db: Option<&mut [f32]>, dy: &[f32], a: &[f32
     }
 }
 
-/// Defines `pub fn $name` dispatching to AVX-512 / AVX2+FMA / portable copies of `$body`.
-macro_rules! dispatch {
-    ($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident) => {
-        $(#[$doc])*
-        #[inline]
-        pub fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                fn v4($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                fn v3($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports AVX-512F (checked just above), the only
-                    // requirement for calling a function compiled with that target feature.
-                    return unsafe { v4($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-                    return unsafe { v3($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
-dispatch!(
+simd::dispatch!(
     /// The largest value of `x` (−inf when empty).
-    max(x: &[f32]) -> f32 = max_body
+    pub fn max(x: &[f32]) -> f32 = max_body
 );
-dispatch!(
+simd::dispatch!(
     /// `x ← e^(x − shift)`; returns the sum of the new values (softmax numerators).
-    exp_shift_sum(x: &mut [f32], shift: f32) -> f32 = exp_shift_sum_body
+    pub fn exp_shift_sum(x: &mut [f32], shift: f32) -> f32 = exp_shift_sum_body
 );
-dispatch!(
+simd::dispatch!(
     /// Σ e^(x − shift) (log-sum-exp denominators), x unchanged.
-    sum_exp_shift(x: &[f32], shift: f32) -> f32 = sum_exp_shift_body
+    pub fn sum_exp_shift(x: &[f32], shift: f32) -> f32 = sum_exp_shift_body
 );
-dispatch!(
+simd::dispatch!(
     /// Σ a·b over the common length.
-    dot(a: &[f32], b: &[f32]) -> f32 = dot_body
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 = dot_body
 );
-dispatch!(
-    /// `out[o] = x · w[o]`, w (out.len(), x.len()) row-major.
-    gemv_rows(out: &mut [f32], w: &[f32], x: &[f32]) -> () = gemv_body
-);
-dispatch!(
+simd::dispatch!(
     /// `x ← x · a`.
-    scale(x: &mut [f32], a: f32) -> () = scale_body
+    pub fn scale(x: &mut [f32], a: f32) -> () = scale_body
 );
-dispatch!(
+simd::dispatch!(
     /// One RMSNorm row (`rmsnorm::rmsnorm_forward`): y = x·s·g, returns s = 1/√(mean(x²) + eps).
-    rmsnorm_row(y: &mut [f32], x: &[f32], g: &[f32], eps: f32) -> f32 = rmsnorm_row_body
+    pub fn rmsnorm_row(y: &mut [f32], x: &[f32], g: &[f32], eps: f32) -> f32 = rmsnorm_row_body
 );
-dispatch!(
+simd::dispatch!(
     /// One RMSNorm backward row (`rmsnorm::rmsnorm_backward`), dx accumulated.
-    rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], g: &[f32], s: f32) -> () = rmsnorm_back_row_body
+    pub fn rmsnorm_back_row(dx: &mut [f32], dy: &[f32], x: &[f32], g: &[f32], s: f32) -> () = rmsnorm_back_row_body
 );
-dispatch!(
+simd::dispatch!(
     /// `acc += a ⊙ b · s` over the common length.
-    add_product(acc: &mut [f32], a: &[f32], b: &[f32], s: f32) -> () = add_product_body
+    pub fn add_product(acc: &mut [f32], a: &[f32], b: &[f32], s: f32) -> () = add_product_body
 );
-dispatch!(
+simd::dispatch!(
     /// `out = SiLU(a) ⊙ b`, or SiLU(a) when b is None.
-    swiglu_rows(out: &mut [f32], a: &[f32], b: Option<&[f32]>) -> () = swiglu_body
+    pub fn swiglu_rows(out: &mut [f32], a: &[f32], b: Option<&[f32]>) -> () = swiglu_body
 );
-dispatch!(
+simd::dispatch!(
     /// Backward of `swiglu_rows` (see `swiglu::swiglu_backward`).
-    swiglu_back_rows(da: &mut [f32], db: Option<&mut [f32]>, dy: &[f32], a: &[f32], b: Option<&[f32]>) -> () = swiglu_back_body
+    pub fn swiglu_back_rows(da: &mut [f32], db: Option<&mut [f32]>, dy: &[f32], a: &[f32], b: Option<&[f32]>) -> () = swiglu_back_body
 );
 
 #[cfg(test)]

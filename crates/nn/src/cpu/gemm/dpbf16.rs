@@ -5,35 +5,13 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Whether this CPU can run `kernel_32x32`.
-pub fn available() -> bool {
-    super::pack_bf16::simd_available()
-}
-
-/// Whether this kernel should beat the f32 gemm here: on AMD Zen 4 `vdpbf16ps` runs at twice the
-/// f32 FMA rate (issue 5 measured 467 vs 233 GFLOP/s). On Intel it does not (measured here on
-/// Sapphire Rapids: ~0.5x the f32 gemm), and Intel CPUs with AMX use the tiles anyway.
-pub fn preferred() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let v = std::arch::x86_64::__cpuid_count(0, 0);
-        let vendor: Vec<u8> = [v.ebx, v.edx, v.ecx]
-            .iter()
-            .flat_map(|r| r.to_le_bytes())
-            .collect();
-        available() && vendor == b"AuthenticAMD"
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// `C (32×32 f32) = [C +] A · B` over `ktiles` k-tiles of 32, with the same panel layout and
 /// arguments as `amx::TileGuard::kernel_32x32`: A is two 16-row packed panels (`a0` rows 0..16,
 /// `a1` rows 16..32), B two 16-column VNNI panels (`b0`, `b1`), k-tile `t` of each at
 /// `t · 512` elements; C at `c` with row stride `c_stride` f32, read first when `load_c`.
 ///
 /// # Safety
-/// `available()` must be true; each panel must hold `ktiles · 512` elements; `c` must be valid
+/// `crate::cpu::simd::avx512_bf16()` must be true; each panel must hold `ktiles · 512` elements; `c` must be valid
 /// for reads and writes of 32 rows × 32 f32 at stride `c_stride`.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn kernel_32x32(
@@ -75,7 +53,7 @@ pub const PEAK_FLOPS_PER_ITER: f64 = 12.0 * 16.0 * 2.0 * 2.0;
 /// while below 2²⁴).
 ///
 /// # Safety
-/// `available()` must be true.
+/// `crate::cpu::simd::avx512_bf16()` must be true.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub unsafe fn peak_loop(iters: u64) -> f32 {
@@ -94,7 +72,7 @@ pub unsafe fn peak_loop(iters: u64) -> f32 {
     _mm512_reduce_add_ps(s)
 }
 
-/// Never called: `available()` is false off x86_64.
+/// Never called: `crate::cpu::simd::avx512_bf16()` is false off x86_64.
 ///
 /// # Safety
 /// None needed; it panics.
@@ -148,12 +126,12 @@ mod tests {
 
     #[test]
     fn kernel_32x32_matches_loops() {
-        if !available() {
+        if !crate::cpu::simd::avx512_bf16() {
             eprintln!("skipped: no AVX-512 BF16 on this machine");
             return;
         }
         super::super::pack_bf16::check_microkernel_32x32(|a0, a1, b0, b1, kt, c, cs, load_c| {
-            // SAFETY: available() checked; the checker's panels hold `kt` tiles each and c 32 rows
+            // SAFETY: crate::cpu::simd::avx512_bf16() checked; the checker's panels hold `kt` tiles each and c 32 rows
             // of stride cs ≥ 32.
             unsafe { kernel_32x32(a0, a1, b0, b1, kt, c, cs, load_c) }
         });
@@ -161,11 +139,11 @@ mod tests {
 
     #[test]
     fn peak_loop_runs_every_product() {
-        if !available() {
+        if !crate::cpu::simd::avx512_bf16() {
             eprintln!("skipped: no AVX-512 BF16 on this machine");
             return;
         }
-        // SAFETY: available() checked.
+        // SAFETY: crate::cpu::simd::avx512_bf16() checked.
         let (zero, seven) = unsafe { (peak_loop(0), peak_loop(7)) };
         assert_eq!(zero, 0.0);
         assert_eq!(seven, 7.0 * 384.0);

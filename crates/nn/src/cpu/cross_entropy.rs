@@ -1,7 +1,8 @@
 //! Softmax cross-entropy over the vocabulary, stable for logits of any finite magnitude: the row
 //! max is subtracted before exp, and log-sum-exp is used (never exp then log of a probability).
 
-use super::{fastmath, rows_per_task};
+use super::fastmath;
+use super::par::rows_per_task;
 use rayon::prelude::*;
 
 /// `loss = ln Σ exp(row − max) − (row[target] − max)`: the difference row[target] − max is

@@ -3,7 +3,7 @@
 //! AVX-512 versions finish each row with one masked vector instead of scalar code. Elsewhere the
 //! portable `fastmath` routines do the same math.
 
-use super::fastmath;
+use crate::cpu::fastmath;
 
 /// `row[0..=t] ← softmax(row[0..=t])`, `row[t+1..] ← 0`.
 pub fn softmax_causal_row(row: &mut [f32], t: usize) {

@@ -1,5 +1,5 @@
-//! Intel AMX (Advanced Matrix Extensions) for the bf16 GEMM: detection, Linux's permission
-//! request, and the 32×32 tile microkernel.
+//! Intel AMX (Advanced Matrix Extensions) for the bf16 GEMM: the 32×32 tile microkernel (the
+//! detection and Linux's permission request are `simd::amx`).
 //!
 //! A tile is a 16-row × 64-byte register; `tdpbf16ps` multiplies a 16×32 bf16 tile A by a 32×16
 //! bf16 tile B stored in "VNNI" order (16 rows of k-pairs: row q holds, for each of the 16
@@ -13,50 +13,19 @@ pub const TILE_BYTES: usize = 1024;
 /// bf16 elements in one packed tile.
 pub const TILE_ELEMS: usize = TILE_BYTES / 2;
 
-/// Whether this process can use AMX-BF16: the CPU reports AMX-TILE and AMX-BF16 (CPUID leaf 7)
-/// and Linux granted the tile-data state (arch_prctl ARCH_REQ_XCOMP_PERM). Decided once per
-/// process.
-pub fn available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    // The packers convert with AVX-512 BF16, which every AMX CPU has; check anyway.
-    *AVAILABLE.get_or_init(|| detect() && super::pack_bf16::simd_available())
-}
-
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn detect() -> bool {
-    use std::arch::x86_64::__cpuid_count;
-    // CPUID exists on every x86_64 CPU (a safe intrinsic); leaf 0 reports the highest leaf.
-    let (max_leaf, leaf7) = (__cpuid_count(0, 0).eax, __cpuid_count(7, 0));
-    let amx_bf16 = leaf7.edx >> 22 & 1 == 1;
-    let amx_tile = leaf7.edx >> 24 & 1 == 1;
-    if max_leaf < 7 || !amx_bf16 || !amx_tile {
-        return false;
-    }
-    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-    const XFEATURE_XTILEDATA: libc::c_long = 18;
-    // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) takes two integers and only extends the
-    // set of xsave features this process may use; it fails (and we fall back) on kernels < 5.16.
-    unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
-}
-
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-fn detect() -> bool {
-    false
-}
-
 /// The tile configuration: palette 1, all eight tiles 16 rows × 64 bytes.
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
 /// Tiles configured on this thread for as long as it lives; released on drop. Only made when
-/// `available()` is true.
+/// `crate::cpu::simd::amx()` is true.
 pub struct TileGuard(());
 
 impl TileGuard {
-    /// Configures the tiles. Panics if `available()` is false (hence no `Default`).
+    /// Configures the tiles. Panics if `crate::cpu::simd::amx()` is false (hence no `Default`).
     #[allow(clippy::new_without_default)]
     pub fn new() -> TileGuard {
-        assert!(available(), "AMX is not available on this machine");
+        assert!(crate::cpu::simd::amx(), "AMX is not available on this machine");
         let mut cfg = TileConfig([0; 64]);
         cfg.0[0] = 1; // palette 1
         for t in 0..8 {
@@ -64,7 +33,7 @@ impl TileGuard {
             cfg.0[48 + t] = 16; // rows
         }
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: available() proved the CPU has AMX and the OS allows its state; the 64-byte
+        // SAFETY: crate::cpu::simd::amx() proved the CPU has AMX and the OS allows its state; the 64-byte
         // config is valid for palette 1 (at most 16 rows of at most 64 bytes per tile).
         unsafe {
             std::arch::asm!("ldtilecfg [{cfg}]", cfg = in(reg) cfg.0.as_ptr(), options(nostack, readonly));
@@ -338,7 +307,7 @@ mod tests {
 
     #[test]
     fn kernel_32x32_matches_loops() {
-        if !available() {
+        if !crate::cpu::simd::amx() {
             eprintln!("skipped: no AMX on this machine");
             return;
         }
@@ -351,7 +320,7 @@ mod tests {
 
     #[test]
     fn peak_loop_runs_every_product() {
-        if !available() {
+        if !crate::cpu::simd::amx() {
             eprintln!("skipped: no AMX on this machine");
             return;
         }

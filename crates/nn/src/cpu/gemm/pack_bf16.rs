@@ -14,25 +14,13 @@
 //! (contiguous along k, or contiguous along the other dimension: a transposed view) have
 //! vectorized paths, anything else a scalar one.
 
-use super::gemm_bf16::f32_to_bf16;
+use crate::cpu::simd::{self, f32_to_bf16};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Whether the vectorized packers can run (the AMX path checks this too).
-pub fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// Packs rows `r0..r0 + rows` of A (k columns) into A panels, one per term of the bf16 split
 /// (`outs[t]` gets term t, `split_part`; a single output is plain rounding); every output has
-/// len round_up(rows, 32) · kp. Panics unless `simd_available()`.
+/// len round_up(rows, 32) · kp. Panics unless `simd::avx512_bf16()`.
 pub fn pack_a_panels(outs: &mut [&mut [u16]], a: (&[f32], usize, usize), r0: usize, rows: usize, k: usize) {
     let mp = rows.div_ceil(32) * 32;
     let len = outs.first().map_or(0, |o| o.len());
@@ -49,7 +37,7 @@ pub fn pack_a_panels(outs: &mut [&mut [u16]], a: (&[f32], usize, usize), r0: usi
         rows > 0 && k > 0 && (r0 + rows - 1) * a.1 + (k - 1) * a.2 < a.0.len(),
         "pack_a_panels: A too short"
     );
-    assert!(simd_available(), "pack_a_panels needs AVX-512 BF16");
+    assert!(simd::avx512_bf16(), "pack_a_panels needs AVX-512 BF16");
     // SAFETY: the CPU has the features (asserted); the asserts above bound every read of A and
     // every write of the outputs (see the index math in each function).
     #[cfg(target_arch = "x86_64")]
@@ -66,7 +54,7 @@ pub fn pack_a_panels(outs: &mut [&mut [u16]], a: (&[f32], usize, usize), r0: usi
 
 /// Packs columns `j0..j0 + 16·P` of B (k rows, n columns) into P consecutive B panels per term,
 /// `outs[i]` getting term `first + i`; every output has len P · 16 · kp. Columns past n are
-/// zero. Panics unless `simd_available()`.
+/// zero. Panics unless `simd::avx512_bf16()`.
 pub fn pack_b_panels(
     outs: &mut [&mut [u16]],
     first: usize,
@@ -91,7 +79,7 @@ pub fn pack_b_panels(
         k > 0 && n > 0 && (k - 1) * b.1 + (n - 1) * b.2 < b.0.len(),
         "pack_b_panels: B too short"
     );
-    assert!(simd_available(), "pack_b_panels needs AVX-512 BF16");
+    assert!(simd::avx512_bf16(), "pack_b_panels needs AVX-512 BF16");
     // SAFETY: as in pack_a_panels; each panel reads columns j < n only (nj below).
     #[cfg(target_arch = "x86_64")]
     unsafe {
@@ -179,7 +167,7 @@ fn split_part(x: __m512, part: usize) -> __m512 {
 fn split_part_scalar(x: f32, part: usize) -> f32 {
     let mut r = x;
     for _ in 0..part {
-        r -= super::gemm_bf16::round_bf16(r);
+        r -= simd::round_bf16(r);
     }
     r
 }
@@ -557,7 +545,7 @@ mod tests {
     /// outputs per call are all run), in every layout.
     #[test]
     fn packers_match_the_layout_definition() {
-        if !simd_available() {
+        if !simd::avx512_bf16() {
             eprintln!("skipped: no AVX-512 BF16 on this machine");
             return;
         }
@@ -668,12 +656,12 @@ mod tests {
             .collect();
         for &x in &xs {
             let terms: Vec<f32> = (0..3)
-                .map(|p| super::super::gemm_bf16::round_bf16(split_part_scalar(x, p)))
+                .map(|p| simd::round_bf16(split_part_scalar(x, p)))
                 .collect();
             let sum = terms.iter().map(|&t| t as f64).sum::<f64>();
             assert_eq!(sum, x as f64, "{x:e} = {terms:?}");
         }
-        if simd_available() {
+        if simd::avx512_bf16() {
             // Pack a (1, 32) row of A into three terms: their first tile rows hold x's terms.
             for chunk in xs.chunks_exact(32) {
                 let got = packed(32 * 32, 3, |o| pack_a_panels(o, (chunk, 32, 1), 0, 1, 32));

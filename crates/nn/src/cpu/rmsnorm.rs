@@ -1,6 +1,7 @@
 //! RMSNorm `y = x / sqrt(mean(x²) + eps) · g` over the last dimension, in f32.
 
-use super::{fastmath, rows_per_task};
+use super::fastmath;
+use super::par::rows_per_task;
 use rayon::prelude::*;
 
 /// `out (n, d) = inp / sqrt(mean(inp²) + eps) · gain`, gain (d); writes `rstd (n)` =

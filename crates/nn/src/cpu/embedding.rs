@@ -1,6 +1,6 @@
 //! Token embedding lookup and its scatter-add backward.
 
-use super::SyncPtr;
+use super::par::SyncPtr;
 use rayon::prelude::*;
 
 /// `out (n, d)`: row i = `table[ids[i]]`, table (vocab, d). Overwrites out. Ids must be < vocab

@@ -14,13 +14,16 @@
 //! its first chunk of a phase.
 //!
 //! Every value is computed by the same kernels and in the same order as the general path in
-//! `infer.rs` (row dot products by `gemv_rows`, norms by `rmsnorm_row`, ...), so the logits are
+//! `model/infer.rs` (row dot products by `gemv_rows`, norms by `rmsnorm_row`, ...), so the logits are
 //! bit-identical to it whatever the number of threads.
 
-use super::{layout, Model, RMSNORM_EPS};
-use crate::kernels::gemv::{self, Weights};
-use crate::kernels::{fastmath, rmsnorm_row, rope_forward_span, RopeTable};
-use crate::phased::{run_phased, Team};
+use super::attention::decode_head;
+use super::phased::{run_phased, Team};
+use crate::config::{layout, RMSNORM_EPS};
+use crate::cpu::fastmath;
+use crate::cpu::gemm::gemv::{self, Weights};
+use crate::cpu::rmsnorm::rmsnorm_row;
+use crate::cpu::rope::{rope_forward_span, RopeTable};
 use crate::{Ffn, ModelConfig, Norm};
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -37,13 +40,13 @@ const CHUNKS_PER_PARTICIPANT: usize = 2;
 
 /// Whether `decode_step` handles this config (post-norm blocks renormalize the residual stream
 /// in place, which the fused residual adds do not do; they take the general path).
-pub(super) fn supported(c: &ModelConfig) -> bool {
+pub fn supported(c: &ModelConfig) -> bool {
     c.norm != Norm::Post
 }
 
 /// The split of one step into chunks and the per-participant buffers, for one config and thread
 /// count; plus the step's shared activations (one row each).
-pub(super) struct DecodeState {
+pub struct DecodeState {
     participants: usize,
     /// Chunks per phase (PER_LAYER per layer, then the LM head).
     chunks: Vec<usize>,
@@ -91,7 +94,7 @@ fn rows_per_chunk(rows: usize, participants: usize) -> usize {
 
 impl DecodeState {
     /// The plan for `participants` threads (at least 1) and a cache of `max_len` positions.
-    pub(super) fn new(c: &ModelConfig, max_len: usize, participants: usize) -> DecodeState {
+    pub fn new(c: &ModelConfig, max_len: usize, participants: usize) -> DecodeState {
         let (d, f, v, h) = (c.d_model, c.d_ff, c.vocab_size, c.n_heads);
         let p = participants.max(1);
         let qkv_rows = rows_per_chunk(3 * d, p);
@@ -147,7 +150,7 @@ impl DecodeState {
     }
 
     /// Whether this state was built for `participants` threads.
-    pub(super) fn fits(&self, participants: usize) -> bool {
+    pub fn fits(&self, participants: usize) -> bool {
         self.participants == participants.max(1)
     }
 }
@@ -211,7 +214,7 @@ impl<'a> Shared<'a> {
 
 /// The KV cache of batch 1 as `decode_step` uses it: per layer, keys and values (max_len, d) and
 /// the keys transposed per head (n_heads, d_head, max_len), layer l at offset l·max_len·d.
-pub(super) struct CacheRefs<'a> {
+pub struct CacheRefs<'a> {
     pub k: &'a mut [f32],
     pub v: &'a mut [f32],
     pub k_t: &'a mut [f32],
@@ -219,15 +222,15 @@ pub(super) struct CacheRefs<'a> {
     pub rope: Option<&'a RopeTable>,
 }
 
-impl Model {
-    /// Appends `token` at position `pos` of a batch-1 cache and writes the next-token logits
+    /// Appends `token` at position `pos` of a batch-1 cache of the model `c` with parameters `p` and writes the next-token logits
     /// (vocab): the same result as the general `forward_infer` path for one row, computed as one
     /// parallel job over `rayon::current_num_threads()` participants (see the module doc). The
     /// weights are read from `bf16` when given. Returns the index of the largest logit (the first
     /// on ties, NaN never chosen, 0 if all are NaN: `sample::argmax`), found chunk by chunk with
     /// the LM head. The caller checks the shapes, the token and that the config is `supported`.
-    pub(super) fn decode_step(
-        &self,
+    pub fn decode_step(
+        c: &ModelConfig,
+        p: &[f32],
         state: &mut DecodeState,
         cache: CacheRefs<'_>,
         pos: usize,
@@ -235,8 +238,6 @@ impl Model {
         logits: &mut [f32],
         bf16: Option<&[u16]>,
     ) -> u32 {
-        let c = &self.config;
-        let p = &self.params;
         let (d, f, n_heads, dh, vocab) = (c.d_model, c.d_ff, c.n_heads, c.d_head(), c.vocab_size);
         let max_len = cache.max_len;
         let layer_len = max_len * d;
@@ -368,7 +369,7 @@ impl Model {
                         let o = unsafe { atty.part(cols.clone()) };
                         let kt_h = &kt[off + hh * dh * max_len..][..dh * max_len];
                         let vc_h = &vc[off + hh * dh..off + layer_len];
-                        gemv::decode_head(
+                        decode_head(
                             o,
                             &mut local.scores[..n_keys],
                             &q[cols],
@@ -439,7 +440,6 @@ impl Model {
         }
         best.unwrap_or(0) as u32
     }
-}
 
 #[cfg(test)]
 mod tests {

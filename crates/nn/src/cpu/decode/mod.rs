@@ -1,0 +1,8 @@
+//! The CPU decode engine (generation, one position per sequence): linear layers over a few rows
+//! in f32 or bf16 (`project`), attention of one query over the KV cache (`attention`), and the whole batch-1 decode step as one phased parallel job
+//! (`step`) on a thread team that stays awake between tokens (`phased`).
+
+pub mod attention;
+pub mod phased;
+pub mod project;
+pub mod step;
