@@ -1,0 +1,171 @@
+//! Tests of the packed bf16 GEMM driver against an f64 reference of the rounded operands, for
+//! every kernel this machine has (`for_each_layout` is shared with `f32_amx`'s tests).
+
+use super::*;
+
+fn fill(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| (((i * 7919 + seed * 104729) % 1009) as f32 / 1009.0 - 0.5) * 3.0)
+        .collect()
+}
+
+/// f64 reference of the product of the bf16-rounded operands, with the sum of |terms| (the
+/// scale of the f32 rounding error).
+fn reference(
+    m: usize,
+    n: usize,
+    k: usize,
+    (a, ars, acs): (&[f32], usize, usize),
+    (b, brs, bcs): (&[f32], usize, usize),
+) -> (Vec<f64>, Vec<f64>) {
+    let mut c = vec![0.0; m * n];
+    let mut mag = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for p in 0..k {
+                let t = round_bf16(a[i * ars + p * acs]) as f64 * round_bf16(b[p * brs + j * bcs]) as f64;
+                c[i * n + j] += t;
+                mag[i * n + j] += t.abs();
+            }
+        }
+    }
+    (c, mag)
+}
+
+fn check(
+    gemm: impl Fn(
+        usize,
+        usize,
+        usize,
+        &mut [f32],
+        usize,
+        bool,
+        (&[f32], usize, usize),
+        (&[f32], usize, usize),
+    ),
+    name: &str,
+) {
+    for_each_layout(&fill, |(m, n, k), [a_rm, a_t, b_rm, b_t]| {
+        let (want, mag) = reference(m, n, k, (a_rm, k, 1), (b_rm, n, 1));
+        let dst_rs = n + 3;
+        for (a, b, layout) in [
+            ((a_rm, k, 1), (b_rm, n, 1), "A, B"),
+            ((a_t, 1, m), (b_rm, n, 1), "Aᵀ, B"),
+            ((a_rm, k, 1), (b_t, 1, k), "A, Bᵀ"),
+            ((a_t, 1, m), (b_t, 1, k), "Aᵀ, Bᵀ"),
+        ] {
+            let mut c = vec![f32::NAN; (m - 1) * dst_rs + n];
+            gemm(m, n, k, &mut c, dst_rs, false, a, b);
+            for i in 0..m {
+                for j in 0..n {
+                    let (got, w) = (c[i * dst_rs + j] as f64, want[i * n + j]);
+                    let tol = 4e-7 * (k as f64).sqrt() * mag[i * n + j] + 1e-30;
+                    assert!(
+                        (got - w).abs() <= tol,
+                        "{name} {layout} {m}x{n}x{k} ({i},{j}): {got} vs {w}"
+                    );
+                    c[i * dst_rs + j] = 1.0;
+                }
+            }
+            gemm(m, n, k, &mut c, dst_rs, true, a, b);
+            for i in 0..m {
+                for j in 0..n {
+                    let (got, w) = (c[i * dst_rs + j] as f64, 1.0 + want[i * n + j]);
+                    let tol = 4e-7 * (k as f64).sqrt() * (mag[i * n + j] + 1.0);
+                    assert!(
+                        (got - w).abs() <= tol,
+                        "{name} acc {layout} {m}x{n}x{k} ({i},{j})"
+                    );
+                }
+                if i + 1 < m {
+                    assert!(
+                        c[i * dst_rs + n..(i + 1) * dst_rs].iter().all(|x| x.is_nan()),
+                        "gap written"
+                    );
+                }
+            }
+        }
+    });
+}
+
+/// The test shapes (odd edges, k = 1, one block, several k-blocks (KC), tall and wide) with
+/// A (m, k) and B (k, n) from `fill(len, seed)`, each stored row-major and transposed (read
+/// with swapped strides): `f((m, n, k), [A, Aᵀ storage, B, Bᵀ storage])`.
+pub(crate) fn for_each_layout(
+    fill: &dyn Fn(usize, usize) -> Vec<f32>,
+    mut f: impl FnMut((usize, usize, usize), [&[f32]; 4]),
+) {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (37, 53, 70),
+        (32, 32, 32),
+        (64, 96, 1100),
+        (300, 17, 33),
+        (5, 200, 64),
+    ] {
+        let a_rm = fill(m * k, 1);
+        let b_rm = fill(k * n, 2);
+        let mut a_t = vec![0.0; m * k];
+        let mut b_t = vec![0.0; k * n];
+        for i in 0..m {
+            for p in 0..k {
+                a_t[p * m + i] = a_rm[i * k + p];
+            }
+        }
+        for p in 0..k {
+            for j in 0..n {
+                b_t[j * k + p] = b_rm[p * n + j];
+            }
+        }
+        f((m, n, k), [&a_rm, &a_t, &b_rm, &b_t]);
+    }
+}
+
+#[test]
+fn emulated_gemm_matches_f64_reference_of_rounded_operands() {
+    check(gemm_bf16_emulated, "emulated");
+}
+
+fn check_kernel(kernel: Bf16Kernel) {
+    if !kernel.available() {
+        eprintln!("skipped: no {kernel:?} on this machine");
+        return;
+    }
+    let name = format!("{kernel:?}");
+    check(
+        move |m, n, k, d, rs, acc, a, b| gemm_bf16_with(kernel, m, n, k, d, rs, acc, a, b),
+        &name,
+    );
+}
+
+#[test]
+fn amx_gemm_matches_f64_reference_of_rounded_operands() {
+    check_kernel(Bf16Kernel::Amx);
+}
+
+#[test]
+fn avx512_bf16_gemm_matches_f64_reference_of_rounded_operands() {
+    check_kernel(Bf16Kernel::Avx512Bf16);
+}
+
+/// Matmuls started from inside rayon tasks (nested parallelism, buffers re-entered on one
+/// thread) give the same result as one at a time.
+#[test]
+fn nested_calls_from_rayon_tasks_agree() {
+    let (m, n, k) = (70, 90, 300);
+    let a = fill(m * k, 3);
+    let b = fill(k * n, 4);
+    let mut want = vec![0.0; m * n];
+    gemm_bf16(m, n, k, &mut want, n, false, (&a, k, 1), (&b, n, 1));
+    let outs: Vec<Vec<f32>> = (0..8)
+        .into_par_iter()
+        .map(|_| {
+            let mut c = vec![0.0; m * n];
+            gemm_bf16(m, n, k, &mut c, n, false, (&a, k, 1), (&b, n, 1));
+            c
+        })
+        .collect();
+    for c in outs {
+        assert_eq!(c, want);
+    }
+}
