@@ -5,10 +5,10 @@
 
 use anyhow::{bail, Context};
 use ferrolm_nn::bench::peak;
-use ferrolm_nn::model::{Activations, KvCache, Model};
-use ferrolm_nn::optim::{AdamW, AdamWConfig};
 use ferrolm_nn::bench::profile;
+use ferrolm_nn::model::{Activations, KvCache, Model};
 use ferrolm_nn::ops::MatmulBackend;
+use ferrolm_nn::optim::{AdamW, AdamWConfig};
 use ferrolm_nn::{ModelConfig, Precision, Rng};
 use std::time::Instant;
 

@@ -66,16 +66,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut model = ck.model;
     model.precision = args.precision;
-    let g = generate_text(
-        &model,
-        &tok,
-        &args.prompt,
-        &cfg,
-        &mut |piece| {
-            out.write_all(piece.as_bytes())?;
-            out.flush().context("writing to stdout")
-        },
-    )?;
+    let g = generate_text(&model, &tok, &args.prompt, &cfg, &mut |piece| {
+        out.write_all(piece.as_bytes())?;
+        out.flush().context("writing to stdout")
+    })?;
     writeln!(out)?;
     eprintln!(
         "[{} tokens{}; checkpoint {} at step {}]",

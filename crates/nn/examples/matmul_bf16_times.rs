@@ -3,8 +3,8 @@
 //! `cargo run --release -p ferrolm-nn --example matmul_bf16_times -- small 8 [threads]`
 
 use ferrolm_nn::cpu::gemm::bf16::gemm_bf16;
-use ferrolm_nn::cpu::gemm::f32_amx::gemm_f32_amx;
 use ferrolm_nn::cpu::gemm::f32::gemm_strided;
+use ferrolm_nn::cpu::gemm::f32_amx::gemm_f32_amx;
 use ferrolm_nn::ModelConfig;
 use std::time::Instant;
 

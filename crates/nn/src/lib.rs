@@ -19,6 +19,7 @@ pub mod bench;
 pub mod clip;
 pub mod config;
 pub mod cpu;
+pub mod error;
 pub mod loss;
 pub mod model;
 pub mod ops;
@@ -28,19 +29,5 @@ pub mod sample;
 pub mod schedule;
 
 pub use config::{Ffn, ModelConfig, Norm, ParamSpec, Position, Precision};
+pub use error::{NnError, Result};
 pub use rng::Rng;
-
-/// Errors of the math crate: bad shapes, ids out of range, configs that do not fit.
-#[derive(Debug, thiserror::Error)]
-pub enum NnError {
-    #[error("target id {id} at position {pos} is outside the vocabulary (size {vocab})")]
-    TargetOutOfRange { id: u32, pos: usize, vocab: usize },
-    #[error("token id {id} at position {pos} is outside the vocabulary (size {vocab})")]
-    TokenOutOfRange { id: u32, pos: usize, vocab: usize },
-    #[error("shape mismatch: {0}")]
-    Shape(String),
-    #[error("invalid model config: {0}")]
-    Config(String),
-}
-
-pub type Result<T> = std::result::Result<T, NnError>;

@@ -18,9 +18,9 @@
 //! Each comparison prints its maximum error (`cargo test --test torch_fixtures -- --nocapture`).
 
 use ferrolm_nn::clip::{clip_grad_norm, grad_norm};
-use ferrolm_nn::ops::{self, Precision};
 use ferrolm_nn::loss::{cross_entropy, cross_entropy_with_grad};
 use ferrolm_nn::model::{Activations, KvCache, Model};
+use ferrolm_nn::ops::{self, Precision};
 use ferrolm_nn::optim::{AdamW, AdamWConfig};
 use ferrolm_nn::schedule::lr_cosine;
 use ferrolm_nn::ModelConfig;

@@ -107,10 +107,14 @@ pub fn bf16_peak(min_seconds: f64) -> Option<(Bf16Unit, f64)> {
             let tiles = crate::cpu::gemm::amx::TileGuard::new();
             tiles.peak_loop(iters)
         }),
-        Bf16Unit::Avx512Bf16 => measure(min_seconds, crate::cpu::gemm::dpbf16::PEAK_FLOPS_PER_ITER, |iters| {
-            // SAFETY: bf16_unit() returned Avx512Bf16 only because dpbf16::available() is true.
-            unsafe { crate::cpu::gemm::dpbf16::peak_loop(iters) }
-        }),
+        Bf16Unit::Avx512Bf16 => measure(
+            min_seconds,
+            crate::cpu::gemm::dpbf16::PEAK_FLOPS_PER_ITER,
+            |iters| {
+                // SAFETY: bf16_unit() returned Avx512Bf16 only because dpbf16::available() is true.
+                unsafe { crate::cpu::gemm::dpbf16::peak_loop(iters) }
+            },
+        ),
     };
     Some((unit, flops))
 }

@@ -6,8 +6,8 @@
 //! flag read once per pass, when on it adds the time since the previous mark to the mark's label.
 //! Labels are process-wide totals: profile one training loop at a time.
 
-use crate::ops::laps::{ENABLED, TOTALS};
 pub use crate::ops::laps::Laps;
+use crate::ops::laps::{ENABLED, TOTALS};
 use std::sync::atomic::Ordering;
 
 /// Turns profiling on or off for passes started afterwards.

@@ -1,7 +1,7 @@
 //! Where each parameter lives in the flat buffer, computed arithmetically in the order of
 //! `ModelConfig::param_specs` (so a training step needs no name lookups or allocation).
 
-use crate::{Ffn, ModelConfig, Norm};
+use super::{Ffn, ModelConfig, Norm};
 use std::ops::Range;
 
 /// The ranges of one layer's tensors.

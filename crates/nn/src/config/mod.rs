@@ -5,7 +5,7 @@
 
 pub mod layout;
 
-use crate::{NnError, Result};
+use crate::error::{NnError, Result};
 use serde::{Deserialize, Serialize};
 
 /// RMSNorm epsilon (issue 3).

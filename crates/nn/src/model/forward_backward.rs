@@ -388,7 +388,7 @@ fn backward(
 ) {
     let (b, t) = (acts.batch, acts.seq);
     let n = b * t;
-    let (d, f, h, dh, vocab) = (c.d_model, c.d_ff, c.n_heads, c.d_head(), c.vocab_size);
+    let (d, h, dh, vocab) = (c.d_model, c.n_heads, c.d_head(), c.vocab_size);
     let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
     let s = acts.grad.as_mut().expect("gradient scratch allocated");
     let GradScratch {
@@ -447,54 +447,17 @@ fn backward(
             laps.mark("bwd rmsnorm");
         }
         // FFN sublayer: dz holds dLoss/d(FFN output) and receives the input gradient.
-        {
-            let dz: &mut [f32] = if post { db } else { dres };
-            let f_in: &[f32] = if pre { &la.ln2_out } else { &la.z };
-            ops::matmul_backward_weight(prec, &mut g[r.w2.clone()], dz, &la.hg, n, f, d);
-            laps.mark("bwd matmul w2, weight grad");
-            ops::matmul_backward_input(prec, dhg, dz, &p[r.w2], n, f, d, false);
-            laps.mark("bwd matmul w2, input grad");
-            if c.ffn == Ffn::Swiglu && prec == Precision::F32 {
-                // The W1/W3 weight gradients from dh1ᵀ, dh3ᵀ, which the SwiGLU backward writes
-                // as it goes (issue 5: in a small-preset step 67 -> 56 ms for the products, +3 ms
-                // for the writes; the bf16 products gained nothing, so they keep the plain path).
-                let ld = transposed_ld(n);
-                let (t1, t3) = (transposed_buffer(dh1t, f, n), transposed_buffer(dh3t, f, n));
-                ops::swiglu_backward_t(dh1, dh3, t1, t3, ld, dhg, &la.h1, &la.h3, f);
-                laps.mark("bwd swiglu");
-                let [gw1, gw3] = disjoint_mut(g, [r.w1.clone(), r.w3.clone()]);
-                let w13: &mut [ops::WeightGrad] = &mut [(gw1, (t1, ld, 1)), (gw3, (t3, ld, 1))];
-                ops::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
-            } else if c.ffn == Ffn::Swiglu {
-                ops::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
-                laps.mark("bwd swiglu");
-                let [gw1, gw3] = disjoint_mut(g, [r.w1.clone(), r.w3.clone()]);
-                let w13: &mut [ops::WeightGrad] = &mut [(gw1, (dh1, 1, f)), (gw3, (dh3, 1, f))];
-                ops::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
-            } else {
-                ops::silu_backward(dh1, dhg, &la.h1);
-                laps.mark("bwd swiglu");
-                ops::matmul_backward_weight(prec, &mut g[r.w1.clone()], dh1, f_in, n, d, f);
-            }
-            laps.mark("bwd matmul w1/w3, weight grad");
-            // d f_in = dh1 W1 (+ dh3 W3): straight into dz, or through ln2 for pre-norm.
-            let swiglu = c.ffn == Ffn::Swiglu;
-            if pre {
-                ops::matmul_backward_input(prec, dtmp, dh1, &p[r.w1], n, d, f, false);
-                if swiglu {
-                    ops::matmul_backward_input(prec, dtmp, dh3, &p[r.w3], n, d, f, true);
-                }
-                laps.mark("bwd matmul w1/w3, input grad");
-                ops::rmsnorm_backward(dz, &mut g[r.ln2.clone()], dtmp, &la.z, &p[r.ln2], &la.rstd2, n, d);
-                laps.mark("bwd rmsnorm");
-            } else {
-                ops::matmul_backward_input(prec, dz, dh1, &p[r.w1], n, d, f, true);
-                if swiglu {
-                    ops::matmul_backward_input(prec, dz, dh3, &p[r.w3], n, d, f, true);
-                }
-                laps.mark("bwd matmul w1/w3, input grad");
-            }
-        }
+        let dz: &mut [f32] = if post { db } else { dres };
+        let f_in: &[f32] = if pre { &la.ln2_out } else { &la.z };
+        let scratch = FfnScratch {
+            dtmp,
+            dhg,
+            dh1,
+            dh3,
+            dh1t,
+            dh3t,
+        };
+        ffn_backward(c, prec, p, g, l, la, dz, f_in, scratch, n, &mut laps);
         if post {
             dres.fill(0.0);
             ops::rmsnorm_backward(
@@ -538,4 +501,88 @@ fn backward(
     }
     ops::embedding_backward(&mut g[layout::embedding(c)], dres, inputs, d);
     laps.mark("bwd embedding");
+}
+
+/// The gradient buffers the FFN backward works in (see `GradScratch`).
+struct FfnScratch<'a> {
+    dtmp: &'a mut Vec<f32>,
+    dhg: &'a mut Vec<f32>,
+    dh1: &'a mut Vec<f32>,
+    dh3: &'a mut Vec<f32>,
+    dh1t: &'a mut Vec<f32>,
+    dh3t: &'a mut Vec<f32>,
+}
+
+/// Backward of layer `l`'s FFN sublayer: `dz` (N, d) holds dLoss/d(FFN output) and receives
+/// the input gradient (ACCUMULATED, or through ln2 for pre-norm); `f_in` is the FFN's input. The
+/// W1/W2/W3 (and ln2) gradients are ACCUMULATED into `g`.
+#[allow(clippy::too_many_arguments)]
+fn ffn_backward(
+    c: &ModelConfig,
+    prec: Precision,
+    p: &[f32],
+    g: &mut [f32],
+    l: usize,
+    la: &LayerActs,
+    dz: &mut [f32],
+    f_in: &[f32],
+    s: FfnScratch<'_>,
+    n: usize,
+    laps: &mut Laps,
+) {
+    let (d, f) = (c.d_model, c.d_ff);
+    let pre = c.norm == Norm::Pre;
+    let FfnScratch {
+        dtmp,
+        dhg,
+        dh1,
+        dh3,
+        dh1t,
+        dh3t,
+    } = s;
+    let r = layout::layer(c, l);
+    ops::matmul_backward_weight(prec, &mut g[r.w2.clone()], dz, &la.hg, n, f, d);
+    laps.mark("bwd matmul w2, weight grad");
+    ops::matmul_backward_input(prec, dhg, dz, &p[r.w2], n, f, d, false);
+    laps.mark("bwd matmul w2, input grad");
+    if c.ffn == Ffn::Swiglu && prec == Precision::F32 {
+        // The W1/W3 weight gradients from dh1ᵀ, dh3ᵀ, which the SwiGLU backward writes
+        // as it goes (issue 5: in a small-preset step 67 -> 56 ms for the products, +3 ms
+        // for the writes; the bf16 products gained nothing, so they keep the plain path).
+        let ld = transposed_ld(n);
+        let (t1, t3) = (transposed_buffer(dh1t, f, n), transposed_buffer(dh3t, f, n));
+        ops::swiglu_backward_t(dh1, dh3, t1, t3, ld, dhg, &la.h1, &la.h3, f);
+        laps.mark("bwd swiglu");
+        let [gw1, gw3] = disjoint_mut(g, [r.w1.clone(), r.w3.clone()]);
+        let w13: &mut [ops::WeightGrad] = &mut [(gw1, (t1, ld, 1)), (gw3, (t3, ld, 1))];
+        ops::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
+    } else if c.ffn == Ffn::Swiglu {
+        ops::swiglu_backward(dh1, dh3, dhg, &la.h1, &la.h3);
+        laps.mark("bwd swiglu");
+        let [gw1, gw3] = disjoint_mut(g, [r.w1.clone(), r.w3.clone()]);
+        let w13: &mut [ops::WeightGrad] = &mut [(gw1, (dh1, 1, f)), (gw3, (dh3, 1, f))];
+        ops::matmul_backward_weight_shared(prec, w13, f_in, n, d, f);
+    } else {
+        ops::silu_backward(dh1, dhg, &la.h1);
+        laps.mark("bwd swiglu");
+        ops::matmul_backward_weight(prec, &mut g[r.w1.clone()], dh1, f_in, n, d, f);
+    }
+    laps.mark("bwd matmul w1/w3, weight grad");
+    // d f_in = dh1 W1 (+ dh3 W3): straight into dz, or through ln2 for pre-norm.
+    let swiglu = c.ffn == Ffn::Swiglu;
+    if pre {
+        ops::matmul_backward_input(prec, dtmp, dh1, &p[r.w1], n, d, f, false);
+        if swiglu {
+            ops::matmul_backward_input(prec, dtmp, dh3, &p[r.w3], n, d, f, true);
+        }
+        laps.mark("bwd matmul w1/w3, input grad");
+        ops::rmsnorm_backward(dz, &mut g[r.ln2.clone()], dtmp, &la.z, &p[r.ln2], &la.rstd2, n, d);
+        laps.mark("bwd rmsnorm");
+    } else {
+        ops::matmul_backward_input(prec, dz, dh1, &p[r.w1], n, d, f, true);
+        if swiglu {
+            ops::matmul_backward_input(prec, dz, dh3, &p[r.w3], n, d, f, true);
+        }
+        laps.mark("bwd matmul w1/w3, input grad");
+    }
 }

@@ -168,34 +168,10 @@ impl Model {
         logits: &mut [f32],
         bf16: Option<&[u16]>,
     ) -> Result<()> {
+        let t_new = self.check_infer_call(cache, tokens, logits)?;
         let c = &self.config;
-        let (bsz, vocab) = (cache.batch, c.vocab_size);
-        if cache.config != *c {
-            return Err(NnError::Shape(
-                "KV cache was built for a different model config".into(),
-            ));
-        }
-        if bsz == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(bsz) {
-            return Err(NnError::Shape(format!(
-                "forward_infer: {} tokens do not split into the cache's {bsz} sequences",
-                tokens.len()
-            )));
-        }
-        if logits.len() != bsz * vocab {
-            return Err(NnError::Shape(format!(
-                "forward_infer: logits has {} values, expected batch {bsz} × vocab {vocab}",
-                logits.len()
-            )));
-        }
-        let t_new = tokens.len() / bsz;
+        let bsz = cache.batch;
         let (start, end) = (cache.len, cache.len + t_new);
-        if end > cache.max_len || end > c.context_length {
-            return Err(NnError::Shape(format!(
-                "forward_infer: {end} positions exceed the cache length {} or the context length {}",
-                cache.max_len, c.context_length
-            )));
-        }
-        self.check_ids(tokens, false)?;
         cache.argmax = None;
         if bsz == 1 && t_new == 1 && ops::decode_step_supported(c) && !general_path_forced() {
             let threads = rayon::current_num_threads();
@@ -210,15 +186,23 @@ impl Model {
                 max_len: cache.max_len,
                 rope: cache.rope.as_ref(),
             };
-            cache.argmax = Some(ops::decode_step(c, &self.params, state, refs, start, tokens[0], logits, bf16));
+            cache.argmax = Some(ops::decode_step(
+                c,
+                &self.params,
+                state,
+                refs,
+                start,
+                tokens[0],
+                logits,
+                bf16,
+            ));
             cache.len = end;
             return Ok(());
         }
 
         let p = &self.params;
         let n = bsz * t_new;
-        let (d, f, h, dh, max_len) = (c.d_model, c.d_ff, c.n_heads, c.d_head(), cache.max_len);
-        let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
+        let (d, f, max_len) = (c.d_model, c.d_ff, cache.max_len);
         let s = &mut cache.scratch;
         for buf in [
             &mut s.x,
@@ -237,82 +221,21 @@ impl Model {
         resize(&mut s.rstd, n);
         cache.positions.clear();
         cache.positions.extend((0..n).map(|i| start + i % t_new));
-        let positions = &cache.positions;
 
         ops::embedding_forward(&mut s.x, tokens, &p[layout::embedding(c)], d);
         for l in 0..c.n_layers {
-            let r = layout::layer(c, l);
-            let a_in: &[f32] = if pre {
-                ops::rmsnorm_forward(&mut s.a, &mut s.rstd, &s.x, &p[r.ln1.clone()], n, d, RMSNORM_EPS);
-                &s.a
-            } else {
-                &s.x
-            };
-            ops::project_rows(
-                a_in,
-                n,
-                &mut [(&mut s.q, r.wq), (&mut s.k, r.wk), (&mut s.v, r.wv)],
-                p,
-                bf16,
-            );
-            if let Some(rope) = &cache.rope {
-                ops::rope_forward(&mut s.q, positions, h, rope);
-                ops::rope_forward(&mut s.k, positions, h, rope);
-            }
             let layer = l * bsz * max_len * d..(l + 1) * bsz * max_len * d;
-            let (kc, vc, kt) = (
-                &mut cache.k[layer.clone()],
-                &mut cache.v[layer.clone()],
-                &mut cache.k_t[layer],
-            );
-            ops::store_keys_transposed(kt, &s.k, bsz, t_new, start, max_len, d);
-            for bi in 0..bsz {
-                let dst = (bi * max_len + start) * d..(bi * max_len + end) * d;
-                let src = bi * t_new * d..(bi + 1) * t_new * d;
-                kc[dst.clone()].copy_from_slice(&s.k[src.clone()]);
-                vc[dst].copy_from_slice(&s.v[src]);
-            }
-            if t_new == 1 {
-                ops::attention_decode(&mut s.atty, &s.q, kt, vc, bsz, end, max_len, h, dh);
-            } else {
-                ops::attention_forward_cached(
-                    &mut s.atty,
-                    &s.q,
-                    kc,
-                    vc,
-                    bsz,
-                    t_new,
-                    start,
-                    max_len,
-                    h,
-                    dh,
-                );
-            }
-            ops::project_rows(&s.atty, n, &mut [(&mut s.tmp, r.wo)], p, bf16);
-            ops::add_inplace(&mut s.x, &s.tmp);
-            if post {
-                s.a.copy_from_slice(&s.x);
-                ops::rmsnorm_forward(&mut s.x, &mut s.rstd, &s.a, &p[r.ln1], n, d, RMSNORM_EPS);
-            }
-            let f_in: &[f32] = if pre {
-                ops::rmsnorm_forward(&mut s.a, &mut s.rstd, &s.x, &p[r.ln2.clone()], n, d, RMSNORM_EPS);
-                &s.a
-            } else {
-                &s.x
+            let kv = LayerCache {
+                k: &mut cache.k[layer.clone()],
+                v: &mut cache.v[layer.clone()],
+                k_t: &mut cache.k_t[layer],
+                rope: cache.rope.as_ref(),
+                positions: &cache.positions,
+                batch: bsz,
+                start,
+                max_len,
             };
-            if c.ffn == Ffn::Swiglu {
-                ops::project_rows(f_in, n, &mut [(&mut s.h1, r.w1), (&mut s.h3, r.w3)], p, bf16);
-                ops::swiglu_forward(&mut s.hg, &s.h1, &s.h3);
-            } else {
-                ops::project_rows(f_in, n, &mut [(&mut s.h1, r.w1)], p, bf16);
-                ops::silu_forward(&mut s.hg, &s.h1);
-            }
-            ops::project_rows(&s.hg, n, &mut [(&mut s.tmp, r.w2)], p, bf16);
-            ops::add_inplace(&mut s.x, &s.tmp);
-            if post {
-                s.a.copy_from_slice(&s.x);
-                ops::rmsnorm_forward(&mut s.x, &mut s.rstd, &s.a, &p[r.ln2], n, d, RMSNORM_EPS);
-            }
+            self.infer_layer(l, s, kv, t_new, bf16);
         }
         // Final norm and LM head on the last position of each sequence only.
         resize(&mut s.last, bsz * d);
@@ -335,6 +258,122 @@ impl Model {
         cache.len = end;
         Ok(())
     }
+
+    /// Checks a `forward_infer` call (config, token count, ids, logits length, room in the cache);
+    /// returns the new positions per sequence.
+    fn check_infer_call(&self, cache: &KvCache, tokens: &[u32], logits: &[f32]) -> Result<usize> {
+        let c = &self.config;
+        let (bsz, vocab) = (cache.batch, c.vocab_size);
+        if cache.config != *c {
+            return Err(NnError::Shape(
+                "KV cache was built for a different model config".into(),
+            ));
+        }
+        if bsz == 0 || tokens.is_empty() || !tokens.len().is_multiple_of(bsz) {
+            return Err(NnError::Shape(format!(
+                "forward_infer: {} tokens do not split into the cache's {bsz} sequences",
+                tokens.len()
+            )));
+        }
+        if logits.len() != bsz * vocab {
+            return Err(NnError::Shape(format!(
+                "forward_infer: logits has {} values, expected batch {bsz} × vocab {vocab}",
+                logits.len()
+            )));
+        }
+        let t_new = tokens.len() / bsz;
+        let end = cache.len + t_new;
+        if end > cache.max_len || end > c.context_length {
+            return Err(NnError::Shape(format!(
+                "forward_infer: {end} positions exceed the cache length {} or the context length {}",
+                cache.max_len, c.context_length
+            )));
+        }
+        self.check_ids(tokens, false)?;
+        Ok(t_new)
+    }
+
+    /// One block of the general inference path on the n = batch·t_new rows in `s.x` (updated in
+    /// place), appending their keys and values at positions start.. of the layer's cache `kv`.
+    fn infer_layer(&self, l: usize, s: &mut Scratch, kv: LayerCache<'_>, t_new: usize, bf16: Option<&[u16]>) {
+        let c = &self.config;
+        let p = &self.params;
+        let (bsz, start, max_len) = (kv.batch, kv.start, kv.max_len);
+        let end = start + t_new;
+        let n = bsz * t_new;
+        let (d, h, dh) = (c.d_model, c.n_heads, c.d_head());
+        let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
+        let r = layout::layer(c, l);
+        let a_in: &[f32] = if pre {
+            ops::rmsnorm_forward(&mut s.a, &mut s.rstd, &s.x, &p[r.ln1.clone()], n, d, RMSNORM_EPS);
+            &s.a
+        } else {
+            &s.x
+        };
+        ops::project_rows(
+            a_in,
+            n,
+            &mut [(&mut s.q, r.wq), (&mut s.k, r.wk), (&mut s.v, r.wv)],
+            p,
+            bf16,
+        );
+        if let Some(rope) = kv.rope {
+            ops::rope_forward(&mut s.q, kv.positions, h, rope);
+            ops::rope_forward(&mut s.k, kv.positions, h, rope);
+        }
+        let (kc, vc, kt) = (kv.k, kv.v, kv.k_t);
+        ops::store_keys_transposed(kt, &s.k, bsz, t_new, start, max_len, d);
+        for bi in 0..bsz {
+            let dst = (bi * max_len + start) * d..(bi * max_len + end) * d;
+            let src = bi * t_new * d..(bi + 1) * t_new * d;
+            kc[dst.clone()].copy_from_slice(&s.k[src.clone()]);
+            vc[dst].copy_from_slice(&s.v[src]);
+        }
+        if t_new == 1 {
+            ops::attention_decode(&mut s.atty, &s.q, kt, vc, bsz, end, max_len, h, dh);
+        } else {
+            ops::attention_forward_cached(&mut s.atty, &s.q, kc, vc, bsz, t_new, start, max_len, h, dh);
+        }
+        ops::project_rows(&s.atty, n, &mut [(&mut s.tmp, r.wo)], p, bf16);
+        ops::add_inplace(&mut s.x, &s.tmp);
+        if post {
+            s.a.copy_from_slice(&s.x);
+            ops::rmsnorm_forward(&mut s.x, &mut s.rstd, &s.a, &p[r.ln1], n, d, RMSNORM_EPS);
+        }
+        let f_in: &[f32] = if pre {
+            ops::rmsnorm_forward(&mut s.a, &mut s.rstd, &s.x, &p[r.ln2.clone()], n, d, RMSNORM_EPS);
+            &s.a
+        } else {
+            &s.x
+        };
+        if c.ffn == Ffn::Swiglu {
+            ops::project_rows(f_in, n, &mut [(&mut s.h1, r.w1), (&mut s.h3, r.w3)], p, bf16);
+            ops::swiglu_forward(&mut s.hg, &s.h1, &s.h3);
+        } else {
+            ops::project_rows(f_in, n, &mut [(&mut s.h1, r.w1)], p, bf16);
+            ops::silu_forward(&mut s.hg, &s.h1);
+        }
+        ops::project_rows(&s.hg, n, &mut [(&mut s.tmp, r.w2)], p, bf16);
+        ops::add_inplace(&mut s.x, &s.tmp);
+        if post {
+            s.a.copy_from_slice(&s.x);
+            ops::rmsnorm_forward(&mut s.x, &mut s.rstd, &s.a, &p[r.ln2], n, d, RMSNORM_EPS);
+        }
+    }
+}
+
+/// One layer's part of the KV cache for a general-path call: keys and values
+/// (batch, max_len, d), keys transposed (batch, n_heads, d_head, max_len), and the positions of
+/// the call's rows.
+struct LayerCache<'a> {
+    k: &'a mut [f32],
+    v: &'a mut [f32],
+    k_t: &'a mut [f32],
+    rope: Option<&'a RopeTable>,
+    positions: &'a [usize],
+    batch: usize,
+    start: usize,
+    max_len: usize,
 }
 
 #[cfg(test)]
@@ -538,6 +577,34 @@ mod tests {
             )
         });
         assert!(a == want && b == want);
+    }
+
+    /// `forward_infer` reads the weights in `Model::precision`, as training does: in bf16 the
+    /// same logits, bit for bit, as `forward_infer_bf16` with the explicit snapshot, on the
+    /// batched path and the batch-1 decode step; a new sequence takes a new snapshot.
+    #[test]
+    fn forward_infer_reads_the_weights_in_the_models_precision() {
+        let mut model = Model::new(config(), 21).unwrap();
+        let f32_logits = run(&model, None, 3);
+        let w = model.bf16_weights();
+        let (explicit, explicit1) = (run(&model, Some(&w), 3), run_batch1(&model, Some(&w), 2, false));
+        model.precision = Precision::Bf16;
+        assert_eq!(run(&model, None, 3), explicit);
+        assert_eq!(run_batch1(&model, None, 2, false), explicit1);
+        assert_ne!(explicit, f32_logits, "bf16 precision ignored");
+        // After the parameters change, a reset cache reads the new ones.
+        let mut cache = KvCache::new(&model.config, 1, 8);
+        let mut logits = vec![0.0; model.config.vocab_size];
+        model.forward_infer(&mut cache, &[1, 2], &mut logits).unwrap();
+        model.params.iter_mut().for_each(|p| *p *= 0.5);
+        cache.reset();
+        model.forward_infer(&mut cache, &[1, 2], &mut logits).unwrap();
+        let mut want = vec![0.0; model.config.vocab_size];
+        let mut fresh = KvCache::new(&model.config, 1, 8);
+        model
+            .forward_infer_bf16(&model.bf16_weights(), &mut fresh, &[1, 2], &mut want)
+            .unwrap();
+        assert_eq!(logits, want);
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub use crate::cpu::gemm::matmul::{
 pub use crate::cpu::residual::{add_inplace, residual_forward};
 pub use crate::cpu::rmsnorm::{rmsnorm_backward, rmsnorm_forward, rmsnorm_row};
 pub use crate::cpu::rope::{rope_backward, rope_forward, rope_forward_span, RopeTable};
-pub use crate::cpu::swiglu::{silu_backward, silu_forward, swiglu_backward, swiglu_backward_t, swiglu_forward};
+pub use crate::cpu::swiglu::{
+    silu_backward, silu_forward, swiglu_backward, swiglu_backward_t, swiglu_forward,
+};
 
 /// The name of the unit a precision's products run on on this machine (for logs and benchmarks):
 /// `precision.backend()`.

@@ -8,10 +8,10 @@
 pub mod rows;
 pub mod tiles;
 
-use rows::{softmax_backward_row, softmax_causal_row};
-use tiles::{gemm_tiles, pack_rows, pack_transposed, Strided};
 use rayon::prelude::*;
+use rows::{softmax_backward_row, softmax_causal_row};
 use std::cell::RefCell;
+use tiles::{gemm_tiles, pack_rows, pack_transposed, Strided};
 
 /// Rows per block of the score-side products: a block's rows of S (or dP) are computed and then
 /// softmaxed (or turned into dS) while they are still in L1 (16 and 64 measured the same).

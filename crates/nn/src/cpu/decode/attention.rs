@@ -177,7 +177,6 @@ pub fn store_keys_transposed(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,13 @@ pub fn to_bf16(src: &[f32]) -> Vec<u16> {
 /// Up to `GEMV_MAX_ROWS` rows: one parallel matrix-vector pass over all the jobs' weights per
 /// row (the weights are streamed once per row); more: the f32 GEMM, which repacks the weights
 /// but reuses them across rows.
-pub fn project_rows(inp: &[f32], n: usize, jobs: &mut [(&mut [f32], Range<usize>)], p: &[f32], bf16: Option<&[u16]>) {
+pub fn project_rows(
+    inp: &[f32],
+    n: usize,
+    jobs: &mut [(&mut [f32], Range<usize>)],
+    p: &[f32],
+    bf16: Option<&[u16]>,
+) {
     let d_in = inp.len() / n.max(1);
     if n > GEMV_MAX_ROWS || d_in == 0 {
         for (out, range) in jobs.iter_mut() {

@@ -222,224 +222,318 @@ pub struct CacheRefs<'a> {
     pub rope: Option<&'a RopeTable>,
 }
 
-    /// Appends `token` at position `pos` of a batch-1 cache of the model `c` with parameters `p` and writes the next-token logits
-    /// (vocab): the same result as the general `forward_infer` path for one row, computed as one
-    /// parallel job over `rayon::current_num_threads()` participants (see the module doc). The
-    /// weights are read from `bf16` when given. Returns the index of the largest logit (the first
-    /// on ties, NaN never chosen, 0 if all are NaN: `sample::argmax`), found chunk by chunk with
-    /// the LM head. The caller checks the shapes, the token and that the config is `supported`.
-    pub fn decode_step(
-        c: &ModelConfig,
-        p: &[f32],
-        state: &mut DecodeState,
-        cache: CacheRefs<'_>,
-        pos: usize,
-        token: u32,
-        logits: &mut [f32],
-        bf16: Option<&[u16]>,
-    ) -> u32 {
-        let (d, f, n_heads, dh, vocab) = (c.d_model, c.d_ff, c.n_heads, c.d_head(), c.vocab_size);
-        let max_len = cache.max_len;
-        let layer_len = max_len * d;
-        assert!(pos < max_len, "decode_step: position {pos} past the cache");
-        assert_eq!(logits.len(), vocab, "decode_step: logits");
-        for buf in [&cache.k, &cache.v, &cache.k_t] {
-            assert_eq!(buf.len(), c.n_layers * layer_len, "decode_step: cache size");
-        }
-        let t = token as usize;
-        state
-            .x
-            .copy_from_slice(&p[layout::embedding(c)][t * d..(t + 1) * d]);
-        let weights = |r: Range<usize>| match bf16 {
-            Some(b) => Weights::Bf16(&b[r]),
-            None => Weights::F32(&p[r]),
-        };
-        let (qkv_rows, wo_rows, ffn_rows, w2_rows, head_rows, heads) = (
-            state.qkv_rows,
-            state.wo_rows,
-            state.ffn_rows,
-            state.w2_rows,
-            state.head_rows,
-            state.heads,
-        );
-        let head_phase = PER_LAYER * c.n_layers;
-        let pre = c.norm == Norm::Pre;
-        let swiglu = c.ffn == Ffn::Swiglu;
-        let rope = cache.rope;
-        let scale = 1.0 / (dh as f32).sqrt();
-        let n_keys = pos + 1;
-        let chunk_argmax = &state.chunk_argmax;
-        let x = Shared::new(&mut state.x);
-        let qkv = Shared::new(&mut state.qkv);
-        let atty = Shared::new(&mut state.atty);
-        let hg = Shared::new(&mut state.hg);
-        let kc = Shared::new(cache.k);
-        let vc = Shared::new(cache.v);
-        let kt = Shared::new(cache.k_t);
-        let out = Shared::new(logits);
-        let rows = |chunk: usize, per: usize, n: usize| chunk * per..((chunk + 1) * per).min(n);
-
-        // SAFETY (all Shared accesses below): `run_phased` finishes every chunk of a phase before
-        // any chunk of the next starts and runs each chunk once. Per phase kind:
-        // - QKV: reads x (prepare), writes its own rows of qkv and, of this layer's cache, the
-        //   elements of position pos in its rows (distinct rows ⇒ distinct elements).
-        // - attention: reads qkv and the layer's caches (written only in the QKV phase), writes its
-        //   own heads of atty.
-        // - Wo / W2: read atty / hg, write their own rows of x.
-        // - W1/W3: reads x (prepare), writes its own rows of hg.
-        // - head: reads x (prepare), writes its own rows of the logits.
-        // So within a phase every element is written by at most one chunk, and nothing written in
-        // a phase is read in it.
-        let prepare = |local: &mut Local, phase: usize| {
-            let gain = if phase == head_phase {
-                Some(layout::ln_final(c))
-            } else {
-                let r = layout::layer(c, phase / PER_LAYER);
-                match phase % PER_LAYER {
-                    0 => Some(r.ln1),
-                    3 => Some(r.ln2),
-                    _ => return,
-                }
-            };
-            // SAFETY: see above (x is not written in these phases).
-            let xs = unsafe { x.all() };
-            match gain {
-                Some(g) if pre || phase == head_phase => {
-                    rmsnorm_row(&mut local.a, xs, &p[g], RMSNORM_EPS);
-                }
-                _ => local.a.copy_from_slice(xs),
-            }
-        };
-        let work = |local: &mut Local, phase: usize, chunk: usize| {
-            if phase == head_phase {
-                let r = rows(chunk, head_rows, vocab);
-                let w = weights(layout::lm_head(c).start + r.start * d..layout::lm_head(c).start + r.end * d);
-                // SAFETY: see above.
-                let o = unsafe { out.part(r.clone()) };
-                gemv::gemv_rows(o, w, &local.a);
-                let best = first_max(o).map_or(usize::MAX, |i| r.start + i);
-                chunk_argmax[chunk].store(best, Ordering::Relaxed);
-                return;
-            }
-            let l = phase / PER_LAYER;
-            let lr = layout::layer(c, l);
-            let off = l * layer_len;
-            match phase % PER_LAYER {
-                0 => {
-                    let r = rows(chunk, qkv_rows, 3 * d);
-                    let w = weights(lr.wq.start + r.start * d..lr.wq.start + r.end * d);
-                    // SAFETY: see above.
-                    let o = unsafe { qkv.part(r.clone()) };
-                    gemv::gemv_rows(o, w, &local.a);
-                    // The chunk's part of q, k and v (global rows s of the 3d).
-                    for (sec, s) in [0, 1, 2].map(|sec| (sec, r.start.max(sec * d)..r.end.min((sec + 1) * d)))
-                    {
-                        if s.is_empty() {
-                            continue;
-                        }
-                        let vals = &mut o[s.start - r.start..s.end - r.start];
-                        let first = s.start - sec * d;
-                        if sec < 2 {
-                            if let Some(table) = rope {
-                                rope_forward_span(vals, first, pos, table);
-                            }
-                        }
-                        for (i, &val) in vals.iter().enumerate() {
-                            let e = first + i;
-                            // SAFETY: see above.
-                            unsafe {
-                                match sec {
-                                    1 => {
-                                        kc.write(off + pos * d + e, val);
-                                        kt.write(off + e * max_len + pos, val);
-                                    }
-                                    2 => vc.write(off + pos * d + e, val),
-                                    _ => {}
-                                }
-                            }
-                        }
-                    }
-                }
-                1 => {
-                    // SAFETY: see above.
-                    let (q, kt, vc) = unsafe { (qkv.all(), kt.all(), vc.all()) };
-                    for hh in rows(chunk, heads, n_heads) {
-                        let cols = hh * dh..(hh + 1) * dh;
-                        // SAFETY: see above.
-                        let o = unsafe { atty.part(cols.clone()) };
-                        let kt_h = &kt[off + hh * dh * max_len..][..dh * max_len];
-                        let vc_h = &vc[off + hh * dh..off + layer_len];
-                        decode_head(
-                            o,
-                            &mut local.scores[..n_keys],
-                            &q[cols],
-                            kt_h,
-                            vc_h,
-                            max_len,
-                            d,
-                            scale,
-                        );
-                    }
-                }
-                2 => {
-                    let r = rows(chunk, wo_rows, d);
-                    let tmp = &mut local.t1[..r.len()];
-                    let w = weights(lr.wo.start + r.start * d..lr.wo.start + r.end * d);
-                    // SAFETY: see above.
-                    gemv::gemv_rows(tmp, w, unsafe { atty.all() });
-                    // SAFETY: see above.
-                    for (x, t) in unsafe { x.part(r) }.iter_mut().zip(tmp.iter()) {
-                        *x += t;
-                    }
-                }
-                3 => {
-                    let r = rows(chunk, ffn_rows, f);
-                    let (t1, t3) = (&mut local.t1[..r.len()], &mut local.t3[..r.len()]);
-                    gemv::gemv_rows(
-                        t1,
-                        weights(lr.w1.start + r.start * d..lr.w1.start + r.end * d),
-                        &local.a,
-                    );
-                    // SAFETY: see above.
-                    let o = unsafe { hg.part(r.clone()) };
-                    if swiglu {
-                        gemv::gemv_rows(
-                            t3,
-                            weights(lr.w3.start + r.start * d..lr.w3.start + r.end * d),
-                            &local.a,
-                        );
-                        fastmath::swiglu_rows(o, t1, Some(t3));
-                    } else {
-                        fastmath::swiglu_rows(o, t1, None);
-                    }
-                }
-                _ => {
-                    let r = rows(chunk, w2_rows, d);
-                    let tmp = &mut local.t1[..r.len()];
-                    let w = weights(lr.w2.start + r.start * f..lr.w2.start + r.end * f);
-                    // SAFETY: see above.
-                    gemv::gemv_rows(tmp, w, unsafe { hg.all() });
-                    // SAFETY: see above.
-                    for (x, t) in unsafe { x.part(r) }.iter_mut().zip(tmp.iter()) {
-                        *x += t;
-                    }
-                }
-            }
-        };
-        run_phased(&mut state.team, &state.chunks, &mut state.locals, prepare, work);
-        // The chunks in index order: the first chunk holding the largest value has its first index.
-        // (run_phased returned after every chunk, so the Relaxed stores are visible.)
-        // SAFETY: the job is over; nobody writes the logits any more.
-        let logits = unsafe { out.all() };
-        let mut best: Option<usize> = None;
-        for a in chunk_argmax {
-            let i = a.load(Ordering::Relaxed);
-            if i != usize::MAX && best.is_none_or(|b| logits[i] > logits[b]) {
-                best = Some(i);
-            }
-        }
-        best.unwrap_or(0) as u32
+/// Appends `token` at position `pos` of a batch-1 cache of the model `c` with parameters `p` and
+/// writes the next-token logits (vocab): the same result as the general `forward_infer` path for
+/// one row, computed as one parallel job over `rayon::current_num_threads()` participants (see
+/// the module doc). The weights are read from `bf16` when given. Returns the index of the
+/// largest logit (the first on ties, NaN never chosen, 0 if all are NaN: `sample::argmax`),
+/// found chunk by chunk with the LM head. The caller checks the shapes, the token and that the
+/// config is `supported`.
+#[allow(clippy::too_many_arguments)]
+pub fn decode_step(
+    c: &ModelConfig,
+    p: &[f32],
+    state: &mut DecodeState,
+    cache: CacheRefs<'_>,
+    pos: usize,
+    token: u32,
+    logits: &mut [f32],
+    bf16: Option<&[u16]>,
+) -> u32 {
+    let (d, dh, vocab) = (c.d_model, c.d_head(), c.vocab_size);
+    let max_len = cache.max_len;
+    let layer_len = max_len * d;
+    assert!(pos < max_len, "decode_step: position {pos} past the cache");
+    assert_eq!(logits.len(), vocab, "decode_step: logits");
+    for buf in [&cache.k, &cache.v, &cache.k_t] {
+        assert_eq!(buf.len(), c.n_layers * layer_len, "decode_step: cache size");
     }
+    let t = token as usize;
+    state
+        .x
+        .copy_from_slice(&p[layout::embedding(c)][t * d..(t + 1) * d]);
+    let step = Step {
+        c,
+        p,
+        bf16,
+        qkv_rows: state.qkv_rows,
+        wo_rows: state.wo_rows,
+        ffn_rows: state.ffn_rows,
+        w2_rows: state.w2_rows,
+        head_rows: state.head_rows,
+        heads: state.heads,
+        head_phase: PER_LAYER * c.n_layers,
+        pre: c.norm == Norm::Pre,
+        swiglu: c.ffn == Ffn::Swiglu,
+        rope: cache.rope,
+        scale: 1.0 / (dh as f32).sqrt(),
+        pos,
+        max_len,
+        layer_len,
+        chunk_argmax: &state.chunk_argmax,
+        x: Shared::new(&mut state.x),
+        qkv: Shared::new(&mut state.qkv),
+        atty: Shared::new(&mut state.atty),
+        hg: Shared::new(&mut state.hg),
+        kc: Shared::new(cache.k),
+        vc: Shared::new(cache.v),
+        kt: Shared::new(cache.k_t),
+        out: Shared::new(logits),
+    };
+    run_phased(
+        &mut state.team,
+        &state.chunks,
+        &mut state.locals,
+        |local, phase| step.prepare(local, phase),
+        |local, phase, chunk| step.work(local, phase, chunk),
+    );
+    // The chunks in index order: the first chunk holding the largest value has its first index.
+    // (run_phased returned after every chunk, so the Relaxed stores are visible.)
+    // SAFETY: the job is over; nobody writes the logits any more.
+    let logits = unsafe { step.out.all() };
+    let mut best: Option<usize> = None;
+    for a in step.chunk_argmax {
+        let i = a.load(Ordering::Relaxed);
+        if i != usize::MAX && best.is_none_or(|b| logits[i] > logits[b]) {
+            best = Some(i);
+        }
+    }
+    best.unwrap_or(0) as u32
+}
+
+/// One decode step's inputs and shared buffers, read by every participant.
+///
+/// SAFETY (all `Shared` accesses in the methods): `run_phased` finishes every chunk of a phase
+/// before any chunk of the next starts and runs each chunk once. Per phase kind:
+/// - QKV: reads x (prepare), writes its own rows of qkv and, of this layer's cache, the
+///   elements of position pos in its rows (distinct rows ⇒ distinct elements).
+/// - attention: reads qkv and the layer's caches (written only in the QKV phase), writes its
+///   own heads of atty.
+/// - Wo / W2: read atty / hg, write their own rows of x.
+/// - W1/W3: reads x (prepare), writes its own rows of hg.
+/// - head: reads x (prepare), writes its own rows of the logits.
+///
+/// So within a phase every element is written by at most one chunk, and nothing written in
+/// a phase is read in it.
+struct Step<'a> {
+    c: &'a ModelConfig,
+    p: &'a [f32],
+    bf16: Option<&'a [u16]>,
+    /// Rows per chunk of each product, and heads per attention chunk.
+    qkv_rows: usize,
+    wo_rows: usize,
+    ffn_rows: usize,
+    w2_rows: usize,
+    head_rows: usize,
+    heads: usize,
+    head_phase: usize,
+    pre: bool,
+    swiglu: bool,
+    rope: Option<&'a RopeTable>,
+    scale: f32,
+    pos: usize,
+    max_len: usize,
+    layer_len: usize,
+    chunk_argmax: &'a [AtomicUsize],
+    x: Shared<'a>,
+    qkv: Shared<'a>,
+    atty: Shared<'a>,
+    hg: Shared<'a>,
+    kc: Shared<'a>,
+    vc: Shared<'a>,
+    kt: Shared<'a>,
+    out: Shared<'a>,
+}
+
+/// Rows `chunk·per .. min((chunk + 1)·per, n)`.
+#[inline(always)]
+fn rows(chunk: usize, per: usize, n: usize) -> Range<usize> {
+    chunk * per..((chunk + 1) * per).min(n)
+}
+
+impl Step<'_> {
+    /// The weights at `r` of the parameters, in the precision the step reads.
+    #[inline(always)]
+    fn weights(&self, r: Range<usize>) -> Weights<'_> {
+        match self.bf16 {
+            Some(b) => Weights::Bf16(&b[r]),
+            None => Weights::F32(&self.p[r]),
+        }
+    }
+
+    /// Before a participant's first chunk of a phase: the normalized input of the phases that
+    /// read x (QKV, W1/W3, head) into `local.a`.
+    fn prepare(&self, local: &mut Local, phase: usize) {
+        let c = self.c;
+        let gain = if phase == self.head_phase {
+            Some(layout::ln_final(c))
+        } else {
+            let r = layout::layer(c, phase / PER_LAYER);
+            match phase % PER_LAYER {
+                0 => Some(r.ln1),
+                3 => Some(r.ln2),
+                _ => return,
+            }
+        };
+        // SAFETY: see `Step` (x is not written in these phases).
+        let xs = unsafe { self.x.all() };
+        match gain {
+            Some(g) if self.pre || phase == self.head_phase => {
+                rmsnorm_row(&mut local.a, xs, &self.p[g], RMSNORM_EPS);
+            }
+            _ => local.a.copy_from_slice(xs),
+        }
+    }
+
+    /// One chunk of a phase.
+    fn work(&self, local: &mut Local, phase: usize, chunk: usize) {
+        if phase == self.head_phase {
+            return self.head(local, chunk);
+        }
+        let l = phase / PER_LAYER;
+        match phase % PER_LAYER {
+            0 => self.qkv_chunk(local, l, chunk),
+            1 => self.attention_chunk(local, l, chunk),
+            2 => self.wo_chunk(local, l, chunk),
+            3 => self.ffn_chunk(local, l, chunk),
+            _ => self.w2_chunk(local, l, chunk),
+        }
+    }
+
+    /// LM-head rows of the chunk, and the chunk's first largest logit.
+    fn head(&self, local: &mut Local, chunk: usize) {
+        let (d, vocab) = (self.c.d_model, self.c.vocab_size);
+        let r = rows(chunk, self.head_rows, vocab);
+        let head = layout::lm_head(self.c).start;
+        let w = self.weights(head + r.start * d..head + r.end * d);
+        // SAFETY: see `Step`.
+        let o = unsafe { self.out.part(r.clone()) };
+        gemv::gemv_rows(o, w, &local.a);
+        let best = first_max(o).map_or(usize::MAX, |i| r.start + i);
+        self.chunk_argmax[chunk].store(best, Ordering::Relaxed);
+    }
+
+    /// Layer l's q/k/v rows of the chunk, RoPE on q and k, k and v into the cache.
+    fn qkv_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
+        let d = self.c.d_model;
+        let (pos, max_len) = (self.pos, self.max_len);
+        let off = l * self.layer_len;
+        let wq = layout::layer(self.c, l).wq;
+        let r = rows(chunk, self.qkv_rows, 3 * d);
+        let w = self.weights(wq.start + r.start * d..wq.start + r.end * d);
+        // SAFETY: see `Step`.
+        let o = unsafe { self.qkv.part(r.clone()) };
+        gemv::gemv_rows(o, w, &local.a);
+        // The chunk's part of q, k and v (global rows s of the 3d).
+        for (sec, s) in [0, 1, 2].map(|sec| (sec, r.start.max(sec * d)..r.end.min((sec + 1) * d))) {
+            if s.is_empty() {
+                continue;
+            }
+            let vals = &mut o[s.start - r.start..s.end - r.start];
+            let first = s.start - sec * d;
+            if sec < 2 {
+                if let Some(table) = self.rope {
+                    rope_forward_span(vals, first, pos, table);
+                }
+            }
+            for (i, &val) in vals.iter().enumerate() {
+                let e = first + i;
+                // SAFETY: see `Step`.
+                unsafe {
+                    match sec {
+                        1 => {
+                            self.kc.write(off + pos * d + e, val);
+                            self.kt.write(off + e * max_len + pos, val);
+                        }
+                        2 => self.vc.write(off + pos * d + e, val),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Layer l's attention heads of the chunk over the cached positions 0..=pos.
+    fn attention_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
+        let (d, n_heads, dh) = (self.c.d_model, self.c.n_heads, self.c.d_head());
+        let (max_len, off) = (self.max_len, l * self.layer_len);
+        let n_keys = self.pos + 1;
+        // SAFETY: see `Step`.
+        let (q, kt, vc) = unsafe { (self.qkv.all(), self.kt.all(), self.vc.all()) };
+        for hh in rows(chunk, self.heads, n_heads) {
+            let cols = hh * dh..(hh + 1) * dh;
+            // SAFETY: see `Step`.
+            let o = unsafe { self.atty.part(cols.clone()) };
+            let kt_h = &kt[off + hh * dh * max_len..][..dh * max_len];
+            let vc_h = &vc[off + hh * dh..off + self.layer_len];
+            decode_head(
+                o,
+                &mut local.scores[..n_keys],
+                &q[cols],
+                kt_h,
+                vc_h,
+                max_len,
+                d,
+                self.scale,
+            );
+        }
+    }
+
+    /// Layer l's Wo rows of the chunk, added into the residual stream.
+    fn wo_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
+        let d = self.c.d_model;
+        let wo = layout::layer(self.c, l).wo;
+        let r = rows(chunk, self.wo_rows, d);
+        let tmp = &mut local.t1[..r.len()];
+        let w = self.weights(wo.start + r.start * d..wo.start + r.end * d);
+        // SAFETY: see `Step`.
+        gemv::gemv_rows(tmp, w, unsafe { self.atty.all() });
+        // SAFETY: see `Step`.
+        for (x, t) in unsafe { self.x.part(r) }.iter_mut().zip(tmp.iter()) {
+            *x += t;
+        }
+    }
+
+    /// Layer l's W1 (and W3) rows of the chunk, through SwiGLU (SiLU) into hg.
+    fn ffn_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
+        let (d, f) = (self.c.d_model, self.c.d_ff);
+        let lr = layout::layer(self.c, l);
+        let r = rows(chunk, self.ffn_rows, f);
+        let (t1, t3) = (&mut local.t1[..r.len()], &mut local.t3[..r.len()]);
+        gemv::gemv_rows(
+            t1,
+            self.weights(lr.w1.start + r.start * d..lr.w1.start + r.end * d),
+            &local.a,
+        );
+        // SAFETY: see `Step`.
+        let o = unsafe { self.hg.part(r.clone()) };
+        if self.swiglu {
+            gemv::gemv_rows(
+                t3,
+                self.weights(lr.w3.start + r.start * d..lr.w3.start + r.end * d),
+                &local.a,
+            );
+            fastmath::swiglu_rows(o, t1, Some(t3));
+        } else {
+            fastmath::swiglu_rows(o, t1, None);
+        }
+    }
+
+    /// Layer l's W2 rows of the chunk, added into the residual stream.
+    fn w2_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
+        let (d, f) = (self.c.d_model, self.c.d_ff);
+        let w2 = layout::layer(self.c, l).w2;
+        let r = rows(chunk, self.w2_rows, d);
+        let tmp = &mut local.t1[..r.len()];
+        let w = self.weights(w2.start + r.start * f..w2.start + r.end * f);
+        // SAFETY: see `Step`.
+        gemv::gemv_rows(tmp, w, unsafe { self.hg.all() });
+        // SAFETY: see `Step`.
+        for (x, t) in unsafe { self.x.part(r) }.iter_mut().zip(tmp.iter()) {
+            *x += t;
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

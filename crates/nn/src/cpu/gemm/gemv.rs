@@ -160,7 +160,6 @@ fn dot_bf16_portable(w: &[u16], x: &[f32]) -> f32 {
     rest + acc.iter().sum::<f32>()
 }
 
-
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;

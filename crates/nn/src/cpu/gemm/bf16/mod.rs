@@ -14,8 +14,8 @@ use super::amx::{TileGuard, TILE_ELEMS};
 use super::dpbf16;
 use super::f32::{check_gemm_bounds, gemm_strided};
 use super::pack_bf16::{pack_a_panels, pack_b_panels};
-pub use crate::cpu::simd::{bf16_kernel, Bf16Kernel};
 use crate::cpu::simd::round_bf16;
+pub use crate::cpu::simd::{bf16_kernel, Bf16Kernel};
 use rayon::prelude::*;
 use std::cell::RefCell;
 

@@ -33,16 +33,7 @@ fn reference(
 }
 
 fn check(
-    gemm: impl Fn(
-        usize,
-        usize,
-        usize,
-        &mut [f32],
-        usize,
-        bool,
-        (&[f32], usize, usize),
-        (&[f32], usize, usize),
-    ),
+    gemm: impl Fn(usize, usize, usize, &mut [f32], usize, bool, (&[f32], usize, usize), (&[f32], usize, usize)),
     name: &str,
 ) {
     for_each_layout(&fill, |(m, n, k), [a_rm, a_t, b_rm, b_t]| {
