@@ -39,8 +39,8 @@ pub struct Args {
     /// Print only the generated text, not the prompt.
     #[arg(long)]
     no_echo: bool,
-    /// Weight precision: f32, or bf16 (a bf16 copy of the weights made once at load, f32
-    /// accumulation: half the bytes read per token, so faster decoding; logits within ~1%).
+    /// Weight precision: f32, or bf16 (the model's precision, as in training: a bf16 copy of the weights
+    /// made when generation starts and when the context slides, f32 accumulation: half the bytes read per token, so faster decoding; logits within ~1%).
     #[arg(long, default_value = "f32")]
     precision: Precision,
 }

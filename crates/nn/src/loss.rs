@@ -1,5 +1,5 @@
 //! Numerically stable softmax cross-entropy (the library API; the row kernels live in
-//! `kernels::cross_entropy`).
+//! `ops::cross_entropy_*`, implemented in `cpu::cross_entropy`).
 
 use crate::ops::{cross_entropy_backward, cross_entropy_forward};
 use crate::{NnError, Result};

@@ -25,7 +25,7 @@ const F32_FLOPS_PER_ITER: f64 = 12.0 * 16.0 * 2.0;
 /// so the loop cannot be removed.
 fn f32_iters(iters: u64) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if crate::cpu::simd::avx512f() {
         // SAFETY: the CPU has AVX-512F (checked just above); the loop touches no memory.
         return unsafe { f32_iters_avx512(iters) };
     }

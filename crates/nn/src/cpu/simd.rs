@@ -180,8 +180,13 @@ pub fn round_bf16(x: f32) -> f32 {
 /// vectorizes it wider; it never fuses or reorders f32 operations).
 macro_rules! dispatch {
     ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident) => {
-        $(#[$doc])*
-        #[inline]
+        $crate::cpu::simd::dispatch!(@def [$(#[$doc])* #[inline]] $vis $name($($arg: $ty),*) -> $ret = $body, true);
+    };
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident; avx512f) => {
+        $crate::cpu::simd::dispatch!(@def [$(#[$doc])*] $vis $name($($arg: $ty),*) -> $ret = $body, false);
+    };
+    (@def [$($attr:tt)*] $vis:vis $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident, $avx2:literal) => {
+        $($attr)*
         #[allow(clippy::too_many_arguments)]
         $vis fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
@@ -192,7 +197,7 @@ macro_rules! dispatch {
                     $body($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
-                #[allow(clippy::too_many_arguments)]
+                #[allow(clippy::too_many_arguments, dead_code)]
                 fn v3($($arg: $ty),*) -> $ret {
                     $body($($arg),*)
                 }
@@ -201,29 +206,9 @@ macro_rules! dispatch {
                     // requirement for calling a function compiled with that target feature.
                     return unsafe { v4($($arg),*) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                if $avx2 && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU supports AVX2 and FMA (checked just above).
                     return unsafe { v3($($arg),*) };
-                }
-            }
-            $body($($arg),*)
-        }
-    };
-    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident; avx512f) => {
-        $(#[$doc])*
-        #[allow(clippy::too_many_arguments)]
-        $vis fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                #[allow(clippy::too_many_arguments)]
-                fn v4($($arg: $ty),*) -> $ret {
-                    $body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports AVX-512F (checked just above), the only
-                    // requirement for calling a function compiled with that target feature.
-                    return unsafe { v4($($arg),*) };
                 }
             }
             $body($($arg),*)

@@ -433,18 +433,7 @@ fn backward(
         let xin = &acts.residual[l];
         let la = &acts.layers[l];
         if post {
-            db.fill(0.0);
-            ops::rmsnorm_backward(
-                db,
-                &mut g[r.ln2.clone()],
-                dres,
-                &la.sum2,
-                &p[r.ln2.clone()],
-                &la.rstd2,
-                n,
-                d,
-            );
-            laps.mark("bwd rmsnorm");
+            post_norm_backward(db, g, p, r.ln2.clone(), dres, &la.sum2, &la.rstd2, d, &mut laps);
         }
         // FFN sublayer: dz holds dLoss/d(FFN output) and receives the input gradient.
         let dz: &mut [f32] = if post { db } else { dres };
@@ -459,18 +448,7 @@ fn backward(
         };
         ffn_backward(c, prec, p, g, l, la, dz, f_in, scratch, n, &mut laps);
         if post {
-            dres.fill(0.0);
-            ops::rmsnorm_backward(
-                dres,
-                &mut g[r.ln1.clone()],
-                db,
-                &la.sum1,
-                &p[r.ln1.clone()],
-                &la.rstd1,
-                n,
-                d,
-            );
-            laps.mark("bwd rmsnorm");
+            post_norm_backward(dres, g, p, r.ln1.clone(), db, &la.sum1, &la.rstd1, d, &mut laps);
         }
         // Attention sublayer: dres holds dLoss/d(attention output) and receives the input gradient.
         let a_in: &[f32] = if pre { &la.ln1_out } else { xin };
@@ -585,4 +563,25 @@ fn ffn_backward(
         }
         laps.mark("bwd matmul w1/w3, input grad");
     }
+}
+
+/// Backward of a post-norm block's RMSNorm (gain at `gain` of the parameters, input `x` (N, d)
+/// with its `rstd`): `dx` OVERWRITTEN with the input gradient of `dy`, the gain's gradient
+/// ACCUMULATED into `g`.
+#[allow(clippy::too_many_arguments)]
+fn post_norm_backward(
+    dx: &mut [f32],
+    g: &mut [f32],
+    p: &[f32],
+    gain: std::ops::Range<usize>,
+    dy: &[f32],
+    x: &[f32],
+    rstd: &[f32],
+    d: usize,
+    laps: &mut Laps,
+) {
+    dx.fill(0.0);
+    let n = rstd.len();
+    ops::rmsnorm_backward(dx, &mut g[gain.clone()], dy, x, &p[gain], rstd, n, d);
+    laps.mark("bwd rmsnorm");
 }

@@ -13,7 +13,7 @@ pub fn softmax_causal_row(row: &mut [f32], t: usize) {
         row.len()
     );
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if crate::cpu::simd::avx512f() {
         // SAFETY: the CPU has AVX-512F (checked just above); the function only touches
         // row[0..row.len()], the slice it is given.
         unsafe { avx512::softmax_causal_row(row, t) };
@@ -39,7 +39,7 @@ pub fn softmax_backward_row(ds: &mut [f32], p: &[f32], t: usize) {
         "softmax_backward_row: lengths"
     );
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if crate::cpu::simd::avx512f() {
         // SAFETY: the CPU has AVX-512F (checked just above); the function only touches
         // ds[0..ds.len()] and p[0..t+1], inside the slices given (t < ds.len() == p.len()).
         unsafe { avx512::softmax_backward_row(ds, p, t) };

@@ -42,7 +42,7 @@ pub fn gemm_tiles(
     span: impl Fn(usize, usize) -> (usize, usize, usize),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if crate::cpu::simd::avx512f() {
         let mut i0 = rows.start;
         while i0 < rows.end {
             let i1 = ((i0 / MR + 1) * MR).min(rows.end);
@@ -159,7 +159,7 @@ pub fn pack_rows(xp: &mut [f32], x: &[f32], ld: usize, w: usize, rows: usize) {
         "pack_rows: lengths"
     );
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if crate::cpu::simd::avx512f() {
         // SAFETY: the CPU has AVX-512F (checked above); the assert above proves that every read
         // x[t·ld + i] and every write xp[t·w + i] (t < rows, i < w) lies inside its slice.
         unsafe { avx512::pack_rows(xp.as_mut_ptr(), x.as_ptr(), ld, w, rows) };

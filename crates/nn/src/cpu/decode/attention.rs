@@ -180,12 +180,7 @@ pub fn store_keys_transposed(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(n: usize, seed: usize) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i * 7919 + seed * 104729) % 1013) as f32 / 1013.0 - 0.5) * 2.0)
-            .collect()
-    }
+    use crate::cpu::gemm::gemv::tests::data;
 
     #[test]
     fn attention_decode_matches_naive_softmax_attention() {

@@ -394,9 +394,15 @@ impl Step<'_> {
         match phase % PER_LAYER {
             0 => self.qkv_chunk(local, l, chunk),
             1 => self.attention_chunk(local, l, chunk),
-            2 => self.wo_chunk(local, l, chunk),
+            2 => {
+                let w0 = layout::layer(self.c, l).wo.start;
+                self.residual_chunk(local, chunk, self.wo_rows, w0, &self.atty, self.c.d_model)
+            }
             3 => self.ffn_chunk(local, l, chunk),
-            _ => self.w2_chunk(local, l, chunk),
+            _ => {
+                let w0 = layout::layer(self.c, l).w2.start;
+                self.residual_chunk(local, chunk, self.w2_rows, w0, &self.hg, self.c.d_ff)
+            }
         }
     }
 
@@ -479,15 +485,22 @@ impl Step<'_> {
         }
     }
 
-    /// Layer l's Wo rows of the chunk, added into the residual stream.
-    fn wo_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
-        let d = self.c.d_model;
-        let wo = layout::layer(self.c, l).wo;
-        let r = rows(chunk, self.wo_rows, d);
+    /// Rows of the chunk of a product whose output is added into the residual stream (Wo on
+    /// atty, W2 on hg): weight rows of length `k` starting at parameter `w0`, `per` rows a chunk.
+    fn residual_chunk(
+        &self,
+        local: &mut Local,
+        chunk: usize,
+        per: usize,
+        w0: usize,
+        input: &Shared<'_>,
+        k: usize,
+    ) {
+        let r = rows(chunk, per, self.c.d_model);
         let tmp = &mut local.t1[..r.len()];
-        let w = self.weights(wo.start + r.start * d..wo.start + r.end * d);
+        let w = self.weights(w0 + r.start * k..w0 + r.end * k);
         // SAFETY: see `Step`.
-        gemv::gemv_rows(tmp, w, unsafe { self.atty.all() });
+        gemv::gemv_rows(tmp, w, unsafe { input.all() });
         // SAFETY: see `Step`.
         for (x, t) in unsafe { self.x.part(r) }.iter_mut().zip(tmp.iter()) {
             *x += t;
@@ -516,21 +529,6 @@ impl Step<'_> {
             fastmath::swiglu_rows(o, t1, Some(t3));
         } else {
             fastmath::swiglu_rows(o, t1, None);
-        }
-    }
-
-    /// Layer l's W2 rows of the chunk, added into the residual stream.
-    fn w2_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
-        let (d, f) = (self.c.d_model, self.c.d_ff);
-        let w2 = layout::layer(self.c, l).w2;
-        let r = rows(chunk, self.w2_rows, d);
-        let tmp = &mut local.t1[..r.len()];
-        let w = self.weights(w2.start + r.start * f..w2.start + r.end * f);
-        // SAFETY: see `Step`.
-        gemv::gemv_rows(tmp, w, unsafe { self.hg.all() });
-        // SAFETY: see `Step`.
-        for (x, t) in unsafe { self.x.part(r) }.iter_mut().zip(tmp.iter()) {
-            *x += t;
         }
     }
 }

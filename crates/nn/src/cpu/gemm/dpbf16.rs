@@ -1,6 +1,6 @@
 //! The bf16 microkernel for CPUs with AVX-512 BF16 but no AMX (AMD Zen 4 and later, Intel Cooper
 //! Lake): `vdpbf16ps` adds, in each of 16 f32 lanes, the two products of a bf16 pair. It reads
-//! the same packed panels as the AMX kernel (`pack_bf16.rs`), so the GEMM driver is shared.
+//! the same packed panels as the AMX kernel (`pack_bf16`), so the GEMM driver is shared.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;

@@ -251,10 +251,11 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn data(n: usize, seed: usize) -> Vec<f32> {
+    /// Deterministic test values in [−1, 1).
+    pub(crate) fn data(n: usize, seed: usize) -> Vec<f32> {
         (0..n)
             .map(|i| (((i * 7919 + seed * 104729) % 1013) as f32 / 1013.0 - 0.5) * 2.0)
             .collect()

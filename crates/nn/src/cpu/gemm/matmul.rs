@@ -12,7 +12,7 @@ use crate::config::Precision;
 use crate::cpu::simd::{self, bf16_kernel, Bf16Kernel};
 
 /// One model product in `prec`: on the packed GEMM where this machine has one
-/// (`packed_kernel`: in f32 the split GEMM on the AMX tiles, `gemm_f32_amx`; a small-preset
+/// (`packed_kernel`: in f32 the split GEMM on the AMX tiles, `f32_amx`; a small-preset
 /// step's products 211 -> 168 ms isolated, `matmul_bf16_times`), else the FMA GEMM (f32) or the
 /// operands rounded into it (bf16).
 #[allow(clippy::too_many_arguments)]

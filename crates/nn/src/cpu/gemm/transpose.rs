@@ -73,7 +73,7 @@ unsafe fn transpose_raw(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = stream;
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if crate::cpu::simd::avx512f() {
         (done_r, done_c) = (rows / 16 * 16, cols / 16 * 16);
         let stream = stream && ld_dst.is_multiple_of(16);
         let tile = |r: usize, c: usize| {

@@ -7,7 +7,7 @@
 //! Packed path (AMX, AVX-512 BF16): B is packed once per call into 16-column VNNI panels (in
 //! parallel), then rows of A are split into chunks over the rayon pool; each task packs its rows
 //! into 16-row panels one k-block (`KC`) at a time and walks its 32×32 blocks of C. The same
-//! driver (`gemm_packed`) runs the f32-accurate split GEMM (`gemm_f32_amx`: three bf16 terms per
+//! driver (`gemm_packed`) runs the f32-accurate split GEMM (`f32_amx`: three bf16 terms per
 //! operand, `Terms::Three`) and products that share an operand (packed once, `Shared`).
 
 use super::amx::{TileGuard, TILE_ELEMS};
@@ -147,7 +147,7 @@ fn round_up(x: usize, to: usize) -> usize {
 }
 
 /// How many bf16 terms each operand is split into: one (the bf16 GEMM) or three (the f32-accurate
-/// GEMM on the tiles, `gemm_f32_amx`).
+/// GEMM on the tiles, `f32_amx`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Terms {
     One,

@@ -1,4 +1,4 @@
-//! Packing f32 matrices into the bf16 tile layouts of the AMX GEMM (`gemm_bf16.rs`), with
+//! Packing f32 matrices into the bf16 tile layouts of the packed GEMM (`gemm::bf16`), with
 //! AVX-512 BF16 conversion (round to nearest even; like the tile unit, denormals become zero).
 //!
 //! - A panels (16 rows each): element (i, p) at `(i / 16) · 16·kp + (p / 32) · 512 + (i % 16) · 32
@@ -7,7 +7,7 @@
 //!   per k-tile 16 rows of k-pairs, each row holding the pair (p, p + 1) of all 16 columns.
 //!
 //! Each packer writes one output per term of the bf16 split (`split_part`): one output is the
-//! plain bf16 GEMM's operand, three are the f32-accurate split GEMM's (`gemm_f32_amx`).
+//! plain bf16 GEMM's operand, three are the f32-accurate split GEMM's (`gemm::f32_amx`).
 //!
 //! kp is k rounded up to 32; everything past k (and past the matrix's rows / columns) is zero.
 //! A matrix is given as `(slice, row stride, col stride)`; the two layouts that occur in a model
