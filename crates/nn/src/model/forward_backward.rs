@@ -318,12 +318,7 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         laps.mark("fwd attention");
         ops::matmul_forward(prec, tmp, atty, &p[r.wo], n, d, d);
         laps.mark("fwd matmul o");
-        if post {
-            ops::residual_forward(sum1, xin, tmp);
-            ops::rmsnorm_forward(z, rstd1, sum1, &p[r.ln1], n, d, RMSNORM_EPS);
-        } else {
-            ops::residual_forward(z, xin, tmp);
-        }
+        residual_and_post_norm(post, z, sum1, xin, tmp, &p[r.ln1], rstd1, n, d);
         laps.mark("fwd residual (+ norm)");
         // FFN sublayer.
         let f_in: &[f32] = if pre {
@@ -346,12 +341,7 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         laps.mark("fwd swiglu");
         ops::matmul_forward(prec, tmp, hg, &p[r.w2], n, f, d);
         laps.mark("fwd matmul w2");
-        if post {
-            ops::residual_forward(sum2, z, tmp);
-            ops::rmsnorm_forward(xout, rstd2, sum2, &p[r.ln2], n, d, RMSNORM_EPS);
-        } else {
-            ops::residual_forward(xout, z, tmp);
-        }
+        residual_and_post_norm(post, xout, sum2, z, tmp, &p[r.ln2], rstd2, n, d);
         laps.mark("fwd residual (+ norm)");
     }
     let x_last = &acts.residual[c.n_layers];
@@ -510,14 +500,7 @@ fn ffn_backward(
 ) {
     let (d, f) = (c.d_model, c.d_ff);
     let pre = c.norm == Norm::Pre;
-    let FfnScratch {
-        dtmp,
-        dhg,
-        dh1,
-        dh3,
-        dh1t,
-        dh3t,
-    } = s;
+    let (dtmp, dhg, dh1, dh3, dh1t, dh3t) = (s.dtmp, s.dhg, s.dh1, s.dh3, s.dh1t, s.dh3t);
     let r = layout::layer(c, l);
     ops::matmul_backward_weight(prec, &mut g[r.w2.clone()], dz, &la.hg, n, f, d);
     laps.mark("bwd matmul w2, weight grad");
@@ -584,4 +567,26 @@ fn post_norm_backward(
     let n = rstd.len();
     ops::rmsnorm_backward(dx, &mut g[gain.clone()], dy, x, &p[gain], rstd, n, d);
     laps.mark("bwd rmsnorm");
+}
+
+/// A block's residual connection: `out = x + y`, or with post-norm `sum = x + y` and
+/// `out = RMSNorm(sum)` with gain `gain` (its per-row `rstd` kept for the backward); n rows of d.
+#[allow(clippy::too_many_arguments)]
+fn residual_and_post_norm(
+    post: bool,
+    out: &mut [f32],
+    sum: &mut [f32],
+    x: &[f32],
+    y: &[f32],
+    gain: &[f32],
+    rstd: &mut [f32],
+    n: usize,
+    d: usize,
+) {
+    if post {
+        ops::residual_forward(sum, x, y);
+        ops::rmsnorm_forward(out, rstd, sum, gain, n, d, RMSNORM_EPS);
+    } else {
+        ops::residual_forward(out, x, y);
+    }
 }

@@ -44,19 +44,25 @@ pub fn supported(c: &ModelConfig) -> bool {
     c.norm != Norm::Post
 }
 
-/// The split of one step into chunks and the per-participant buffers, for one config and thread
-/// count; plus the step's shared activations (one row each).
-pub struct DecodeState {
-    participants: usize,
-    /// Chunks per phase (PER_LAYER per layer, then the LM head).
-    chunks: Vec<usize>,
-    /// Rows per chunk of each product, and heads per attention chunk.
+/// Rows per chunk of each product, and heads per attention chunk.
+#[derive(Clone, Copy)]
+struct Plan {
     qkv_rows: usize,
     wo_rows: usize,
     ffn_rows: usize,
     w2_rows: usize,
     head_rows: usize,
     heads: usize,
+}
+
+/// The split of one step into chunks and the per-participant buffers, for one config and thread
+/// count; plus the step's shared activations (one row each).
+pub struct DecodeState {
+    participants: usize,
+    /// Chunks per phase (PER_LAYER per layer, then the LM head).
+    chunks: Vec<usize>,
+    /// How each phase is split into chunks.
+    plan: Plan,
     locals: Vec<Local>,
     /// The helpers, kept awake from one token to the next.
     team: Team,
@@ -133,12 +139,14 @@ impl DecodeState {
         DecodeState {
             participants: p,
             chunks,
-            qkv_rows,
-            wo_rows,
-            ffn_rows,
-            w2_rows,
-            head_rows,
-            heads,
+            plan: Plan {
+                qkv_rows,
+                wo_rows,
+                ffn_rows,
+                w2_rows,
+                head_rows,
+                heads,
+            },
             locals,
             team: Team::default(),
             chunk_argmax,
@@ -256,12 +264,7 @@ pub fn decode_step(
         c,
         p,
         bf16,
-        qkv_rows: state.qkv_rows,
-        wo_rows: state.wo_rows,
-        ffn_rows: state.ffn_rows,
-        w2_rows: state.w2_rows,
-        head_rows: state.head_rows,
-        heads: state.heads,
+        plan: state.plan,
         head_phase: PER_LAYER * c.n_layers,
         pre: c.norm == Norm::Pre,
         swiglu: c.ffn == Ffn::Swiglu,
@@ -319,13 +322,8 @@ struct Step<'a> {
     c: &'a ModelConfig,
     p: &'a [f32],
     bf16: Option<&'a [u16]>,
-    /// Rows per chunk of each product, and heads per attention chunk.
-    qkv_rows: usize,
-    wo_rows: usize,
-    ffn_rows: usize,
-    w2_rows: usize,
-    head_rows: usize,
-    heads: usize,
+    /// How each phase is split into chunks.
+    plan: Plan,
     head_phase: usize,
     pre: bool,
     swiglu: bool,
@@ -396,12 +394,12 @@ impl Step<'_> {
             1 => self.attention_chunk(local, l, chunk),
             2 => {
                 let w0 = layout::layer(self.c, l).wo.start;
-                self.residual_chunk(local, chunk, self.wo_rows, w0, &self.atty, self.c.d_model)
+                self.residual_chunk(local, chunk, self.plan.wo_rows, w0, &self.atty, self.c.d_model)
             }
             3 => self.ffn_chunk(local, l, chunk),
             _ => {
                 let w0 = layout::layer(self.c, l).w2.start;
-                self.residual_chunk(local, chunk, self.w2_rows, w0, &self.hg, self.c.d_ff)
+                self.residual_chunk(local, chunk, self.plan.w2_rows, w0, &self.hg, self.c.d_ff)
             }
         }
     }
@@ -409,7 +407,7 @@ impl Step<'_> {
     /// LM-head rows of the chunk, and the chunk's first largest logit.
     fn head(&self, local: &mut Local, chunk: usize) {
         let (d, vocab) = (self.c.d_model, self.c.vocab_size);
-        let r = rows(chunk, self.head_rows, vocab);
+        let r = rows(chunk, self.plan.head_rows, vocab);
         let head = layout::lm_head(self.c).start;
         let w = self.weights(head + r.start * d..head + r.end * d);
         // SAFETY: see `Step`.
@@ -425,7 +423,7 @@ impl Step<'_> {
         let (pos, max_len) = (self.pos, self.max_len);
         let off = l * self.layer_len;
         let wq = layout::layer(self.c, l).wq;
-        let r = rows(chunk, self.qkv_rows, 3 * d);
+        let r = rows(chunk, self.plan.qkv_rows, 3 * d);
         let w = self.weights(wq.start + r.start * d..wq.start + r.end * d);
         // SAFETY: see `Step`.
         let o = unsafe { self.qkv.part(r.clone()) };
@@ -466,7 +464,7 @@ impl Step<'_> {
         let n_keys = self.pos + 1;
         // SAFETY: see `Step`.
         let (q, kt, vc) = unsafe { (self.qkv.all(), self.kt.all(), self.vc.all()) };
-        for hh in rows(chunk, self.heads, n_heads) {
+        for hh in rows(chunk, self.plan.heads, n_heads) {
             let cols = hh * dh..(hh + 1) * dh;
             // SAFETY: see `Step`.
             let o = unsafe { self.atty.part(cols.clone()) };
@@ -511,7 +509,7 @@ impl Step<'_> {
     fn ffn_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
         let (d, f) = (self.c.d_model, self.c.d_ff);
         let lr = layout::layer(self.c, l);
-        let r = rows(chunk, self.ffn_rows, f);
+        let r = rows(chunk, self.plan.ffn_rows, f);
         let (t1, t3) = (&mut local.t1[..r.len()], &mut local.t3[..r.len()]);
         gemv::gemv_rows(
             t1,
