@@ -109,9 +109,7 @@ impl Trainer {
         };
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
-        let config_path = run_dir.join(setup::CONFIG_FILE);
-        std::fs::write(&config_path, cfg.to_toml())
-            .with_context(|| format!("cannot write {}", config_path.display()))?;
+        write_config(&run_dir, &cfg)?;
         let metrics_path = run_dir.join("metrics.jsonl");
         let metrics = MetricsWriter::open(&metrics_path, start.resumed_from.as_ref().map(|_| start.step))?;
         let mut t = Self::from_start(cfg, data, start, ckpt_dir, metrics_path, metrics)?;
@@ -335,6 +333,15 @@ impl Trainer {
             run_dir,
         })
     }
+}
+
+/// Writes the run directory's config.toml atomically (a temporary file renamed over it), so a
+/// kill never leaves a torn one for `--resume` to read.
+fn write_config(run_dir: &Path, cfg: &TrainConfig) -> Result<()> {
+    let path = run_dir.join(setup::CONFIG_FILE);
+    let tmp = run_dir.join(format!(".{}.tmp-{}", setup::CONFIG_FILE, std::process::id()));
+    std::fs::write(&tmp, cfg.to_toml()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Refuses to replace a run directory's config.toml by a different one (a fresh start in a
