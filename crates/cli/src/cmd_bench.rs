@@ -6,6 +6,7 @@
 
 use ferrolm_nn::ops::MatmulBackend;
 use ferrolm_nn::Precision;
+use ferrolm_train::bench::machine_peak::{self, PeakSource};
 use ferrolm_train::bench::{self, probe::Lap, GenerateBenchOptions, TrainBench, TrainBenchOptions};
 
 #[derive(clap::Subcommand)]
@@ -26,6 +27,9 @@ pub struct PeakArgs {
     /// Seconds per measurement (the best of three runs of at least this long is kept).
     #[arg(long, default_value_t = 0.2)]
     seconds: f64,
+    /// Rounds of measurements, 20 ms apart; the best is kept (other load only lowers a round).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
 }
 
 #[derive(clap::Args)]
@@ -114,25 +118,33 @@ fn bench_generate(a: GenerateArgs) -> anyhow::Result<()> {
 
 fn bench_peak(a: PeakArgs) -> anyhow::Result<()> {
     let threads = rayon::current_num_threads();
-    let r = bench::bench_peak(a.seconds)?;
-    let f32_flops = r.f32_flops;
+    let r = bench::bench_peak(a.seconds, a.rounds)?;
+    let p = &r.peak;
     println!(
-        "bench peak: {threads} threads: f32 multiply-add {:.1} GFLOP/s ({:.1} per thread)",
-        f32_flops / 1e9,
-        f32_flops / 1e9 / threads as f64
+        "bench peak: {} ({threads} threads), best of {} rounds: f32 multiply-add {:.1} GFLOP/s ({:.1} per thread)",
+        p.cpu,
+        p.rounds,
+        p.f32_gflops,
+        p.f32_gflops / threads as f64
     );
-    match r.bf16 {
-        Some((unit, flops)) => println!(
-            "bench peak: {threads} threads: bf16 multiply-add, f32 sums, on {unit}: {:.1} GFLOP/s ({:.1}x f32)",
-            flops / 1e9,
-            flops / f32_flops
+    match &p.bf16 {
+        Some((unit, g)) => println!(
+            "bench peak: bf16 multiply-add, f32 sums, on {unit}: {g:.1} GFLOP/s ({:.1}x f32)",
+            g / p.f32_gflops
         ),
         None => println!("bench peak: no bf16 unit (neither AMX nor AVX-512 BF16) on this CPU"),
     }
+    match &r.saved {
+        Some(path) => println!(
+            "bench peak: saved to {} (`bench train` with {threads} threads judges its steps against it)",
+            path.display()
+        ),
+        None => println!("bench peak: not saved (no cache folder: set FERROLM_CACHE_DIR or HOME)"),
+    }
     println!(
         "RESULT f32_gflops={:.1} bf16_gflops={:.1}",
-        f32_flops / 1e9,
-        r.bf16.map_or(0.0, |(_, f)| f / 1e9)
+        p.f32_gflops,
+        p.bf16.as_ref().map_or(0.0, |(_, g)| *g)
     );
     Ok(())
 }
@@ -148,7 +160,11 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
         precision: a.precision,
         breakdown: a.breakdown,
     };
+    // The peak first, while this process is idle: the cached `bench peak` figure for this CPU and
+    // thread count, or measured now (best of several rounds) and cached.
+    let (peak, source) = machine_peak::for_bench();
     let b = TrainBench::new(opts)?;
+    let reference = b.reference_peak(&peak);
     let threads = rayon::current_num_threads();
     println!(
         "bench train: preset {} ({:.2}M params), batch {}, seq {}, {} threads, {}, matmuls {}",
@@ -174,20 +190,27 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
     }
     let times = &r.times;
     println!(
-        "step median {:.1} ms (min {:.1}, max {:.1}), {:.0} tokens/s, {:.1} GFLOP/s = {:.0}% of the measured f32 peak ({:.1} GFLOP/s, `bench peak`), final loss {:.4}",
+        "step median {:.1} ms (min {:.1}, max {:.1}), {:.0} tokens/s, {:.1} GFLOP/s = {:.0}% of {} ({:.1} GFLOP/s), final loss {:.4}",
         r.median * 1e3,
         times[0] * 1e3,
         times[times.len() - 1] * 1e3,
         r.tokens_per_s,
         r.gflops,
-        100.0 * r.gflops / r.peak_gflops,
-        r.peak_gflops,
+        100.0 * r.gflops / reference.gflops,
+        reference.label,
+        reference.gflops,
         r.final_loss
     );
+    match &source {
+        PeakSource::Cached(path) => println!("(peak from {}, made by `ferrolm bench peak`)", path.display()),
+        PeakSource::Measured { why, saved } => println!(
+            "(peak measured before the steps, best of {} rounds, since {why}{}; `ferrolm bench peak` on an idle machine gives the steadiest figure)",
+            machine_peak::PEAK_ROUNDS,
+            saved.as_ref().map_or(String::new(), |p| format!("; cached in {}", p.display()))
+        ),
+    }
     if r.f32_on_amx {
-        println!(
-            "(the f32 matmuls run on the AMX tiles, which the FMA peak does not bound; FERROLM_F32_GEMM=fma runs them on the FMA GEMM)"
-        );
+        println!("(the f32 matmuls run on the AMX tiles; FERROLM_F32_GEMM=fma runs them on the FMA GEMM)");
     }
     // How busy the worker threads were: process CPU time over wall time of the timed steps (below
     // the thread count: serial sections, waits between kernels, or other load on the machine).
@@ -196,11 +219,12 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
     }
     // One machine-readable line for tools/bench_vs_torch.py.
     println!(
-        "RESULT tokens_per_s={:.1} step_ms={:.2} gflops={:.2} f32_peak_gflops={:.1}",
+        "RESULT tokens_per_s={:.1} step_ms={:.2} gflops={:.2} f32_peak_gflops={:.1} peak_gflops={:.1}",
         r.tokens_per_s,
         r.median * 1e3,
         r.gflops,
-        r.peak_gflops
+        peak.f32_gflops,
+        reference.gflops
     );
     Ok(())
 }

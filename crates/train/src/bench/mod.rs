@@ -2,6 +2,7 @@
 //! [`Stepper::step`] on random tokens), generation with the KV cache, and the machine's measured
 //! arithmetic peak. Each returns its figures; the CLI prints them.
 
+pub mod machine_peak;
 pub mod probe;
 
 use crate::trainer::step::{FixedBatch, StepOutcome, StepSettings, Stepper};
@@ -9,7 +10,8 @@ use anyhow::{bail, Context, Result};
 use ferrolm_nn::model::{KvCache, Model};
 use ferrolm_nn::optim::{AdamW, AdamWConfig};
 use ferrolm_nn::{ModelConfig, Precision, Rng};
-use probe::{Bf16Unit, Lap};
+use machine_peak::{MachinePeak, ReferencePeak};
+use probe::Lap;
 use std::time::Instant;
 
 /// What `bench train` runs.
@@ -49,8 +51,6 @@ pub struct TrainBenchReport {
     pub tokens_per_s: f64,
     /// Achieved GFLOP/s (FLOPs counted as `ModelConfig::train_flops_per_token`).
     pub gflops: f64,
-    /// The f32 peak of these threads, measured right after the steps (same clocks, same load).
-    pub peak_gflops: f64,
     pub final_loss: f32,
     /// Whether the f32 matmuls ran on the AMX tiles (which the FMA peak does not bound).
     pub f32_on_amx: bool,
@@ -103,6 +103,13 @@ impl TrainBench {
         })
     }
 
+    /// The peak this bench's step is judged against (its precision's unit; see
+    /// [`machine_peak::reference`]).
+    pub fn reference_peak(&self, peak: &MachinePeak) -> ReferencePeak {
+        let on_amx = self.opts.precision == Precision::F32 && probe::f32_matmuls_on_amx();
+        machine_peak::reference(peak, self.opts.precision, on_amx, probe::bf16_kernel())
+    }
+
     /// Parameters of the model.
     pub fn params(&self) -> usize {
         self.stepper.model.params.len()
@@ -144,13 +151,11 @@ impl TrainBench {
         let median = times[times.len() / 2];
         let tokens_per_s = (o.batch * o.seq) as f64 / median;
         let gflops = self.config.train_flops_per_token(o.seq) * tokens_per_s / 1e9;
-        let peak_gflops = probe::f32_peak(0.05) / 1e9;
         Ok(TrainBenchReport {
             times,
             median,
             tokens_per_s,
             gflops,
-            peak_gflops,
             final_loss: loss,
             f32_on_amx: o.precision == Precision::F32 && probe::f32_matmuls_on_amx(),
             cpu_busy: (wall > 0.0 && cpu_timed > 0.0).then(|| cpu_timed / wall),
@@ -239,28 +244,29 @@ fn argmax(row: &[f32]) -> u32 {
         .0 as u32
 }
 
-/// The machine's measured peak (`bench peak`), FLOP/s.
-#[derive(Clone, Copy, Debug)]
+/// What `bench peak` measured, and the cache file it wrote for `bench train` (None where there is
+/// no cache folder).
+#[derive(Clone, Debug)]
 pub struct PeakReport {
-    pub f32_flops: f64,
-    /// The bf16 unit's peak and its name; None without one.
-    pub bf16: Option<(&'static str, f64)>,
+    pub peak: MachinePeak,
+    pub saved: Option<std::path::PathBuf>,
 }
 
-/// Measures the f32 and bf16 multiply-add peaks on the current rayon pool, `seconds` each.
-pub fn bench_peak(seconds: f64) -> Result<PeakReport> {
+/// Measures the f32 and bf16 multiply-add peaks on the current rayon pool, the best of `rounds`
+/// rounds of about `seconds` each, and caches them for `bench train` (see [`machine_peak`]).
+pub fn bench_peak(seconds: f64, rounds: usize) -> Result<PeakReport> {
     if !(seconds > 0.0 && seconds <= 60.0) {
         bail!("--seconds must be in (0, 60], got {seconds}");
     }
-    let f32_flops = probe::f32_peak(seconds);
-    let bf16 = probe::bf16_peak(seconds).map(|(unit, flops)| {
-        let name = match unit {
-            Bf16Unit::Amx => "AMX tiles",
-            Bf16Unit::Avx512Bf16 => "AVX-512 BF16",
-        };
-        (name, flops)
-    });
-    Ok(PeakReport { f32_flops, bf16 })
+    if !(1..=100).contains(&rounds) {
+        bail!("--rounds must be in 1..=100, got {rounds}");
+    }
+    let peak = machine_peak::measure(seconds, rounds);
+    let saved = match machine_peak::cache_dir() {
+        Some(dir) => Some(machine_peak::save(&dir, &peak)?),
+        None => None,
+    };
+    Ok(PeakReport { peak, saved })
 }
 
 /// CPU seconds used by this process so far (all threads, user + system), from /proc/self/stat

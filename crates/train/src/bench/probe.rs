@@ -4,6 +4,7 @@
 
 pub use ferrolm_nn::bench::peak::Bf16Unit;
 pub use ferrolm_nn::bench::profile::{Lap, Laps};
+pub use ferrolm_nn::cpu::simd::Bf16Kernel;
 
 /// Whether the f32 matmuls run on the AMX tiles (else on the FMA GEMM).
 pub fn f32_matmuls_on_amx() -> bool {
@@ -28,4 +29,9 @@ pub fn set_profiling(on: bool) {
 /// The laps recorded so far, and resets them.
 pub fn take_laps() -> Vec<Lap> {
     ferrolm_nn::bench::profile::take()
+}
+
+/// The kernel bf16 products run on in this process (AMX, AVX-512 BF16 or emulated).
+pub fn bf16_kernel() -> Bf16Kernel {
+    ferrolm_nn::cpu::simd::bf16_kernel()
 }
