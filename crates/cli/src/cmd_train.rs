@@ -16,7 +16,8 @@ use std::path::PathBuf;
 #[command(
     after_help = "Examples:\n  ferrolm train --print-config > run.toml\n  ferrolm train --config run.toml \
 --set optimizer.lr=3e-4\n  ferrolm train --train data/train.npy --valid data/valid.npy --tokenizer tok/ --preset tiny \
---steps 2000 --run-dir runs/a\n  ferrolm train --run-dir runs/a --resume            # continue after Ctrl-C or a crash"
+--steps 2000 --run-dir runs/a\n  ferrolm train --run-dir runs/a --resume            # continue after Ctrl-C or a crash\n  \
+ferrolm train --init-from runs/imported --train my.npy --valid my-valid.npy --steps 200 --run-dir runs/ft  # fine-tune"
 )]
 pub struct Args {
     /// TOML config file (keys it leaves out take the defaults).
@@ -33,6 +34,12 @@ pub struct Args {
     /// agree with the checkpoint's; without --config the checkpoint's own config is the base.
     #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, default_missing_value = "latest")]
     resume: Option<String>,
+    /// Fine-tune: start a new run from the weights of this checkpoint (or run directory), e.g.
+    /// one made by `ferrolm import`, with a fresh optimizer, schedule and data order. The model
+    /// settings come from the checkpoint, and data.tokenizer defaults to its tokenizer copy (the
+    /// data must be encoded with that tokenizer).
+    #[arg(long, value_name = "CHECKPOINT", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// Run directory (run.dir).
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -148,6 +155,22 @@ impl Args {
     }
 }
 
+/// Takes the model config (and, unless set, the tokenizer) of the checkpoint to fine-tune.
+fn init_from_checkpoint(args: &Args, path: &std::path::Path, cfg: &mut TrainConfig) -> Result<()> {
+    if args.preset.is_some() || args.sets.iter().any(|s| s.trim_start().starts_with("model.")) {
+        anyhow::bail!(
+            "--init-from takes the model settings from the checkpoint; drop --preset and --set model.*"
+        );
+    }
+    let dir = checkpoint::resolve(path)?;
+    cfg.model = checkpoint::read_state(&dir)?.model;
+    let tok = dir.join(checkpoint::TOKENIZER_DIR);
+    if cfg.data.tokenizer.as_os_str().is_empty() && tok.is_dir() {
+        cfg.data.tokenizer = tok;
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<()> {
     let mut cfg = match &args.config {
         Some(p) => TrainConfig::load(p)?,
@@ -173,6 +196,9 @@ pub fn run(args: Args) -> Result<()> {
             args.apply_flags(&mut cfg)?;
         }
     }
+    if let Some(p) = &args.init_from {
+        init_from_checkpoint(&args, p, &mut cfg)?;
+    }
     cfg.validate()?;
     if args.print_config {
         print!("{}", cfg.to_toml());
@@ -195,6 +221,7 @@ pub fn run(args: Args) -> Result<()> {
         progress: true,
         verbose: true,
         handle_sigint: true,
+        init_from: args.init_from.clone(),
         ..TrainOptions::default()
     };
     let s = train(&cfg, &opts).context("training failed")?;

@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod generate;
+pub mod init_from;
 pub mod metrics;
 pub mod plot;
 pub mod quickstart;

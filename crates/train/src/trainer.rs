@@ -48,6 +48,8 @@ pub struct TrainOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Stop like a Ctrl-C after this many steps (for splitting a run into segments and for tests).
     pub stop_after: Option<u64>,
+    /// Start a fresh run from this checkpoint's weights (fine-tuning; see `init_from`).
+    pub init_from: Option<PathBuf>,
 }
 
 /// What a run did.
@@ -304,7 +306,10 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
             )
         }
         None => {
-            let model = Model::new(cfg.model.clone(), cfg.run.seed)?;
+            let model = match &opts.init_from {
+                Some(p) => crate::init_from::load_init_model(p, cfg, tokenizer.as_ref())?,
+                None => Model::new(cfg.model.clone(), cfg.run.seed)?,
+            };
             let mut optim = AdamW::new(cfg.adamw(), model.params.len());
             if cfg.optimizer.no_decay_norms {
                 optim.no_decay = AdamW::no_decay_ranges(&model.specs, |s| s.shape.len() == 1);
