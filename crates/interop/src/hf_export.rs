@@ -141,8 +141,11 @@ pub fn config_json(c: &ModelConfig, dtype: DType, eos: Option<u32>) -> Value {
     })
 }
 
-/// The tensors in HF's names and layout, encoded as `dtype`: (name, shape, bytes).
-pub fn hf_tensors(model: &Model, dtype: DType) -> Result<Vec<(String, Vec<usize>, Vec<u8>)>> {
+/// A named tensor's encoded bytes: (name, shape, little-endian bytes).
+pub type EncodedTensor = (String, Vec<usize>, Vec<u8>);
+
+/// The tensors in HF's names and layout, encoded as `dtype`.
+pub fn hf_tensors(model: &Model, dtype: DType) -> Result<Vec<EncodedTensor>> {
     let c = &model.config;
     let mut out = Vec::new();
     for t in tensor_names(c) {
@@ -162,7 +165,7 @@ pub fn hf_tensors(model: &Model, dtype: DType) -> Result<Vec<(String, Vec<usize>
 }
 
 /// safetensors bytes of `tensors` in `dtype`, with PyTorch's `format: pt` metadata.
-pub(crate) fn safetensors_bytes(tensors: &[(String, Vec<usize>, Vec<u8>)], dtype: DType) -> Result<Vec<u8>> {
+pub(crate) fn safetensors_bytes(tensors: &[EncodedTensor], dtype: DType) -> Result<Vec<u8>> {
     let st_dtype = match dtype {
         DType::F32 => Dtype::F32,
         DType::F16 => Dtype::F16,

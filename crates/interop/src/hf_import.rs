@@ -176,8 +176,11 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     )
 }
 
+/// Tensors by name: (shape, values as f32).
+pub type Weights = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Every tensor of the files as f32 with its shape, by name.
-fn read_weights(files: &[PathBuf]) -> Result<BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+fn read_weights(files: &[PathBuf]) -> Result<Weights> {
     let mut out = BTreeMap::new();
     for path in files {
         let map = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -200,11 +203,7 @@ fn read_weights(files: &[PathBuf]) -> Result<BTreeMap<String, (Vec<usize>, Vec<f
 }
 
 /// Builds the ferrolm model from HF `weights` (consumed), checking names and shapes.
-pub fn model_from_hf_weights(
-    config: ModelConfig,
-    tied: bool,
-    mut weights: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-) -> Result<Model> {
+pub fn model_from_hf_weights(config: ModelConfig, tied: bool, mut weights: Weights) -> Result<Model> {
     if let Some(b) = weights.keys().find(|k| k.ends_with(".bias")) {
         bail!("tensor {b}: biases are not supported (ferrolm's linear layers have none)");
     }
@@ -329,10 +328,11 @@ pub fn write_checkpoint(
         }
         None => None,
     };
-    let mut train_cfg = TrainConfig::default();
-    train_cfg.model = model.config.clone();
+    let mut train_cfg = TrainConfig {
+        model: model.config.clone(),
+        ..TrainConfig::default()
+    };
     train_cfg.run.dir = out.to_path_buf();
-    train_cfg.data.tokenizer = PathBuf::new();
     let optim = AdamW::new(train_cfg.adamw(), model.params.len());
     let state = CheckpointState {
         format_version: checkpoint::FORMAT_VERSION,
@@ -355,7 +355,7 @@ pub fn write_checkpoint(
         train_loss: None,
         config: train_cfg,
     };
-    let saved = checkpoint::save(out, &state, &model, &optim, tokenizer.map(|_| tok_tmp.as_path()));
+    let saved = checkpoint::save(out, &state, model, &optim, tokenizer.map(|_| tok_tmp.as_path()));
     if tok_tmp.exists() {
         let _ = fs::remove_dir_all(&tok_tmp);
     }

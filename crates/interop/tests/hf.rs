@@ -14,6 +14,9 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+/// safetensors contents: name → (dtype, shape, bytes).
+type St = HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
+
 fn config() -> ModelConfig {
     ModelConfig {
         vocab_size: 300,
@@ -40,7 +43,7 @@ fn make_checkpoint(dir: &Path, c: ModelConfig) -> (PathBuf, Model) {
     (ck, model)
 }
 
-fn read_st(path: &Path) -> HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> {
+fn read_st(path: &Path) -> St {
     let buf = fs::read(path).unwrap();
     let st = SafeTensors::deserialize(&buf).unwrap();
     st.tensors()
@@ -49,7 +52,7 @@ fn read_st(path: &Path) -> HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> {
         .collect()
 }
 
-fn write_st(path: &Path, tensors: &HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>) {
+fn write_st(path: &Path, tensors: &St) {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(n, (d, s, b))| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
@@ -342,7 +345,7 @@ fn import_refuses_what_ferrolm_cannot_compute_naming_the_field() {
 fn import_refuses_bad_tensors_and_tokenizers() {
     let (tmp, hf, _) = exported();
     let orig = read_st(&hf.join("model.safetensors"));
-    let rewrite = |f: &dyn Fn(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)| {
+    let rewrite = |f: &dyn Fn(&mut St)| {
         let mut st = orig.clone();
         f(&mut st);
         write_st(&hf.join("model.safetensors"), &st);
