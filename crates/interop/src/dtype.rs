@@ -50,10 +50,17 @@ impl DType {
     /// Little-endian bytes of `x` in this type; Q8_0 needs `x.len()` to be a multiple of 32
     /// (blocks run along rows, so each row length must be).
     pub fn encode(self, x: &[f32]) -> Result<Vec<u8>> {
+        fn each<const N: usize>(x: &[f32], f: impl Fn(f32) -> [u8; N]) -> Vec<u8> {
+            let mut out = vec![0u8; x.len() * N];
+            for (o, &v) in out.chunks_exact_mut(N).zip(x) {
+                o.copy_from_slice(&f(v));
+            }
+            out
+        }
         Ok(match self {
-            DType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            DType::F16 => x.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
-            DType::Bf16 => x.iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect(),
+            DType::F32 => each(x, f32::to_le_bytes),
+            DType::F16 => each(x, |v| f16::from_f32(v).to_le_bytes()),
+            DType::Bf16 => each(x, |v| bf16::from_f32(v).to_le_bytes()),
             DType::Q8_0 => {
                 if !x.len().is_multiple_of(Q8_0_BLOCK) {
                     bail!("Q8_0 needs a multiple of {Q8_0_BLOCK} values, got {}", x.len());

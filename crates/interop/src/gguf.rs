@@ -8,10 +8,12 @@
 //! `[cols, rows]`.
 
 use crate::dtype::{DType, Q8_0_BLOCK};
-use crate::hf_export::{check_fresh_file, eos_token, load_source, write_atomic, ExportReport};
+use crate::hf_export::{check_fresh_file, eos_token, load_source, tmp_path, ExportReport};
 use crate::llama::{tensor_names, RMS_NORM_EPS};
 use anyhow::{bail, Context, Result};
 use ferrolm_tokenizer::Tokenizer;
+use rayon::prelude::*;
+use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -118,11 +120,19 @@ fn pad_to(out: &mut Vec<u8>, align: usize) {
 
 /// A whole GGUF v3 file from metadata (in order) and tensors (data aligned to [`ALIGNMENT`]).
 pub fn write_gguf(metadata: &[(String, Value)], tensors: &[TensorOut]) -> Vec<u8> {
-    let data_len: usize = tensors
-        .iter()
-        .map(|t| t.data.len().div_ceil(ALIGNMENT) * ALIGNMENT)
-        .sum();
-    let mut out = Vec::with_capacity(data_len + (1 << 20));
+    let mut out = Vec::new();
+    write_gguf_to(&mut out, metadata, tensors).expect("writing to a Vec does not fail");
+    out
+}
+
+/// [`write_gguf`] into `w`: the header is built in memory, the tensor data written as it is.
+/// Returns the bytes written.
+pub fn write_gguf_to(
+    w: &mut impl Write,
+    metadata: &[(String, Value)],
+    tensors: &[TensorOut],
+) -> std::io::Result<u64> {
+    let mut out = Vec::with_capacity(1 << 20);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
@@ -144,11 +154,16 @@ pub fn write_gguf(metadata: &[(String, Value)], tensors: &[TensorOut]) -> Vec<u8
         offset += (t.data.len().div_ceil(ALIGNMENT) * ALIGNMENT) as u64;
     }
     pad_to(&mut out, ALIGNMENT);
+    w.write_all(&out)?;
+    let mut written = out.len() as u64;
+    let zeros = [0u8; ALIGNMENT];
     for t in tensors {
-        out.extend_from_slice(&t.data);
-        pad_to(&mut out, ALIGNMENT);
+        let pad = t.data.len().div_ceil(ALIGNMENT) * ALIGNMENT - t.data.len();
+        w.write_all(&t.data)?;
+        w.write_all(&zeros[..pad])?;
+        written += (t.data.len() + pad) as u64;
     }
-    out
+    Ok(written)
 }
 
 /// GGUF's token list for `tok`, padded to `vocab_size` rows with unused `[PAD{id}]` entries:
@@ -264,29 +279,34 @@ pub fn export_gguf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<Export
             ))
         }
     }
-    let mut tensors = Vec::new();
-    let mut fallback = Vec::new();
-    for t in tensor_names(c) {
-        let spec = src
-            .model
-            .specs
-            .iter()
-            .find(|s| s.name == t.ferrolm)
-            .with_context(|| format!("the model has no tensor {}", t.ferrolm))?;
-        let w = &src.model.params[spec.range()];
-        let dims: Vec<u64> = spec.shape.iter().rev().map(|&d| d as u64).collect();
-        let mut dt = if spec.shape.len() == 1 { DType::F32 } else { dtype };
-        if dt == DType::Q8_0 && !dims[0].is_multiple_of(Q8_0_BLOCK as u64) {
-            fallback.push(t.gguf.clone());
-            dt = DType::F16;
-        }
-        tensors.push(TensorOut {
-            name: t.gguf,
-            dims,
-            ggml_type: ggml_type(dt),
-            data: dt.encode(w)?,
-        });
-    }
+    let model = &src.model;
+    // One task per tensor: the conversion is memory-bound and the tensors independent.
+    let tensors: Vec<TensorOut> = tensor_names(c)
+        .into_par_iter()
+        .map(|t| {
+            let spec = model
+                .specs
+                .iter()
+                .find(|s| s.name == t.ferrolm)
+                .with_context(|| format!("the model has no tensor {}", t.ferrolm))?;
+            let dims: Vec<u64> = spec.shape.iter().rev().map(|&d| d as u64).collect();
+            let mut dt = if spec.shape.len() == 1 { DType::F32 } else { dtype };
+            if dt == DType::Q8_0 && !dims[0].is_multiple_of(Q8_0_BLOCK as u64) {
+                dt = DType::F16;
+            }
+            Ok(TensorOut {
+                name: t.gguf,
+                dims,
+                ggml_type: ggml_type(dt),
+                data: dt.encode(&model.params[spec.range()])?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let fallback: Vec<&str> = tensors
+        .iter()
+        .filter(|t| dtype == DType::Q8_0 && t.dims.len() == 2 && t.ggml_type != GGML_Q8_0)
+        .map(|t| t.name.as_str())
+        .collect();
     if !fallback.is_empty() {
         let msg = format!(
             "rows not a multiple of {Q8_0_BLOCK} values, stored as f16: {}",
@@ -294,17 +314,23 @@ pub fn export_gguf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<Export
         );
         warning = Some(warning.map_or(msg.clone(), |w| format!("{w}; {msg}")));
     }
-    let bytes = write_gguf(&meta, &tensors);
-    drop(tensors);
     let convert_seconds = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    write_atomic(out, &bytes)?;
+    let tmp = tmp_path(out);
+    let write = || -> std::io::Result<u64> {
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        let n = write_gguf_to(&mut f, &meta, &tensors)?;
+        f.flush()?;
+        Ok(n)
+    };
+    let size = write().with_context(|| format!("cannot write {} (is the disk full?)", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} into place", tmp.display()))?;
     Ok(ExportReport {
         checkpoint: src.dir,
-        files: vec![(out.to_path_buf(), bytes.len() as u64)],
+        files: vec![(out.to_path_buf(), size)],
         load_seconds,
         convert_seconds,
         write_seconds: t2.elapsed().as_secs_f64(),

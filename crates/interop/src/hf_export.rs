@@ -10,6 +10,7 @@ use ferrolm_nn::model::Model;
 use ferrolm_nn::ModelConfig;
 use ferrolm_tokenizer::Tokenizer;
 use ferrolm_train::checkpoint::{self, CheckpointState};
+use rayon::prelude::*;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -147,25 +148,28 @@ pub type EncodedTensor = (String, Vec<usize>, Vec<u8>);
 /// The tensors in HF's names and layout, encoded as `dtype`.
 pub fn hf_tensors(model: &Model, dtype: DType) -> Result<Vec<EncodedTensor>> {
     let c = &model.config;
-    let mut out = Vec::new();
-    for t in tensor_names(c) {
-        let spec = model
-            .specs
-            .iter()
-            .find(|s| s.name == t.ferrolm)
-            .with_context(|| format!("the model has no tensor {}", t.ferrolm))?;
-        let w = &model.params[spec.range()];
-        let bytes = match t.rows {
-            Rows::Same => dtype.encode(w)?,
-            Rows::Rope => dtype.encode(&permute_to_half(w, c.n_heads, c.d_head(), c.d_model))?,
-        };
-        out.push((t.hf, spec.shape.clone(), bytes));
-    }
-    Ok(out)
+    // One task per tensor: the conversion is memory-bound and the tensors independent.
+    tensor_names(c)
+        .into_par_iter()
+        .map(|t| {
+            let spec = model
+                .specs
+                .iter()
+                .find(|s| s.name == t.ferrolm)
+                .with_context(|| format!("the model has no tensor {}", t.ferrolm))?;
+            let w = &model.params[spec.range()];
+            let bytes = match t.rows {
+                Rows::Same => dtype.encode(w)?,
+                Rows::Rope => dtype.encode(&permute_to_half(w, c.n_heads, c.d_head(), c.d_model))?,
+            };
+            Ok((t.hf, spec.shape.clone(), bytes))
+        })
+        .collect()
 }
 
-/// safetensors bytes of `tensors` in `dtype`, with PyTorch's `format: pt` metadata.
-pub(crate) fn safetensors_bytes(tensors: &[EncodedTensor], dtype: DType) -> Result<Vec<u8>> {
+/// Writes `tensors` in `dtype` as the safetensors file `path` (through `path.tmp` and a rename),
+/// with PyTorch's `format: pt` metadata; returns its size in bytes.
+pub(crate) fn write_safetensors(path: &Path, tensors: &[EncodedTensor], dtype: DType) -> Result<u64> {
     let st_dtype = match dtype {
         DType::F32 => Dtype::F32,
         DType::F16 => Dtype::F16,
@@ -177,7 +181,11 @@ pub(crate) fn safetensors_bytes(tensors: &[EncodedTensor], dtype: DType) -> Resu
         .map(|(n, shape, data)| Ok((n.clone(), TensorView::new(st_dtype, shape.clone(), data)?)))
         .collect::<Result<_>>()?;
     let meta = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
-    Ok(safetensors::tensor::serialize(views, &meta)?)
+    let tmp = tmp_path(path);
+    safetensors::tensor::serialize_to_file(views, &meta, &tmp)
+        .with_context(|| format!("cannot write {} (is the disk full?)", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot rename {} into place", tmp.display()))?;
+    Ok(fs::metadata(path)?.len())
 }
 
 /// `tokenizer_config.json` and `special_tokens_map.json` for `tok`: a `PreTrainedTokenizerFast`
@@ -292,8 +300,6 @@ pub fn export_hf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<ExportRe
     let generation = json!({"bos_token_id": eos, "eos_token_id": eos, "max_length": c.context_length});
     files.push(("generation_config.json", pretty(&generation)));
     let tensors = hf_tensors(&src.model, dtype)?;
-    files.push(("model.safetensors", safetensors_bytes(&tensors, dtype)?));
-    drop(tensors);
     let mut warning = None;
     match &src.tokenizer {
         Some(tok) => {
@@ -313,7 +319,9 @@ pub fn export_hf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<ExportRe
     let convert_seconds = t1.elapsed().as_secs_f64();
 
     let t2 = Instant::now();
-    let written = write_files(out, &files)?;
+    let mut written = write_files(out, &files)?;
+    let st = out.join("model.safetensors");
+    written.push((st.clone(), write_safetensors(&st, &tensors, dtype)?));
     Ok(ExportReport {
         checkpoint: src.dir,
         files: written,
@@ -338,9 +346,14 @@ pub(crate) fn write_files(out: &Path, files: &[(&str, Vec<u8>)]) -> Result<Vec<(
 
 /// Writes `bytes` to `path` through `path.tmp` and a rename.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
+    let tmp = tmp_path(path);
     fs::write(&tmp, bytes).with_context(|| format!("cannot write {} (is the disk full?)", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("cannot rename {} into place", tmp.display()))
+}
+
+/// `path` with `.tmp` appended.
+pub(crate) fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
 }
