@@ -178,14 +178,15 @@ pub fn run(args: Args) -> Result<()> {
     };
     args.apply_flags(&mut cfg)?;
 
-    let resume = match args.resume.as_deref() {
-        None => Resume::No,
-        Some("latest") => Resume::Latest,
-        Some(p) => Resume::From(PathBuf::from(p)),
+    let resume = match (args.resume.as_deref(), &args.init_from) {
+        (None, Some(p)) => Resume::InitFrom(p.clone()),
+        (None, None) => Resume::No,
+        (Some("latest"), _) => Resume::Latest,
+        (Some(p), _) => Resume::From(PathBuf::from(p)),
     };
     // Resuming without a config file: the checkpoint's own config is the base, so
     // `ferrolm train --run-dir R --resume` needs nothing else.
-    if args.config.is_none() && resume != Resume::No {
+    if args.config.is_none() && matches!(resume, Resume::Latest | Resume::From(_)) {
         let found = match &resume {
             Resume::From(p) => Some(checkpoint::resolve(p)?),
             _ => checkpoint::latest(&ferrolm_train::trainer::checkpoints_dir(&cfg.run.dir))?,
@@ -221,7 +222,6 @@ pub fn run(args: Args) -> Result<()> {
         progress: true,
         verbose: true,
         handle_sigint: true,
-        init_from: args.init_from.clone(),
         ..TrainOptions::default()
     };
     let s = train(&cfg, &opts).context("training failed")?;

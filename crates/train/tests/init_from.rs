@@ -5,7 +5,7 @@ mod common;
 
 use ferrolm_train::checkpoint;
 use ferrolm_train::metrics;
-use ferrolm_train::{train, TrainOptions};
+use ferrolm_train::{train, Resume, TrainOptions};
 
 #[test]
 fn a_run_initialized_from_a_checkpoint_starts_from_its_weights_and_loss() {
@@ -18,7 +18,7 @@ fn a_run_initialized_from_a_checkpoint_starts_from_its_weights_and_loss() {
     b.checkpoint.save_step0 = true;
     b.logging.every = 1;
     let opts = TrainOptions {
-        init_from: Some(a.run.dir.clone()),
+        resume: Resume::InitFrom(a.run.dir.clone()),
         ..TrainOptions::default()
     };
     let sb = train(&b, &opts).unwrap();
