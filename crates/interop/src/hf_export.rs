@@ -92,12 +92,12 @@ pub(crate) fn f32_json(x: f32) -> Value {
     json!(x.to_string().parse::<f64>().expect("f32 prints as a number"))
 }
 
-/// The end-of-text token: `<|endoftext|>` if the tokenizer has it, else its first special token.
+/// The end-of-text token: `END_OF_TEXT` (`<|endoftext|>`) if the tokenizer has it, else its first special token.
 pub(crate) fn eos_token(tok: &Tokenizer) -> Option<(String, u32)> {
     let specials = tok.special_tokens();
     specials
         .iter()
-        .find(|(s, _)| s == "<|endoftext|>")
+        .find(|(s, _)| s == ferrolm_tokenizer::END_OF_TEXT)
         .or(specials.first())
         .cloned()
 }
