@@ -14,7 +14,8 @@ implementations (development tools, never product dependencies):
 - `train --init-from`: fine-tuning an imported model on other text starts from its loss.
 
 Usage: python3 tools/check_interop.py [--ferrolm target/release/ferrolm] [--probe PATH] [--keep DIR]
-Needs: pip install torch transformers gguf numpy llama-cpp-python (see .ci/run).
+Needs: pip install torch transformers gguf numpy safetensors, and bash tools/install_llama_cpp.sh
+(llama.cpp's libraries and its Python bindings); .ci/run does both.
 """
 import argparse
 import json
@@ -206,11 +207,16 @@ def gguf_checks(args, work, ckpt, tokj):
 
 
 def llama_cpp_checks(args, paths, prompt, held, ours_greedy):
+    if "LLAMA_CPP_LIB_PATH" not in os.environ:
+        built = sorted(Path.home().glob(".cache/ferrolm/llama-cpp-*/build/bin/libllama.so"))
+        if built:
+            os.environ["LLAMA_CPP_LIB_PATH"] = str(built[-1].parent)
     try:
         from llama_cpp import Llama
-    except ImportError:
-        check(False, "llama-cpp-python is installed (pip install llama-cpp-python)")
+    except (ImportError, OSError, RuntimeError) as e:
+        check(False, f"llama-cpp-python loads ({e}; install it with tools/install_llama_cpp.sh)")
         return
+    print(f"llama.cpp libraries: {os.environ.get('LLAMA_CPP_LIB_PATH', 'the package’s own')}")
 
     def load(p):
         return Llama(model_path=str(p), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
