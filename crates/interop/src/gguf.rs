@@ -11,6 +11,8 @@ use crate::dtype::{DType, Q8_0_BLOCK};
 use crate::hf_export::{check_fresh_file, eos_token, load_source, tmp_path, ExportReport};
 use crate::llama::{tensor_names, RMS_NORM_EPS};
 use anyhow::{bail, Context, Result};
+use ferrolm_nn::model::Model;
+use ferrolm_nn::ModelConfig;
 use ferrolm_tokenizer::Tokenizer;
 use rayon::prelude::*;
 use std::io::Write;
@@ -218,70 +220,57 @@ fn ggml_type(dtype: DType) -> u32 {
     }
 }
 
-/// Exports the checkpoint at `checkpoint` as the new GGUF file `out`, matrices as `dtype`
-/// (1-D tensors stay f32, as llama.cpp's converter keeps them; a Q8_0 matrix whose rows are not a
-/// multiple of 32 values is stored as f16).
-pub fn export_gguf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<ExportReport> {
-    check_fresh_file(out)?;
-    let t0 = Instant::now();
-    let src = load_source(checkpoint)?;
-    let load_seconds = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    let c = &src.state.model;
+/// The `general.*` and `llama.*` metadata of a model of `c` stored as `dtype`.
+pub fn llama_metadata(c: &ModelConfig, name: &str, dtype: DType) -> Vec<(String, Value)> {
     let u = |v: usize| Value::U32(v as u32);
-    let name = src
-        .dir
-        .file_name()
-        .map_or("ferrolm".into(), |n| n.to_string_lossy().into_owned());
-    let mut meta: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::Str("llama".into())),
-        ("general.name".into(), Value::Str(format!("ferrolm {name}"))),
-        ("general.file_type".into(), Value::U32(file_type(dtype))),
-        ("general.quantization_version".into(), Value::U32(2)),
-        ("general.alignment".into(), u(ALIGNMENT)),
-        ("llama.vocab_size".into(), u(c.vocab_size)),
-        ("llama.context_length".into(), u(c.context_length)),
-        ("llama.embedding_length".into(), u(c.d_model)),
-        ("llama.block_count".into(), u(c.n_layers)),
-        ("llama.feed_forward_length".into(), u(c.d_ff)),
-        ("llama.rope.dimension_count".into(), u(c.d_head())),
-        ("llama.attention.head_count".into(), u(c.n_heads)),
-        ("llama.attention.head_count_kv".into(), u(c.n_heads)),
-        (
-            "llama.attention.layer_norm_rms_epsilon".into(),
-            Value::F32(RMS_NORM_EPS),
+    let kv = |k: &str, v: Value| (k.to_string(), v);
+    vec![
+        kv("general.architecture", Value::Str("llama".into())),
+        kv("general.name", Value::Str(name.into())),
+        kv("general.file_type", Value::U32(file_type(dtype))),
+        kv("general.quantization_version", Value::U32(2)),
+        kv("general.alignment", u(ALIGNMENT)),
+        kv("llama.vocab_size", u(c.vocab_size)),
+        kv("llama.context_length", u(c.context_length)),
+        kv("llama.embedding_length", u(c.d_model)),
+        kv("llama.block_count", u(c.n_layers)),
+        kv("llama.feed_forward_length", u(c.d_ff)),
+        kv("llama.rope.dimension_count", u(c.d_head())),
+        kv("llama.attention.head_count", u(c.n_heads)),
+        kv("llama.attention.head_count_kv", u(c.n_heads)),
+        kv("llama.attention.layer_norm_rms_epsilon", Value::F32(RMS_NORM_EPS)),
+        kv("llama.rope.freq_base", Value::F32(c.rope_theta)),
+    ]
+}
+
+/// The `tokenizer.ggml.*` metadata: GPT-2 byte-level BPE with `tok`'s tokens (padded to
+/// `vocab_size`), token types, merges and end-of-text as bos/eos; no BOS/EOS added on encode.
+pub fn tokenizer_metadata(tok: &Tokenizer, vocab_size: usize) -> Vec<(String, Value)> {
+    let (tokens, types, merges) = gguf_vocab(tok, vocab_size);
+    let kv = |k: &str, v: Value| (k.to_string(), v);
+    let mut meta = vec![
+        kv("tokenizer.ggml.model", Value::Str("gpt2".into())),
+        kv("tokenizer.ggml.pre", Value::Str("gpt-2".into())),
+        kv("tokenizer.ggml.tokens", Value::strings(tokens)),
+        kv(
+            "tokenizer.ggml.token_type",
+            Value::Array(5, types.into_iter().map(Value::I32).collect()),
         ),
-        ("llama.rope.freq_base".into(), Value::F32(c.rope_theta)),
+        kv("tokenizer.ggml.merges", Value::strings(merges)),
     ];
-    let mut warning = None;
-    match &src.tokenizer {
-        Some(tok) => {
-            let (tokens, types, merges) = gguf_vocab(tok, c.vocab_size);
-            meta.push(("tokenizer.ggml.model".into(), Value::Str("gpt2".into())));
-            meta.push(("tokenizer.ggml.pre".into(), Value::Str("gpt-2".into())));
-            meta.push(("tokenizer.ggml.tokens".into(), Value::strings(tokens)));
-            meta.push((
-                "tokenizer.ggml.token_type".into(),
-                Value::Array(5, types.into_iter().map(Value::I32).collect()),
-            ));
-            meta.push(("tokenizer.ggml.merges".into(), Value::strings(merges)));
-            if let Some((_, id)) = eos_token(tok) {
-                meta.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(id)));
-                meta.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(id)));
-            }
-            meta.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)));
-            meta.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(false)));
-        }
-        None => {
-            warning = Some(format!(
-                "checkpoint {} has no tokenizer copy: the GGUF file has no tokenizer (llama.cpp needs one)",
-                src.dir.display()
-            ))
-        }
+    if let Some((_, id)) = eos_token(tok) {
+        meta.push(kv("tokenizer.ggml.bos_token_id", Value::U32(id)));
+        meta.push(kv("tokenizer.ggml.eos_token_id", Value::U32(id)));
     }
-    let model = &src.model;
-    // One task per tensor: the conversion is memory-bound and the tensors independent.
-    let tensors: Vec<TensorOut> = tensor_names(c)
+    meta.push(kv("tokenizer.ggml.add_bos_token", Value::Bool(false)));
+    meta.push(kv("tokenizer.ggml.add_eos_token", Value::Bool(false)));
+    meta
+}
+
+/// The model's tensors in GGUF's names, dims and `dtype` (1-D ones f32; Q8_0 matrices whose rows
+/// are not a multiple of 32 values f16), converted in parallel (one task per tensor).
+pub fn gguf_tensors(model: &Model, dtype: DType) -> Result<Vec<TensorOut>> {
+    tensor_names(&model.config)
         .into_par_iter()
         .map(|t| {
             let spec = model
@@ -301,40 +290,71 @@ pub fn export_gguf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<Export
                 data: dt.encode(&model.params[spec.range()])?,
             })
         })
-        .collect::<Result<_>>()?;
-    let fallback: Vec<&str> = tensors
-        .iter()
-        .filter(|t| dtype == DType::Q8_0 && t.dims.len() == 2 && t.ggml_type != GGML_Q8_0)
-        .map(|t| t.name.as_str())
-        .collect();
-    if !fallback.is_empty() {
-        let msg = format!(
-            "rows not a multiple of {Q8_0_BLOCK} values, stored as f16: {}",
-            fallback.join(", ")
-        );
-        warning = Some(warning.map_or(msg.clone(), |w| format!("{w}; {msg}")));
-    }
-    let convert_seconds = t1.elapsed().as_secs_f64();
-    let t2 = Instant::now();
+        .collect()
+}
+
+/// Writes a GGUF file to `out` through `out.tmp` and a rename; returns its size.
+fn write_file(out: &Path, meta: &[(String, Value)], tensors: &[TensorOut]) -> Result<u64> {
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let tmp = tmp_path(out);
     let write = || -> std::io::Result<u64> {
         let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
-        let n = write_gguf_to(&mut f, &meta, &tensors)?;
+        let n = write_gguf_to(&mut f, meta, tensors)?;
         f.flush()?;
         Ok(n)
     };
     let size = write().with_context(|| format!("cannot write {} (is the disk full?)", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("cannot rename {} into place", tmp.display()))?;
+    Ok(size)
+}
+
+/// Exports the checkpoint at `checkpoint` as the new GGUF file `out`, matrices as `dtype`
+/// (1-D tensors stay f32, as llama.cpp's converter keeps them; a Q8_0 matrix whose rows are not a
+/// multiple of 32 values is stored as f16).
+pub fn export_gguf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<ExportReport> {
+    check_fresh_file(out)?;
+    let t0 = Instant::now();
+    let src = load_source(checkpoint)?;
+    let load_seconds = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let c = &src.state.model;
+    let name = src
+        .dir
+        .file_name()
+        .map_or("ferrolm".into(), |n| n.to_string_lossy().into_owned());
+    let mut meta = llama_metadata(c, &format!("ferrolm {name}"), dtype);
+    let mut warnings = Vec::new();
+    match &src.tokenizer {
+        Some(tok) => meta.extend(tokenizer_metadata(tok, c.vocab_size)),
+        None => warnings.push(format!(
+            "checkpoint {} has no tokenizer copy: the GGUF file has no tokenizer (llama.cpp needs one)",
+            src.dir.display()
+        )),
+    }
+    let tensors = gguf_tensors(&src.model, dtype)?;
+    let fallback: Vec<&str> = tensors
+        .iter()
+        .filter(|t| dtype == DType::Q8_0 && t.dims.len() == 2 && t.ggml_type != GGML_Q8_0)
+        .map(|t| t.name.as_str())
+        .collect();
+    if !fallback.is_empty() {
+        warnings.push(format!(
+            "rows not a multiple of {Q8_0_BLOCK} values, stored as f16: {}",
+            fallback.join(", ")
+        ));
+    }
+    let convert_seconds = t1.elapsed().as_secs_f64();
+    let t2 = Instant::now();
+    let size = write_file(out, &meta, &tensors)?;
     Ok(ExportReport {
         checkpoint: src.dir,
         files: vec![(out.to_path_buf(), size)],
         load_seconds,
         convert_seconds,
         write_seconds: t2.elapsed().as_secs_f64(),
-        warning,
+        warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
     })
 }
 
