@@ -320,11 +320,7 @@ pub fn export_gguf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<Export
     let load_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let c = &src.state.model;
-    let name = src
-        .dir
-        .file_name()
-        .map_or("ferrolm".into(), |n| n.to_string_lossy().into_owned());
-    let mut meta = llama_metadata(c, &format!("ferrolm {name}"), dtype);
+    let mut meta = llama_metadata(c, &format!("ferrolm {}", src.name()), dtype);
     let mut warnings = Vec::new();
     match &src.tokenizer {
         Some(tok) => meta.extend(tokenizer_metadata(tok, c.vocab_size)),

@@ -43,6 +43,21 @@ pub struct Source {
     pub tokenizer: Option<Tokenizer>,
 }
 
+impl Source {
+    /// The run's name: the run directory's for `RUN/checkpoints/step-N`, else the checkpoint's.
+    pub fn name(&self) -> String {
+        let base = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+        let run = self
+            .dir
+            .parent()
+            .filter(|p| p.file_name().is_some_and(|n| n == "checkpoints"))
+            .and_then(|p| p.parent())
+            .and_then(base);
+        run.or_else(|| base(&self.dir))
+            .unwrap_or_else(|| "ferrolm".into())
+    }
+}
+
 /// Resolves and loads `path` (a checkpoint, a directory of checkpoints or a run directory) and
 /// checks that its model is a Llama.
 pub fn load_source(path: &Path) -> Result<Source> {
@@ -250,7 +265,7 @@ pub fn model_card(src: &Source) -> String {
     };
     format!(
         "---\nlibrary_name: transformers\npipeline_tag: text-generation\ntags:\n- llama\n- ferrolm\n---\n\n\
-# {name}\n\nA Llama-architecture language model trained from scratch with ferrolm {ver}.\n\n\
+# ferrolm model {name}\n\nA Llama-architecture language model trained from scratch with ferrolm {ver}.\n\n\
 | | |\n|---|---|\n| architecture | LlamaForCausalLM: {l} layers, d_model {d}, {h} heads (d_head {dh}), \
 SwiGLU d_ff {f}, RMSNorm (eps {eps}), RoPE (theta {theta}), untied embeddings |\n\
 | parameters | {params} |\n| vocabulary | {vocab} ({tok}) |\n| context length | {ctx} |\n\
@@ -260,10 +275,7 @@ tok = AutoTokenizer.from_pretrained(\"path/to/this/dir\")\n\
 model = AutoModelForCausalLM.from_pretrained(\"path/to/this/dir\")\n\
 ids = tok(\"Once upon a time\", return_tensors=\"pt\").input_ids\n\
 print(tok.decode(model.generate(ids, max_new_tokens=40, do_sample=False)[0]))\n```\n",
-        name = src.dir.file_name().map_or("ferrolm model".into(), |n| format!(
-            "ferrolm model ({})",
-            n.to_string_lossy()
-        )),
+        name = src.name(),
         ver = env!("CARGO_PKG_VERSION"),
         l = c.n_layers,
         d = c.d_model,
