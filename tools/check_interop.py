@@ -206,7 +206,9 @@ def gguf_checks(args, work, ckpt, tokj):
     return paths
 
 
-def llama_cpp_checks(args, paths, prompt, held, ours_greedy):
+def llama_cpp_checks(paths, prompt, held, ours, ours_greedy, windows):
+    """llama.cpp runs the GGUF files: f32 logits vs ferrolm's `ours` on `held`, greedy ids for f32
+    and f16, and the held-out loss over `windows` for f32, f16 and Q8_0."""
     if "LLAMA_CPP_LIB_PATH" not in os.environ:
         built = sorted(Path.home().glob(".cache/ferrolm/llama-cpp-*/build/bin/libllama.so"))
         if built:
@@ -219,7 +221,9 @@ def llama_cpp_checks(args, paths, prompt, held, ours_greedy):
     print(f"llama.cpp libraries: {os.environ.get('LLAMA_CPP_LIB_PATH', 'the package’s own')}")
 
     def load(p):
-        return Llama(model_path=str(p), n_ctx=512, logits_all=True, verbose=False, n_threads=2)
+        # An f32 KV cache (type 0): llama.cpp's default f16 cache alone moves logits by ~4e-3.
+        return Llama(model_path=str(p), n_ctx=256, logits_all=True, verbose=False, n_threads=2,
+                     type_k=0, type_v=0)
 
     def greedy(llm, ids, k):
         llm.reset()
@@ -231,24 +235,35 @@ def llama_cpp_checks(args, paths, prompt, held, ours_greedy):
             llm.eval([nxt])
         return out
 
-    def loss(llm, ids):
+    def logits(llm, ids):
         llm.reset()
-        llm.eval(list(ids[:-1]))
-        logits = np.asarray(llm.scores[: len(ids) - 1], dtype=np.float64)
-        m = logits.max(axis=1, keepdims=True)
-        lse = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))
-        return float(np.mean(lse - logits[np.arange(len(ids) - 1), ids[1:]]))
+        llm.eval(list(ids))
+        return np.asarray(llm.scores[: len(ids)], dtype=np.float64)
+
+    def loss(llm, windows):
+        total, n = 0.0, 0
+        for w in windows:
+            lg = logits(llm, w[:-1])
+            m = lg.max(axis=1, keepdims=True)
+            lse = m[:, 0] + np.log(np.exp(lg - m).sum(axis=1))
+            total += float(np.sum(lse - lg[np.arange(len(w) - 1), w[1:]]))
+            n += len(w) - 1
+        return total / n
 
     losses = {}
     for dtype in ["f32", "f16", "q8_0"]:
         llm = load(paths[dtype])
+        if dtype == "f32":
+            diff = float(np.abs(logits(llm, held) - ours).max())
+            check(diff <= 1e-4, f"llama.cpp logits on the f32 GGUF (f32 KV cache) vs ferrolm's: max abs diff {diff:.2e}")
         if dtype != "q8_0":
             g = greedy(llm, prompt, 64)
             check(g == ours_greedy, f"llama.cpp on the {dtype} GGUF: the same 64 greedy ids as ferrolm")
-        losses[dtype] = loss(llm, held)
+        losses[dtype] = loss(llm, windows)
         del llm
     inc = losses["q8_0"] - losses["f32"]
-    print(f"llama.cpp held-out loss ({len(held) - 1} tokens): f32 {losses['f32']:.5f}, f16 {losses['f16']:.5f}, "
+    n = sum(len(w) - 1 for w in windows)
+    print(f"llama.cpp held-out loss ({n} tokens): f32 {losses['f32']:.5f}, f16 {losses['f16']:.5f}, "
           f"q8_0 {losses['q8_0']:.5f} (q8_0 - f32 = {inc:+.5f} nats/token)")
     check(abs(inc) < 0.05, "q8_0 loss within 0.05 nats/token of f32")
 
@@ -309,7 +324,8 @@ def main():
     imported = check_import(args, work, hf, model, ours, held, vocab)
     tokj = json.loads((hf / "tokenizer.json").read_text())
     paths = gguf_checks(args, work, ckpt, tokj)
-    llama_cpp_checks(args, paths, prompt, held, probe_greedy(args.probe, ckpt, prompt, 64))
+    windows = [[int(x) for x in valid[i: i + 256]] for i in range(3000, 3000 + 16 * 256, 256)]
+    llama_cpp_checks(paths, prompt, held, ours, probe_greedy(args.probe, ckpt, prompt, 64), windows)
     check_init_from(args, work, imported)
     print(f"check_interop: {time.time() - t0:.0f} s, work directory {work}")
     if not args.keep:

@@ -25,7 +25,7 @@ if [ ! -f "$libs/libllama.so" ]; then
         -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF >/dev/null
     cmake --build "$dir/build" --target llama -j "$(nproc)" >/dev/null
 fi
-if ! python3 -c 'import llama_cpp' 2>/dev/null; then
+if ! LLAMA_CPP_LIB_PATH="$libs" python3 -c 'import llama_cpp' 2>/dev/null; then
     # The Python package alone: its own CMake step told not to build llama.cpp again.
     src="$dir/src"
     if [ ! -d "$src" ]; then
