@@ -41,6 +41,25 @@ grep -q '"step":20' runs/bf16/metrics.jsonl || { echo "the bf16 run did not reac
 "$ferrolm" generate --checkpoint runs/a --prompt "Once upon a time" --max-tokens 32 --temperature 0.8 --top-p 0.9 --seed 1
 "$ferrolm" generate --checkpoint runs/a --prompt "Once upon a time" --max-tokens 32 --precision bf16
 "$ferrolm" eval --checkpoint runs/a --data valid.npy --max-windows 16
+# "Use your model elsewhere": export to HF and GGUF, import back, generate, fine-tune
+"$ferrolm" export --checkpoint runs/a --format hf --out my-model
+"$ferrolm" export --checkpoint runs/a --format gguf --out my-model.gguf --dtype q8_0
+for f in config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json \
+         special_tokens_map.json README.md; do
+    test -s "my-model/$f" || { echo "export: missing my-model/$f" >&2; exit 1; }
+done
+"$ferrolm" import --from my-model --out runs/imported
+"$ferrolm" generate --checkpoint runs/imported --prompt "Once upon a time" --max-tokens 16
+"$ferrolm" train --init-from runs/imported --train train.npy --valid valid.npy --steps 4 --run-dir runs/ft \
+    --set data.batch_size=4 --set eval.batches=2 --no-progress
+grep -q '"step":4' runs/ft/metrics.jsonl || { echo "the fine-tuning run did not reach step 4" >&2; exit 1; }
+if python3 -c 'import transformers, torch' 2>/dev/null; then
+    python3 -c 'from transformers import AutoModelForCausalLM as M, AutoTokenizer as T
+tok, model = T.from_pretrained("my-model"), M.from_pretrained("my-model")
+print(tok.decode(model.generate(**tok("Once upon a time", return_tensors="pt"), max_new_tokens=40)[0]))'
+else
+    echo "(transformers not installed: skipped the Python example of \"Use your model elsewhere\")"
+fi
 # the per-kernel breakdown of a (very short) benchmark step
 "$ferrolm" --threads 2 bench train --preset tiny --batch 1 --seq 16 --steps 2 --warmup 1 --breakdown > bench.txt
 grep -q "fwd matmul head" bench.txt && grep -q "AdamW" bench.txt || { cat bench.txt; echo "no breakdown" >&2; exit 1; }

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use ferrolm_nn::Precision;
+use ferrolm_train::checkpoint;
 use ferrolm_train::data::Sampling;
 use ferrolm_train::trainer::setup::saved_config;
 use ferrolm_train::{train, Resume, TrainConfig, TrainOptions};
@@ -18,7 +19,8 @@ use std::path::PathBuf;
 #[command(
     after_help = "Examples:\n  ferrolm train --print-config > run.toml\n  ferrolm train --config run.toml \
 --set optimizer.lr=3e-4\n  ferrolm train --train data/train.npy --valid data/valid.npy --tokenizer tok/ --preset tiny \
---steps 2000 --run-dir runs/a\n  ferrolm train --run-dir runs/a --resume            # continue after Ctrl-C or a crash"
+--steps 2000 --run-dir runs/a\n  ferrolm train --run-dir runs/a --resume            # continue after Ctrl-C or a crash\n  \
+ferrolm train --init-from runs/imported --train my.npy --valid my-valid.npy --steps 200 --run-dir runs/ft  # fine-tune"
 )]
 pub struct Args {
     /// TOML config file (keys it leaves out take the defaults).
@@ -46,6 +48,12 @@ pub struct Args {
     /// start there is refused when the configs differ).
     #[arg(long)]
     overwrite_config: bool,
+    /// Fine-tune: start a new run from the weights of this checkpoint (or run directory), e.g.
+    /// one made by `ferrolm import`, with a fresh optimizer, schedule and data order. The model
+    /// settings come from the checkpoint, and data.tokenizer defaults to its tokenizer copy (the
+    /// data must be encoded with that tokenizer).
+    #[arg(long, value_name = "CHECKPOINT", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// Run directory (run.dir).
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -164,6 +172,22 @@ impl Args {
     }
 }
 
+/// Takes the model config (and, unless set, the tokenizer) of the checkpoint to fine-tune.
+fn init_from_checkpoint(args: &Args, path: &std::path::Path, cfg: &mut TrainConfig) -> Result<()> {
+    if args.preset.is_some() || args.sets.iter().any(|s| s.trim_start().starts_with("model.")) {
+        anyhow::bail!(
+            "--init-from takes the model settings from the checkpoint; drop --preset and --set model.*"
+        );
+    }
+    let dir = checkpoint::resolve(path)?;
+    cfg.model = checkpoint::read_state(&dir)?.model;
+    let tok = dir.join(checkpoint::TOKENIZER_DIR);
+    if cfg.data.tokenizer.as_os_str().is_empty() && tok.is_dir() {
+        cfg.data.tokenizer = tok;
+    }
+    Ok(())
+}
+
 pub fn run(args: Args) -> Result<()> {
     let mut cfg = match &args.config {
         Some(p) => TrainConfig::load(p)?,
@@ -171,18 +195,22 @@ pub fn run(args: Args) -> Result<()> {
     };
     args.apply_flags(&mut cfg)?;
 
-    let resume = match args.resume.as_deref() {
-        None => Resume::No,
-        Some("latest") => Resume::Latest,
-        Some(p) => Resume::From(PathBuf::from(p)),
+    let resume = match (args.resume.as_deref(), &args.init_from) {
+        (None, Some(p)) => Resume::InitFrom(p.clone()),
+        (None, None) => Resume::No,
+        (Some("latest"), _) => Resume::Latest,
+        (Some(p), _) => Resume::From(PathBuf::from(p)),
     };
     // Resuming without a config file: the saved config (the checkpoint's, else the run
     // directory's) is the base, so `ferrolm train --run-dir R --resume` needs nothing else.
-    if args.config.is_none() && resume != Resume::No {
+    if args.config.is_none() && matches!(resume, Resume::Latest | Resume::From(_)) {
         if let Some(saved) = saved_config(&resume, &cfg.run.dir)? {
             cfg = saved;
             args.apply_flags(&mut cfg)?;
         }
+    }
+    if let Some(p) = &args.init_from {
+        init_from_checkpoint(&args, p, &mut cfg)?;
     }
     cfg.validate()?;
     if args.print_config {

@@ -5,7 +5,9 @@ use clap::{Parser, Subcommand};
 
 mod cmd_bench;
 mod cmd_eval;
+mod cmd_export;
 mod cmd_generate;
+mod cmd_import;
 mod cmd_quickstart;
 mod cmd_tokenizer;
 mod cmd_train;
@@ -36,6 +38,10 @@ enum Command {
     Generate(cmd_generate::Args),
     /// Loss and perplexity of a checkpoint on a token file.
     Eval(cmd_eval::Args),
+    /// Export a checkpoint to Hugging Face transformers (--format hf) or GGUF for llama.cpp.
+    Export(cmd_export::Args),
+    /// Import a Hugging Face Llama directory as a checkpoint.
+    Import(cmd_import::Args),
     /// Benchmarks that print throughput figures.
     #[command(subcommand)]
     Bench(cmd_bench::Command),
@@ -60,6 +66,8 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Train(a) => cmd_train::run(a),
         Command::Generate(a) => cmd_generate::run(a),
         Command::Eval(a) => cmd_eval::run(a),
+        Command::Export(a) => cmd_export::run(a),
+        Command::Import(a) => cmd_import::run(a),
         Command::Bench(c) => cmd_bench::run(c),
     }
 }

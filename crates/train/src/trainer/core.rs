@@ -5,7 +5,7 @@
 
 use super::setup::{self, Plan, Start, TrainData};
 use super::step::{SampledBatches, StepOutcome, StepSettings, StepStats, Stepper};
-use super::{checkpoints_dir, TrainOptions, TrainSummary};
+use super::{checkpoints_dir, Resume, TrainOptions, TrainSummary};
 use crate::checkpoint::{self, CheckpointState, ScheduleState};
 use crate::config::TrainConfig;
 use crate::data::BatchSampler;
@@ -76,7 +76,10 @@ impl Trainer {
         let start = match setup::plan(&opts.resume, &run_dir)? {
             Plan::Fresh => {
                 check_config_file(&run_dir, &cfg, opts.overwrite_config)?;
-                setup::initialize(&cfg)?
+                match &opts.resume {
+                    Resume::InitFrom(p) => setup::init_from(p, &cfg, data.tokenizer.as_ref())?,
+                    _ => setup::initialize(&cfg)?,
+                }
             }
             Plan::SavedConfig(path) => {
                 let saved = TrainConfig::load(&path)?;

@@ -37,6 +37,10 @@ pub enum Resume {
     Latest,
     /// A given checkpoint (or run directory: its latest).
     From(PathBuf),
+    /// A fresh run whose parameters are those of a checkpoint (or run directory: its latest), e.g.
+    /// one made by `ferrolm import`: fine-tuning, with a fresh optimizer, schedule and data order.
+    /// Its model config must be the run's.
+    InitFrom(PathBuf),
 }
 
 /// How to run (things that are not part of the run's config).

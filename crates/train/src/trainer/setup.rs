@@ -138,7 +138,7 @@ pub fn newest_intact(parent: &Path) -> Result<(Option<PathBuf>, Vec<Damaged>)> {
 pub fn plan(resume: &Resume, run_dir: &Path) -> Result<Plan> {
     let ckpt_dir = super::checkpoints_dir(run_dir);
     match resume {
-        Resume::No => {
+        Resume::No | Resume::InitFrom(_) => {
             if let Some(existing) = checkpoint::latest(&ckpt_dir)? {
                 bail!(
                     "run directory {} already has checkpoints (latest {}); resume it with --resume, or \
@@ -399,4 +399,35 @@ pub fn initialize(cfg: &TrainConfig) -> Result<Start> {
         wall_seconds: 0.0,
         resumed_from: None,
     })
+}
+
+/// A fresh run (optimizer and sampler as [`initialize`]) whose model is the one of the checkpoint
+/// at `path`, checked against the run: the same model config, and the same tokenizer when both
+/// name one.
+pub fn init_from(path: &Path, cfg: &TrainConfig, tokenizer: Option<&TokenizerIdentity>) -> Result<Start> {
+    let dir = checkpoint::resolve(path)?;
+    let ck = checkpoint::load_model(&dir)?;
+    if ck.state.model != cfg.model {
+        bail!(
+            "--init-from {}: its model config {:?} differs from the run's {:?}; leave the model settings \
+             out (the CLI then takes the checkpoint's)",
+            dir.display(),
+            ck.state.model,
+            cfg.model
+        );
+    }
+    if let (Some(a), Some(b)) = (&ck.state.tokenizer, tokenizer) {
+        if a.bpe_fingerprint.is_some() && a.bpe_fingerprint != b.bpe_fingerprint {
+            bail!(
+                "--init-from {}: the model was trained with another tokenizer than data.tokenizer {}; \
+                 encode the data with the checkpoint's tokenizer ({})",
+                dir.display(),
+                cfg.data.tokenizer.display(),
+                dir.join(checkpoint::TOKENIZER_DIR).display()
+            );
+        }
+    }
+    let mut start = initialize(cfg)?;
+    start.model = ck.model;
+    Ok(start)
 }
