@@ -14,6 +14,7 @@ use std::path::PathBuf;
 /// Ctrl-C exits at once. `--resume` continues a stopped run exactly where it left off.
 #[derive(clap::Args)]
 #[command(
+    allow_negative_numbers = true,
     after_help = "Examples:\n  ferrolm train --print-config > run.toml\n  ferrolm train --config run.toml \
 --set optimizer.lr=3e-4\n  ferrolm train --train data/train.npy --valid data/valid.npy --tokenizer tok/ --preset tiny \
 --steps 2000 --run-dir runs/a\n  ferrolm train --run-dir runs/a --resume            # continue after Ctrl-C or a crash"
@@ -39,10 +40,11 @@ pub struct Args {
     /// Training tokens, .npy (data.train).
     #[arg(long)]
     train: Option<PathBuf>,
-    /// Validation tokens, .npy (data.valid).
+    /// Validation tokens, .npy (data.valid; without it the run has no validation).
     #[arg(long)]
     valid: Option<PathBuf>,
-    /// Tokenizer directory, copied into each checkpoint (data.tokenizer).
+    /// Tokenizer directory, copied into each checkpoint (data.tokenizer); model.vocab_size defaults
+    /// to its vocabulary size.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Model preset: tiny or small (model.*).
@@ -63,7 +65,7 @@ pub struct Args {
     /// Batch order: random or sequential (data.sampling).
     #[arg(long, value_parser = parse_sampling)]
     sampling: Option<Sampling>,
-    /// Evaluate every N steps (eval.every).
+    /// Evaluate every N steps (eval.every; default: about 20 times per run).
     #[arg(long)]
     eval_every: Option<u64>,
     /// Checkpoint every M steps (checkpoint.every).
@@ -179,6 +181,10 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
 
+    // The trainer resolves the same way (silently); the notes are said once, here.
+    for note in cfg.resolve()? {
+        eprintln!("{note}");
+    }
     let c = &cfg;
     eprintln!(
         "training {} parameters ({} layers, d_model {}, vocab {}) for {} steps of {} tokens; run directory {}",

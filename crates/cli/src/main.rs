@@ -7,8 +7,10 @@ mod cmd_bench;
 mod cmd_eval;
 mod cmd_generate;
 mod cmd_quickstart;
+mod cmd_runs;
 mod cmd_tokenizer;
 mod cmd_train;
+mod errors;
 
 /// Train Transformer language models from scratch and use them: a byte-level BPE tokenizer,
 /// a Llama-style model, and the training loop, in one binary.
@@ -36,13 +38,23 @@ enum Command {
     Generate(cmd_generate::Args),
     /// Loss and perplexity of a checkpoint on a token file.
     Eval(cmd_eval::Args),
+    /// List the runs under a directory (state, steps, losses, size), or overlay their loss curves.
+    Runs(cmd_runs::Args),
     /// Benchmarks that print throughput figures.
     #[command(subcommand)]
     Bench(cmd_bench::Command),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
+    if let Err(e) = main_with(cli) {
+        // Message and causes once, no backtrace (see errors::report); exit status 1.
+        eprint!("{}", errors::report(&e));
+        std::process::exit(1);
+    }
+}
+
+fn main_with(cli: Cli) -> anyhow::Result<()> {
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
@@ -60,6 +72,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Train(a) => cmd_train::run(a),
         Command::Generate(a) => cmd_generate::run(a),
         Command::Eval(a) => cmd_eval::run(a),
+        Command::Runs(a) => cmd_runs::run(a),
         Command::Bench(c) => cmd_bench::run(c),
     }
 }

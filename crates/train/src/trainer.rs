@@ -175,11 +175,14 @@ pub fn train(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> 
 }
 
 fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
-    let cfg = config;
+    let mut resolved = config.clone();
+    resolved.resolve()?;
+    let cfg = &resolved;
     cfg.validate()?;
     let run_dir = cfg.run.dir.clone();
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    let _running = crate::runs::RunningMarker::create(&run_dir)?;
     let ckpt_dir = checkpoints_dir(&run_dir);
     let seq = cfg.seq_len();
     let batch = cfg.data.batch_size;
@@ -467,8 +470,7 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
 
         let step = run.step;
         let at_end = step == cfg.run.max_steps;
-        let do_eval =
-            evaluator.is_some() && (at_end || (cfg.eval.every > 0 && step.is_multiple_of(cfg.eval.every)));
+        let do_eval = evaluator.is_some() && (at_end || step.is_multiple_of(cfg.eval_every()));
         let do_ckpt = at_end || (cfg.checkpoint.every > 0 && step.is_multiple_of(cfg.checkpoint.every));
         let do_log = do_eval || at_end || (cfg.logging.every > 0 && step.is_multiple_of(cfg.logging.every));
 
