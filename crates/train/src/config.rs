@@ -27,8 +27,16 @@ pub struct TrainConfig {
 pub struct RunSection {
     /// Directory for checkpoints, metrics, the plot and the tokenizer copy.
     pub dir: PathBuf,
-    /// Number of optimizer steps.
+    /// Number of optimizer steps (set from `max_minutes` or `max_tokens` when one is given).
     pub max_steps: u64,
+    /// Train for about this many minutes instead (0: off): the step count is estimated from the
+    /// speed of the first steps, then fixed and recorded in `max_steps` (so a resume is exact).
+    #[serde(default)]
+    pub max_minutes: f64,
+    /// Train on this many tokens instead (0: off): `max_steps` = tokens / tokens per step,
+    /// rounded up.
+    #[serde(default)]
+    pub max_tokens: u64,
     /// Seed of the parameter initialization.
     pub seed: u64,
     /// Matmul precision: "f32", or "bf16" (bf16 operands with f32 sums; parameters, gradients,
@@ -101,8 +109,11 @@ pub struct EvalSection {
 pub struct LoggingSection {
     /// Write a metrics line every N steps (evaluations are always logged).
     pub every: u64,
-    /// Progress bar on a terminal.
+    /// Progress bar on a terminal; plain progress lines when stderr is not one.
     pub progress: bool,
+    /// Seconds between plain progress lines (0: one per metrics line).
+    #[serde(default = "default_progress_seconds")]
+    pub progress_seconds: f64,
     /// Draw loss.svg at the end.
     pub plot: bool,
 }
@@ -118,12 +129,18 @@ pub struct CheckpointSection {
     pub save_step0: bool,
 }
 
+fn default_progress_seconds() -> f64 {
+    30.0
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             run: RunSection {
                 dir: PathBuf::from("runs/run"),
                 max_steps: 5000,
+                max_minutes: 0.0,
+                max_tokens: 0,
                 seed: 0,
                 precision: Precision::F32,
             },
@@ -162,6 +179,7 @@ impl Default for TrainConfig {
             logging: LoggingSection {
                 every: 10,
                 progress: true,
+                progress_seconds: default_progress_seconds(),
                 plot: true,
             },
             checkpoint: CheckpointSection {
@@ -305,7 +323,7 @@ impl TrainConfig {
     /// Fills in what the config leaves to be derived and says what it did, one line per note:
     /// `model.vocab_size` 0 becomes the tokenizer's vocabulary size (an error without a
     /// tokenizer); a set size smaller than the tokenizer's is an error, a larger one a warning;
-    /// no `data.valid` means no validation. Idempotent.
+    /// `run.max_tokens` sets `run.max_steps`; no `data.valid` means no validation. Idempotent.
     pub fn resolve(&mut self) -> Result<Vec<String>> {
         let mut notes = Vec::new();
         let tok_dir = &self.data.tokenizer;
@@ -340,6 +358,14 @@ impl TrainConfig {
                 m - v
             )),
             _ => {}
+        }
+        if self.run.max_tokens > 0 {
+            let per_step = (self.data.batch_size * self.data.grad_accum * self.seq_len()).max(1) as u64;
+            self.run.max_steps = self.run.max_tokens.div_ceil(per_step);
+            notes.push(format!(
+                "run.max_tokens {}: {} steps of {per_step} tokens",
+                self.run.max_tokens, self.run.max_steps
+            ));
         }
         if self.data.valid.as_os_str().is_empty() {
             notes.push(

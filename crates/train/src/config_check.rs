@@ -43,6 +43,21 @@ fn check(key: &str, value: f64, ok: bool, range: &str) -> Result<()> {
 
 /// Every range and consistency check of a config (see the module docs).
 pub fn validate(c: &TrainConfig) -> Result<()> {
+    let m = c.run.max_minutes;
+    check("run.max_minutes", m, m >= 0.0, "[0, inf) (0: off)")?;
+    if m > 0.0 && c.run.max_tokens > 0 {
+        return Err(field(
+            "run.max_minutes",
+            "run.max_minutes and run.max_tokens are both set: give one budget".into(),
+        ));
+    }
+    let p = c.logging.progress_seconds;
+    check(
+        "logging.progress_seconds",
+        p,
+        p >= 0.0,
+        "[0, inf) (0: one line per metrics line)",
+    )?;
     let o = &c.optimizer;
     check("optimizer.lr", o.lr, o.lr >= 0.0, "[0, inf)")?;
     check(

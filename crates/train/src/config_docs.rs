@@ -20,7 +20,9 @@ pub fn section_doc(section: &str) -> Option<&'static str> {
 pub fn key_doc(key: &str) -> Option<&'static str> {
     Some(match key {
         "run.dir" => "Directory for config.toml, metrics.jsonl, loss.svg and checkpoints/.",
-        "run.max_steps" => "Optimizer steps to train.",
+        "run.max_steps" => "Optimizer steps to train (set from max_minutes or max_tokens when one is given).",
+        "run.max_minutes" => "Train for about this many minutes instead (0: off); the steps are estimated from the first steps' speed, then fixed.",
+        "run.max_tokens" => "Train on this many tokens instead (0: off); max_steps = max_tokens / tokens per step, rounded up.",
         "run.seed" => "Seed of the parameter initialization.",
         "run.precision" => {
             "Matmul precision: \"f32\", or \"bf16\" (bf16 operands; f32 sums, weights and optimizer state)."
@@ -73,6 +75,7 @@ pub fn key_doc(key: &str) -> Option<&'static str> {
         }
         "logging.every" => "Write a metrics.jsonl line every N steps (evaluations are always written).",
         "logging.progress" => "Show progress: a bar on a terminal, plain lines when stderr is not one.",
+        "logging.progress_seconds" => "Seconds between plain progress lines (0: one per metrics line).",
         "logging.plot" => "Draw loss.svg at the end of the run.",
         "checkpoint.every" => "Save a checkpoint every N steps; 0: only at the end.",
         "checkpoint.keep_last" => {
