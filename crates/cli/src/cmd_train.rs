@@ -17,7 +17,7 @@ use std::path::PathBuf;
     allow_negative_numbers = true,
     after_help = "Examples:\n  ferrolm train --print-config > run.toml\n  ferrolm train --config run.toml \
 --set optimizer.lr=3e-4\n  ferrolm train --train data/train.npy --valid data/valid.npy --tokenizer tok/ --preset tiny \
---steps 2000 --run-dir runs/a\n  ferrolm train --run-dir runs/a --resume            # continue after Ctrl-C or a crash"
+--steps 2000 --run-dir runs/a\n  ferrolm train --config run.toml --minutes 8          # about 8 minutes, the schedule laid over them\n  ferrolm train --run-dir runs/a --resume            # continue after Ctrl-C or a crash"
 )]
 pub struct Args {
     /// TOML config file (keys it leaves out take the defaults).
@@ -51,8 +51,16 @@ pub struct Args {
     #[arg(long)]
     preset: Option<String>,
     /// Optimizer steps (run.max_steps).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["minutes", "tokens"])]
     steps: Option<u64>,
+    /// Train for about M minutes, fractions allowed (0.5 is 30 s) (run.max_minutes): the step
+    /// count is estimated from the first steps' speed, then fixed for the cosine schedule and
+    /// recorded, so --resume continues the same schedule.
+    #[arg(long, value_name = "M", conflicts_with = "tokens")]
+    minutes: Option<f64>,
+    /// Train on N tokens (run.max_tokens): steps = N / tokens per step, rounded up.
+    #[arg(long, value_name = "N")]
+    tokens: Option<u64>,
     /// Sequences per micro-batch (data.batch_size).
     #[arg(long)]
     batch_size: Option<usize>,
@@ -115,6 +123,18 @@ impl Args {
         }
         if let Some(v) = self.steps {
             c.run.max_steps = v;
+            (c.run.max_minutes, c.run.max_tokens) = (0.0, 0);
+        }
+        if let Some(v) = self.minutes {
+            anyhow::ensure!(
+                v > 0.0 && v.is_finite(),
+                "--minutes {v} is out of range: it must be > 0"
+            );
+            (c.run.max_minutes, c.run.max_tokens) = (v, 0);
+        }
+        if let Some(v) = self.tokens {
+            anyhow::ensure!(v > 0, "--tokens 0 is out of range: it must be at least 1");
+            (c.run.max_minutes, c.run.max_tokens) = (0.0, v);
         }
         if let Some(v) = self.batch_size {
             c.data.batch_size = v;
@@ -186,13 +206,17 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("{note}");
     }
     let c = &cfg;
+    let length = if c.run.max_minutes > 0.0 {
+        format!("for about {} minutes in steps", c.run.max_minutes)
+    } else {
+        format!("for {} steps", c.run.max_steps)
+    };
     eprintln!(
-        "training {} parameters ({} layers, d_model {}, vocab {}) for {} steps of {} tokens; run directory {}",
+        "training {} parameters ({} layers, d_model {}, vocab {}) {length} of {} tokens; run directory {}",
         c.model.num_params(),
         c.model.n_layers,
         c.model.d_model,
         c.model.vocab_size,
-        c.run.max_steps,
         c.data.batch_size * c.data.grad_accum * c.seq_len(),
         c.run.dir.display()
     );

@@ -33,7 +33,7 @@ enum Command {
     #[command(subcommand)]
     Tokenizer(cmd_tokenizer::Command),
     /// Train a model from a TOML config and command-line overrides.
-    Train(cmd_train::Args),
+    Train(Box<cmd_train::Args>),
     /// Generate text from a checkpoint.
     Generate(cmd_generate::Args),
     /// Loss and perplexity of a checkpoint on a token file.
@@ -69,7 +69,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Quickstart(a) => cmd_quickstart::run(a),
         Command::Tokenizer(c) => cmd_tokenizer::run(c),
-        Command::Train(a) => cmd_train::run(a),
+        Command::Train(a) => cmd_train::run(*a),
         Command::Generate(a) => cmd_generate::run(a),
         Command::Eval(a) => cmd_eval::run(a),
         Command::Runs(a) => cmd_runs::run(a),

@@ -363,3 +363,60 @@ fn vocab_from_the_tokenizer_no_validation_said_once_and_runs_listed() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("longer than the model's context of 16"), "{err}");
 }
+
+#[test]
+fn progress_lines_without_a_terminal_and_runs_by_tokens_and_minutes() {
+    let d = tempfile::tempdir().unwrap();
+    data(d.path());
+    // stderr is a pipe here: plain progress lines, one per metrics line with progress_seconds 0.
+    let o = {
+        // TINY has --no-progress; run without it.
+        let mut args = vec!["train", "--train", "train.npy", "--tokenizer", "tok"];
+        args.extend(TINY.iter().filter(|a| **a != "--no-progress"));
+        args.extend([
+            "--tokens",
+            "200",
+            "--run-dir",
+            "runs/t2",
+            "--set",
+            "logging.progress_seconds=0",
+            "--set",
+            "logging.every=1",
+        ]);
+        ferrolm(&args, d.path())
+    };
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // 200 tokens at 4 x 16 per step: 4 steps.
+    assert!(err.contains("run.max_tokens 200: 4 steps of 64 tokens"), "{err}");
+    for s in 1..=4 {
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&format!("step {s}/4 (")))
+            .unwrap_or_else(|| panic!("no progress line for step {s}: {err}"));
+        for part in ["loss ", "lr ", "tok/s", "elapsed ", "ETA "] {
+            assert!(line.contains(part), "{part:?} missing in {line}");
+        }
+    }
+    // --no-progress: none.
+    let o = train(d.path(), &["--steps", "2", "--run-dir", "runs/q"]);
+    assert!(!text(&o.stderr).contains("tok/s"), "{}", text(&o.stderr));
+
+    // --minutes with a fraction: the estimate is said, fixed and recorded.
+    let o = train(d.path(), &["--minutes", "0.005", "--run-dir", "runs/m"]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let said: u64 = err
+        .split("steps in all")
+        .next()
+        .and_then(|s| s.rsplit("so ").next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no estimate in {err}"));
+    let cfg = std::fs::read_to_string(d.path().join("runs/m/config.toml")).unwrap();
+    assert!(
+        cfg.contains(&format!("max_steps = {said}\n")) && cfg.contains("max_minutes = 0.005"),
+        "{cfg}"
+    );
+    let o = ferrolm(&["train", "--steps", "3", "--minutes", "1"], d.path());
+    assert_eq!(o.status.code(), Some(2), "clap refuses --steps with --minutes");
+}

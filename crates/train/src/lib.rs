@@ -12,6 +12,7 @@
 //!   [`metrics`] (JSONL) and [`plot`] (SVG loss curves); [`runs`] (the runs under a directory).
 
 pub mod bench;
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod config_check;

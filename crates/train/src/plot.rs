@@ -142,14 +142,28 @@ pub fn count_label(x: f64) -> String {
     format!("{s}{suffix}")
 }
 
-/// A loss-axis label: two or three significant digits ("0.35", "2.5", "10").
-pub fn loss_label(y: f64) -> String {
-    let s = if y >= 10.0 {
-        format!("{y:.0}")
-    } else if y >= 1.0 {
-        format!("{y:.1}")
+/// An x-axis label on an axis spanning `span`: a count (see [`count_label`]) when the span is
+/// large enough for integer ticks, else one or two decimals (short runs' seconds).
+pub fn axis_label(x: f64, span: f64) -> String {
+    if span >= 20.0 {
+        count_label(x)
+    } else if span >= 2.0 {
+        format!("{x:.1}")
     } else {
+        format!("{x:.2}")
+    }
+}
+
+/// A loss-axis label with three significant digits, trailing zeros dropped ("0.35", "4.48", "10").
+pub fn loss_label(y: f64) -> String {
+    let s = if y >= 100.0 {
+        format!("{y:.0}")
+    } else if y >= 10.0 {
+        format!("{y:.1}")
+    } else if y >= 1.0 {
         format!("{y:.2}")
+    } else {
+        format!("{y:.3}")
     };
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -174,33 +188,38 @@ fn draw_panel(area: &Area<'_>, series: Vec<Series>, x_label: &str, y_label: &str
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
-    // 5% of the log range as a margin above and below.
-    let pad = ((y1 / y0).ln() * 0.05).max(0.02).exp();
+    // The loss axis is linear in ln(loss), labelled with the loss itself: plotters' own log axis
+    // puts its ticks at powers of ten, so the narrow ranges of loss curves got no labels. 5% of
+    // the range as a margin above and below.
+    let (l0, l1) = (y0.ln(), y1.ln());
+    let pad = ((l1 - l0) * 0.05).max(0.01);
+    let span = x1 - x0;
     let mut chart = ChartBuilder::on(area)
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(55)
-        .build_cartesian_2d(x0..x1, ((y0 / pad)..(y1 * pad)).log_scale())
+        .build_cartesian_2d(x0..x1, (l0 - pad)..(l1 + pad))
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
-        .x_label_formatter(&|x| count_label(*x))
-        .y_label_formatter(&|y| loss_label(*y))
+        .x_label_formatter(&|x| axis_label(*x, span))
+        .y_label_formatter(&|y| loss_label(y.exp()))
         .draw()
         .map_err(|e| err(&e))?;
     for s in series {
         let color = s.color;
+        let points: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x, y.ln())).collect();
         let width = if s.markers { 2 } else { 1 };
         chart
-            .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(width)))
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(width)))
             .map_err(|e| err(&e))?
             .label(s.label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
         if s.markers {
             chart
-                .draw_series(s.points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| err(&e))?;
         }
     }
@@ -228,5 +247,9 @@ mod tests {
         assert_eq!(loss_label(2.5), "2.5");
         assert_eq!(loss_label(10.0), "10");
         assert_eq!(loss_label(3.0), "3");
+        assert_eq!(loss_label(4.4817), "4.48");
+        assert_eq!(axis_label(40.0, 40.0), "40");
+        assert_eq!(axis_label(0.5, 1.2), "0.50");
+        assert_eq!(axis_label(2.5, 8.0), "2.5");
     }
 }

@@ -16,6 +16,8 @@ use ferrolm_nn::model::Activations;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod hooks;
+
 /// What [`Trainer::after_step`] did.
 #[derive(Clone, Debug, Default)]
 pub struct AfterStep {
