@@ -133,7 +133,7 @@ pub fn count_label(x: f64) -> String {
     } else if a >= 1e6 {
         (x / 1e6, "M")
     } else if a >= 1e5 {
-        (x / 1e3, "k")
+        return format!("{}k", (x / 1e3).round() as i64);
     } else {
         return format!("{}", x.round() as i64);
     };
