@@ -99,7 +99,11 @@ impl Budget {
         } else {
             ((left / per_step) as u64 / eval_every.max(1)).max(1)
         };
-        let for_steps = 0.97 * (left - evals as f64 * self.eval_seconds);
+        // The start evaluation ran cold (first touch of the activations, like the first step):
+        // take the first step's extra time off it for the later, warm ones.
+        let cold = (self.step_seconds[0] - per_step).max(0.0);
+        let eval_seconds = (self.eval_seconds - cold).max(0.25 * self.eval_seconds);
+        let for_steps = 0.97 * (left - evals as f64 * eval_seconds);
         Some(step + (for_steps.max(0.0) / per_step) as u64)
     }
 
