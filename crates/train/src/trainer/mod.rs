@@ -210,37 +210,14 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
             }
         };
         if let Some(b) = &mut budget {
-            let secs = step_started.elapsed().as_secs_f64();
-            if let Some(n) = b.after_step(t.step, secs, t.wall(), t.cfg.eval.every) {
-                t.fix_max_steps(n)?;
-                if let Some(pb) = &out.pb {
-                    pb.set_length(t.cfg.run.max_steps);
-                }
-                out.say(format!(
-                    "run.max_minutes {}: {:.3} s/step measured over the first {} steps, so {} steps in all \
-                     (fixed, and recorded in config.toml for --resume)",
-                    t.cfg.run.max_minutes,
-                    b.measured_step_seconds(),
-                    t.step,
-                    t.cfg.run.max_steps
-                ));
+            if fix_budget(&mut t, b, step_started.elapsed().as_secs_f64(), &out)? {
                 budget = None;
             }
         }
         let after = t.after_step(&stats)?;
         report_step(&out, t.step, &stats, &after);
         if let Some(l) = &mut lines {
-            let p = StepProgress {
-                step: t.step,
-                max_steps: fixed(&t),
-                loss: stats.loss,
-                lr: stats.lr,
-                tokens: t.tokens_seen,
-                logged: after.logged.is_some(),
-            };
-            if let Some(line) = l.after_step(&p) {
-                eprintln!("{line}");
-            }
+            progress_line(l, &t, &stats, &after);
         }
     }
     if interrupted {
@@ -275,5 +252,41 @@ fn report_step(out: &Say, step: u64, stats: &StepStats, after: &AfterStep) {
     }
     if let Some(dir) = &after.checkpoint {
         out.say(format!("step {step}: checkpoint {}", dir.display()));
+    }
+}
+
+/// Times a step of a time-budgeted run; when the budget says so, fixes the run's step count and
+/// says so. Returns whether it was fixed.
+fn fix_budget(t: &mut Trainer, b: &mut Budget, step_seconds: f64, out: &Say) -> Result<bool> {
+    let Some(n) = b.after_step(t.step, step_seconds, t.wall(), t.cfg.eval.every) else {
+        return Ok(false);
+    };
+    t.fix_max_steps(n)?;
+    if let Some(pb) = &out.pb {
+        pb.set_length(t.cfg.run.max_steps);
+    }
+    out.say(format!(
+        "run.max_minutes {}: {:.3} s/step measured over the first {} steps, so {} steps in all \
+         (fixed, and recorded in config.toml for --resume)",
+        t.cfg.run.max_minutes,
+        b.measured_step_seconds(),
+        t.step,
+        t.cfg.run.max_steps
+    ));
+    Ok(true)
+}
+
+/// A plain progress line on stderr when one is due (no terminal).
+fn progress_line(lines: &mut ProgressLines, t: &Trainer, stats: &StepStats, after: &AfterStep) {
+    let p = StepProgress {
+        step: t.step,
+        max_steps: Some(t.cfg.run.max_steps).filter(|&m| m != UNFIXED),
+        loss: stats.loss,
+        lr: stats.lr,
+        tokens: t.tokens_seen,
+        logged: after.logged.is_some(),
+    };
+    if let Some(line) = lines.after_step(&p) {
+        eprintln!("{line}");
     }
 }
