@@ -38,6 +38,17 @@ grep -q '"step":24' runs/a/metrics.jsonl || { echo "--extend did not reach step 
     --steps 20 --run-dir runs/bf16 --precision bf16 --no-progress
 grep -q '"step":20' runs/bf16/metrics.jsonl || { echo "the bf16 run did not reach step 20" >&2; exit 1; }
 
+# by time (a fraction of a minute here) and by tokens; then the listing and the overlay
+"$ferrolm" train --train train.npy --valid valid.npy --tokenizer tok "${small[@]}" --minutes 0.05 \
+    --run-dir runs/b --no-progress
+grep -q '^max_minutes = 0.05$' runs/b/config.toml || { echo "no time budget recorded" >&2; exit 1; }
+"$ferrolm" train --train train.npy --tokenizer tok "${small[@]}" --tokens 5120 --run-dir runs/c --no-progress
+grep -q '"step":10,' runs/c/metrics.jsonl || { echo "--tokens 5120 did not give 10 steps" >&2; exit 1; }
+"$ferrolm" runs runs | tee runs.txt
+grep -q "runs/a .*finished" runs.txt || { echo "runs/a not listed as finished" >&2; exit 1; }
+"$ferrolm" runs --compare runs/a runs/b --out ab.svg
+test -s ab.svg || { echo "no comparison plot" >&2; exit 1; }
+
 "$ferrolm" generate --checkpoint runs/a --prompt "Once upon a time" --max-tokens 32 --temperature 0.8 --top-p 0.9 --seed 1
 "$ferrolm" generate --checkpoint runs/a --prompt "Once upon a time" --max-tokens 32 --precision bf16
 "$ferrolm" eval --checkpoint runs/a --data valid.npy --max-windows 16

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use ferrolm_nn::Precision;
 use ferrolm_train::checkpoint;
-use ferrolm_train::generate::{checkpoint_tokenizer, generate_text, GenerateConfig};
+use ferrolm_train::generate::{checkpoint_tokenizer, generate_text, prompt_tokens_kept, GenerateConfig};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -11,6 +11,7 @@ use std::path::PathBuf;
 /// <|endoftext|>). The checkpoint's own tokenizer copy is used unless --tokenizer is given.
 #[derive(clap::Args)]
 #[command(
+    allow_negative_numbers = true,
     after_help = "Example:\n  ferrolm generate --checkpoint runs/a --prompt \"Once upon a time\" \
 --max-tokens 256 --temperature 0.8 --top-p 0.9 --seed 1"
 )]
@@ -46,6 +47,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let cfg = GenerateConfig {
+        max_tokens: args.max_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    // Bad flags fail before anything is loaded or printed.
+    cfg.validate().map_err(|e| anyhow::anyhow!("--{e}"))?;
     let dir = checkpoint::resolve(&args.checkpoint)?;
     let ck = checkpoint::load_model(&dir)?;
     if !ck.verified {
@@ -60,12 +69,15 @@ pub fn run(args: Args) -> Result<()> {
         }
         None => checkpoint_tokenizer(&dir)?,
     };
-    let cfg = GenerateConfig {
-        max_tokens: args.max_tokens,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        seed: args.seed,
-    };
+    let n = tok.encode(&args.prompt).len();
+    let ctx = ck.model.config.context_length;
+    let kept = prompt_tokens_kept(n, ctx);
+    if kept < n {
+        eprintln!(
+            "note: the prompt is {n} tokens, longer than the model's context of {ctx}: the model reads only \
+             its last {kept} tokens (the whole prompt is still echoed)"
+        );
+    }
     let mut out = std::io::stdout().lock();
     if !args.no_echo {
         write!(out, "{}", args.prompt)?;

@@ -101,7 +101,23 @@ fn load(dir: &PathBuf) -> anyhow::Result<Tokenizer> {
     Tokenizer::from_dir(dir).with_context(|| format!("loading the tokenizer in {}", dir.display()))
 }
 
+/// A directory given where a text file is expected is named as such (reading it would fail with
+/// the OS's "Is a directory" or, memory-mapped, "No such device").
+fn check_not_dir(path: &std::path::Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        bail!(
+            "--input {} is a directory, not a text file: give the files in it (e.g. --input {}/*.txt)",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn train(a: TrainArgs) -> anyhow::Result<()> {
+    for p in &a.input {
+        check_not_dir(p)?;
+    }
     let specials = if a.no_special_tokens {
         Vec::new()
     } else {
@@ -122,10 +138,33 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         a.out.display()
     );
     println!("fingerprint {}", tokenizer.fingerprint());
+    if tokenizer.vocab_size() < a.vocab_size {
+        let bytes: u64 = a
+            .input
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        eprintln!(
+            "warning: the requested vocab size {} was not reached: the input ({bytes} bytes) has no more \
+             pairs to merge after {} merges, so the tokenizer has {} tokens{}",
+            a.vocab_size,
+            tokenizer.num_merges(),
+            tokenizer.vocab_size(),
+            if bytes == 0 {
+                " (the input is empty)"
+            } else {
+                " (give more text)"
+            }
+        );
+    }
     Ok(())
 }
 
 fn encode(a: EncodeArgs) -> anyhow::Result<()> {
+    if let Some(p) = &a.input {
+        check_not_dir(p)?;
+    }
     let tokenizer = load(&a.tokenizer)?;
     if let (Some(input), Some(output)) = (&a.input, &a.output) {
         let stats = encode_file_to_npy_with(&tokenizer, input, output, std::io::stderr().is_terminal())?;

@@ -17,9 +17,11 @@ use std::path::PathBuf;
 /// (including a NaN/infinite loss: the last good checkpoint is kept).
 #[derive(clap::Args)]
 #[command(
+    allow_negative_numbers = true,
     after_help = "Examples:\n  ferrolm train --print-config > run.toml\n  ferrolm train --config run.toml \
 --set optimizer.lr=3e-4\n  ferrolm train --train data/train.npy --valid data/valid.npy --tokenizer tok/ --preset tiny \
---steps 2000 --run-dir runs/a\n  ferrolm train --run-dir runs/a --resume            # continue after Ctrl-C or a crash\n  \
+--steps 2000 --run-dir runs/a\n  ferrolm train --config run.toml --minutes 8          # about 8 minutes, the schedule laid over them\n  \
+ferrolm train --run-dir runs/a --resume            # continue after Ctrl-C or a crash\n  \
 ferrolm train --init-from runs/imported --train my.npy --valid my-valid.npy --steps 200 --run-dir runs/ft  # fine-tune"
 )]
 pub struct Args {
@@ -60,18 +62,27 @@ pub struct Args {
     /// Training tokens, .npy (data.train).
     #[arg(long)]
     train: Option<PathBuf>,
-    /// Validation tokens, .npy (data.valid).
+    /// Validation tokens, .npy (data.valid; without it the run has no validation).
     #[arg(long)]
     valid: Option<PathBuf>,
-    /// Tokenizer directory, copied into each checkpoint (data.tokenizer).
+    /// Tokenizer directory, copied into each checkpoint (data.tokenizer); model.vocab_size defaults
+    /// to its vocabulary size.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Model preset: tiny or small (model.*).
     #[arg(long)]
     preset: Option<String>,
     /// Optimizer steps (run.max_steps).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["minutes", "tokens"])]
     steps: Option<u64>,
+    /// Train for about M minutes, fractions allowed (0.5 is 30 s) (run.max_minutes): the step
+    /// count is estimated from the first steps' speed, then fixed for the cosine schedule and
+    /// recorded, so --resume continues the same schedule.
+    #[arg(long, value_name = "M", conflicts_with = "tokens")]
+    minutes: Option<f64>,
+    /// Train on N tokens (run.max_tokens): steps = N / tokens per step, rounded up.
+    #[arg(long, value_name = "N")]
+    tokens: Option<u64>,
     /// Sequences per micro-batch (data.batch_size).
     #[arg(long)]
     batch_size: Option<usize>,
@@ -84,7 +95,7 @@ pub struct Args {
     /// Batch order: random or sequential (data.sampling).
     #[arg(long, value_parser = parse_sampling)]
     sampling: Option<Sampling>,
-    /// Evaluate every N steps (eval.every).
+    /// Evaluate every N steps (eval.every; default: about 20 times per run).
     #[arg(long)]
     eval_every: Option<u64>,
     /// Checkpoint every M steps (checkpoint.every).
@@ -137,6 +148,18 @@ impl Args {
         }
         if let Some(v) = self.steps {
             c.run.max_steps = v;
+            (c.run.max_minutes, c.run.max_tokens) = (0.0, 0);
+        }
+        if let Some(v) = self.minutes {
+            anyhow::ensure!(
+                v > 0.0 && v.is_finite(),
+                "--minutes {v} is out of range: it must be > 0"
+            );
+            (c.run.max_minutes, c.run.max_tokens) = (v, 0);
+        }
+        if let Some(v) = self.tokens {
+            anyhow::ensure!(v > 0, "--tokens 0 is out of range: it must be at least 1");
+            (c.run.max_minutes, c.run.max_tokens) = (0.0, v);
         }
         if let Some(v) = self.batch_size {
             c.data.batch_size = v;
@@ -218,14 +241,22 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
 
+    // The trainer resolves the same way (silently); the notes are said once, here.
+    for note in cfg.resolve()? {
+        eprintln!("{note}");
+    }
     let c = &cfg;
+    let length = if c.run.max_minutes > 0.0 {
+        format!("for about {} minutes in steps", c.run.max_minutes)
+    } else {
+        format!("for {} steps", c.run.max_steps)
+    };
     eprintln!(
-        "training {} parameters ({} layers, d_model {}, vocab {}) for {} steps of {} tokens; run directory {}",
+        "training {} parameters ({} layers, d_model {}, vocab {}) {length} of {} tokens; run directory {}",
         c.model.num_params(),
         c.model.n_layers,
         c.model.d_model,
         c.model.vocab_size,
-        c.run.max_steps,
         c.data.batch_size * c.data.grad_accum * c.seq_len(),
         c.run.dir.display()
     );

@@ -9,8 +9,10 @@ mod cmd_export;
 mod cmd_generate;
 mod cmd_import;
 mod cmd_quickstart;
+mod cmd_runs;
 mod cmd_tokenizer;
 mod cmd_train;
+mod errors;
 
 /// Train Transformer language models from scratch and use them: a byte-level BPE tokenizer,
 /// a Llama-style model, and the training loop, in one binary.
@@ -33,7 +35,7 @@ enum Command {
     #[command(subcommand)]
     Tokenizer(cmd_tokenizer::Command),
     /// Train a model from a TOML config and command-line overrides.
-    Train(cmd_train::Args),
+    Train(Box<cmd_train::Args>),
     /// Generate text from a checkpoint.
     Generate(cmd_generate::Args),
     /// Loss and perplexity of a checkpoint on a token file.
@@ -42,13 +44,23 @@ enum Command {
     Export(cmd_export::Args),
     /// Import a Hugging Face Llama directory as a checkpoint.
     Import(cmd_import::Args),
+    /// List the runs under a directory (state, steps, losses, size), or overlay their loss curves.
+    Runs(cmd_runs::Args),
     /// Benchmarks that print throughput figures.
     #[command(subcommand)]
     Bench(cmd_bench::Command),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let cli = Cli::parse();
+    if let Err(e) = main_with(cli) {
+        // Message and causes once, no backtrace (see errors::report); exit status 1.
+        eprint!("{}", errors::report(&e));
+        std::process::exit(1);
+    }
+}
+
+fn main_with(cli: Cli) -> anyhow::Result<()> {
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
@@ -63,11 +75,12 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Quickstart(a) => cmd_quickstart::run(a),
         Command::Tokenizer(c) => cmd_tokenizer::run(c),
-        Command::Train(a) => cmd_train::run(a),
+        Command::Train(a) => cmd_train::run(*a),
         Command::Generate(a) => cmd_generate::run(a),
         Command::Eval(a) => cmd_eval::run(a),
         Command::Export(a) => cmd_export::run(a),
         Command::Import(a) => cmd_import::run(a),
+        Command::Runs(a) => cmd_runs::run(a),
         Command::Bench(c) => cmd_bench::run(c),
     }
 }

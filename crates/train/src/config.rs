@@ -27,8 +27,16 @@ pub struct TrainConfig {
 pub struct RunSection {
     /// Directory for checkpoints, metrics, the plot and the tokenizer copy.
     pub dir: PathBuf,
-    /// Number of optimizer steps.
+    /// Number of optimizer steps (set from `max_minutes` or `max_tokens` when one is given).
     pub max_steps: u64,
+    /// Train for about this many minutes instead (0: off): the step count is estimated from the
+    /// speed of the first steps, then fixed and recorded in `max_steps` (so a resume is exact).
+    #[serde(default)]
+    pub max_minutes: f64,
+    /// Train on this many tokens instead (0: off): `max_steps` = tokens / tokens per step,
+    /// rounded up.
+    #[serde(default)]
+    pub max_tokens: u64,
     /// Seed of the parameter initialization.
     pub seed: u64,
     /// Matmul precision: "f32", or "bf16" (bf16 operands with f32 sums; parameters, gradients,
@@ -89,7 +97,8 @@ pub struct DataSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSection {
-    /// Evaluate every N steps (0: only at the end).
+    /// Evaluate every N steps; 0: about [`EVALS_PER_RUN`] times per run (see
+    /// [`TrainConfig::eval_every`]). Always at the start of a fresh run and at its end.
     pub every: u64,
     /// Validation batches (of data.batch_size windows); 0: every window of the file.
     pub batches: usize,
@@ -100,8 +109,11 @@ pub struct EvalSection {
 pub struct LoggingSection {
     /// Write a metrics line every N steps (evaluations are always logged).
     pub every: u64,
-    /// Progress bar on a terminal.
+    /// Progress bar on a terminal; plain progress lines when stderr is not one.
     pub progress: bool,
+    /// Seconds between plain progress lines (0: one per metrics line).
+    #[serde(default = "default_progress_seconds")]
+    pub progress_seconds: f64,
     /// Draw loss.svg at the end.
     pub plot: bool,
 }
@@ -117,16 +129,25 @@ pub struct CheckpointSection {
     pub save_step0: bool,
 }
 
+fn default_progress_seconds() -> f64 {
+    30.0
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             run: RunSection {
                 dir: PathBuf::from("runs/run"),
                 max_steps: 5000,
+                max_minutes: 0.0,
+                max_tokens: 0,
                 seed: 0,
                 precision: Precision::F32,
             },
-            model: ModelConfig::tiny(),
+            model: ModelConfig {
+                vocab_size: 0,
+                ..ModelConfig::tiny()
+            },
             optimizer: OptimizerSection {
                 lr: 1e-3,
                 beta1: 0.9,
@@ -143,7 +164,7 @@ impl Default for TrainConfig {
             },
             data: DataSection {
                 train: PathBuf::from("data/train.npy"),
-                valid: PathBuf::from("data/valid.npy"),
+                valid: PathBuf::new(),
                 tokenizer: PathBuf::new(),
                 batch_size: 32,
                 grad_accum: 1,
@@ -152,12 +173,13 @@ impl Default for TrainConfig {
                 seed: 1,
             },
             eval: EvalSection {
-                every: 500,
+                every: 0,
                 batches: 20,
             },
             logging: LoggingSection {
                 every: 10,
                 progress: true,
+                progress_seconds: default_progress_seconds(),
                 plot: true,
             },
             checkpoint: CheckpointSection {
@@ -169,22 +191,38 @@ impl Default for TrainConfig {
     }
 }
 
+/// How many evaluations a run gets when `eval.every` is 0.
+pub const EVALS_PER_RUN: u64 = 20;
+
+/// A model preset with `vocab_size` 0 (taken from the tokenizer unless set).
+fn preset(name: &str) -> Result<ModelConfig> {
+    let m =
+        ModelConfig::preset(name).with_context(|| format!("unknown model preset {name:?} (tiny, small)"))?;
+    Ok(ModelConfig { vocab_size: 0, ..m })
+}
+
 impl TrainConfig {
-    /// Parses a TOML config. Keys it leaves out take the defaults; unknown keys are errors.
-    /// `[model] preset = "small"` starts the model section from a preset.
+    /// Parses a TOML config. Keys it leaves out take the defaults; unknown keys, values of the wrong
+    /// type and values out of range are errors that name the line and the key.
+    /// `[model] preset = "small"` starts the model section from a preset (vocab_size 0: the
+    /// tokenizer's).
     pub fn from_toml(text: &str) -> Result<TrainConfig> {
         let mut user: toml::Table = toml::from_str(text).context("invalid TOML")?;
+        let lines = crate::config_check::KeyLines::new(text);
         let mut base = TrainConfig::default();
         if let Some(toml::Value::Table(m)) = user.get_mut("model") {
             if let Some(p) = m.remove("preset") {
                 let name = p.as_str().unwrap_or_default();
-                base.model = ModelConfig::preset(name)
-                    .with_context(|| format!("unknown model preset {p} (tiny, small)"))?;
+                base.model = preset(name)
+                    .map_err(|e| anyhow::anyhow!("{}: model.preset: {e}", lines.at("model.preset")))?;
             }
         }
-        let mut table = toml::Table::try_from(base)?;
-        merge(&mut table, user);
-        let cfg: TrainConfig = toml::Value::Table(table).try_into().context("invalid config")?;
+        let table = toml::Table::try_from(base)?;
+        crate::config_check::check_keys(&table, &user, &lines)?;
+        let mut merged = table;
+        merge(&mut merged, user);
+        let cfg: TrainConfig = toml::Value::Table(merged).try_into().context("invalid config")?;
+        cfg.validate().map_err(|e| lines.locate(e))?;
         Ok(cfg)
     }
 
@@ -195,8 +233,10 @@ impl TrainConfig {
         TrainConfig::from_toml(&text).with_context(|| format!("config file {}", path.display()))
     }
 
+    /// The config as TOML, each key under a one-line comment saying what it means (what
+    /// `--print-config` prints and the run directory's `config.toml` holds).
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).expect("the config serializes")
+        crate::config_docs::commented(&toml::to_string(self).expect("the config serializes"))
     }
 
     /// Applies `section.key=value` overrides; the value is parsed as a TOML value (numbers, true,
@@ -215,8 +255,7 @@ impl TrainConfig {
             .with_context(|| format!("override {assignment:?} is not of the form section.key=value"))?;
         let (key, value) = (key.trim(), value.trim());
         if key == "model.preset" {
-            self.model = ModelConfig::preset(value)
-                .with_context(|| format!("unknown model preset {value:?} (tiny, small)"))?;
+            self.model = preset(value.trim_matches('"'))?;
             return Ok(());
         }
         let (section, field) = key
@@ -266,29 +305,74 @@ impl TrainConfig {
         }
     }
 
-    /// Checks the settings fit together; says which key is wrong.
+    /// Checks every setting's range and that they fit together; the error names the key and its
+    /// valid range (a [`crate::config_check::FieldError`]).
     pub fn validate(&self) -> Result<()> {
-        self.model.validate().context("config section [model]")?;
-        if self.seq_len() > self.model.context_length {
-            bail!(
-                "data.seq_len {} exceeds model.context_length {}",
-                self.data.seq_len,
-                self.model.context_length
+        crate::config_check::validate(self)
+    }
+
+    /// The evaluation interval in steps: `eval.every`, or for 0 about [`EVALS_PER_RUN`]
+    /// evaluations over `run.max_steps`.
+    pub fn eval_every(&self) -> u64 {
+        match self.eval.every {
+            0 => self.run.max_steps.div_ceil(EVALS_PER_RUN).max(1),
+            n => n,
+        }
+    }
+
+    /// Fills in what the config leaves to be derived and says what it did, one line per note:
+    /// `model.vocab_size` 0 becomes the tokenizer's vocabulary size (an error without a
+    /// tokenizer); a set size smaller than the tokenizer's is an error, a larger one a warning;
+    /// `run.max_tokens` sets `run.max_steps`; no `data.valid` means no validation. Idempotent.
+    pub fn resolve(&mut self) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        let tok_dir = &self.data.tokenizer;
+        let tok_vocab = if tok_dir.as_os_str().is_empty() {
+            None
+        } else {
+            let tok = ferrolm_tokenizer::Tokenizer::from_dir(tok_dir)
+                .map_err(|e| anyhow::anyhow!("data.tokenizer: {e}"))?;
+            Some(tok.vocab_size())
+        };
+        match (self.model.vocab_size, tok_vocab) {
+            (0, Some(v)) => {
+                self.model.vocab_size = v;
+                notes.push(format!(
+                    "model.vocab_size {v}: the tokenizer's ({})",
+                    tok_dir.display()
+                ));
+            }
+            (0, None) => bail!(
+                "model.vocab_size is not set and there is no tokenizer to take it from: give --tokenizer DIR \
+                 (data.tokenizer) or set model.vocab_size"
+            ),
+            (m, Some(v)) if m < v => bail!(
+                "model.vocab_size {m} is smaller than the tokenizer's vocabulary ({v} tokens in {}): leave \
+                 model.vocab_size unset to use {v}, or set it to at least {v}",
+                tok_dir.display()
+            ),
+            (m, Some(v)) if m > v => notes.push(format!(
+                "warning: model.vocab_size {m} is larger than the tokenizer's vocabulary ({v} in {}): {} \
+                 embedding rows will never be used (leave model.vocab_size unset to use {v})",
+                tok_dir.display(),
+                m - v
+            )),
+            _ => {}
+        }
+        if self.run.max_tokens > 0 {
+            let per_step = (self.data.batch_size * self.data.grad_accum * self.seq_len()).max(1) as u64;
+            self.run.max_steps = self.run.max_tokens.div_ceil(per_step);
+            notes.push(format!(
+                "run.max_tokens {}: {} steps of {per_step} tokens",
+                self.run.max_tokens, self.run.max_steps
+            ));
+        }
+        if self.data.valid.as_os_str().is_empty() {
+            notes.push(
+                "no validation data (data.valid / --valid not given): training without validation".into(),
             );
         }
-        if self.run.max_steps == 0 {
-            bail!("run.max_steps (--steps) must be at least 1");
-        }
-        if self.data.batch_size == 0 || self.data.grad_accum == 0 {
-            bail!("data.batch_size and data.grad_accum must be at least 1");
-        }
-        if !(self.optimizer.lr >= 0.0 && self.schedule.min_lr >= 0.0) {
-            bail!("optimizer.lr and schedule.min_lr must be non-negative");
-        }
-        if self.checkpoint.keep_last == 0 {
-            bail!("checkpoint.keep_last must be at least 1");
-        }
-        Ok(())
+        Ok(notes)
     }
 
     /// The keys (as `section.key`) whose values differ between two configs, with both values.

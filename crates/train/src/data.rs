@@ -43,6 +43,9 @@ impl TokenFile {
     /// shape says. Errors name the file and what is wrong.
     pub fn open(path: impl AsRef<Path>) -> Result<TokenFile> {
         let path = path.as_ref().to_path_buf();
+        if path.is_dir() {
+            bail!("{} is a directory, not a .npy token file", path.display());
+        }
         let file = File::open(&path).with_context(|| format!("cannot open token file {}", path.display()))?;
         let file_len = file.metadata()?.len() as usize;
         let mmap = if file_len == 0 {

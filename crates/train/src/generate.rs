@@ -38,6 +38,35 @@ pub struct Generated {
     pub stopped_at_eot: bool,
 }
 
+impl GenerateConfig {
+    /// Checks the sampling settings: temperature finite and ≥ 0 (0: greedy), top-p in (0, 1].
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            bail!(
+                "temperature {} is out of range: it must be >= 0 (0: greedy)",
+                self.temperature
+            );
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            bail!(
+                "top-p {} is out of range: it must be in (0, 1] (1: off)",
+                self.top_p
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How many of a prompt's last tokens generation reads: all of them when they leave room in the
+/// context (`prompt_len < context_length`), else the last half of the context.
+pub fn prompt_tokens_kept(prompt_len: usize, context_length: usize) -> usize {
+    if prompt_len >= context_length {
+        (context_length / 2).max(1)
+    } else {
+        prompt_len
+    }
+}
+
 /// Generates up to `cfg.max_tokens` tokens after `prompt`, calling `on_token` with each as it is
 /// drawn (to stream it). Stops at `eot` if given. When the context fills, the cache is rebuilt from
 /// the last half of the context (a sliding window), so generation can run past context_length.
@@ -54,15 +83,7 @@ pub fn generate_tokens(
     let c = &model.config;
     let ctx = c.context_length;
     let vocab = c.vocab_size;
-    let temperature_ok = cfg.temperature >= 0.0;
-    let top_p_ok = cfg.top_p > 0.0 && cfg.top_p <= 1.0;
-    if !temperature_ok || !top_p_ok {
-        bail!(
-            "temperature must be ≥ 0 and top-p in (0, 1], got {} and {}",
-            cfg.temperature,
-            cfg.top_p
-        );
-    }
+    cfg.validate()?;
     let mut history: Vec<u32> = if prompt.is_empty() {
         match eot {
             Some(e) => vec![e],
@@ -75,10 +96,8 @@ pub fn generate_tokens(
         bail!("prompt token {id} at position {pos} is outside the model's vocabulary (size {vocab})");
     }
     // Keep the prompt within the context, leaving room to generate.
-    if history.len() >= ctx {
-        let keep = (ctx / 2).max(1);
-        history.drain(..history.len() - keep);
-    }
+    let keep = prompt_tokens_kept(history.len(), ctx);
+    history.drain(..history.len() - keep);
     let mut rng = Rng::new(cfg.seed);
     let scfg = SamplingConfig {
         temperature: cfg.temperature,

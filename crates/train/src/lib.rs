@@ -9,17 +9,22 @@
 //! - [`data::TokenFile`] (memory-mapped `.npy` tokens), [`data::get_batch`], [`data::BatchSampler`];
 //! - [`checkpoint`]: crash-safe save/load/list/latest/prune;
 //! - [`evaluate`] → [`EvalResult`]; [`generate_tokens`] / [`generate_text`] with [`GenerateConfig`];
-//!   [`metrics`] (JSONL) and [`plot`] (SVG loss curves).
+//!   [`metrics`] (JSONL) and [`plot`] (SVG loss curves); [`runs`] (the runs under a directory).
 
 pub mod bench;
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
+pub mod config_check;
+pub mod config_docs;
 pub mod data;
 pub mod eval;
 pub mod generate;
 pub mod metrics;
 pub mod plot;
+pub mod progress;
 pub mod quickstart;
+pub mod runs;
 pub mod trainer;
 
 pub use config::TrainConfig;

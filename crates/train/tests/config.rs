@@ -1,4 +1,5 @@
-//! The TOML run config: defaults round-trip, partial files, presets, overrides and their errors.
+//! The TOML run config: defaults round-trip, partial files, presets, overrides and their errors,
+//! the commented TOML, range checks naming key and range, error lines, and what `resolve` derives.
 
 use ferrolm_nn::ModelConfig;
 use ferrolm_train::config::is_fixed_on_resume;
@@ -34,6 +35,7 @@ fn partial_files_take_defaults_and_presets_and_unknown_keys_are_errors() {
         c.model,
         ModelConfig {
             n_layers: 2,
+            vocab_size: 0,
             ..ModelConfig::small()
         }
     );
@@ -91,6 +93,7 @@ fn set_overrides_typed_values_and_rejects_unknown_keys() {
         c.model,
         ModelConfig {
             n_layers: 2,
+            vocab_size: 0,
             ..ModelConfig::small()
         }
     );
@@ -126,4 +129,192 @@ fn diff_lists_changed_keys_and_which_fix_a_run() {
     assert!(!is_fixed_on_resume("run.max_steps"));
     assert!(!is_fixed_on_resume("data.train"));
     assert!(!is_fixed_on_resume("checkpoint.every"));
+}
+
+#[test]
+fn printed_config_explains_every_key_including_what_zero_means() {
+    let text = TrainConfig::default().to_toml();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut keys = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if line.contains(" = ") && !line.starts_with('#') {
+            keys += 1;
+            assert!(
+                i > 0 && lines[i - 1].starts_with("# ") && lines[i - 1].len() > 10,
+                "no explanation above {line:?}"
+            );
+        }
+        if line.starts_with('[') {
+            assert!(lines[i - 1].starts_with("# "), "no explanation above {line:?}");
+        }
+    }
+    assert!(keys >= 40, "{keys} keys");
+    let above = |key: &str| {
+        let i = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{key} = ")))
+            .unwrap();
+        lines[i - 1].to_string()
+    };
+    assert!(
+        above("cosine_steps").contains("0: run.max_steps"),
+        "{}",
+        above("cosine_steps")
+    );
+    assert!(
+        above("seq_len").contains("0: model.context_length"),
+        "{}",
+        above("seq_len")
+    );
+    assert!(
+        above("vocab_size").contains("0: the tokenizer's"),
+        "{}",
+        above("vocab_size")
+    );
+    assert_eq!(TrainConfig::from_toml(&text).unwrap(), TrainConfig::default());
+}
+
+#[test]
+fn every_optimizer_and_schedule_field_is_range_checked_naming_field_and_range() {
+    type Tweak = fn(&mut TrainConfig);
+    let cases: [(Tweak, &str, &str); 10] = [
+        (|c| c.optimizer.lr = -1.0, "optimizer.lr = -1", "[0, inf)"),
+        (|c| c.optimizer.lr = f64::NAN, "optimizer.lr = NaN", "[0, inf)"),
+        (|c| c.optimizer.beta1 = 1.5, "optimizer.beta1 = 1.5", "[0, 1)"),
+        (|c| c.optimizer.beta1 = -0.1, "optimizer.beta1 = -0.1", "[0, 1)"),
+        (|c| c.optimizer.beta2 = 1.0, "optimizer.beta2 = 1", "[0, 1)"),
+        (
+            |c| c.optimizer.eps = -1e-8,
+            "optimizer.eps = -0.00000001",
+            "(0, inf)",
+        ),
+        (
+            |c| c.optimizer.weight_decay = -0.1,
+            "optimizer.weight_decay = -0.1",
+            "[0, inf)",
+        ),
+        (
+            |c| c.optimizer.grad_clip = -1.0,
+            "optimizer.grad_clip = -1",
+            "[0, inf)",
+        ),
+        (
+            |c| c.schedule.min_lr = -1e-4,
+            "schedule.min_lr = -0.0001",
+            "[0, optimizer.lr = 0.001]",
+        ),
+        (
+            |c| c.schedule.min_lr = 0.01,
+            "schedule.min_lr = 0.01",
+            "[0, optimizer.lr = 0.001]",
+        ),
+    ];
+    for (tweak, key, range) in cases {
+        let mut c = TrainConfig::default();
+        tweak(&mut c);
+        let e = format!("{:#}", c.validate().unwrap_err());
+        assert!(e.contains(key) && e.contains(range), "{key}: {e}");
+    }
+    let mut c = TrainConfig::default();
+    c.optimizer.beta1 = 0.0;
+    c.optimizer.grad_clip = 0.0;
+    c.optimizer.weight_decay = 0.0;
+    c.schedule.min_lr = c.optimizer.lr;
+    c.validate().unwrap();
+}
+
+#[test]
+fn config_file_errors_name_the_line_and_key() {
+    let cases = [
+        (
+            "[run]\nmax_steps = 7\n\n[optimizer]\nbeta1 = 1.5\n",
+            "line 5",
+            "optimizer.beta1 = 1.5",
+        ),
+        ("[optimizer]\nlr = 1e-3\neps = -1e-8\n", "line 3", "optimizer.eps"),
+        (
+            "[optimizer]\nlr = 1e-3\nlearning_rate = 1\n",
+            "line 3",
+            "unknown key optimizer.learning_rate",
+        ),
+        ("[data]\nbatch_size = \"many\"\n", "line 2", "data.batch_size"),
+        ("[run]\nprecision = \"fp8\"\n", "line 2", "run.precision"),
+        ("[optimiser]\nlr = 1\n", "line 1", "unknown section [optimiser]"),
+        ("[model]\nn_heads = 7\n", "line 2", "n_heads"),
+        ("[run]\nmax_steps = = 7\n", "line 2", "TOML"),
+    ];
+    for (text, line, needle) in cases {
+        let e = format!("{:#}", TrainConfig::from_toml(text).unwrap_err());
+        assert!(e.contains(line) && e.contains(needle), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn eval_every_zero_gives_about_twenty_evaluations() {
+    let mut c = TrainConfig::default();
+    c.run.max_steps = 1000;
+    assert_eq!(c.eval_every(), 50);
+    c.run.max_steps = 7;
+    assert_eq!(c.eval_every(), 1);
+    c.eval.every = 300;
+    assert_eq!(c.eval_every(), 300);
+}
+
+fn save_tokenizer(dir: &std::path::Path, vocab: usize) -> usize {
+    let specials = vec!["<|endoftext|>".to_string()];
+    let text = "the cat sat on the mat. the dog ran to the cat. they were happy. ".repeat(50);
+    let (v, m) = ferrolm_tokenizer::train_bpe_from_str(&text, vocab, &specials).unwrap();
+    let tok = ferrolm_tokenizer::Tokenizer::new(v, &m, &specials).unwrap();
+    tok.save(dir).unwrap();
+    tok.vocab_size()
+}
+
+#[test]
+fn vocab_size_comes_from_the_tokenizer_unless_set_and_a_smaller_one_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let n = save_tokenizer(&d.path().join("tok"), 290);
+    let mut c = TrainConfig::default();
+    assert_eq!(c.model.vocab_size, 0, "unset by default");
+    // No tokenizer, no size: an error that says what to give.
+    let e = format!("{:#}", c.clone().resolve().unwrap_err());
+    assert!(e.contains("model.vocab_size") && e.contains("--tokenizer"), "{e}");
+
+    c.data.tokenizer = d.path().join("tok");
+    let notes = c.resolve().unwrap();
+    assert_eq!(c.model.vocab_size, n);
+    assert!(notes.iter().any(|n| n.contains("the tokenizer's")), "{notes:?}");
+    // No validation file: said once, among the notes.
+    assert_eq!(
+        notes.iter().filter(|n| n.contains("without validation")).count(),
+        1,
+        "{notes:?}"
+    );
+    // Idempotent: a resolved config resolves to itself.
+    let again = c.clone();
+    c.resolve().unwrap();
+    assert_eq!(c, again);
+
+    let mut small = c.clone();
+    small.model.vocab_size = n - 1;
+    let e = format!("{:#}", small.resolve().unwrap_err());
+    assert!(
+        e.contains(&format!("model.vocab_size {}", n - 1)) && e.contains(&n.to_string()),
+        "{e}"
+    );
+
+    let mut large = c.clone();
+    large.model.vocab_size = n + 100;
+    let notes = large.resolve().unwrap();
+    assert_eq!(large.model.vocab_size, n + 100);
+    assert!(
+        notes
+            .iter()
+            .any(|m| m.starts_with("warning:") && m.contains("100 embedding rows")),
+        "{notes:?}"
+    );
+
+    // A preset leaves the size to the tokenizer too.
+    let mut p = TrainConfig::default();
+    p.set("model.preset=small").unwrap();
+    assert_eq!(p.model.vocab_size, 0);
 }

@@ -106,7 +106,8 @@ fn metrics_file_has_every_field_and_the_run_learns() {
     c.logging.every = 2;
     let s = train(&c, &quiet()).unwrap();
     let text = std::fs::read_to_string(&s.metrics_path).unwrap();
-    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    // Line 1 is the evaluation at step 0 (validation loss only); line 2 the first step's.
+    let first: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
     for k in [
         "step",
         "tokens",
@@ -119,14 +120,17 @@ fn metrics_file_has_every_field_and_the_run_learns() {
     ] {
         assert!(first.get(k).is_some(), "field {k} missing in {first}");
     }
-    let recs = metrics::read(&s.metrics_path).unwrap();
+    let all = metrics::read(&s.metrics_path).unwrap();
+    assert_eq!((all[0].step, all[0].tokens, all[0].train_loss), (0, 0, None));
+    let v0 = all[0].val_loss.unwrap();
+    let recs = &all[1..];
     assert_eq!(
         recs.iter().map(|r| r.step).collect::<Vec<_>>(),
         (1..=20).map(|i| 2 * i).collect::<Vec<_>>()
     );
     let per_step = (c.data.batch_size * c.seq_len()) as u64;
     let mut last_wall = 0.0;
-    for r in &recs {
+    for r in recs {
         assert_eq!(r.tokens, r.step * per_step);
         assert!(r.wall_s >= last_wall);
         last_wall = r.wall_s;
@@ -139,13 +143,24 @@ fn metrics_file_has_every_field_and_the_run_learns() {
     let vals: Vec<f32> = recs.iter().filter_map(|r| r.val_loss).collect();
     let uniform = (c.model.vocab_size as f32).ln();
     assert!(
-        vals[3] < vals[0] && vals[3] < uniform - 0.5,
+        vals[3] < vals[0] && vals[0] < v0 && vals[3] < uniform - 0.5,
         "validation loss did not fall: {vals:?}"
     );
     assert_eq!(s.val_loss, Some(vals[3]));
     // The plot, the config, the checkpoints.
     let svg = std::fs::read_to_string(s.plot_path.unwrap()).unwrap();
     assert!(svg.contains("<svg") && svg.contains("wall-clock seconds") && svg.contains("step"));
+    // Integer step labels ("40", never "40.0") on a log-scale loss axis.
+    let labels: Vec<&str> = svg
+        .split("</text>")
+        .filter_map(|t| t.rsplit('>').next())
+        .map(str::trim)
+        .collect();
+    assert!(
+        labels.contains(&"40") && !labels.contains(&"40.0"),
+        "step labels {labels:?}"
+    );
+    assert!(svg.contains("log scale"));
     let back = TrainConfig::load(&c.run.dir.join("config.toml")).unwrap();
     assert_eq!(back, c);
     let steps: Vec<u64> = checkpoint::list(&c.run.dir.join("checkpoints"))

@@ -418,7 +418,10 @@ mod tests {
             r.unigram_entropy
         );
         let recs = crate::metrics::read(&out.join("metrics.jsonl")).unwrap();
-        let (first, last) = (recs.first().unwrap(), recs.last().unwrap());
+        // The first line is the evaluation at step 0 (no training loss yet).
+        assert_eq!((recs[0].step, recs[0].train_loss), (0, None));
+        let first = recs.iter().find(|r| r.train_loss.is_some()).unwrap();
+        let last = recs.last().unwrap();
         assert_eq!(last.step, 60);
         assert!(
             last.train_loss.unwrap() < first.train_loss.unwrap() - 1.0,

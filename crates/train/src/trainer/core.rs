@@ -16,6 +16,8 @@ use ferrolm_nn::model::Activations;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod hooks;
+
 /// What [`Trainer::after_step`] did.
 #[derive(Clone, Debug, Default)]
 pub struct AfterStep {
@@ -67,6 +69,7 @@ impl Trainer {
     /// nothing behind.
     pub fn open(config: &TrainConfig, opts: &TrainOptions) -> Result<Trainer> {
         let mut cfg = config.clone();
+        cfg.resolve()?;
         cfg.validate()?;
         let run_dir = cfg.run.dir.clone();
         let ckpt_dir = checkpoints_dir(&run_dir);
@@ -217,7 +220,7 @@ impl Trainer {
         let step = self.step;
         let at_end = step == cfg.run.max_steps;
         let every = |n: u64| n > 0 && step.is_multiple_of(n);
-        let do_eval = self.evaluator.is_some() && (at_end || every(cfg.eval.every));
+        let do_eval = self.evaluator.is_some() && (at_end || every(cfg.eval_every()));
         let do_ckpt = at_end || every(cfg.checkpoint.every);
         let do_log = do_eval || at_end || every(cfg.logging.every);
         let mut out = AfterStep::default();

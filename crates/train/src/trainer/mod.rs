@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 
+use crate::budget::{Budget, UNFIXED};
 use crate::config::TrainConfig;
+use crate::progress::{ProgressLines, StepProgress};
+use std::time::Instant;
 
 /// Where a run starts from.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -47,7 +50,8 @@ pub enum Resume {
 #[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
     pub resume: Resume,
-    /// Show a progress bar if stderr is a terminal and `logging.progress` is on.
+    /// With `logging.progress` on: a progress bar if stderr is a terminal, else plain progress
+    /// lines every `logging.progress_seconds`.
     pub progress: bool,
     /// Print a line per evaluation and checkpoint to stderr.
     pub verbose: bool,
@@ -156,12 +160,19 @@ fn progress_bar(len: u64, pos: u64) -> ProgressBar {
 
 /// The loop around the [`Trainer`]'s parts: stops, messages and the progress bar.
 fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
-    let mut t = Trainer::open(config, opts)?;
-    let show_bar = opts.progress && t.cfg.logging.progress && std::io::stderr().is_terminal();
+    let config = crate::budget::prepare(config, &opts.resume)?;
+    let mut t = Trainer::open(&config, opts)?;
+    let _running = crate::runs::RunningMarker::create(&t.cfg.run.dir)?;
+    let progress = opts.progress && t.cfg.logging.progress;
+    let show_bar = progress && std::io::stderr().is_terminal();
+    let fixed = |t: &Trainer| Some(t.cfg.run.max_steps).filter(|&m| m != UNFIXED);
     let out = Say {
-        pb: show_bar.then(|| progress_bar(t.cfg.run.max_steps, t.step)),
+        pb: show_bar.then(|| progress_bar(fixed(&t).unwrap_or(0), t.step)),
         verbose: opts.verbose,
     };
+    // Plain lines where there is no terminal (nohup, Slurm, CI logs).
+    let mut lines = (progress && !show_bar)
+        .then(|| ProgressLines::new(t.cfg.logging.progress_seconds, t.step, t.tokens_seen));
     if opts.handle_sigint {
         install_sigint_handler();
     }
@@ -179,6 +190,16 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
     if let Some(dir) = t.save_step0()? {
         out.say(format!("step {}: checkpoint {}", t.step, dir.display()));
     }
+    let started = Instant::now();
+    let mut eval_seconds = 0.0;
+    if let Some(r) = t.eval_at_start()? {
+        eval_seconds = started.elapsed().as_secs_f64();
+        out.say(format!(
+            "step 0: val loss {:.4} (ppl {:.2})",
+            r.loss, r.perplexity
+        ));
+    }
+    let mut budget = Budget::new(&t.cfg, t.step, eval_seconds);
     let mut interrupted = false;
     while !t.is_done() {
         let stop_requested = SIGINTS.load(Ordering::SeqCst) > 0
@@ -188,6 +209,7 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
             interrupted = true;
             break;
         }
+        let step_started = Instant::now();
         let stats = match t.step()? {
             StepOutcome::Done(stats) => stats,
             StepOutcome::NonFinite { what } => {
@@ -205,8 +227,16 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
                 );
             }
         };
+        if let Some(b) = &mut budget {
+            if fix_budget(&mut t, b, step_started.elapsed().as_secs_f64(), &out)? {
+                budget = None;
+            }
+        }
         let after = t.after_step(&stats)?;
         report_step(&out, t.step, &stats, &after);
+        if let Some(l) = &mut lines {
+            progress_line(l, &t, &stats, &after);
+        }
     }
     if interrupted {
         let (dir, new) = t.save_if_unsaved()?;
@@ -240,5 +270,41 @@ fn report_step(out: &Say, step: u64, stats: &StepStats, after: &AfterStep) {
     }
     if let Some(dir) = &after.checkpoint {
         out.say(format!("step {step}: checkpoint {}", dir.display()));
+    }
+}
+
+/// Times a step of a time-budgeted run; when the budget says so, fixes the run's step count and
+/// says so. Returns whether it was fixed.
+fn fix_budget(t: &mut Trainer, b: &mut Budget, step_seconds: f64, out: &Say) -> Result<bool> {
+    let Some(n) = b.after_step(t.step, step_seconds, t.wall(), t.cfg.eval.every) else {
+        return Ok(false);
+    };
+    t.fix_max_steps(n)?;
+    if let Some(pb) = &out.pb {
+        pb.set_length(t.cfg.run.max_steps);
+    }
+    out.say(format!(
+        "run.max_minutes {}: {:.3} s/step measured over the first {} steps, so {} steps in all \
+         (fixed, and recorded in config.toml for --resume)",
+        t.cfg.run.max_minutes,
+        b.measured_step_seconds(),
+        t.step,
+        t.cfg.run.max_steps
+    ));
+    Ok(true)
+}
+
+/// A plain progress line on stderr when one is due (no terminal).
+fn progress_line(lines: &mut ProgressLines, t: &Trainer, stats: &StepStats, after: &AfterStep) {
+    let p = StepProgress {
+        step: t.step,
+        max_steps: Some(t.cfg.run.max_steps).filter(|&m| m != UNFIXED),
+        loss: stats.loss,
+        lr: stats.lr,
+        tokens: t.tokens_seen,
+        logged: after.logged.is_some(),
+    };
+    if let Some(line) = lines.after_step(&p) {
+        eprintln!("{line}");
     }
 }
