@@ -57,6 +57,12 @@ pub fn run(args: Args) -> Result<()> {
     cfg.validate().map_err(|e| anyhow::anyhow!("--{e}"))?;
     let dir = checkpoint::resolve(&args.checkpoint)?;
     let ck = checkpoint::load_model(&dir)?;
+    if !ck.verified {
+        eprintln!(
+            "note: checkpoint {} has no checksums (saved by an older ferrolm): loaded without verifying its files",
+            dir.display()
+        );
+    }
     let tok = match &args.tokenizer {
         Some(t) => {
             ferrolm_tokenizer::Tokenizer::from_dir(t).map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?
