@@ -11,7 +11,8 @@
 
 use crate::checkpoint;
 use crate::config::{TrainConfig, EVALS_PER_RUN};
-use crate::trainer::{checkpoints_dir, Resume};
+use crate::trainer::setup::{self, Plan};
+use crate::trainer::Resume;
 use anyhow::{bail, Result};
 
 /// `run.max_steps` of a time-budgeted run whose step count is not fixed yet.
@@ -21,21 +22,18 @@ pub const UNFIXED: u64 = u64::MAX / 4;
 pub const MEASURE_STEPS: u64 = 5;
 
 /// The config to open a run with: with `run.max_minutes` set, `run.max_steps` is the step count
-/// fixed by the checkpoint being resumed, or [`UNFIXED`] for a fresh run (then [`Budget`] fixes
-/// it). A resume that changes `run.max_minutes` is refused: the schedule would change.
+/// of the run being continued (its checkpoint's config, or its saved config.toml before the first
+/// checkpoint), or [`UNFIXED`] for a fresh run (then [`Budget`] fixes it). Continuing with a
+/// different `run.max_minutes` is refused: the schedule would change.
 pub fn prepare(config: &TrainConfig, resume: &Resume) -> Result<TrainConfig> {
     let mut cfg = config.clone();
     if cfg.run.max_minutes <= 0.0 {
         return Ok(cfg);
     }
-    let ck = match resume {
-        Resume::No | Resume::InitFrom(_) => None,
-        Resume::Latest => checkpoint::latest(&checkpoints_dir(&cfg.run.dir))?,
-        Resume::From(p) => Some(checkpoint::resolve(p)?),
-    };
-    let saved = match &ck {
-        Some(dir) => Some(checkpoint::read_state(dir)?.config),
-        None => None,
+    let saved = match setup::plan(resume, &cfg.run.dir)? {
+        Plan::Fresh => None,
+        Plan::SavedConfig(path) => Some(TrainConfig::load(&path)?),
+        Plan::Checkpoint { dir, .. } => Some(checkpoint::read_state(&dir)?.config),
     };
     cfg.run.max_steps = match saved {
         None => UNFIXED,

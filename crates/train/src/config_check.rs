@@ -43,19 +43,18 @@ fn check(key: &str, value: f64, ok: bool, range: &str) -> Result<()> {
 
 /// Every range and consistency check of a config (see the module docs).
 pub fn validate(c: &TrainConfig) -> Result<()> {
+    if c.run.max_steps == 0 && c.run.max_minutes == 0.0 && c.run.max_tokens == 0 {
+        return Err(field(
+            "run.max_steps",
+            "run.max_steps (--steps) = 0 is out of range: it must be at least 1".into(),
+        ));
+    }
     let m = c.run.max_minutes;
     check("run.max_minutes", m, m >= 0.0, "[0, inf) (0: off)")?;
     if m > 0.0 && c.run.max_tokens > 0 {
         return Err(field(
             "run.max_minutes",
             "run.max_minutes and run.max_tokens are both set: give one budget".into(),
-        ));
-    }
-    if c.run.max_steps == 0 && m == 0.0 && c.run.max_tokens == 0 {
-        return Err(field(
-            "run.max_steps",
-            "run.max_steps (--steps) = 0 is out of range: it must be at least 1 (or give --minutes / --tokens)"
-                .into(),
         ));
     }
     let p = c.logging.progress_seconds;

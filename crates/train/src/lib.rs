@@ -2,14 +2,16 @@
 //! `ferrolm bench`, metrics, generation, and the quickstart with its built-in story corpus.
 //!
 //! The library API in one place:
-//! - [`TrainConfig`] (TOML, defaults, `section.key=value` overrides) and [`train`] with
+//! - [`TrainConfig`] (TOML, defaults, `section.key=value` overrides; [`config_check`] its range
+//!   checks and error lines, [`config_docs`] its commented form) and [`train`] with
 //!   [`TrainOptions`] → [`TrainSummary`]; the same run step by step with [`trainer::Trainer`]
 //!   (`open`, `step`, `after_step`, `finish`), one optimizer step alone with [`trainer::Stepper`];
 //! - [`bench`]: `bench train` (the trainer's step on random tokens), `bench generate`, `bench peak`;
 //! - [`data::TokenFile`] (memory-mapped `.npy` tokens), [`data::get_batch`], [`data::BatchSampler`];
 //! - [`checkpoint`]: crash-safe save/load/list/latest/prune;
 //! - [`evaluate`] → [`EvalResult`]; [`generate_tokens`] / [`generate_text`] with [`GenerateConfig`];
-//!   [`metrics`] (JSONL) and [`plot`] (SVG loss curves); [`runs`] (the runs under a directory).
+//!   [`metrics`] (JSONL) and [`plot`] (SVG loss curves); [`runs`] (the runs under a directory);
+//! - [`budget`] (training by time) and [`progress`] (plain progress lines without a terminal).
 
 pub mod bench;
 pub mod budget;
