@@ -54,7 +54,8 @@ pub struct Args {
     /// Sequences per micro-batch (data.batch_size).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Micro-batches per step (data.grad_accum).
+    /// Micro-batches per step (data.grad_accum); under mpirun/srun per rank, so a step takes
+    /// ranks × grad_accum micro-batches (rank r, micro-step s: micro-batch s·ranks + r).
     #[arg(long)]
     grad_accum: Option<usize>,
     /// Peak learning rate (optimizer.lr).
@@ -170,6 +171,12 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(dir) = found {
             let saved = checkpoint::read_state(&dir)?.config;
             cfg = saved;
+            // The checkpoint's grad_accum is that of one process; with several ranks each takes
+            // its share, so the global batch stays the same unless --grad-accum says otherwise.
+            let ranks = ferrolm_train::dist::rank_and_size().1;
+            if ranks > 1 && cfg.data.grad_accum.is_multiple_of(ranks) {
+                cfg.data.grad_accum /= ranks;
+            }
             args.apply_flags(&mut cfg)?;
         }
     }
@@ -180,6 +187,25 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let c = &cfg;
+    let (rank, ranks) = ferrolm_train::dist::rank_and_size();
+    if rank > 0 {
+        // Rank 0 alone reports.
+        train(
+            &cfg,
+            &TrainOptions {
+                resume,
+                ..TrainOptions::default()
+            },
+        )
+        .context("training failed")?;
+        return Ok(());
+    }
+    if ranks > 1 {
+        eprintln!(
+            "data-parallel training on {ranks} ranks, {} micro-batches of {} sequences each per rank per step",
+            c.data.grad_accum, c.data.batch_size
+        );
+    }
     eprintln!(
         "training {} parameters ({} layers, d_model {}, vocab {}) for {} steps of {} tokens; run directory {}",
         c.model.num_params(),
@@ -187,7 +213,7 @@ pub fn run(args: Args) -> Result<()> {
         c.model.d_model,
         c.model.vocab_size,
         c.run.max_steps,
-        c.data.batch_size * c.data.grad_accum * c.seq_len(),
+        c.data.batch_size * c.data.grad_accum * ranks * c.seq_len(),
         c.run.dir.display()
     );
     let opts = TrainOptions {

@@ -4,7 +4,7 @@
 //! [`super::train`]) reports what the parts return.
 
 use super::setup::{self, Start, TrainData};
-use super::step::{SampledBatches, StepOutcome, StepSettings, StepStats, Stepper};
+use super::step::{GradReducer, LocalReducer, SampledBatches, StepOutcome, StepSettings, StepStats, Stepper};
 use super::{checkpoints_dir, Resume, TrainSummary};
 use crate::checkpoint::{self, CheckpointState, ScheduleState};
 use crate::config::TrainConfig;
@@ -43,7 +43,10 @@ pub struct Trainer {
     started: Instant,
     ckpt_dir: PathBuf,
     metrics_path: PathBuf,
-    metrics: MetricsWriter,
+    /// None on the processes other than rank 0 (only rank 0 writes).
+    metrics: Option<MetricsWriter>,
+    /// This process's rank among those training together (0: it logs, evaluates and saves).
+    pub rank: usize,
     last_saved: Option<(u64, PathBuf)>,
     evaluator: Option<Evaluator>,
     /// Evaluation activations when the evaluator's batch differs from training's.
@@ -61,7 +64,24 @@ impl Trainer {
     /// writes the run directory's config.toml and opens its metrics log. `verbose`: say on stderr
     /// when `--resume` finds no checkpoint.
     pub fn open(config: &TrainConfig, resume: &Resume, verbose: bool) -> Result<Trainer> {
-        let cfg = config.clone();
+        Self::open_with(config, resume, verbose, Box::new(LocalReducer), 0)
+    }
+
+    /// [`Trainer::open`] for process `rank` of `reducer.world_size()` training together:
+    /// `config.data.grad_accum` counts this process's micro-batches per step, so a step takes
+    /// grad_accum × world_size global micro-batches, and the run's config (written to config.toml
+    /// and the checkpoints) is that of one process doing them all. Before rank 0 writes anything,
+    /// every process's config, data, tokenizer and starting checkpoint are checked against rank
+    /// 0's ([`GradReducer::agree`]). Only rank 0 writes metrics, evaluates and saves.
+    pub fn open_with(
+        config: &TrainConfig,
+        resume: &Resume,
+        verbose: bool,
+        mut reducer: Box<dyn GradReducer>,
+        rank: usize,
+    ) -> Result<Trainer> {
+        let mut cfg = config.clone();
+        cfg.data.grad_accum *= reducer.world_size();
         cfg.validate()?;
         let run_dir = cfg.run.dir.clone();
         std::fs::create_dir_all(&run_dir)
@@ -73,11 +93,21 @@ impl Trainer {
             Some(dir) => setup::resume_from(&dir, &cfg, data.tokenizer.as_ref())?,
             None => setup::initialize(&cfg)?,
         };
-        std::fs::write(run_dir.join("config.toml"), cfg.to_toml())
-            .with_context(|| format!("cannot write {}", run_dir.join("config.toml").display()))?;
+        let identity = crate::dist::identity(&cfg, &data, start.resumed_from.as_deref(), start.step);
+        reducer.agree(&identity)?;
         let metrics_path = run_dir.join("metrics.jsonl");
-        let metrics = MetricsWriter::open(&metrics_path, start.resumed_from.as_ref().map(|_| start.step))?;
-        Self::from_start(cfg, data, start, ckpt_dir, metrics_path, metrics)
+        let metrics = if rank == 0 {
+            std::fs::write(run_dir.join("config.toml"), cfg.to_toml())
+                .with_context(|| format!("cannot write {}", run_dir.join("config.toml").display()))?;
+            let resumed_at = start.resumed_from.as_ref().map(|_| start.step);
+            Some(MetricsWriter::open(&metrics_path, resumed_at)?)
+        } else {
+            None
+        };
+        let mut t = Self::from_start(cfg, data, start, ckpt_dir, metrics_path, metrics)?;
+        t.rank = rank;
+        t.stepper.set_reducer(reducer);
+        Ok(t)
     }
 
     fn from_start(
@@ -86,7 +116,7 @@ impl Trainer {
         start: Start,
         ckpt_dir: PathBuf,
         metrics_path: PathBuf,
-        metrics: MetricsWriter,
+        metrics: Option<MetricsWriter>,
     ) -> Result<Trainer> {
         let (batch, seq) = (cfg.data.batch_size, cfg.seq_len());
         let mut model = start.model;
@@ -113,6 +143,7 @@ impl Trainer {
             ckpt_dir,
             metrics_path,
             metrics,
+            rank: 0,
             evaluator,
             eval_acts,
             last_train_loss: None,
@@ -152,6 +183,8 @@ impl Trainer {
             sampler: &mut self.sampler,
             tokens: &self.data.train,
             seq: self.cfg.seq_len(),
+            rank: self.rank,
+            world: self.stepper.reducer().world_size(),
         };
         let outcome = self.stepper.step(self.step, &mut batches)?;
         match &outcome {
@@ -176,9 +209,11 @@ impl Trainer {
         let step = self.step;
         let at_end = step == cfg.run.max_steps;
         let every = |n: u64| n > 0 && step.is_multiple_of(n);
-        let do_eval = self.evaluator.is_some() && (at_end || every(cfg.eval.every));
-        let do_ckpt = at_end || every(cfg.checkpoint.every);
-        let do_log = do_eval || at_end || every(cfg.logging.every);
+        // Only rank 0 evaluates, logs and saves (the others hold the same parameters).
+        let root = self.rank == 0;
+        let do_eval = root && self.evaluator.is_some() && (at_end || every(cfg.eval.every));
+        let do_ckpt = root && (at_end || every(cfg.checkpoint.every));
+        let do_log = root && (do_eval || at_end || every(cfg.logging.every));
         let mut out = AfterStep::default();
         if do_eval {
             out.eval = Some(self.evaluate()?);
@@ -224,12 +259,20 @@ impl Trainer {
             grad_norm: Some(stats.grad_norm),
             tokens_per_s: Some(tps),
         };
-        self.metrics.write(&record)?;
+        if let Some(m) = self.metrics.as_mut() {
+            m.write(&record)?;
+        }
         Ok(record)
     }
 
-    /// Saves the current state as the checkpoint of `self.step` and prunes old ones.
+    /// Saves the current state as the checkpoint of `self.step` and prunes old ones (on rank 0;
+    /// the other processes save nothing and return the checkpoint rank 0 writes).
     pub fn save(&mut self, val_loss: Option<f32>, train_loss: Option<f32>) -> Result<PathBuf> {
+        if self.rank != 0 {
+            let dir = self.ckpt_dir.join(checkpoint::dir_name(self.step));
+            self.last_saved = Some((self.step, dir.clone()));
+            return Ok(dir);
+        }
         let cfg = &self.cfg;
         let optim = &self.stepper.optim;
         let state = CheckpointState {
@@ -273,7 +316,7 @@ impl Trainer {
     pub fn finish(self, interrupted: bool) -> Result<TrainSummary> {
         let run_dir = self.cfg.run.dir.clone();
         drop(self.metrics);
-        let plot_path = if self.cfg.logging.plot {
+        let plot_path = if self.cfg.logging.plot && self.rank == 0 {
             let p = run_dir.join("loss.svg");
             plot(&self.metrics_path, &p, &run_dir)?;
             Some(p)

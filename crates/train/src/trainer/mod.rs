@@ -141,11 +141,13 @@ fn progress_bar(len: u64, pos: u64) -> ProgressBar {
 
 /// The loop around the [`Trainer`]'s parts: stops, messages and the progress bar.
 fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
-    let mut t = Trainer::open(config, &opts.resume, opts.verbose)?;
-    let show_bar = opts.progress && t.cfg.logging.progress && std::io::stderr().is_terminal();
+    let mut t = open_trainer(config, opts)?;
+    // With several processes only rank 0 talks.
+    let root = t.rank == 0;
+    let show_bar = root && opts.progress && t.cfg.logging.progress && std::io::stderr().is_terminal();
     let out = Say {
         pb: show_bar.then(|| progress_bar(t.cfg.run.max_steps, t.step)),
-        verbose: opts.verbose,
+        verbose: opts.verbose && root,
     };
     if opts.handle_sigint {
         install_sigint_handler();
@@ -166,7 +168,8 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
         let stop_requested = SIGINTS.load(Ordering::SeqCst) > 0
             || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
             || opts.stop_after.is_some_and(|s| t.step >= s);
-        if stop_requested {
+        // With several processes they stop together (else the others would wait forever).
+        if t.stepper.reducer().any_stop(stop_requested)? {
             interrupted = true;
             break;
         }
@@ -199,7 +202,28 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
     if let Some(pb) = &out.pb {
         pb.finish_and_clear();
     }
+    if let Some(line) = t.stepper.reducer().report() {
+        out.say(line);
+    }
     t.finish(interrupted)
+}
+
+/// The trainer for this process: under an MPI launcher (with the `mpi` feature) one of several
+/// data-parallel ranks, else the only process.
+fn open_trainer(config: &TrainConfig, opts: &TrainOptions) -> Result<Trainer> {
+    #[cfg(feature = "mpi")]
+    if crate::dist::mpi::is_initialized() {
+        let reducer = crate::dist::mpi::MpiReducer::new();
+        let rank = reducer.rank();
+        return Trainer::open_with(
+            config,
+            &opts.resume,
+            opts.verbose && rank == 0,
+            Box::new(reducer),
+            rank,
+        );
+    }
+    Trainer::open(config, &opts.resume, opts.verbose)
 }
 
 /// Messages and the progress bar after a step.
