@@ -11,7 +11,7 @@ use ferrolm_train::checkpoint;
 use ferrolm_train::data::Sampling;
 use ferrolm_train::trainer::step::{add_into, fold_local};
 use ferrolm_train::trainer::{GradReducer, StepOutcome, Trainer};
-use ferrolm_train::{train, Resume, TrainConfig, TrainOptions};
+use ferrolm_train::{train, TrainConfig, TrainOptions};
 use std::sync::mpsc::{channel, Receiver, Sender};
 
 type Msg = (Vec<f32>, f64);
@@ -109,7 +109,7 @@ fn train_ranks(cfg: &TrainConfig, size: usize) -> std::path::PathBuf {
             let cfg = cfg.clone();
             std::thread::spawn(move || {
                 let rank = red.rank;
-                let mut t = Trainer::open_with(&cfg, &Resume::No, false, Box::new(red), rank).unwrap();
+                let mut t = Trainer::open_with(&cfg, &TrainOptions::default(), Box::new(red), rank).unwrap();
                 while !t.is_done() {
                     let StepOutcome::Done(stats) = t.step().unwrap() else {
                         panic!("non-finite")

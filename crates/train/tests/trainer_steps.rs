@@ -6,7 +6,7 @@ mod common;
 use anyhow::Result;
 use ferrolm_nn::clip::grad_norm;
 use ferrolm_train::trainer::{GradReducer, StepOutcome, Trainer};
-use ferrolm_train::{train, Resume, TrainOptions};
+use ferrolm_train::{train, TrainOptions};
 use std::sync::{Arc, Mutex};
 
 /// Records each call (and the norm of the gradient it saw), then scales the gradient.
@@ -33,7 +33,7 @@ fn reducer_runs_once_per_step_on_the_accumulated_gradient_before_the_norm() {
     let mut cfg = common::tiny_run(d.path(), 3);
     cfg.data.grad_accum = 3;
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut t = Trainer::open(&cfg, &Resume::No, false).unwrap();
+    let mut t = Trainer::open(&cfg, &TrainOptions::default()).unwrap();
     t.stepper.set_reducer(Box::new(Spy {
         seen: seen.clone(),
         scale: 2.0,
@@ -62,7 +62,7 @@ fn the_trainers_parts_give_what_train_gives_bit_for_bit() {
     let from_train = ferrolm_train::checkpoint::load(summary.checkpoint.as_ref().unwrap(), true).unwrap();
 
     cfg.run.dir = d.path().join("b");
-    let mut t = Trainer::open(&cfg, &Resume::No, false).unwrap();
+    let mut t = Trainer::open(&cfg, &TrainOptions::default()).unwrap();
     let mut checkpoints = Vec::new();
     while !t.is_done() {
         let StepOutcome::Done(stats) = t.step().unwrap() else {
@@ -91,7 +91,7 @@ fn the_trainers_parts_give_what_train_gives_bit_for_bit() {
 fn a_non_finite_step_changes_nothing() {
     let d = tempfile::tempdir().unwrap();
     let cfg = common::tiny_run(d.path(), 5);
-    let mut t = Trainer::open(&cfg, &Resume::No, false).unwrap();
+    let mut t = Trainer::open(&cfg, &TrainOptions::default()).unwrap();
     assert!(matches!(t.step().unwrap(), StepOutcome::Done(_)));
     let n = t.stepper.model.params.len();
     // An infinite weight in the last layer norm makes the loss NaN.

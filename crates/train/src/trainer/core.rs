@@ -3,9 +3,9 @@
 //! checkpoint) and `finish` (final checkpoint, plot). It prints nothing: the caller (see
 //! [`super::train`]) reports what the parts return.
 
-use super::setup::{self, Start, TrainData};
+use super::setup::{self, Plan, Start, TrainData};
 use super::step::{GradReducer, LocalReducer, SampledBatches, StepOutcome, StepSettings, StepStats, Stepper};
-use super::{checkpoints_dir, Resume, TrainSummary};
+use super::{checkpoints_dir, TrainOptions, TrainSummary};
 use crate::checkpoint::{self, CheckpointState, ScheduleState};
 use crate::config::TrainConfig;
 use crate::data::BatchSampler;
@@ -39,6 +39,9 @@ pub struct Trainer {
     pub tokens_seen: u64,
     /// The checkpoint this run was resumed from.
     pub resumed_from: Option<PathBuf>,
+    /// What `open` has to tell the user: damaged checkpoints skipped, config changes, a start
+    /// from the saved config, a checkpoint without checksums.
+    pub notes: Vec<String>,
     wall_before: f64,
     started: Instant,
     ckpt_dir: PathBuf,
@@ -60,11 +63,13 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Checks the config and the data, then resumes as `resume` says or initializes a fresh run;
-    /// writes the run directory's config.toml and opens its metrics log. `verbose`: say on stderr
-    /// when `--resume` finds no checkpoint.
-    pub fn open(config: &TrainConfig, resume: &Resume, verbose: bool) -> Result<Trainer> {
-        Self::open_with(config, resume, verbose, Box::new(LocalReducer), 0)
+    /// Checks the config and the data, then starts as `opts.resume` says (see [`setup::plan`]):
+    /// a fresh run, the run directory's saved config, or the newest intact checkpoint (damaged
+    /// newer ones are moved aside and named in [`Trainer::notes`]). Only then creates the run
+    /// directory, writes its config.toml and opens its metrics log, so a failed start leaves
+    /// nothing behind.
+    pub fn open(config: &TrainConfig, opts: &TrainOptions) -> Result<Trainer> {
+        Self::open_with(config, opts, Box::new(LocalReducer), 0)
     }
 
     /// [`Trainer::open`] for process `rank` of `reducer.world_size()` training together:
@@ -72,11 +77,11 @@ impl Trainer {
     /// grad_accum × world_size global micro-batches, and the run's config (written to config.toml
     /// and the checkpoints) is that of one process doing them all. Before rank 0 writes anything,
     /// every process's config, data, tokenizer and starting checkpoint are checked against rank
-    /// 0's ([`GradReducer::agree`]). Only rank 0 writes metrics, evaluates and saves.
+    /// 0's ([`GradReducer::agree`]). Only rank 0 writes (config, metrics, checkpoints, moving
+    /// damaged checkpoints aside) and evaluates.
     pub fn open_with(
         config: &TrainConfig,
-        resume: &Resume,
-        verbose: bool,
+        opts: &TrainOptions,
         mut reducer: Box<dyn GradReducer>,
         rank: usize,
     ) -> Result<Trainer> {
@@ -84,27 +89,59 @@ impl Trainer {
         cfg.data.grad_accum *= reducer.world_size();
         cfg.validate()?;
         let run_dir = cfg.run.dir.clone();
-        std::fs::create_dir_all(&run_dir)
-            .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
         let ckpt_dir = checkpoints_dir(&run_dir);
         // Data first: a bad file should fail before any work.
         let data = TrainData::open(&cfg)?;
-        let start = match setup::resume_dir(resume, &run_dir, &ckpt_dir, verbose)? {
-            Some(dir) => setup::resume_from(&dir, &cfg, data.tokenizer.as_ref())?,
-            None => setup::initialize(&cfg)?,
+        let mut notes = Vec::new();
+        let start = match setup::plan(&opts.resume, &run_dir)? {
+            Plan::Fresh => {
+                check_config_file(&run_dir, &cfg, opts.overwrite_config)?;
+                setup::initialize(&cfg)?
+            }
+            Plan::SavedConfig(path) => {
+                let saved = TrainConfig::load(&path)?;
+                let what = path.display().to_string();
+                let changes = setup::check_continuation(&saved, &mut cfg, 0, opts.extend, &what)?;
+                notes.push(format!(
+                    "no checkpoint yet, starting {} from its saved config",
+                    run_dir.display()
+                ));
+                if !changes.is_empty() {
+                    notes.push(format!("changed from the saved config: {}", changes.join(", ")));
+                }
+                setup::initialize(&cfg)?
+            }
+            Plan::Checkpoint { dir, skipped } => {
+                let tok = data.tokenizer.as_ref();
+                let (start, more) = setup::resume_from(&dir, &mut cfg, tok, opts.extend)?;
+                // Rank 0 alone moves damaged checkpoints aside (the others skip them as well).
+                for d in skipped.into_iter().filter(|_| rank == 0) {
+                    let to = setup::move_aside(&d.dir)?;
+                    notes.push(format!(
+                        "{}\n  moved it aside to {}; resuming from the newest intact checkpoint {}",
+                        d.reason,
+                        to.display(),
+                        dir.display()
+                    ));
+                }
+                notes.extend(more);
+                start
+            }
         };
         let identity = crate::dist::identity(&cfg, &data, start.resumed_from.as_deref(), start.step);
         reducer.agree(&identity)?;
         let metrics_path = run_dir.join("metrics.jsonl");
         let metrics = if rank == 0 {
-            std::fs::write(run_dir.join("config.toml"), cfg.to_toml())
-                .with_context(|| format!("cannot write {}", run_dir.join("config.toml").display()))?;
+            std::fs::create_dir_all(&run_dir)
+                .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+            write_config(&run_dir, &cfg)?;
             let resumed_at = start.resumed_from.as_ref().map(|_| start.step);
             Some(MetricsWriter::open(&metrics_path, resumed_at)?)
         } else {
             None
         };
         let mut t = Self::from_start(cfg, data, start, ckpt_dir, metrics_path, metrics)?;
+        t.notes = notes;
         t.rank = rank;
         t.stepper.set_reducer(reducer);
         Ok(t)
@@ -138,6 +175,7 @@ impl Trainer {
             tokens_seen: start.tokens_seen,
             last_saved: start.resumed_from.clone().map(|d| (start.step, d)),
             resumed_from: start.resumed_from,
+            notes: Vec::new(),
             wall_before: start.wall_seconds,
             started: Instant::now(),
             ckpt_dir,
@@ -334,9 +372,47 @@ impl Trainer {
             metrics_path: self.metrics_path,
             plot_path,
             interrupted,
+            notes: self.notes,
             run_dir,
         })
     }
+}
+
+/// Writes the run directory's config.toml atomically (a temporary file renamed over it), so a
+/// kill never leaves a torn one for `--resume` to read.
+fn write_config(run_dir: &Path, cfg: &TrainConfig) -> Result<()> {
+    let path = run_dir.join(setup::CONFIG_FILE);
+    let tmp = run_dir.join(format!(".{}.tmp-{}", setup::CONFIG_FILE, std::process::id()));
+    std::fs::write(&tmp, cfg.to_toml()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Refuses to replace a run directory's config.toml by a different one (a fresh start in a
+/// directory whose run never saved a checkpoint) unless `overwrite`.
+fn check_config_file(run_dir: &Path, cfg: &TrainConfig, overwrite: bool) -> Result<()> {
+    let path = run_dir.join(setup::CONFIG_FILE);
+    if overwrite || !path.is_file() {
+        return Ok(());
+    }
+    let changes: Vec<String> = match TrainConfig::load(&path) {
+        Ok(saved) => saved
+            .diff(cfg)
+            .into_iter()
+            .map(|(k, a, b)| format!("  {k}: {a} -> {b}"))
+            .collect(),
+        Err(e) => vec![format!("  (it does not read: {e:#})")],
+    };
+    if changes.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "run directory {} already has a {} from an earlier start that saved no checkpoint, and this \
+         run's config differs:\n{}\nResume it with --resume (it starts from its saved config), choose \
+         another run directory, or pass --overwrite-config to replace it (nothing was changed)",
+        run_dir.display(),
+        setup::CONFIG_FILE,
+        changes.join("\n")
+    )
 }
 
 /// A run's step settings from its config.

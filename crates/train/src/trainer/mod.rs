@@ -30,7 +30,9 @@ pub enum Resume {
     /// A fresh run (an existing run directory's checkpoints are kept, its metrics restarted).
     #[default]
     No,
-    /// The latest checkpoint in the run directory, or a fresh run if there is none.
+    /// The newest intact checkpoint in the run directory (damaged newer ones are moved aside), or,
+    /// before the first checkpoint, the run directory's saved config.toml; an error when there is
+    /// neither.
     Latest,
     /// A given checkpoint (or run directory: its latest).
     From(PathBuf),
@@ -51,6 +53,12 @@ pub struct TrainOptions {
     pub stop: Option<Arc<AtomicBool>>,
     /// Stop like a Ctrl-C after this many steps (for splitting a run into segments and for tests).
     pub stop_after: Option<u64>,
+    /// On resume, allow a new `run.max_steps` that would change the learning-rate schedule by
+    /// keeping the saved schedule: steps past its cosine run at `schedule.min_lr` (`--extend`).
+    pub extend: bool,
+    /// A fresh start may replace a run directory's different config.toml (one whose run saved no
+    /// checkpoint; `--overwrite-config`).
+    pub overwrite_config: bool,
 }
 
 /// What a run did.
@@ -73,6 +81,8 @@ pub struct TrainSummary {
     pub plot_path: Option<PathBuf>,
     /// True when the run was stopped (Ctrl-C, `stop`, `stop_after`) before max_steps.
     pub interrupted: bool,
+    /// What the start had to say (see [`Trainer::notes`]).
+    pub notes: Vec<String>,
 }
 
 static SIGINTS: AtomicUsize = AtomicUsize::new(0);
@@ -157,6 +167,9 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
     if precision != Precision::F32 {
         out.say(format!("precision {precision}: {}", precision.backend()));
     }
+    for note in &t.notes {
+        out.say(note.clone());
+    }
     if let Some(from) = &t.resumed_from {
         out.say(format!("resumed at step {} from {}", t.step, from.display()));
     }
@@ -215,15 +228,9 @@ fn open_trainer(config: &TrainConfig, opts: &TrainOptions) -> Result<Trainer> {
     if crate::dist::mpi::is_initialized() {
         let reducer = crate::dist::mpi::MpiReducer::new();
         let rank = reducer.rank();
-        return Trainer::open_with(
-            config,
-            &opts.resume,
-            opts.verbose && rank == 0,
-            Box::new(reducer),
-            rank,
-        );
+        return Trainer::open_with(config, opts, Box::new(reducer), rank);
     }
-    Trainer::open(config, &opts.resume, opts.verbose)
+    Trainer::open(config, opts)
 }
 
 /// Messages and the progress bar after a step.
