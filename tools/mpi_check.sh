@@ -42,10 +42,11 @@ for sampling in random sequential; do
         same one-$sampling-$n mpi-$sampling-$n
     done
 done
-# Ranks with accumulation: 6 micro-batches per step as 1×6, 2×3 and 3×2.
+# Ranks with accumulation: 6 micro-batches per step as 1×6, 2×3 and 3×2; the 3-rank run with
+# ring chunks of 10007 f32s (17 chunks, the last one short) instead of one.
 "$ferrolm" "${base[@]}" --steps 6 --grad-accum 6 --run-dir ref6 2>/dev/null
 "${mpirun[@]}" -np 2 "$ferrolm" "${base[@]}" --steps 6 --grad-accum 3 --run-dir n2a3 2>/dev/null
-"${mpirun[@]}" -np 3 "$ferrolm" "${base[@]}" --steps 6 --grad-accum 2 --run-dir n3a2 2>/dev/null
+"${mpirun[@]}" -np 3 -x FERROLM_MPI_CHUNK=10007 "$ferrolm" "${base[@]}" --steps 6 --grad-accum 2 --run-dir n3a2 2>/dev/null
 same ref6 n2a3
 same ref6 n3a2
 
@@ -54,7 +55,7 @@ echo "== 2. saved with 2 ranks, resumed with 1 and with 3 ranks == uninterrupted
 cp -r half to1 && cp -r half to3
 # Without a config the checkpoint's (one-process) grad_accum 6 is split over the ranks.
 "$ferrolm" train --run-dir to1 --resume --steps 6 --no-progress --threads 1 2>/dev/null
-"${mpirun[@]}" -np 3 "$ferrolm" train --run-dir to3 --resume --steps 6 --no-progress --threads 1 2>/dev/null
+"${mpirun[@]}" -np 3 -x FERROLM_MPI_CHUNK=4096 "$ferrolm" train --run-dir to3 --resume --steps 6 --no-progress --threads 1 2>/dev/null
 same ref6 to1
 same ref6 to3
 

@@ -2,9 +2,12 @@
 //! that sums the ranks' gradients in rank order (so the result does not depend on the number of
 //! ranks, the MPI library's algorithms or timing), and the start-up agreement.
 //!
-//! The reduction: in each micro-step every rank sends its gradient to rank 0, which adds them in
-//! rank order to the running sum (receiving rank r+1's while adding rank r's); after the last
-//! micro-step rank 0 broadcasts the sum. Not MPI_Allreduce: its summation order is the library's.
+//! The reduction, an ordered ring: per micro-step the gradient travels in chunks along the chain
+//! 0 → 1 → … → N−1, each rank adding its own to the partial sum it received, so every element is
+//! summed in rank order (after the running sum of the earlier micro-steps, which rank N−1 keeps
+//! and sends ahead to rank 0). Chunks pipeline: each link carries the gradient once per micro-step,
+//! as in a ring all-reduce. After the last micro-step rank N−1 broadcasts the sum. Not
+//! MPI_Allreduce: its summation order is the library's.
 
 use crate::trainer::step::{add_into, fold_local, GradReducer};
 use anyhow::{anyhow, bail, Result};
@@ -13,6 +16,7 @@ use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Threading;
+use rayon::prelude::*;
 use std::time::Instant;
 
 /// MPI, started; dropping it finalizes MPI (keep it until the program ends).
@@ -53,13 +57,27 @@ pub fn abort(code: i32) -> ! {
 const TAG_GRAD: i32 = 1;
 const TAG_LOSS: i32 = 2;
 const TAG_TEXT: i32 = 3;
+const TAG_SUM: i32 = 4;
+
+/// f32s per chunk of the ring (1 MiB): small enough to pipeline, large enough to stream.
+/// `FERROLM_MPI_CHUNK` overrides it (tests use small odd sizes to exercise many chunks).
+fn chunk_len() -> usize {
+    std::env::var("FERROLM_MPI_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(1 << 18)
+}
 
 /// The rank-ordered gradient reducer over MPI_COMM_WORLD (see the module docs).
 pub struct MpiReducer {
     rank: usize,
     size: usize,
-    /// Rank 0: the receive buffers (two, so one receives while the other is added).
-    bufs: [Vec<f32>; 2],
+    /// The chunk being received and passed on, and its length in f32s.
+    buf: Vec<f32>,
+    chunk: usize,
+    /// Rank N−1: the running sum of the earlier micro-steps while it is sent ahead to rank 0.
+    prev: Vec<f32>,
     /// Per step: seconds in the reduction (waiting, transfers, the ordered sum, the broadcast).
     reduce_s: Vec<f64>,
     /// Per step: seconds from the previous step's end (the first step is not counted).
@@ -85,7 +103,9 @@ impl MpiReducer {
         MpiReducer {
             rank,
             size,
-            bufs: [Vec::new(), Vec::new()],
+            buf: Vec::new(),
+            chunk: chunk_len(),
+            prev: Vec::new(),
             reduce_s: Vec::new(),
             step_s: Vec::new(),
             current: 0.0,
@@ -99,33 +119,57 @@ impl MpiReducer {
         self.rank
     }
 
-    /// Rank 0: receives the other ranks' gradients of this micro-step and adds them to `sum` in
-    /// rank order, receiving the next rank's while adding the current one's.
-    fn gather_in_order(&mut self, sum: &mut [f32], loss_sum: &mut f64) {
+    /// One micro-step of the ordered ring (see the module docs); `sum` is written on rank N−1.
+    fn ring(&mut self, first: bool, grads: &[f32], sum: &mut Vec<f32>) {
         let world = SimpleCommunicator::world();
-        for b in &mut self.bufs {
-            b.resize(sum.len(), 0.0);
-        }
-        let [a, b] = &mut self.bufs;
-        let (mut cur, mut next) = (a, b);
-        world
-            .process_at_rank(1)
-            .receive_into_with_tag(&mut cur[..], TAG_GRAD);
-        for r in 1..self.size {
-            let (l, _) = world.process_at_rank(r as i32).receive_with_tag::<f64>(TAG_LOSS);
-            mpi::request::scope(|scope| {
-                let pending = (r + 1 < self.size).then(|| {
-                    world
-                        .process_at_rank(r as i32 + 1)
-                        .immediate_receive_into_with_tag(scope, &mut next[..], TAG_GRAD)
-                });
-                add_into(sum, cur);
-                if let Some(p) = pending {
-                    p.wait();
+        let (rank, last) = (self.rank, self.size - 1);
+        let (len, chunk) = (grads.len(), self.chunk);
+        let ranges: Vec<_> = (0..len).step_by(chunk).map(|a| a..(a + chunk).min(len)).collect();
+        self.buf.resize(chunk.min(len), 0.0);
+        let Self { buf, prev, .. } = self;
+        let next = world.process_at_rank((rank + 1).min(last) as i32);
+        let before = world.process_at_rank(rank.saturating_sub(1) as i32);
+        if rank == 0 {
+            let from_last = world.process_at_rank(last as i32);
+            for r in ranges {
+                if first {
+                    next.send_with_tag(&grads[r], TAG_GRAD);
+                } else {
+                    let b = &mut buf[..r.len()];
+                    from_last.receive_into_with_tag(b, TAG_SUM);
+                    add_into(b, &grads[r]);
+                    next.send_with_tag(&b[..], TAG_GRAD);
                 }
+            }
+        } else if rank < last {
+            for r in ranges {
+                let b = &mut buf[..r.len()];
+                before.receive_into_with_tag(b, TAG_GRAD);
+                add_into(b, &grads[r]);
+                next.send_with_tag(&b[..], TAG_GRAD);
+            }
+        } else {
+            // Rank N−1: the running sum goes ahead to rank 0 (all chunks at once), the new sum
+            // is built in the other buffer as the partial sums arrive.
+            sum.resize(len, 0.0);
+            std::mem::swap(sum, prev);
+            sum.resize(len, 0.0);
+            let to_first = world.process_at_rank(0);
+            mpi::request::multiple_scope(ranges.len(), |scope, sends| {
+                if !first {
+                    for r in &ranges {
+                        sends.add(to_first.immediate_send_with_tag(scope, &prev[r.clone()], TAG_SUM));
+                    }
+                }
+                for r in &ranges {
+                    let b = &mut buf[..r.len()];
+                    before.receive_into_with_tag(b, TAG_GRAD);
+                    let s = &mut sum[r.clone()];
+                    s.copy_from_slice(b);
+                    add_into(s, &grads[r.clone()]);
+                }
+                sends.wait_all(&mut Vec::new());
             });
-            *loss_sum += l;
-            std::mem::swap(&mut cur, &mut next);
         }
     }
 }
@@ -149,18 +193,24 @@ impl GradReducer for MpiReducer {
         }
         self.micro_steps += 1;
         self.grad_bytes = grads.len() * 4;
-        if self.rank == 0 {
+        if self.size == 1 {
             fold_local(first, grads, sum);
             *loss_sum += loss;
-            if self.size > 1 {
-                self.gather_in_order(sum, loss_sum);
-            }
         } else {
+            self.ring(first, grads, sum);
+            grads.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
+            // The losses, added in rank order on rank N−1 like the gradients.
             let world = SimpleCommunicator::world();
-            let root = world.process_at_rank(0);
-            root.send_with_tag(&grads[..], TAG_GRAD);
-            root.send_with_tag(&loss, TAG_LOSS);
-            grads.fill(0.0);
+            let last = self.size - 1;
+            if self.rank == last {
+                for q in 0..last {
+                    let (l, _) = world.process_at_rank(q as i32).receive_with_tag::<f64>(TAG_LOSS);
+                    *loss_sum += l;
+                }
+                *loss_sum += loss;
+            } else {
+                world.process_at_rank(last as i32).send_with_tag(&loss, TAG_LOSS);
+            }
         }
         self.current += t0.elapsed().as_secs_f64();
         Ok(())
@@ -169,7 +219,7 @@ impl GradReducer for MpiReducer {
     fn finish(&mut self, sum: &mut [f32], loss_sum: &mut f64) -> Result<()> {
         let t0 = Instant::now();
         let world = SimpleCommunicator::world();
-        let root = world.process_at_rank(0);
+        let root = world.process_at_rank(self.size as i32 - 1);
         root.broadcast_into(sum);
         root.broadcast_into(loss_sum);
         let end = Instant::now();
@@ -195,9 +245,10 @@ impl GradReducer for MpiReducer {
         let (r, s) = (median(&self.reduce_s), median(&self.step_s));
         let mb = self.grad_bytes as f64 / 1e6;
         Some(format!(
-            "data-parallel on {} ranks: gradients of {mb:.2} MB; per step each rank sent {} × {mb:.2} MB \
-             to rank 0, which broadcast the {mb:.2} MB sum; reduction (waits, transfers, ordered sums, \
-             broadcast) median {:.2} ms of a median {:.2} ms step ({:.1}%), rank {}, {} steps",
+            "data-parallel on {} ranks: gradients of {mb:.2} MB; per step {} micro-step(s) of an ordered \
+             ring (each rank sends {mb:.2} MB), then a broadcast of the {mb:.2} MB sum; reduction \
+             (waits, transfers, ordered sums, broadcast) median {:.2} ms of a median {:.2} ms step \
+             ({:.1}%), rank {}, {} steps",
             self.size,
             self.micro_steps,
             r * 1e3,
