@@ -13,7 +13,7 @@ cd "$work"
 "$ferrolm" quickstart --corpus-only all.txt --corpus-mb 2 >/dev/null
 "$ferrolm" tokenizer train --input all.txt --vocab-size 4096 --special-token '<|endoftext|>' --out tok >/dev/null
 "$ferrolm" tokenizer encode --tokenizer tok --input all.txt --output train.npy >/dev/null
-for preset in tiny small; do
+for preset in ${PRESETS:-tiny small}; do
     args=(train --train train.npy --valid train.npy --tokenizer tok --preset "$preset" --set model.vocab_size=4096
           --steps "$steps" --set eval.every=0 --set eval.batches=1 --checkpoint-every 0 --no-progress)
     echo "== preset $preset, $steps steps"

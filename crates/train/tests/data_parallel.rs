@@ -1,6 +1,6 @@
 //! Data-parallel training without MPI: ranks as threads joined by channels, with a reducer that
-//! does what the MPI one does (rank 0 adds the ranks' micro-step gradients in rank order, then
-//! sends the sum to all). N such ranks must give bitwise the parameters of one process with
+//! computes the same left fold as the MPI ring (here rank 0 adds the ranks' micro-step gradients
+//! in rank order, then sends the sum to all). N such ranks must give bitwise the parameters of one process with
 //! N times the accumulation, and only rank 0 may write. (tools/mpi_check.sh runs the same over
 //! real MPI processes.)
 

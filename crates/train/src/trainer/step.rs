@@ -84,7 +84,8 @@ pub trait GradReducer: Send {
     /// and leaves `grads` (this process's micro-batch gradient, one f32 per parameter) zeroed.
     /// `first`: the step's first micro-step (`sum` is zero and becomes exactly g_0). `loss`: this
     /// process's micro-batch loss; the micro-step's losses are added to `loss_sum` in rank order.
-    /// `sum` and `loss_sum` need only be right on rank 0 until [`GradReducer::finish`].
+    /// `sum` and `loss_sum` need only be right on one rank (the one [`GradReducer::finish`]
+    /// broadcasts from).
     fn fold(
         &mut self,
         first: bool,
@@ -98,7 +99,7 @@ pub trait GradReducer: Send {
         Ok(())
     }
 
-    /// After the last micro-step: gives every process rank 0's `sum` and `loss_sum`.
+    /// After the last micro-step: gives every process the complete `sum` and `loss_sum`.
     fn finish(&mut self, _sum: &mut [f32], _loss_sum: &mut f64) -> Result<()> {
         Ok(())
     }
