@@ -27,9 +27,10 @@ pub fn rank_and_size() -> (usize, usize) {
     (0, 1)
 }
 
-/// The number of processes the launcher started (1 when none did), from its environment.
+/// The number of processes the launcher started (1 when none did), from its environment (not
+/// SLURM_NTASKS, which a batch script has set outside `srun` too).
 pub fn launcher_world_size() -> usize {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"]
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
         .iter()
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
         .unwrap_or(1)
