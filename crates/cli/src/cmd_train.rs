@@ -86,7 +86,8 @@ pub struct Args {
     /// Sequences per micro-batch (data.batch_size).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Micro-batches per step (data.grad_accum).
+    /// Micro-batches per step (data.grad_accum); under mpirun/srun per rank, so a step takes
+    /// ranks × grad_accum micro-batches (rank r, micro-step s: micro-batch s·ranks + r).
     #[arg(long)]
     grad_accum: Option<usize>,
     /// Peak learning rate (optimizer.lr).
@@ -229,6 +230,12 @@ pub fn run(args: Args) -> Result<()> {
     if args.config.is_none() && matches!(resume, Resume::Latest | Resume::From(_)) {
         if let Some(saved) = saved_config(&resume, &cfg.run.dir)? {
             cfg = saved;
+            // The checkpoint's grad_accum is that of one process; with several ranks each takes
+            // its share, so the global batch stays the same unless --grad-accum says otherwise.
+            let ranks = ferrolm_train::dist::rank_and_size().1;
+            if ranks > 1 && cfg.data.grad_accum.is_multiple_of(ranks) {
+                cfg.data.grad_accum /= ranks;
+            }
             args.apply_flags(&mut cfg)?;
         }
     }
@@ -251,24 +258,36 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         format!("for {} steps", c.run.max_steps)
     };
+    let (rank, ranks) = ferrolm_train::dist::rank_and_size();
+    let opts = TrainOptions {
+        resume,
+        progress: rank == 0,
+        verbose: rank == 0,
+        handle_sigint: true,
+        extend: args.extend,
+        overwrite_config: args.overwrite_config,
+        ..TrainOptions::default()
+    };
+    if rank > 0 {
+        // Rank 0 alone reports.
+        train(&cfg, &opts).context("training failed")?;
+        return Ok(());
+    }
+    if ranks > 1 {
+        eprintln!(
+            "data-parallel training on {ranks} ranks, {} micro-batches of {} sequences each per rank per step",
+            c.data.grad_accum, c.data.batch_size
+        );
+    }
     eprintln!(
         "training {} parameters ({} layers, d_model {}, vocab {}) {length} of {} tokens; run directory {}",
         c.model.num_params(),
         c.model.n_layers,
         c.model.d_model,
         c.model.vocab_size,
-        c.data.batch_size * c.data.grad_accum * c.seq_len(),
+        c.data.batch_size * c.data.grad_accum * ranks * c.seq_len(),
         c.run.dir.display()
     );
-    let opts = TrainOptions {
-        resume,
-        progress: true,
-        verbose: true,
-        handle_sigint: true,
-        extend: args.extend,
-        overwrite_config: args.overwrite_config,
-        ..TrainOptions::default()
-    };
     let s = train(&cfg, &opts).context("training failed")?;
     let fmt = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     eprintln!(

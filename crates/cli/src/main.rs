@@ -19,7 +19,8 @@ mod errors;
 #[derive(Parser)]
 #[command(name = "ferrolm", version, about, long_about = None)]
 struct Cli {
-    /// Worker threads for the math (default: all cores).
+    /// Worker threads for the math (default: all cores; under mpirun/srun the cores divided by the
+    /// ranks on the node, or SLURM_CPUS_PER_TASK).
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -61,14 +62,39 @@ fn main() {
 }
 
 fn main_with(cli: Cli) -> anyhow::Result<()> {
-    if let Some(n) = cli.threads {
+    // Under mpirun/srun (with the `mpi` feature): one data-parallel rank of a training job.
+    #[cfg(feature = "mpi")]
+    let mpi = ferrolm_train::dist::mpi::init()?;
+    #[cfg(not(feature = "mpi"))]
+    if ferrolm_train::dist::launcher_world_size() > 1 && matches!(cli.command, Command::Train(_)) {
+        anyhow::bail!(
+            "started by an MPI launcher as one of {} processes, but this ferrolm was built without \
+             MPI: build it with `cargo build --release --features mpi` (each process would \
+             otherwise train alone into the same run directory)",
+            ferrolm_train::dist::launcher_world_size()
+        );
+    }
+    // Ranks sharing a node share its cores: ranks × threads never exceeds them.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cli
+        .threads
+        .or_else(|| ferrolm_train::dist::threads_per_process(cores));
+    if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
     // The command runs on a worker of the pool: each parallel section of the kernels then starts
     // as a join on that worker, instead of being injected from outside while this thread sleeps
     // until it ends (two thread wake-ups per section, several µs each on a VM); issue 5 measured
     // +4% for tiny bf16 training steps.
-    rayon::scope(|_| run(cli.command))
+    let result = rayon::scope(|_| run(cli.command));
+    #[cfg(feature = "mpi")]
+    if let (Some(_), Err(e)) = (&mpi, &result) {
+        // One rank failing ends the job at once (the others would wait for its gradients).
+        let (rank, size) = ferrolm_train::dist::rank_and_size();
+        eprintln!("Error (rank {rank} of {size}): {e:?}\nending all ranks (MPI_Abort)");
+        ferrolm_train::dist::mpi::abort(1);
+    }
+    result
 }
 
 fn run(command: Command) -> anyhow::Result<()> {

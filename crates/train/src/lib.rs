@@ -20,6 +20,7 @@ pub mod config;
 pub mod config_check;
 pub mod config_docs;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod generate;
 pub mod metrics;

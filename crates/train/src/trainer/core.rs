@@ -4,7 +4,7 @@
 //! [`super::train`]) reports what the parts return.
 
 use super::setup::{self, Plan, Start, TrainData};
-use super::step::{SampledBatches, StepOutcome, StepSettings, StepStats, Stepper};
+use super::step::{GradReducer, LocalReducer, SampledBatches, StepOutcome, StepSettings, StepStats, Stepper};
 use super::{checkpoints_dir, Resume, TrainOptions, TrainSummary};
 use crate::checkpoint::{self, CheckpointState, ScheduleState};
 use crate::config::TrainConfig;
@@ -48,7 +48,10 @@ pub struct Trainer {
     started: Instant,
     ckpt_dir: PathBuf,
     metrics_path: PathBuf,
-    metrics: MetricsWriter,
+    /// None on the processes other than rank 0 (only rank 0 writes).
+    metrics: Option<MetricsWriter>,
+    /// This process's rank among those training together (0: it logs, evaluates and saves).
+    pub rank: usize,
     last_saved: Option<(u64, PathBuf)>,
     evaluator: Option<Evaluator>,
     /// Evaluation activations when the evaluator's batch differs from training's.
@@ -68,7 +71,30 @@ impl Trainer {
     /// directory, writes its config.toml and opens its metrics log, so a failed start leaves
     /// nothing behind.
     pub fn open(config: &TrainConfig, opts: &TrainOptions) -> Result<Trainer> {
+        Self::open_with(config, opts, Box::new(LocalReducer), 0)
+    }
+
+    /// [`Trainer::open`] for process `rank` of `reducer.world_size()` training together:
+    /// `config.data.grad_accum` counts this process's micro-batches per step, so a step takes
+    /// grad_accum × world_size global micro-batches, and the run's config (written to config.toml
+    /// and the checkpoints) is that of one process doing them all. Before rank 0 writes anything,
+    /// every process's config, data, tokenizer and starting checkpoint are checked against rank
+    /// 0's ([`GradReducer::agree`]). Only rank 0 writes (config, metrics, checkpoints, moving
+    /// damaged checkpoints aside) and evaluates.
+    pub fn open_with(
+        config: &TrainConfig,
+        opts: &TrainOptions,
+        mut reducer: Box<dyn GradReducer>,
+        rank: usize,
+    ) -> Result<Trainer> {
         let mut cfg = config.clone();
+        cfg.data.grad_accum *= reducer.world_size();
+        if reducer.world_size() > 1 && cfg.run.max_minutes > 0.0 {
+            anyhow::bail!(
+                "run.max_minutes (--minutes) is not supported with several ranks yet (each rank would \
+                 estimate its own step count): give --steps or --tokens"
+            );
+        }
         cfg.resolve()?;
         cfg.validate()?;
         let run_dir = cfg.run.dir.clone();
@@ -100,7 +126,8 @@ impl Trainer {
             Plan::Checkpoint { dir, skipped } => {
                 let tok = data.tokenizer.as_ref();
                 let (start, more) = setup::resume_from(&dir, &mut cfg, tok, opts.extend)?;
-                for d in skipped {
+                // Rank 0 alone moves damaged checkpoints aside (the others skip them as well).
+                for d in skipped.into_iter().filter(|_| rank == 0) {
                     let to = setup::move_aside(&d.dir)?;
                     notes.push(format!(
                         "{}\n  moved it aside to {}; resuming from the newest intact checkpoint {}",
@@ -113,13 +140,22 @@ impl Trainer {
                 start
             }
         };
-        std::fs::create_dir_all(&run_dir)
-            .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
-        write_config(&run_dir, &cfg)?;
+        let identity = crate::dist::identity(&cfg, &data, start.resumed_from.as_deref(), start.step);
+        reducer.agree(&identity)?;
         let metrics_path = run_dir.join("metrics.jsonl");
-        let metrics = MetricsWriter::open(&metrics_path, start.resumed_from.as_ref().map(|_| start.step))?;
+        let metrics = if rank == 0 {
+            std::fs::create_dir_all(&run_dir)
+                .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+            write_config(&run_dir, &cfg)?;
+            let resumed_at = start.resumed_from.as_ref().map(|_| start.step);
+            Some(MetricsWriter::open(&metrics_path, resumed_at)?)
+        } else {
+            None
+        };
         let mut t = Self::from_start(cfg, data, start, ckpt_dir, metrics_path, metrics)?;
         t.notes = notes;
+        t.rank = rank;
+        t.stepper.set_reducer(reducer);
         Ok(t)
     }
 
@@ -129,7 +165,7 @@ impl Trainer {
         start: Start,
         ckpt_dir: PathBuf,
         metrics_path: PathBuf,
-        metrics: MetricsWriter,
+        metrics: Option<MetricsWriter>,
     ) -> Result<Trainer> {
         let (batch, seq) = (cfg.data.batch_size, cfg.seq_len());
         let mut model = start.model;
@@ -157,6 +193,7 @@ impl Trainer {
             ckpt_dir,
             metrics_path,
             metrics,
+            rank: 0,
             evaluator,
             eval_acts,
             last_train_loss: None,
@@ -196,6 +233,8 @@ impl Trainer {
             sampler: &mut self.sampler,
             tokens: &self.data.train,
             seq: self.cfg.seq_len(),
+            rank: self.rank,
+            world: self.stepper.reducer().world_size(),
         };
         let outcome = self.stepper.step(self.step, &mut batches)?;
         match &outcome {
@@ -220,9 +259,11 @@ impl Trainer {
         let step = self.step;
         let at_end = step == cfg.run.max_steps;
         let every = |n: u64| n > 0 && step.is_multiple_of(n);
-        let do_eval = self.evaluator.is_some() && (at_end || every(cfg.eval_every()));
-        let do_ckpt = at_end || every(cfg.checkpoint.every);
-        let do_log = do_eval || at_end || every(cfg.logging.every);
+        // Only rank 0 evaluates, logs and saves (the others hold the same parameters).
+        let root = self.rank == 0;
+        let do_eval = root && self.evaluator.is_some() && (at_end || every(cfg.eval_every()));
+        let do_ckpt = root && (at_end || every(cfg.checkpoint.every));
+        let do_log = root && (do_eval || at_end || every(cfg.logging.every));
         let mut out = AfterStep::default();
         if do_eval {
             out.eval = Some(self.evaluate()?);
@@ -268,12 +309,20 @@ impl Trainer {
             grad_norm: Some(stats.grad_norm),
             tokens_per_s: Some(tps),
         };
-        self.metrics.write(&record)?;
+        if let Some(m) = self.metrics.as_mut() {
+            m.write(&record)?;
+        }
         Ok(record)
     }
 
-    /// Saves the current state as the checkpoint of `self.step` and prunes old ones.
+    /// Saves the current state as the checkpoint of `self.step` and prunes old ones (on rank 0;
+    /// the other processes save nothing and return the checkpoint rank 0 writes).
     pub fn save(&mut self, val_loss: Option<f32>, train_loss: Option<f32>) -> Result<PathBuf> {
+        if self.rank != 0 {
+            let dir = self.ckpt_dir.join(checkpoint::dir_name(self.step));
+            self.last_saved = Some((self.step, dir.clone()));
+            return Ok(dir);
+        }
         let cfg = &self.cfg;
         let optim = &self.stepper.optim;
         let state = CheckpointState {
@@ -317,7 +366,7 @@ impl Trainer {
     pub fn finish(self, interrupted: bool) -> Result<TrainSummary> {
         let run_dir = self.cfg.run.dir.clone();
         drop(self.metrics);
-        let plot_path = if self.cfg.logging.plot {
+        let plot_path = if self.cfg.logging.plot && self.rank == 0 {
             let p = run_dir.join("loss.svg");
             plot(&self.metrics_path, &p, &run_dir)?;
             Some(p)

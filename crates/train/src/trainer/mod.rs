@@ -161,14 +161,20 @@ fn progress_bar(len: u64, pos: u64) -> ProgressBar {
 /// The loop around the [`Trainer`]'s parts: stops, messages and the progress bar.
 fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSummary> {
     let config = crate::budget::prepare(config, &opts.resume)?;
-    let mut t = Trainer::open(&config, opts)?;
-    let _running = crate::runs::RunningMarker::create(&t.cfg.run.dir)?;
-    let progress = opts.progress && t.cfg.logging.progress;
+    let mut t = open_trainer(&config, opts)?;
+    // With several processes only rank 0 talks and marks the run directory.
+    let root = t.rank == 0;
+    let _running = if root {
+        Some(crate::runs::RunningMarker::create(&t.cfg.run.dir)?)
+    } else {
+        None
+    };
+    let progress = root && opts.progress && t.cfg.logging.progress;
     let show_bar = progress && std::io::stderr().is_terminal();
     let fixed = |t: &Trainer| Some(t.cfg.run.max_steps).filter(|&m| m != UNFIXED);
     let out = Say {
         pb: show_bar.then(|| progress_bar(fixed(&t).unwrap_or(0), t.step)),
-        verbose: opts.verbose,
+        verbose: opts.verbose && root,
     };
     // Plain lines where there is no terminal (nohup, Slurm, CI logs).
     let mut lines = (progress && !show_bar)
@@ -205,7 +211,8 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
         let stop_requested = SIGINTS.load(Ordering::SeqCst) > 0
             || opts.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
             || opts.stop_after.is_some_and(|s| t.step >= s);
-        if stop_requested {
+        // With several processes they stop together (else the others would wait forever).
+        if t.stepper.reducer().any_stop(stop_requested)? {
             interrupted = true;
             break;
         }
@@ -247,7 +254,22 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
     if let Some(pb) = &out.pb {
         pb.finish_and_clear();
     }
+    if let Some(line) = t.stepper.reducer().report() {
+        out.say(line);
+    }
     t.finish(interrupted)
+}
+
+/// The trainer for this process: under an MPI launcher (with the `mpi` feature) one of several
+/// data-parallel ranks, else the only process.
+fn open_trainer(config: &TrainConfig, opts: &TrainOptions) -> Result<Trainer> {
+    #[cfg(feature = "mpi")]
+    if crate::dist::mpi::is_initialized() {
+        let reducer = crate::dist::mpi::MpiReducer::new();
+        let rank = reducer.rank();
+        return Trainer::open_with(config, opts, Box::new(reducer), rank);
+    }
+    Trainer::open(config, opts)
 }
 
 /// Messages and the progress bar after a step.

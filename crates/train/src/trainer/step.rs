@@ -1,6 +1,6 @@
 //! One optimizer step, independent of where its batches come from: micro-batches →
-//! forward/backward → gradient-accumulation scaling → gradient reduction (the hook for training on
-//! several processes) → clip → learning rate → AdamW → non-finite check. The trainer and
+//! forward/backward → gradients summed over micro-batches and processes in a fixed order (the
+//! [`GradReducer`] hook for training on several processes) → scaling → clip → learning rate → AdamW → non-finite check. The trainer and
 //! `ferrolm bench train` both run exactly this code.
 
 use crate::bench::probe::Laps;
@@ -19,17 +19,33 @@ pub trait BatchSource {
     fn next_batch(&mut self, inputs: &mut [u32], targets: &mut [u32]) -> Result<()>;
 }
 
-/// Micro-batches drawn by a [`BatchSampler`] from a token file (what training uses).
+/// Micro-batches drawn by a [`BatchSampler`] from a token file (what training uses). With
+/// several processes each draw takes `world` micro-batches in order and keeps number `rank`, so
+/// every process's sampler stays in the state of one process that drew them all.
 pub struct SampledBatches<'a> {
     pub sampler: &'a mut BatchSampler,
     pub tokens: &'a TokenFile,
     /// Tokens per sequence.
     pub seq: usize,
+    /// This process's rank and the number of processes (0 and 1 for one process).
+    pub rank: usize,
+    pub world: usize,
 }
 
 impl BatchSource for SampledBatches<'_> {
     fn next_batch(&mut self, inputs: &mut [u32], targets: &mut [u32]) -> Result<()> {
-        self.sampler.fill(self.tokens, self.seq, inputs, targets)
+        let (mut skip_in, mut skip_tg) = (Vec::new(), Vec::new());
+        for r in 0..self.world.max(1) {
+            if r == self.rank {
+                self.sampler.fill(self.tokens, self.seq, inputs, targets)?;
+            } else {
+                skip_in.resize(inputs.len(), 0);
+                skip_tg.resize(targets.len(), 0);
+                self.sampler
+                    .fill(self.tokens, self.seq, &mut skip_in, &mut skip_tg)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -49,33 +65,99 @@ impl BatchSource for FixedBatch {
 
 /// Combines the gradients of all processes that train one model together.
 ///
-/// THIS IS THE HOOK FOR MULTI-PROCESS (DATA-PARALLEL) TRAINING. [`Stepper::step`] calls
-/// [`GradReducer::reduce`] exactly once per optimizer step, on the full flat gradient buffer
-/// (`Model::grads`, one f32 per parameter, in `Model::params` order), after the local micro-batches'
-/// gradients were summed and scaled by 1/grad_accum and before the norm is taken for clipping and
-/// the non-finite check. An implementation must leave every process with the same buffer: the mean
-/// over processes of their buffers (an all-reduce sum divided by the number of processes), so that
-/// clipping, AdamW and the parameters stay identical everywhere. The loss each process reports
-/// stays its local mean.
+/// THIS IS THE HOOK FOR MULTI-PROCESS (DATA-PARALLEL) TRAINING. A step of `grad_accum` global
+/// micro-batches on `world_size()` processes runs `grad_accum / world_size()` micro-steps; in
+/// micro-step s process r computes the gradient of global micro-batch `s·world_size() + r` into a
+/// zeroed buffer, and [`GradReducer::fold`] adds the micro-step's gradients of all processes to the
+/// running sum in rank order. So the step's gradient is always the left fold
+/// `((g_0 + g_1) + g_2) + …` over the global micro-batches in index order, whatever the number of
+/// processes: N processes give bitwise what one process with N times the accumulation gives.
+/// [`GradReducer::finish`] then gives every process the sum, which is scaled by 1/grad_accum, and
+/// [`GradReducer::reduce`] is called once on that mean, before the norm is taken for clipping.
 pub trait GradReducer: Send {
-    /// Replaces `grads` with the mean over all processes of their `grads`.
-    fn reduce(&mut self, grads: &mut [f32]) -> Result<()>;
-}
+    /// Processes training together (1: this one alone).
+    fn world_size(&self) -> usize {
+        1
+    }
 
-/// One process: nothing to combine (the gradients are left untouched, bit for bit).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LocalReducer;
+    /// Adds one micro-step's gradients of every process to the running sum `sum`, in rank order,
+    /// and leaves `grads` (this process's micro-batch gradient, one f32 per parameter) zeroed.
+    /// `first`: the step's first micro-step (`sum` is zero and becomes exactly g_0). `loss`: this
+    /// process's micro-batch loss; the micro-step's losses are added to `loss_sum` in rank order.
+    /// `sum` and `loss_sum` need only be right on one rank (the one [`GradReducer::finish`]
+    /// broadcasts from).
+    fn fold(
+        &mut self,
+        first: bool,
+        grads: &mut Vec<f32>,
+        sum: &mut Vec<f32>,
+        loss: f64,
+        loss_sum: &mut f64,
+    ) -> Result<()> {
+        fold_local(first, grads, sum);
+        *loss_sum += loss;
+        Ok(())
+    }
 
-impl GradReducer for LocalReducer {
+    /// After the last micro-step: gives every process the complete `sum` and `loss_sum`.
+    fn finish(&mut self, _sum: &mut [f32], _loss_sum: &mut f64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once per step on the mean gradient (`Model::grads`, in `Model::params` order) before
+    /// its norm is taken: a last chance to change it (the processes must stay identical).
     fn reduce(&mut self, _grads: &mut [f32]) -> Result<()> {
         Ok(())
     }
+
+    /// Checks at the start that every process's run is rank 0's: `identity` names what fixes the
+    /// run here (config, data files and lengths, tokenizer, starting checkpoint) as (name, value)
+    /// pairs; a process that differs must make every process fail, naming the difference.
+    fn agree(&mut self, _identity: &[(String, String)]) -> Result<()> {
+        Ok(())
+    }
+
+    /// A line on what the reduction cost (bytes, time, share of the step), for the end of a run.
+    fn report(&self) -> Option<String> {
+        None
+    }
+
+    /// Whether any process wants to stop before the next step (all processes must agree, or
+    /// some would wait for the others' gradients forever). One process: `local`.
+    fn any_stop(&mut self, local: bool) -> Result<bool> {
+        Ok(local)
+    }
 }
+
+/// `sum += grads; grads = 0` (or, for the first micro-step, `sum = grads` exactly, by swapping
+/// the buffers: `sum` must be zero then).
+pub fn fold_local(first: bool, grads: &mut Vec<f32>, sum: &mut Vec<f32>) {
+    if first {
+        std::mem::swap(grads, sum);
+        return;
+    }
+    add_into(sum, grads);
+    grads.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
+}
+
+/// `sum[i] += g[i]` (in parallel chunks; each element's addition is the same whatever the split).
+pub fn add_into(sum: &mut [f32], g: &[f32]) {
+    sum.par_chunks_mut(1 << 16)
+        .zip(g.par_chunks(1 << 16))
+        .for_each(|(s, g)| s.iter_mut().zip(g).for_each(|(s, g)| *s += *g));
+}
+
+/// One process: nothing to combine.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalReducer;
+
+impl GradReducer for LocalReducer {}
 
 /// The settings of a step: accumulation, clipping and the learning-rate schedule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepSettings {
-    /// Micro-batches per optimizer step (their gradients are averaged).
+    /// Micro-batches per optimizer step over all processes (their gradients are averaged); each
+    /// of the `world_size` processes runs `grad_accum / world_size` of them.
     pub grad_accum: usize,
     /// Clip the global gradient norm to this (0: no clipping).
     pub grad_clip: f32,
@@ -133,6 +215,9 @@ pub struct Stepper {
     inputs: Vec<u32>,
     targets: Vec<u32>,
     reducer: Box<dyn GradReducer>,
+    /// The running gradient sum of a step with several micro-batches (empty until needed; zero
+    /// between steps).
+    sum: Vec<f32>,
 }
 
 impl Stepper {
@@ -149,6 +234,7 @@ impl Stepper {
             inputs: vec![0; batch * seq],
             targets: vec![0; batch * seq],
             reducer: Box::new(LocalReducer),
+            sum: Vec::new(),
         }
     }
 
@@ -157,39 +243,65 @@ impl Stepper {
         self.reducer = reducer;
     }
 
+    /// The gradient reducer (its world size, the stop agreement).
+    pub fn reducer(&mut self) -> &mut dyn GradReducer {
+        self.reducer.as_mut()
+    }
+
     /// The activation buffers (batch × seq of the micro-batches), for evaluation between steps.
     pub fn activations(&mut self) -> (&Model, &mut Activations) {
         (&self.model, &mut self.acts)
     }
 
-    /// Micro-batches → forward/backward → gradient-accumulation scaling: leaves the mean gradient
-    /// over `grad_accum` micro-batches in `model.grads` (which must be zero on entry) and returns
-    /// the mean loss. `step` (completed steps) only names the step in errors.
+    /// Micro-batches → forward/backward → sum over micro-batches and processes (see
+    /// [`GradReducer`]) → scaling by 1/grad_accum: leaves the mean gradient in `model.grads`
+    /// (which must be zero on entry) and returns the mean loss. `step` (completed steps) only names
+    /// the step in errors.
     pub fn accumulate_gradients(&mut self, step: u64, batches: &mut dyn BatchSource) -> Result<f32> {
         let accum = self.settings.grad_accum;
+        let world = self.reducer.world_size();
+        anyhow::ensure!(
+            accum.is_multiple_of(world),
+            "grad_accum {accum} is not a multiple of the {world} processes"
+        );
+        let micro_steps = accum / world;
         let mut loss_sum = 0.0f64;
-        for _ in 0..accum {
+        if accum == 1 {
+            // One micro-batch on one process: its gradient as it is.
             batches.next_batch(&mut self.inputs, &mut self.targets)?;
             let l = self
                 .model
                 .forward_backward(&mut self.acts, &self.inputs, &self.targets)
                 .with_context(|| format!("step {}", step + 1))?;
-            loss_sum += l as f64;
+            return Ok(l);
         }
-        if accum > 1 {
-            let scale = 1.0 / accum as f32;
-            self.model
-                .grads
-                .par_chunks_mut(1 << 16)
-                .for_each(|c| c.iter_mut().for_each(|g| *g *= scale));
+        if self.sum.len() != self.model.grads.len() {
+            self.sum = vec![0.0; self.model.grads.len()];
         }
+        for s in 0..micro_steps {
+            batches.next_batch(&mut self.inputs, &mut self.targets)?;
+            let l = self
+                .model
+                .forward_backward(&mut self.acts, &self.inputs, &self.targets)
+                .with_context(|| format!("step {}", step + 1))?;
+            let (grads, sum) = (&mut self.model.grads, &mut self.sum);
+            self.reducer.fold(s == 0, grads, sum, l as f64, &mut loss_sum)?;
+        }
+        self.reducer.finish(&mut self.sum, &mut loss_sum)?;
+        // The sum becomes the gradient; the zeroed micro-batch buffer the next step's sum.
+        std::mem::swap(&mut self.model.grads, &mut self.sum);
+        let scale = 1.0 / accum as f32;
+        self.model
+            .grads
+            .par_chunks_mut(1 << 16)
+            .for_each(|c| c.iter_mut().for_each(|g| *g *= scale));
         Ok((loss_sum / accum as f64) as f32)
     }
 
     /// One optimizer step after `step` completed ones (see the module docs for the order).
     pub fn step(&mut self, step: u64, batches: &mut dyn BatchSource) -> Result<StepOutcome> {
         let loss = self.accumulate_gradients(step, batches)?;
-        // The multi-process hook: a no-op for one process.
+        // The last look at the mean gradient before the norm (a no-op by default).
         self.reducer.reduce(&mut self.model.grads)?;
         let mut laps = Laps::start();
         // Clipping is applied inside the AdamW pass (clip_scale), bitwise as clip_grad_norm would.

@@ -9,16 +9,22 @@ use anyhow::{Context, Result};
 
 impl Trainer {
     /// Evaluates the initialization of a fresh run and writes it as the metrics' step-0 line (no
-    /// training loss yet). Nothing for a resumed run or one without validation data.
+    /// training loss yet). Nothing for a resumed run, one without validation data, or a rank
+    /// other than 0.
     pub fn eval_at_start(&mut self) -> Result<Option<EvalResult>> {
-        if self.step != 0 || self.resumed_from.is_some() || self.evaluator.is_none() {
+        // Only rank 0 evaluates (several processes hold the same parameters).
+        if self.rank != 0 || self.step != 0 || self.resumed_from.is_some() || self.evaluator.is_none() {
             return Ok(None);
         }
         let r = self.evaluate()?;
-        self.metrics.write(&MetricsRecord {
+        let wall_s = self.wall();
+        let Some(metrics) = self.metrics.as_mut() else {
+            return Ok(Some(r));
+        };
+        metrics.write(&MetricsRecord {
             step: 0,
             tokens: 0,
-            wall_s: self.wall(),
+            wall_s,
             train_loss: None,
             val_loss: Some(r.loss as f32),
             lr: None,

@@ -1,0 +1,325 @@
+//! Data-parallel training over MPI (feature `mpi`): starting MPI under a launcher, the reducer
+//! that sums the ranks' gradients in rank order (so the result does not depend on the number of
+//! ranks, the MPI library's algorithms or timing), and the start-up agreement.
+//!
+//! The reduction, an ordered ring: per micro-step the gradient travels in chunks along the chain
+//! 0 → 1 → … → N−1, each rank adding its own to the partial sum it received, so every element is
+//! summed in rank order (after the running sum of the earlier micro-steps, which rank N−1 keeps
+//! and sends ahead to rank 0). Chunks pipeline: each link carries the gradient once per micro-step,
+//! as in a ring all-reduce. After the last micro-step rank N−1 broadcasts the sum. Not
+//! MPI_Allreduce: its summation order is the library's.
+
+use crate::trainer::step::{add_into, fold_local, GradReducer};
+use anyhow::{anyhow, bail, Result};
+use mpi::collective::SystemOperation;
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+use mpi::Threading;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// MPI, started; dropping it finalizes MPI (keep it until the program ends).
+pub struct MpiSession {
+    _universe: Universe,
+}
+
+/// Starts MPI when a launcher started this process (see [`super::launched_by_mpi`]); None
+/// otherwise. The calls come from one thread at a time, not always the main one (serialized).
+pub fn init() -> Result<Option<MpiSession>> {
+    if !super::launched_by_mpi() {
+        return Ok(None);
+    }
+    let (universe, provided) = mpi::initialize_with_threading(Threading::Serialized)
+        .ok_or_else(|| anyhow!("MPI was already initialized"))?;
+    if !matches!(provided, Threading::Serialized | Threading::Multiple) {
+        bail!("the MPI library offers threading level {provided:?}; ferrolm needs Serialized");
+    }
+    Ok(Some(MpiSession { _universe: universe }))
+}
+
+/// Whether MPI is running (started and not finalized).
+pub fn is_initialized() -> bool {
+    mpi::is_initialized() && !mpi::is_finalized()
+}
+
+/// This process's rank and the number of ranks.
+pub fn rank_and_size() -> (usize, usize) {
+    let w = SimpleCommunicator::world();
+    (w.rank() as usize, w.size() as usize)
+}
+
+/// Ends every rank of the job at once (MPI_Abort) with exit code `code`.
+pub fn abort(code: i32) -> ! {
+    SimpleCommunicator::world().abort(code)
+}
+
+const TAG_GRAD: i32 = 1;
+const TAG_LOSS: i32 = 2;
+const TAG_TEXT: i32 = 3;
+const TAG_SUM: i32 = 4;
+
+/// f32s per chunk of the ring (1 MiB): small enough to pipeline, large enough to stream.
+/// `FERROLM_MPI_CHUNK` overrides it (tests use small odd sizes to exercise many chunks).
+fn chunk_len() -> usize {
+    std::env::var("FERROLM_MPI_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or(1 << 18)
+}
+
+/// The rank-ordered gradient reducer over MPI_COMM_WORLD (see the module docs).
+pub struct MpiReducer {
+    rank: usize,
+    size: usize,
+    /// The chunk being received and passed on, and its length in f32s.
+    buf: Vec<f32>,
+    chunk: usize,
+    /// Rank N−1: the running sum of the earlier micro-steps while it is sent ahead to rank 0.
+    prev: Vec<f32>,
+    /// Per step: seconds in the reduction (waiting, transfers, the ordered sum, the broadcast).
+    reduce_s: Vec<f64>,
+    /// Per step: seconds from the previous step's end (the first step is not counted).
+    step_s: Vec<f64>,
+    /// The reduction time of the step in progress, and the end of the last step.
+    current: f64,
+    last_end: Option<Instant>,
+    /// Gradient bytes (4 per parameter) and micro-steps per step.
+    grad_bytes: usize,
+    micro_steps: usize,
+}
+
+impl Default for MpiReducer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MpiReducer {
+    /// A reducer over all ranks of the job (MPI must be initialized).
+    pub fn new() -> MpiReducer {
+        let (rank, size) = rank_and_size();
+        MpiReducer {
+            rank,
+            size,
+            buf: Vec::new(),
+            chunk: chunk_len(),
+            prev: Vec::new(),
+            reduce_s: Vec::new(),
+            step_s: Vec::new(),
+            current: 0.0,
+            last_end: None,
+            grad_bytes: 0,
+            micro_steps: 0,
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// One micro-step of the ordered ring (see the module docs); `sum` is written on rank N−1.
+    fn ring(&mut self, first: bool, grads: &[f32], sum: &mut Vec<f32>) {
+        let world = SimpleCommunicator::world();
+        let (rank, last) = (self.rank, self.size - 1);
+        let (len, chunk) = (grads.len(), self.chunk);
+        let ranges: Vec<_> = (0..len).step_by(chunk).map(|a| a..(a + chunk).min(len)).collect();
+        self.buf.resize(chunk.min(len), 0.0);
+        let Self { buf, prev, .. } = self;
+        let next = world.process_at_rank((rank + 1).min(last) as i32);
+        let before = world.process_at_rank(rank.saturating_sub(1) as i32);
+        if rank == 0 {
+            let from_last = world.process_at_rank(last as i32);
+            for r in ranges {
+                if first {
+                    next.send_with_tag(&grads[r], TAG_GRAD);
+                } else {
+                    let b = &mut buf[..r.len()];
+                    from_last.receive_into_with_tag(b, TAG_SUM);
+                    add_into(b, &grads[r]);
+                    next.send_with_tag(&b[..], TAG_GRAD);
+                }
+            }
+        } else if rank < last {
+            for r in ranges {
+                let b = &mut buf[..r.len()];
+                before.receive_into_with_tag(b, TAG_GRAD);
+                add_into(b, &grads[r]);
+                next.send_with_tag(&b[..], TAG_GRAD);
+            }
+        } else {
+            // Rank N−1: the running sum goes ahead to rank 0 (all chunks at once), the new sum
+            // is built in the other buffer as the partial sums arrive.
+            sum.resize(len, 0.0);
+            std::mem::swap(sum, prev);
+            sum.resize(len, 0.0);
+            let to_first = world.process_at_rank(0);
+            mpi::request::multiple_scope(ranges.len(), |scope, sends| {
+                if !first {
+                    for r in &ranges {
+                        sends.add(to_first.immediate_send_with_tag(scope, &prev[r.clone()], TAG_SUM));
+                    }
+                }
+                for r in &ranges {
+                    let b = &mut buf[..r.len()];
+                    before.receive_into_with_tag(b, TAG_GRAD);
+                    let s = &mut sum[r.clone()];
+                    s.copy_from_slice(b);
+                    add_into(s, &grads[r.clone()]);
+                }
+                sends.wait_all(&mut Vec::new());
+            });
+        }
+    }
+}
+
+impl GradReducer for MpiReducer {
+    fn world_size(&self) -> usize {
+        self.size
+    }
+
+    fn fold(
+        &mut self,
+        first: bool,
+        grads: &mut Vec<f32>,
+        sum: &mut Vec<f32>,
+        loss: f64,
+        loss_sum: &mut f64,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        if first {
+            self.micro_steps = 0;
+        }
+        self.micro_steps += 1;
+        self.grad_bytes = grads.len() * 4;
+        if self.size == 1 {
+            fold_local(first, grads, sum);
+            *loss_sum += loss;
+        } else {
+            self.ring(first, grads, sum);
+            grads.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
+            // The losses, added in rank order on rank N−1 like the gradients.
+            let world = SimpleCommunicator::world();
+            let last = self.size - 1;
+            if self.rank == last {
+                for q in 0..last {
+                    let (l, _) = world.process_at_rank(q as i32).receive_with_tag::<f64>(TAG_LOSS);
+                    *loss_sum += l;
+                }
+                *loss_sum += loss;
+            } else {
+                world.process_at_rank(last as i32).send_with_tag(&loss, TAG_LOSS);
+            }
+        }
+        self.current += t0.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn finish(&mut self, sum: &mut [f32], loss_sum: &mut f64) -> Result<()> {
+        let t0 = Instant::now();
+        let world = SimpleCommunicator::world();
+        let root = world.process_at_rank(self.size as i32 - 1);
+        root.broadcast_into(sum);
+        root.broadcast_into(loss_sum);
+        let end = Instant::now();
+        self.reduce_s
+            .push(std::mem::take(&mut self.current) + (end - t0).as_secs_f64());
+        if let Some(prev) = self.last_end.replace(end) {
+            self.step_s.push((end - prev).as_secs_f64());
+        } else {
+            self.reduce_s.clear(); // the first step (start-up) is not counted
+        }
+        Ok(())
+    }
+
+    fn report(&self) -> Option<String> {
+        if self.step_s.is_empty() {
+            return None;
+        }
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (r, s) = (median(&self.reduce_s), median(&self.step_s));
+        let mb = self.grad_bytes as f64 / 1e6;
+        Some(format!(
+            "data-parallel on {} ranks: gradients of {mb:.2} MB; per step {} micro-step(s) of an ordered \
+             ring (each rank sends {mb:.2} MB), then a broadcast of the {mb:.2} MB sum; reduction \
+             (waits, transfers, ordered sums, broadcast) median {:.2} ms of a median {:.2} ms step \
+             ({:.1}%), rank {}, {} steps",
+            self.size,
+            self.micro_steps,
+            r * 1e3,
+            s * 1e3,
+            100.0 * r / s,
+            self.rank,
+            self.step_s.len()
+        ))
+    }
+
+    fn any_stop(&mut self, local: bool) -> Result<bool> {
+        let mut any = 0i32;
+        SimpleCommunicator::world().all_reduce_into(&(local as i32), &mut any, SystemOperation::max());
+        Ok(any != 0)
+    }
+
+    fn agree(&mut self, identity: &[(String, String)]) -> Result<()> {
+        let world = SimpleCommunicator::world();
+        let root = world.process_at_rank(0);
+        let mut text = if self.rank == 0 {
+            serde_json::to_vec(identity)?
+        } else {
+            Vec::new()
+        };
+        broadcast_bytes(&world, &mut text);
+        let root_id: Vec<(String, String)> = serde_json::from_slice(&text)?;
+        let diffs = super::differences(identity, &root_id);
+        let mine = if diffs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "rank {} differs from rank 0:\n  {}",
+                self.rank,
+                diffs.join("\n  ")
+            )
+        };
+        // Rank 0 collects every rank's differences and tells all ranks.
+        let mut all = if self.rank == 0 {
+            let mut msgs = Vec::new();
+            for r in 1..self.size {
+                let (m, _) = world
+                    .process_at_rank(r as i32)
+                    .receive_vec_with_tag::<u8>(TAG_TEXT);
+                if !m.is_empty() {
+                    msgs.push(String::from_utf8_lossy(&m).into_owned());
+                }
+            }
+            msgs.join("\n").into_bytes()
+        } else {
+            root.send_with_tag(mine.as_bytes(), TAG_TEXT);
+            Vec::new()
+        };
+        broadcast_bytes(&world, &mut all);
+        if !all.is_empty() {
+            bail!(
+                "the ranks do not run the same training (every rank must have the same config, \
+                 command-line overrides, data files, tokenizer and checkpoint):\n{}",
+                String::from_utf8_lossy(&all)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Broadcasts rank 0's `bytes` (any length) to every rank.
+fn broadcast_bytes(world: &SimpleCommunicator, bytes: &mut Vec<u8>) {
+    let root = world.process_at_rank(0);
+    let mut len = bytes.len() as u64;
+    root.broadcast_into(&mut len);
+    bytes.resize(len as usize, 0);
+    if len > 0 {
+        root.broadcast_into(&mut bytes[..]);
+    }
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Data-parallel training over MPI, end to end (CI runs it after `cargo build --release --features
+# mpi`; about a minute on 2 cores). Proves, with Open MPI on this machine (loopback):
+#  1. N ranks give bitwise the parameters of one process with N times the accumulation
+#     (N = 2, 3; random and sequential sampling; ranks combined with --grad-accum too);
+#  2. a run saved with 2 ranks resumes with 1 and with 3 ranks to bitwise the uninterrupted result;
+#  3. kill -9 of one rank ends the whole job within seconds with a clear message, and --resume
+#     continues from the last complete checkpoint;
+#  4. a rank whose config or data differs from rank 0's is refused at start, naming the difference.
+# Usage: tools/mpi_check.sh [path/to/ferrolm built with --features mpi]
+set -euo pipefail
+ferrolm=$(realpath "${1:-target/release/ferrolm}")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+mpirun=(mpirun --allow-run-as-root --oversubscribe --bind-to none)
+fail() { echo "mpi_check: FAILED: $*" >&2; exit 1; }
+
+"$ferrolm" quickstart --corpus-only all.txt --corpus-mb 1 >/dev/null
+"$ferrolm" tokenizer train --input all.txt --vocab-size 512 --special-token '<|endoftext|>' --out tok >/dev/null
+"$ferrolm" tokenizer encode --tokenizer tok --input all.txt --output train.npy >/dev/null
+head -c 200000 all.txt > short.txt
+"$ferrolm" tokenizer encode --tokenizer tok --input short.txt --output short.npy >/dev/null
+
+# A small model; the schedule is fixed at 6 steps so that shorter runs are prefixes of it.
+base=(train --train train.npy --valid train.npy --tokenizer tok --no-progress --threads 1
+      --set model.vocab_size=512 --set model.d_model=64 --set model.n_heads=4 --set model.d_ff=172
+      --set model.n_layers=2 --set model.context_length=32 --set data.batch_size=4 --set eval.batches=2
+      --set schedule.warmup_steps=2 --set schedule.cosine_steps=6)
+final() { ls -d "$1"/checkpoints/step-* | tail -n 1; }
+same() {
+    cmp "$(final "$1")/model.safetensors" "$(final "$2")/model.safetensors" \
+        || fail "$1 and $2 differ"
+    echo "  $1 == $2 (model.safetensors bitwise)"
+}
+
+echo "== 1. N ranks == one process with --grad-accum N, bitwise"
+for sampling in random sequential; do
+    for n in 2 3; do
+        "$ferrolm" "${base[@]}" --sampling $sampling --steps 4 --grad-accum $n --run-dir one-$sampling-$n 2>/dev/null
+        "${mpirun[@]}" -np $n "$ferrolm" "${base[@]}" --sampling $sampling --steps 4 --run-dir mpi-$sampling-$n 2>/dev/null
+        same one-$sampling-$n mpi-$sampling-$n
+    done
+done
+# Ranks with accumulation: 6 micro-batches per step as 1×6, 2×3 and 3×2; the 3-rank run with
+# ring chunks of 10007 f32s (17 chunks, the last one short) instead of one.
+"$ferrolm" "${base[@]}" --steps 6 --grad-accum 6 --run-dir ref6 2>/dev/null
+"${mpirun[@]}" -np 2 "$ferrolm" "${base[@]}" --steps 6 --grad-accum 3 --run-dir n2a3 2>/dev/null
+"${mpirun[@]}" -np 3 -x FERROLM_MPI_CHUNK=10007 "$ferrolm" "${base[@]}" --steps 6 --grad-accum 2 --run-dir n3a2 2>/dev/null
+same ref6 n2a3
+same ref6 n3a2
+
+echo "== 2. saved with 2 ranks, resumed with 1 and with 3 ranks == uninterrupted"
+"${mpirun[@]}" -np 2 "$ferrolm" "${base[@]}" --steps 3 --grad-accum 3 --run-dir half 2>/dev/null
+cp -r half to1 && cp -r half to3
+# Without a config the checkpoint's (one-process) grad_accum 6 is split over the ranks.
+"$ferrolm" train --run-dir to1 --resume --steps 6 --no-progress --threads 1 2>/dev/null
+"${mpirun[@]}" -np 3 -x FERROLM_MPI_CHUNK=4096 "$ferrolm" train --run-dir to3 --resume --steps 6 --no-progress --threads 1 2>/dev/null
+same ref6 to1
+same ref6 to3
+
+echo "== 3. kill -9 of one rank ends the job within seconds; --resume continues"
+long=("${base[@]}" --set schedule.cosine_steps=100000 --steps 100000 --checkpoint-every 20 --run-dir killed)
+"${mpirun[@]}" -np 2 "$ferrolm" "${long[@]}" > kill.log 2>&1 &
+mpirun_pid=$!
+# Wait for a checkpoint, then kill rank 1 (found by its OMPI_COMM_WORLD_RANK).
+for _ in $(seq 600); do [ -d killed/checkpoints/step-000000040 ] && break; sleep 0.1; done
+[ -d killed/checkpoints/step-000000040 ] || fail "no checkpoint after a minute: $(cat kill.log)"
+rank1=""
+for p in $(pgrep -P $mpirun_pid); do
+    if tr '\0' '\n' < /proc/$p/environ | grep -qx OMPI_COMM_WORLD_RANK=1; then rank1=$p; fi
+done
+[ -n "$rank1" ] || fail "rank 1 not found among the children of mpirun"
+t0=$(date +%s.%N)
+kill -9 "$rank1"
+set +e
+timeout 30 tail --pid=$mpirun_pid -f /dev/null
+wait $mpirun_pid; rc=$?
+set -e
+t1=$(date +%s.%N)
+secs=$(echo "$t1 - $t0" | bc)
+echo "  mpirun exited with status $rc, $secs s after the kill; it said:"
+grep -i -E "signal|exited|killed|abort" kill.log | sed 's/^/    /' | head -5
+[ "$rc" -ne 0 ] || fail "the job did not fail after a rank was killed"
+(( $(echo "$secs < 10" | bc) )) || fail "the job took $secs s to end"
+grep -q -i "signal 9" kill.log || fail "no message naming the killed rank: $(cat kill.log)"
+last=$(basename "$(final killed)")
+"${mpirun[@]}" -np 2 "$ferrolm" train --run-dir killed --resume --steps 60 --no-progress --threads 1 > resume.log 2>&1 \
+    || fail "resume after the kill failed: $(cat resume.log)"
+grep -q '"step":60' killed/metrics.jsonl || fail "the resumed run did not reach step 60"
+echo "  resumed from $last to step 60"
+
+echo "== 4. a rank that differs from rank 0 is refused, naming the difference"
+set +e
+"${mpirun[@]}" -np 1 "$ferrolm" "${base[@]}" --steps 2 --run-dir bad1 : \
+    -np 1 "$ferrolm" "${base[@]}" --steps 2 --run-dir bad1 --batch-size 5 > bad1.log 2>&1
+rc1=$?
+"${mpirun[@]}" -np 1 "$ferrolm" "${base[@]}" --steps 2 --run-dir bad2 : \
+    -np 1 "$ferrolm" "${base[@]/train.npy/short.npy}" --steps 2 --run-dir bad2 > bad2.log 2>&1
+rc2=$?
+set -e
+[ $rc1 -ne 0 ] && grep -q "config data.batch_size: 5 here, 4 on rank 0" bad1.log \
+    || fail "a different batch size was not refused by name: $(cat bad1.log)"
+[ $rc2 -ne 0 ] && grep -q "rank 1 differs from rank 0" bad2.log && grep -q "data.train" bad2.log \
+    || fail "a different data file was not refused by name: $(cat bad2.log)"
+grep -A2 "differs from rank 0" bad1.log | head -3 | sed 's/^/    /'
+grep -A2 "differs from rank 0" bad2.log | head -3 | sed 's/^/    /'
+[ ! -d bad1/checkpoints ] || fail "a refused job wrote checkpoints"
+echo "mpi_check: all passed"
