@@ -4,18 +4,7 @@
 
 use crate::char_class_table::CLASS_RANGES;
 
-/// The class of a character for pre-tokenization.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CharClass {
-    /// `\p{L}`.
-    Letter,
-    /// `\p{N}`.
-    Number,
-    /// `\s`.
-    Space,
-    /// Everything else (`[^\s\p{L}\p{N}]`).
-    Other,
-}
+pub use crate::char_class_kind::CharClass;
 
 const fn ascii_class(b: u8) -> CharClass {
     match b {

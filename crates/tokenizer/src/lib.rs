@@ -22,6 +22,7 @@
 mod bpe;
 pub mod byte_unicode;
 mod char_class;
+mod char_class_kind;
 mod char_class_table;
 mod chunking;
 mod encode_npy;

@@ -11,8 +11,8 @@
 
 use crate::checkpoint;
 use crate::config::{TrainConfig, EVALS_PER_RUN};
+use crate::trainer::setup::Resume;
 use crate::trainer::setup::{self, Plan};
-use crate::trainer::Resume;
 use anyhow::{bail, Result};
 
 /// `run.max_steps` of a time-budgeted run whose step count is not fixed yet.

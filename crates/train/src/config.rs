@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use ferrolm_nn::optim::AdamWConfig;
 use ferrolm_nn::{ModelConfig, Precision};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Everything a training run needs. `TrainConfig::default()` is what `--print-config` shows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -195,44 +195,13 @@ impl Default for TrainConfig {
 pub const EVALS_PER_RUN: u64 = 20;
 
 /// A model preset with `vocab_size` 0 (taken from the tokenizer unless set).
-fn preset(name: &str) -> Result<ModelConfig> {
+pub(crate) fn preset(name: &str) -> Result<ModelConfig> {
     let m =
         ModelConfig::preset(name).with_context(|| format!("unknown model preset {name:?} (tiny, small)"))?;
     Ok(ModelConfig { vocab_size: 0, ..m })
 }
 
 impl TrainConfig {
-    /// Parses a TOML config. Keys it leaves out take the defaults; unknown keys, values of the wrong
-    /// type and values out of range are errors that name the line and the key.
-    /// `[model] preset = "small"` starts the model section from a preset (vocab_size 0: the
-    /// tokenizer's).
-    pub fn from_toml(text: &str) -> Result<TrainConfig> {
-        let mut user: toml::Table = toml::from_str(text).context("invalid TOML")?;
-        let lines = crate::config_check::KeyLines::new(text);
-        let mut base = TrainConfig::default();
-        if let Some(toml::Value::Table(m)) = user.get_mut("model") {
-            if let Some(p) = m.remove("preset") {
-                let name = p.as_str().unwrap_or_default();
-                base.model = preset(name)
-                    .map_err(|e| anyhow::anyhow!("{}: model.preset: {e}", lines.at("model.preset")))?;
-            }
-        }
-        let table = toml::Table::try_from(base)?;
-        crate::config_check::check_keys(&table, &user, &lines)?;
-        let mut merged = table;
-        merge(&mut merged, user);
-        let cfg: TrainConfig = toml::Value::Table(merged).try_into().context("invalid config")?;
-        cfg.validate().map_err(|e| lines.locate(e))?;
-        Ok(cfg)
-    }
-
-    /// Reads a TOML config file (see `from_toml`).
-    pub fn load(path: &Path) -> Result<TrainConfig> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
-        TrainConfig::from_toml(&text).with_context(|| format!("config file {}", path.display()))
-    }
-
     /// The config as TOML, each key under a one-line comment saying what it means (what
     /// `--print-config` prints and the run directory's `config.toml` holds).
     pub fn to_toml(&self) -> String {
@@ -303,12 +272,6 @@ impl TrainConfig {
             eps: self.optimizer.eps as f32,
             weight_decay: self.optimizer.weight_decay as f32,
         }
-    }
-
-    /// Checks every setting's range and that they fit together; the error names the key and its
-    /// valid range (a [`crate::config_check::FieldError`]).
-    pub fn validate(&self) -> Result<()> {
-        crate::config_check::validate(self)
     }
 
     /// The evaluation interval in steps: `eval.every`, or for 0 about [`EVALS_PER_RUN`]
@@ -412,7 +375,7 @@ pub fn is_fixed_on_resume(key: &str) -> bool {
     }
 }
 
-fn merge(base: &mut toml::Table, user: toml::Table) {
+pub(crate) fn merge(base: &mut toml::Table, user: toml::Table) {
     for (k, v) in user {
         match (base.get_mut(&k), v) {
             (Some(toml::Value::Table(b)), toml::Value::Table(u)) => merge(b, u),

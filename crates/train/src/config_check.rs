@@ -1,10 +1,13 @@
-//! Checks of a run config: every setting's range ([`validate`], errors naming the key and the
-//! valid range), unknown keys and wrong types in a TOML file, and the line each key is on.
+//! Reading and checking a run config: [`TrainConfig::from_toml`] / [`TrainConfig::load`], every
+//! setting's range ([`TrainConfig::validate`], errors naming the key and the valid range), unknown
+//! keys and wrong types in a TOML file, and the line each key is on. (These methods live here,
+//! not in `config`, so that `config` holds the plain settings and imports nothing of this.)
 
-use crate::config::TrainConfig;
-use anyhow::Result;
+use crate::config::{merge, preset, TrainConfig};
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
 /// A setting out of its range: `key` is `section.key`, `message` says the value and the range.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,8 +44,47 @@ fn check(key: &str, value: f64, ok: bool, range: &str) -> Result<()> {
     }
 }
 
+impl TrainConfig {
+    /// Parses a TOML config. Keys it leaves out take the defaults; unknown keys, values of the wrong
+    /// type and values out of range are errors that name the line and the key.
+    /// `[model] preset = "small"` starts the model section from a preset (vocab_size 0: the
+    /// tokenizer's).
+    pub fn from_toml(text: &str) -> Result<TrainConfig> {
+        let mut user: toml::Table = toml::from_str(text).context("invalid TOML")?;
+        let lines = KeyLines::new(text);
+        let mut base = TrainConfig::default();
+        if let Some(toml::Value::Table(m)) = user.get_mut("model") {
+            if let Some(p) = m.remove("preset") {
+                let name = p.as_str().unwrap_or_default();
+                base.model = preset(name)
+                    .map_err(|e| anyhow::anyhow!("{}: model.preset: {e}", lines.at("model.preset")))?;
+            }
+        }
+        let table = toml::Table::try_from(base)?;
+        check_keys(&table, &user, &lines)?;
+        let mut merged = table;
+        merge(&mut merged, user);
+        let cfg: TrainConfig = toml::Value::Table(merged).try_into().context("invalid config")?;
+        cfg.validate().map_err(|e| lines.locate(e))?;
+        Ok(cfg)
+    }
+
+    /// Reads a TOML config file (see `from_toml`).
+    pub fn load(path: &Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        TrainConfig::from_toml(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Checks every setting's range and that they fit together; the error names the key and its
+    /// valid range (a [`FieldError`]).
+    pub fn validate(&self) -> Result<()> {
+        validate(self)
+    }
+}
+
 /// Every range and consistency check of a config (see the module docs).
-pub fn validate(c: &TrainConfig) -> Result<()> {
+fn validate(c: &TrainConfig) -> Result<()> {
     if c.run.max_steps == 0 && c.run.max_minutes == 0.0 && c.run.max_tokens == 0 {
         return Err(field(
             "run.max_steps",

@@ -12,6 +12,7 @@ pub mod setup;
 pub mod step;
 
 pub use self::core::{step_settings, AfterStep, Trainer};
+pub use setup::Resume;
 pub use step::{GradReducer, LocalReducer, StepOutcome, StepSettings, StepStats, Stepper};
 
 use anyhow::{bail, Result};
@@ -27,24 +28,6 @@ use crate::budget::{Budget, UNFIXED};
 use crate::config::TrainConfig;
 use crate::progress::{ProgressLines, StepProgress};
 use std::time::Instant;
-
-/// Where a run starts from.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum Resume {
-    /// A fresh run (an existing run directory's checkpoints are kept, its metrics restarted).
-    #[default]
-    No,
-    /// The newest intact checkpoint in the run directory (damaged newer ones are moved aside), or,
-    /// before the first checkpoint, the run directory's saved config.toml; an error when there is
-    /// neither.
-    Latest,
-    /// A given checkpoint (or run directory: its latest).
-    From(PathBuf),
-    /// A fresh run whose parameters are those of a checkpoint (or run directory: its latest), e.g.
-    /// one made by `ferrolm import`: fine-tuning, with a fresh optimizer, schedule and data order.
-    /// Its model config must be the run's.
-    InitFrom(PathBuf),
-}
 
 /// How to run (things that are not part of the run's config).
 #[derive(Clone, Debug, Default)]

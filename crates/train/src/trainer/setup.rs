@@ -1,7 +1,6 @@
 //! The trainer's first two parts: open and check the data (token files, tokenizer identity), and
 //! resume from a checkpoint or initialize a fresh model, optimizer and sampler.
 
-use super::Resume;
 use crate::checkpoint::{self, ScheduleState, TokenizerIdentity};
 use crate::config::{is_fixed_on_resume, TrainConfig};
 use crate::data::{BatchSampler, TokenFile};
@@ -11,6 +10,24 @@ use ferrolm_nn::optim::AdamW;
 use ferrolm_nn::schedule::lr_cosine;
 use ferrolm_nn::Rng;
 use std::path::{Path, PathBuf};
+
+/// Where a run starts from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Resume {
+    /// A fresh run (an existing run directory's checkpoints are kept, its metrics restarted).
+    #[default]
+    No,
+    /// The newest intact checkpoint in the run directory (damaged newer ones are moved aside), or,
+    /// before the first checkpoint, the run directory's saved config.toml; an error when there is
+    /// neither.
+    Latest,
+    /// A given checkpoint (or run directory: its latest).
+    From(PathBuf),
+    /// A fresh run whose parameters are those of a checkpoint (or run directory: its latest), e.g.
+    /// one made by `ferrolm import`: fine-tuning, with a fresh optimizer, schedule and data order.
+    /// Its model config must be the run's.
+    InitFrom(PathBuf),
+}
 
 /// A run's data, opened and checked against the config.
 pub struct TrainData {
