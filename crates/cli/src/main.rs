@@ -7,6 +7,7 @@ mod cmd_bench;
 mod cmd_eval;
 mod cmd_generate;
 mod cmd_quickstart;
+mod cmd_serve;
 mod cmd_tokenizer;
 mod cmd_train;
 
@@ -36,6 +37,8 @@ enum Command {
     Generate(cmd_generate::Args),
     /// Loss and perplexity of a checkpoint on a token file.
     Eval(cmd_eval::Args),
+    /// Serve a checkpoint with the OpenAI completions API over HTTP (continuous batching).
+    Serve(cmd_serve::Args),
     /// Benchmarks that print throughput figures.
     #[command(subcommand)]
     Bench(cmd_bench::Command),
@@ -60,6 +63,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Train(a) => cmd_train::run(a),
         Command::Generate(a) => cmd_generate::run(a),
         Command::Eval(a) => cmd_eval::run(a),
+        Command::Serve(a) => cmd_serve::run(a),
         Command::Bench(c) => cmd_bench::run(c),
     }
 }
