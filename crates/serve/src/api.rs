@@ -184,10 +184,10 @@ impl CompletionRequest {
             ));
         }
         let temperature = self.temperature.unwrap_or(1.0);
-        if !(temperature >= 0.0 && temperature <= 100.0) {
+        if !(0.0..=100.0).contains(&temperature) {
             return Err(ApiError::bad(
                 "temperature",
-                format!("temperature must be ≥ 0 (0: greedy), got {temperature}"),
+                format!("temperature must be in [0, 100] (0: greedy), got {temperature}"),
             ));
         }
         let top_p = self.top_p.unwrap_or(1.0);

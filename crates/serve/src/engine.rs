@@ -3,9 +3,10 @@
 //! when they finish or their client goes away; each has its own KV cache, RNG and stop check.
 //! The per-step forward of all active sequences is one `BatchDecoder::step` (batched products).
 
-use crate::sequence::{Choice, Sequence};
+use crate::sequence::{Advance, Choice, Sequence};
 use ferrolm_nn::model::{BatchDecoder, Model};
 use ferrolm_tokenizer::Tokenizer;
+use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -43,6 +44,7 @@ pub struct QueueFull;
 pub struct EngineHandle {
     tx: mpsc::Sender<Job>,
     outstanding: Arc<AtomicUsize>,
+    peak_batch: Arc<AtomicUsize>,
     capacity: usize,
 }
 
@@ -72,6 +74,11 @@ impl EngineHandle {
         Ok(())
     }
 
+    /// The most sequences one decode step has advanced together so far.
+    pub fn peak_batch(&self) -> usize {
+        self.peak_batch.load(Ordering::Relaxed)
+    }
+
     /// Sequences active or waiting now.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::SeqCst)
@@ -82,6 +89,7 @@ impl EngineHandle {
 pub struct Scheduler {
     rx: mpsc::Receiver<Job>,
     outstanding: Arc<AtomicUsize>,
+    peak_batch: Arc<AtomicUsize>,
     max_batch: usize,
 }
 
@@ -90,14 +98,17 @@ pub struct Scheduler {
 pub fn engine(max_batch: usize, max_queue: usize) -> (EngineHandle, Scheduler) {
     let (tx, rx) = mpsc::channel();
     let outstanding = Arc::new(AtomicUsize::new(0));
+    let peak_batch = Arc::new(AtomicUsize::new(0));
     let handle = EngineHandle {
         tx,
         outstanding: outstanding.clone(),
+        peak_batch: peak_batch.clone(),
         capacity: max_batch.max(1) + max_queue,
     };
     let scheduler = Scheduler {
         rx,
         outstanding,
+        peak_batch,
         max_batch: max_batch.max(1),
     };
     (handle, scheduler)
@@ -169,13 +180,18 @@ impl Scheduler {
         decoder: &mut BatchDecoder,
         active: &mut Vec<(Sequence, Job)>,
     ) {
+        // Sampling reads every logit (exp over the vocabulary, a sort for top-p): the sequences
+        // draw in parallel, each from its own RNG, so the tokens are the same as one by one.
+        let outs: Vec<Option<Advance>> = active
+            .par_iter_mut()
+            .map(|(seq, job)| (!job.events.is_closed()).then(|| seq.advance(tokenizer)))
+            .collect();
         let mut kept = Vec::with_capacity(active.len());
-        for (mut seq, job) in active.drain(..) {
-            if job.events.is_closed() {
+        for ((seq, job), out) in active.drain(..).zip(outs) {
+            let Some(out) = out else {
                 self.release(1);
                 continue;
-            }
-            let out = seq.advance(tokenizer);
+            };
             let mut alive = true;
             if !out.text.is_empty() {
                 alive = job.events.send(Event::Text(out.text)).is_ok();
@@ -197,6 +213,7 @@ impl Scheduler {
         if active.is_empty() {
             return;
         }
+        self.peak_batch.fetch_max(active.len(), Ordering::Relaxed);
         let mut seqs: Vec<&mut Sequence> = active.iter_mut().map(|(s, _)| s).collect();
         if let Err(e) = Sequence::forward_all(model, decoder, &mut seqs) {
             for (_, job) in active.drain(..) {

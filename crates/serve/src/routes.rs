@@ -74,7 +74,7 @@ async fn require_key(State(st): State<Arc<AppState>>, req: Request, next: Next) 
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({"status": "ok", "in_flight": st.engine.outstanding()}))
+    Json(json!({"status": "ok", "in_flight": st.engine.outstanding(), "peak_batch": st.engine.peak_batch()}))
 }
 
 async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {

@@ -80,11 +80,14 @@ fn concurrent_requests_are_batched_and_each_equals_its_single_run() {
     let addr = srv.addr;
     // Different prompt lengths and max_tokens: sequences join and leave mid-way; long enough
     // to slide past the 48-token context.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
     let handles: Vec<_> = (0..8u64)
         .map(|i| {
+            let barrier = barrier.clone();
             std::thread::spawn(move || {
                 let prompt = "ab".repeat(i as usize + 1);
-                let max = 20 + 7 * i as usize;
+                let max = 200 + 37 * i as usize;
+                barrier.wait();
                 let t = if i % 2 == 0 { 0.0 } else { 0.8 };
                 let r = completion(
                     addr,
@@ -104,6 +107,11 @@ fn concurrent_requests_are_batched_and_each_equals_its_single_run() {
         let (prompt, max, t, seed, text) = h.join().unwrap();
         assert_eq!(text, generated(&m, &prompt, max, t, 1.0, seed), "seed {seed}");
     }
+    let h = request(addr, "GET", "/health", None, &[]).json();
+    assert!(
+        h["peak_batch"].as_u64().unwrap() >= 2,
+        "the requests never shared a step: {h}"
+    );
 }
 
 #[test]
@@ -347,7 +355,7 @@ fn stopping_drains_the_requests_in_flight() {
     let mut rest = String::new();
     r.read_to_string(&mut rest).unwrap();
     stopper.join().unwrap().unwrap();
-    let last = rest.lines().filter(|l| l.starts_with("data: ")).last().unwrap();
+    let last = rest.lines().rfind(|l| l.starts_with("data: ")).unwrap();
     assert_eq!(last, "data: [DONE]");
     let finish = rest
         .lines()

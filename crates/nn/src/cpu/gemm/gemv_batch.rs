@@ -123,57 +123,106 @@ mod avx512 {
     }
 
     /// Defines `$name(block, w, xs, batch, k)`: block[o·batch + b] = Σ_i w[o·k + i]·xs[b·k + i],
-    /// for up to ROWS_PER_PASS batch rows per pass over a weight row (which then stays in L1).
+    /// two weight rows by up to ROWS_PER_PASS batch rows per pass (16 accumulators in
+    /// registers: 2 weight and 8 input loads per 16 FMAs); each sum in `gemv`'s order.
     macro_rules! block_kernel {
-        ($name:ident, $t:ty, $load:ident) => {
+        ($name:ident, $pass:ident, $t:ty, $load:ident) => {
+            /// R weight rows from `o` times M batch rows from `b0`.
+            ///
+            /// # Safety
+            /// As `$name`, with o + R ≤ n and b0 + M ≤ batch.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+            unsafe fn $pass<const R: usize, const M: usize>(
+                block: &mut [f32],
+                wp: *const $t,
+                xp: *const f32,
+                (batch, k): (usize, usize),
+                (o, b0): (usize, usize),
+            ) {
+                let full = k / 16 * 16;
+                let tail: __mmask16 = ((1u32 << (k - full)) - 1) as __mmask16;
+                let all: __mmask16 = 0xffff;
+                let mut acc = [[_mm512_setzero_ps(); M]; R];
+                let mut wv = [_mm512_setzero_ps(); R];
+                // SAFETY: rows o..o+R < n and b0..b0+M < batch, offsets i < k: every address is
+                // inside w (n·k) or xs (batch·k); tail loads are masked to the valid elements.
+                let mut i = 0;
+                while i < full {
+                    for r in 0..R {
+                        wv[r] = $load(wp.add((o + r) * k + i), all);
+                    }
+                    for j in 0..M {
+                        let xv = _mm512_loadu_ps(xp.add((b0 + j) * k + i));
+                        for r in 0..R {
+                            acc[r][j] = _mm512_fmadd_ps(wv[r], xv, acc[r][j]);
+                        }
+                    }
+                    i += 16;
+                }
+                if tail != 0 {
+                    for r in 0..R {
+                        wv[r] = $load(wp.add((o + r) * k + full), tail);
+                    }
+                    for j in 0..M {
+                        let xv = _mm512_maskz_loadu_ps(tail, xp.add((b0 + j) * k + full));
+                        for r in 0..R {
+                            acc[r][j] = _mm512_fmadd_ps(wv[r], xv, acc[r][j]);
+                        }
+                    }
+                }
+                for r in 0..R {
+                    for j in 0..M {
+                        block[(o + r) * batch + b0 + j] = _mm512_reduce_add_ps(acc[r][j]);
+                    }
+                }
+            }
+
             /// # Safety
             /// The CPU must have AVX-512F/BW/VL; `w.len() >= n·k` and `xs.len() >= batch·k` with
             /// n = block.len() / batch.
             #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
             pub(super) unsafe fn $name(block: &mut [f32], w: &[$t], xs: &[f32], batch: usize, k: usize) {
                 let n = block.len() / batch;
-                debug_assert!(w.len() >= n * k && xs.len() >= batch * k);
-                let full = k / 16 * 16;
-                let tail: __mmask16 = ((1u32 << (k - full)) - 1) as __mmask16;
-                let all: __mmask16 = 0xffff;
+                assert!(w.len() >= n * k && xs.len() >= batch * k);
                 let (xp, wp) = (xs.as_ptr(), w.as_ptr());
-                // SAFETY (all pointer arithmetic below): o < n and b < batch, offsets i < k, so
-                // every address is inside w (n·k) or xs (batch·k); tail loads are masked to the
-                // k − full valid elements.
-                for o in 0..n {
-                    let wr = wp.add(o * k);
+                let dims = (batch, k);
+                let mut o = 0;
+                while o < n {
+                    let pair = n - o >= 2;
                     let mut b0 = 0;
                     while b0 < batch {
                         let m = ROWS_PER_PASS.min(batch - b0);
-                        let mut acc = [_mm512_setzero_ps(); ROWS_PER_PASS];
-                        let mut i = 0;
-                        while i < full {
-                            let wv = $load(wr.add(i), all);
-                            for (j, a) in acc.iter_mut().enumerate().take(m) {
-                                let xv = _mm512_loadu_ps(xp.add((b0 + j) * k + i));
-                                *a = _mm512_fmadd_ps(wv, xv, *a);
-                            }
-                            i += 16;
-                        }
-                        if tail != 0 {
-                            let wv = $load(wr.add(full), tail);
-                            for (j, a) in acc.iter_mut().enumerate().take(m) {
-                                let xv = _mm512_maskz_loadu_ps(tail, xp.add((b0 + j) * k + full));
-                                *a = _mm512_fmadd_ps(wv, xv, *a);
-                            }
-                        }
-                        for (j, a) in acc.iter().enumerate().take(m) {
-                            block[o * batch + b0 + j] = _mm512_reduce_add_ps(*a);
+                        let at = (o, b0);
+                        // SAFETY: o + R ≤ n and b0 + m ≤ batch, as $pass requires.
+                        match (pair, m) {
+                            (true, 1) => $pass::<2, 1>(block, wp, xp, dims, at),
+                            (false, 1) => $pass::<1, 1>(block, wp, xp, dims, at),
+                            (true, 2) => $pass::<2, 2>(block, wp, xp, dims, at),
+                            (false, 2) => $pass::<1, 2>(block, wp, xp, dims, at),
+                            (true, 3) => $pass::<2, 3>(block, wp, xp, dims, at),
+                            (false, 3) => $pass::<1, 3>(block, wp, xp, dims, at),
+                            (true, 4) => $pass::<2, 4>(block, wp, xp, dims, at),
+                            (false, 4) => $pass::<1, 4>(block, wp, xp, dims, at),
+                            (true, 5) => $pass::<2, 5>(block, wp, xp, dims, at),
+                            (false, 5) => $pass::<1, 5>(block, wp, xp, dims, at),
+                            (true, 6) => $pass::<2, 6>(block, wp, xp, dims, at),
+                            (false, 6) => $pass::<1, 6>(block, wp, xp, dims, at),
+                            (true, 7) => $pass::<2, 7>(block, wp, xp, dims, at),
+                            (false, 7) => $pass::<1, 7>(block, wp, xp, dims, at),
+                            (true, 8) => $pass::<2, 8>(block, wp, xp, dims, at),
+                            (false, 8) => $pass::<1, 8>(block, wp, xp, dims, at),
+                            _ => unreachable!("m is 1..=ROWS_PER_PASS"),
                         }
                         b0 += m;
                     }
+                    o += if pair { 2 } else { 1 };
                 }
             }
         };
     }
 
-    block_kernel!(block_f32, f32, load_f32);
-    block_kernel!(block_bf16, u16, load_bf16);
+    block_kernel!(block_f32, pass_f32, f32, load_f32);
+    block_kernel!(block_bf16, pass_bf16, u16, load_bf16);
 }
 
 #[cfg(test)]
