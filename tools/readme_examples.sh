@@ -30,6 +30,9 @@ small=(--set model.vocab_size=1024 --set model.d_model=64 --set model.n_heads=4 
 # run as one of 20 steps)
 "$ferrolm" train --run-dir runs/a --resume --steps 20 --no-progress
 grep -q '"step":20' runs/a/metrics.jsonl || { echo "resume did not reach step 20" >&2; exit 1; }
+# extend the finished run past its schedule (the extra steps run at schedule.min_lr)
+"$ferrolm" train --run-dir runs/a --resume --steps 24 --extend --no-progress
+grep -q '"step":24' runs/a/metrics.jsonl || { echo "--extend did not reach step 24" >&2; exit 1; }
 # the same run in mixed precision
 "$ferrolm" train --config run.toml --train train.npy --valid valid.npy --tokenizer tok "${small[@]}" \
     --steps 20 --run-dir runs/bf16 --precision bf16 --no-progress

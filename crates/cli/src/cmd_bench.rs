@@ -1,20 +1,17 @@
-//! `ferrolm bench`: throughput figures. `bench train` times full training steps (zero grads,
-//! forward, backward, AdamW) of a preset model on random tokens and prints tokens/s, the median
-//! step time and the achieved GFLOP/s (FLOPs counted as issue 3 defines them); `bench generate`
-//! times incremental generation with the KV cache.
+//! `ferrolm bench`: throughput figures. `bench train` times the trainer's own training step
+//! (forward, backward, gradient norm, AdamW) of a preset model on random tokens and prints tokens/s,
+//! the median step time and the achieved GFLOP/s (FLOPs counted as issue 3 defines them);
+//! `bench generate` times incremental generation with the KV cache. The measuring is in
+//! `ferrolm_train::bench`; this file parses and prints.
 
-use anyhow::{bail, Context};
-use ferrolm_nn::bench::peak;
-use ferrolm_nn::bench::profile;
-use ferrolm_nn::model::{Activations, KvCache, Model};
 use ferrolm_nn::ops::MatmulBackend;
-use ferrolm_nn::optim::{AdamW, AdamWConfig};
-use ferrolm_nn::{ModelConfig, Precision, Rng};
-use std::time::Instant;
+use ferrolm_nn::Precision;
+use ferrolm_train::bench::{self, probe::Lap, GenerateBenchOptions, TrainBench, TrainBenchOptions};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Time training steps (forward + backward + AdamW) of a preset model on random tokens.
+    /// Time training steps (forward + backward + gradient norm + AdamW: the trainer's step) of a
+    /// preset model on random tokens.
     Train(TrainArgs),
     /// Time generation with the KV cache: a 1-token prompt, then one token per step (greedy).
     /// Batch 1 decoding is bound by reading the weights once per token.
@@ -93,82 +90,40 @@ pub fn run(command: Command) -> anyhow::Result<()> {
 }
 
 fn bench_generate(a: GenerateArgs) -> anyhow::Result<()> {
-    let Some(config) = ModelConfig::preset(&a.preset) else {
-        bail!("unknown preset {:?}: use small or tiny", a.preset);
+    let opts = GenerateBenchOptions {
+        preset: a.preset,
+        tokens: a.tokens,
+        batch: a.batch,
+        repeats: a.repeats,
+        precision: a.precision,
     };
-    if a.batch == 0 || a.tokens == 0 || a.repeats == 0 || a.tokens > config.context_length {
-        bail!(
-            "--batch, --repeats must be positive and --tokens in 1..={}",
-            config.context_length
-        );
-    }
-    let model = Model::new(config.clone(), 1337).context("building the model")?;
-    let bf16 = (a.precision == Precision::Bf16).then(|| model.bf16_weights());
-    let mut cache = KvCache::new(&config, a.batch, a.tokens);
-    let v = config.vocab_size;
-    let mut logits = vec![0.0f32; a.batch * v];
-    let mut times = Vec::with_capacity(a.repeats);
-    for _ in 0..a.repeats + 1 {
-        cache.reset();
-        let mut tokens = vec![0u32; a.batch];
-        let t0 = Instant::now();
-        for _ in 0..a.tokens {
-            match &bf16 {
-                Some(w) => model.forward_infer_bf16(w, &mut cache, &tokens, &mut logits)?,
-                None => model.forward_infer(&mut cache, &tokens, &mut logits)?,
-            }
-            // Batch 1: the argmax the decode step found with the LM head.
-            if let Some(t) = cache.last_argmax() {
-                tokens[0] = t;
-                continue;
-            }
-            for (t, row) in tokens.iter_mut().zip(logits.chunks(v)) {
-                *t = row
-                    .iter()
-                    .enumerate()
-                    .fold(
-                        (0, f32::NEG_INFINITY),
-                        |m, (i, &x)| if x > m.1 { (i, x) } else { m },
-                    )
-                    .0 as u32;
-            }
-        }
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    times.remove(0); // warm-up
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let tok_s = (a.batch * a.tokens) as f64 / median;
+    let r = bench::bench_generate(&opts)?;
     println!(
         "bench generate: preset {}, batch {}, {} new tokens, {} weights, {} threads: {:.0} tokens/s ({:.3} ms per step)",
-        a.preset,
-        a.batch,
-        a.tokens,
-        a.precision.name(),
+        opts.preset,
+        opts.batch,
+        opts.tokens,
+        opts.precision.name(),
         rayon::current_num_threads(),
-        tok_s,
-        median / a.tokens as f64 * 1e3
+        r.tokens_per_s,
+        r.median / opts.tokens as f64 * 1e3
     );
-    println!("RESULT tokens_per_s={tok_s:.1}");
+    println!("RESULT tokens_per_s={:.1}", r.tokens_per_s);
     Ok(())
 }
 
 fn bench_peak(a: PeakArgs) -> anyhow::Result<()> {
-    if !(a.seconds > 0.0 && a.seconds <= 60.0) {
-        bail!("--seconds must be in (0, 60], got {}", a.seconds);
-    }
     let threads = rayon::current_num_threads();
-    let f32_flops = peak::f32_peak(a.seconds);
+    let r = bench::bench_peak(a.seconds)?;
+    let f32_flops = r.f32_flops;
     println!(
         "bench peak: {threads} threads: f32 multiply-add {:.1} GFLOP/s ({:.1} per thread)",
         f32_flops / 1e9,
         f32_flops / 1e9 / threads as f64
     );
-    let bf16 = peak::bf16_peak(a.seconds);
-    match bf16 {
+    match r.bf16 {
         Some((unit, flops)) => println!(
-            "bench peak: {threads} threads: bf16 multiply-add, f32 sums, on {}: {:.1} GFLOP/s ({:.1}x f32)",
-            unit_name(unit),
+            "bench peak: {threads} threads: bf16 multiply-add, f32 sums, on {unit}: {:.1} GFLOP/s ({:.1}x f32)",
             flops / 1e9,
             flops / f32_flops
         ),
@@ -177,46 +132,28 @@ fn bench_peak(a: PeakArgs) -> anyhow::Result<()> {
     println!(
         "RESULT f32_gflops={:.1} bf16_gflops={:.1}",
         f32_flops / 1e9,
-        bf16.map_or(0.0, |(_, f)| f / 1e9)
+        r.bf16.map_or(0.0, |(_, f)| f / 1e9)
     );
     Ok(())
 }
 
-fn unit_name(unit: peak::Bf16Unit) -> &'static str {
-    match unit {
-        peak::Bf16Unit::Amx => "AMX tiles",
-        peak::Bf16Unit::Avx512Bf16 => "AVX-512 BF16",
-    }
-}
-
 fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
-    let Some(config) = ModelConfig::preset(&a.preset) else {
-        bail!("unknown preset {:?}: use small or tiny", a.preset);
+    let opts = TrainBenchOptions {
+        preset: a.preset.clone(),
+        batch: a.batch,
+        seq: a.seq,
+        steps: a.steps,
+        warmup: a.warmup,
+        no_optimizer: a.no_optimizer,
+        precision: a.precision,
+        breakdown: a.breakdown,
     };
-    if a.batch == 0 || a.seq == 0 || a.steps == 0 {
-        bail!("--batch, --seq and --steps must be positive");
-    }
-    if a.seq > config.context_length {
-        bail!(
-            "--seq {} is longer than the preset's context length {}",
-            a.seq,
-            config.context_length
-        );
-    }
-    let mut model = Model::new(config.clone(), 1337).context("building the model")?;
-    model.precision = a.precision;
-    let mut acts = Activations::new(&config, a.batch, a.seq);
-    let mut opt = AdamW::new(AdamWConfig::default(), model.params.len());
-    let n = a.batch * a.seq;
-    let mut rng = Rng::new(7);
-    let v = config.vocab_size as u64;
-    let inputs: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
-    let targets: Vec<u32> = (0..n).map(|_| rng.below(v) as u32).collect();
+    let b = TrainBench::new(opts)?;
     let threads = rayon::current_num_threads();
     println!(
         "bench train: preset {} ({:.2}M params), batch {}, seq {}, {} threads, {}, matmuls {}",
         a.preset,
-        model.params.len() as f64 / 1e6,
+        b.params() as f64 / 1e6,
         a.batch,
         a.seq,
         threads,
@@ -227,81 +164,50 @@ fn bench_train(a: TrainArgs) -> anyhow::Result<()> {
         },
         a.precision.backend()
     );
-    let mut times = Vec::with_capacity(a.steps);
-    let mut loss = 0.0;
-    // As in the trainer: the fused AdamW step leaves the gradients zeroed for the next step.
-    model.zero_grads();
-    let (mut cpu_timed, mut wall_timed) = (0.0, 0.0);
-    for i in 0..a.warmup + a.steps {
-        if i == a.warmup && a.breakdown {
-            profile::take(); // drop the warm-up steps' laps
-            profile::set_enabled(true);
+    let r = b.run(|i, dt, loss| {
+        if a.verbose {
+            println!("  step {i:>3}: {:.1} ms, loss {loss:.4}", dt * 1e3);
         }
-        let t0 = Instant::now();
-        let cpu0 = process_cpu_seconds();
-        if a.no_optimizer {
-            model.zero_grads();
-        }
-        loss = model.forward_backward(&mut acts, &inputs, &targets)?;
-        if !a.no_optimizer {
-            let mut laps = profile::Laps::start();
-            opt.step_scaled_and_zero_grads(&mut model.params, &mut model.grads, 1e-4, 1.0);
-            laps.mark("AdamW (+ zeroing the gradients)");
-        }
-        let dt = t0.elapsed().as_secs_f64();
-        if i >= a.warmup {
-            times.push(dt);
-            cpu_timed += process_cpu_seconds() - cpu0;
-            wall_timed += dt;
-            if a.verbose {
-                println!("  step {:>3}: {:.1} ms, loss {loss:.4}", i - a.warmup, dt * 1e3);
-            }
-        }
+    })?;
+    if let Some(laps) = &r.laps {
+        print_breakdown(laps, r.wall, a.steps);
     }
-    profile::set_enabled(false);
-    if a.breakdown {
-        print_breakdown(&profile::take(), wall_timed, a.steps);
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let tok_s = n as f64 / median;
-    let gflops = config.train_flops_per_token(a.seq) * tok_s / 1e9;
-    // The f32 peak of these threads, measured right after the steps (same clocks, same load).
-    let peak_gflops = peak::f32_peak(0.05) / 1e9;
+    let times = &r.times;
     println!(
-        "step median {:.1} ms (min {:.1}, max {:.1}), {:.0} tokens/s, {:.1} GFLOP/s = {:.0}% of the measured f32 peak ({:.1} GFLOP/s, `bench peak`), final loss {loss:.4}",
-        median * 1e3,
+        "step median {:.1} ms (min {:.1}, max {:.1}), {:.0} tokens/s, {:.1} GFLOP/s = {:.0}% of the measured f32 peak ({:.1} GFLOP/s, `bench peak`), final loss {:.4}",
+        r.median * 1e3,
         times[0] * 1e3,
         times[times.len() - 1] * 1e3,
-        tok_s,
-        gflops,
-        100.0 * gflops / peak_gflops,
-        peak_gflops
+        r.tokens_per_s,
+        r.gflops,
+        100.0 * r.gflops / r.peak_gflops,
+        r.peak_gflops,
+        r.final_loss
     );
-    if a.precision == Precision::F32 && ferrolm_nn::cpu::simd::f32_on_amx() {
+    if r.f32_on_amx {
         println!(
             "(the f32 matmuls run on the AMX tiles, which the FMA peak does not bound; FERROLM_F32_GEMM=fma runs them on the FMA GEMM)"
         );
     }
     // How busy the worker threads were: process CPU time over wall time of the timed steps (below
     // the thread count: serial sections, waits between kernels, or other load on the machine).
-    if wall_timed > 0.0 && cpu_timed > 0.0 {
-        println!(
-            "CPU busy during the timed steps: {:.2} of {threads} threads",
-            cpu_timed / wall_timed
-        );
+    if let Some(busy) = r.cpu_busy {
+        println!("CPU busy during the timed steps: {busy:.2} of {threads} threads");
     }
     // One machine-readable line for tools/bench_vs_torch.py.
     println!(
-        "RESULT tokens_per_s={tok_s:.1} step_ms={:.2} gflops={gflops:.2} f32_peak_gflops={peak_gflops:.1}",
-        median * 1e3
+        "RESULT tokens_per_s={:.1} step_ms={:.2} gflops={:.2} f32_peak_gflops={:.1}",
+        r.tokens_per_s,
+        r.median * 1e3,
+        r.gflops,
+        r.peak_gflops
     );
     Ok(())
 }
 
 /// The `--breakdown` table: each label's wall time per step and share of the timed steps, the
 /// largest first, and what no label covered (loss mean, checks, the step loop itself).
-fn print_breakdown(laps: &[profile::Lap], wall: f64, steps: usize) {
+fn print_breakdown(laps: &[Lap], wall: f64, steps: usize) {
     let mut laps = laps.to_vec();
     laps.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     let per_step = |s: f64| s / steps as f64 * 1e3;
@@ -327,20 +233,4 @@ fn print_breakdown(laps: &[profile::Lap], wall: f64, steps: usize) {
         per_step(wall - covered),
         100.0 * (wall - covered) / wall
     );
-}
-
-/// CPU seconds used by this process so far (all threads, user + system), from /proc/self/stat
-/// (Linux; 10 ms resolution); 0 elsewhere.
-fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the parenthesized command name: state is field 3, utime 14 and stime 15, in
-    // clock ticks of 1/100 s (USER_HZ, fixed at 100 for /proc on Linux).
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
 }

@@ -34,6 +34,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let dir = checkpoint::resolve(&args.checkpoint)?;
     let ck = checkpoint::load_model(&dir)?;
+    if !ck.verified {
+        eprintln!(
+            "note: checkpoint {} has no checksums (saved by an older ferrolm): loaded without verifying its files",
+            dir.display()
+        );
+    }
     let tokens = TokenFile::open(&args.data)?;
     let seq = args.seq_len.unwrap_or(ck.model.config.context_length);
     let r = evaluate(&ck.model, &tokens, args.batch_size.max(1), seq, args.max_windows)?;
@@ -49,6 +55,13 @@ pub fn run(args: Args) -> Result<()> {
             r.tokens,
             dir.display(),
             ck.state.step
+        );
+    }
+    if !r.loss.is_finite() {
+        anyhow::bail!(
+            "the loss is {}: the model in {} produces non-finite values (damaged or diverged weights)",
+            r.loss,
+            dir.display()
         );
     }
     Ok(())

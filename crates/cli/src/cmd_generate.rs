@@ -48,6 +48,12 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let dir = checkpoint::resolve(&args.checkpoint)?;
     let ck = checkpoint::load_model(&dir)?;
+    if !ck.verified {
+        eprintln!(
+            "note: checkpoint {} has no checksums (saved by an older ferrolm): loaded without verifying its files",
+            dir.display()
+        );
+    }
     let tok = match &args.tokenizer {
         Some(t) => {
             ferrolm_tokenizer::Tokenizer::from_dir(t).map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?

@@ -1,8 +1,8 @@
 //! `ferrolm quickstart`: the whole pipeline on the built-in story corpus (or --input FILE).
 
 use anyhow::Result;
+use ferrolm_train::quickstart::stories;
 use ferrolm_train::quickstart::{self, Options};
-use ferrolm_train::stories;
 use std::path::PathBuf;
 
 /// What the quickstart does and how long it takes (shown after the options in --help).

@@ -34,7 +34,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 10_000)]
     vocab_size: usize,
     /// A special token (repeat for several); never split, never merged.
-    #[arg(long = "special-token", default_values_t = ["<|endoftext|>".to_string()])]
+    #[arg(long = "special-token", default_values_t = [ferrolm_tokenizer::END_OF_TEXT.to_string()])]
     special_tokens: Vec<String>,
     /// Train without any special token (overrides --special-token).
     #[arg(long)]

@@ -2,16 +2,18 @@
 
 use anyhow::{Context, Result};
 use ferrolm_nn::Precision;
-use ferrolm_train::checkpoint;
 use ferrolm_train::data::Sampling;
+use ferrolm_train::trainer::setup::saved_config;
 use ferrolm_train::{train, Resume, TrainConfig, TrainOptions};
 use std::path::PathBuf;
 
 /// Train a model. Settings come from the defaults (see --print-config), then --config FILE, then
 /// --set section.key=value overrides, then the plain flags. The run directory receives
 /// config.toml, metrics.jsonl, loss.svg and checkpoints/step-*/ (model.safetensors,
-/// optimizer.safetensors, state.json, tokenizer/). Ctrl-C saves a checkpoint and exits; a second
-/// Ctrl-C exits at once. `--resume` continues a stopped run exactly where it left off.
+/// optimizer.safetensors, state.json, tokenizer/, checksums.json). Ctrl-C saves a checkpoint and
+/// exits with status 130; a second Ctrl-C exits at once. `--resume` continues a stopped run exactly
+/// where it left off. Exit status: 0 finished, 130 stopped by Ctrl-C (checkpoint saved), 1 error
+/// (including a NaN/infinite loss: the last good checkpoint is kept).
 #[derive(clap::Args)]
 #[command(
     after_help = "Examples:\n  ferrolm train --print-config > run.toml\n  ferrolm train --config run.toml \
@@ -28,11 +30,22 @@ pub struct Args {
     /// Override a setting: --set optimizer.lr=3e-4 (repeatable; model.preset=tiny|small too).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     sets: Vec<String>,
-    /// Resume from the latest checkpoint of the run directory, or from the given checkpoint or
-    /// run directory. Settings that fix the run (model, optimizer, schedule, batch, seeds) must
-    /// agree with the checkpoint's; without --config the checkpoint's own config is the base.
+    /// Resume from the newest intact checkpoint of the run directory (a damaged newer one is named
+    /// and moved aside), or from the given checkpoint or run directory; before the first
+    /// checkpoint, start the run directory from its saved config.toml. Settings that fix the run
+    /// (model, optimizer, learning-rate schedule, batch, seeds) must agree with the saved ones;
+    /// other changes are listed. Without --config the saved config is the base.
     #[arg(long, value_name = "CHECKPOINT", num_args = 0..=1, default_missing_value = "latest")]
     resume: Option<String>,
+    /// With --resume and a new --steps: keep the saved learning-rate schedule, so the steps past
+    /// its end run at schedule.min_lr (without it, a --steps that would stretch the cosine, which
+    /// spans the run when schedule.cosine_steps is 0, is refused).
+    #[arg(long, requires = "resume")]
+    extend: bool,
+    /// Replace the config.toml of a run directory whose earlier start saved no checkpoint (a fresh
+    /// start there is refused when the configs differ).
+    #[arg(long)]
+    overwrite_config: bool,
     /// Run directory (run.dir).
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -83,6 +96,9 @@ pub struct Args {
     #[arg(long)]
     no_progress: bool,
 }
+
+/// The exit status of a run stopped by Ctrl-C after saving its checkpoint (128 + SIGINT).
+const EXIT_INTERRUPTED: i32 = 130;
 
 fn parse_sampling(s: &str) -> std::result::Result<Sampling, String> {
     match s {
@@ -160,15 +176,10 @@ pub fn run(args: Args) -> Result<()> {
         Some("latest") => Resume::Latest,
         Some(p) => Resume::From(PathBuf::from(p)),
     };
-    // Resuming without a config file: the checkpoint's own config is the base, so
-    // `ferrolm train --run-dir R --resume` needs nothing else.
+    // Resuming without a config file: the saved config (the checkpoint's, else the run
+    // directory's) is the base, so `ferrolm train --run-dir R --resume` needs nothing else.
     if args.config.is_none() && resume != Resume::No {
-        let found = match &resume {
-            Resume::From(p) => Some(checkpoint::resolve(p)?),
-            _ => checkpoint::latest(&ferrolm_train::trainer::checkpoints_dir(&cfg.run.dir))?,
-        };
-        if let Some(dir) = found {
-            let saved = checkpoint::read_state(&dir)?.config;
+        if let Some(saved) = saved_config(&resume, &cfg.run.dir)? {
             cfg = saved;
             args.apply_flags(&mut cfg)?;
         }
@@ -195,6 +206,8 @@ pub fn run(args: Args) -> Result<()> {
         progress: true,
         verbose: true,
         handle_sigint: true,
+        extend: args.extend,
+        overwrite_config: args.overwrite_config,
         ..TrainOptions::default()
     };
     let s = train(&cfg, &opts).context("training failed")?;
@@ -221,6 +234,8 @@ pub fn run(args: Args) -> Result<()> {
             "resume with: ferrolm train --run-dir {} --resume",
             s.run_dir.display()
         );
+        // Saved, but not finished: a script must not take this for a completed run.
+        std::process::exit(EXIT_INTERRUPTED);
     }
     Ok(())
 }

@@ -34,6 +34,9 @@ pub enum TokenizerError {
         offset: u64,
         message: String,
     },
+    /// A malformed token file (`.npy`), or ids that do not fit its dtype.
+    #[error("{path}: {message}")]
+    Npy { path: PathBuf, message: String },
     #[error(
         "token id {id} at position {position} is outside the vocabulary (ids 0..{vocab_size}); \
          was it produced by a different tokenizer?"

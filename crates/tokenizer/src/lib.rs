@@ -24,9 +24,10 @@ pub mod byte_unicode;
 mod char_class;
 mod char_class_table;
 mod chunking;
+mod encode_npy;
 mod error;
 mod files;
-mod npy;
+pub mod npy;
 mod piece_key;
 pub mod pretokenize;
 mod specials;
@@ -35,8 +36,13 @@ mod tokenizer;
 mod train;
 
 pub use error::{Result, TokenizerError};
+
+/// The end-of-text special token that separates documents (the quickstart corpus, generation's
+/// stop marker, `ferrolm tokenizer train`'s default special token).
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+pub use encode_npy::{encode_file_to_npy, encode_file_to_npy_with, EncodeStats};
 pub use files::{read_merges_txt, read_vocab_json};
-pub use npy::{encode_file_to_npy, encode_file_to_npy_with, read_npy, write_npy, EncodeStats, TokenDtype};
+pub use npy::{read_npy, write_npy, TokenDtype};
 pub use stream::EncodeIter;
 pub use tokenizer::Tokenizer;
 pub use train::{

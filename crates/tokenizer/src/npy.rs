@@ -1,16 +1,9 @@
-//! Token files: NumPy `.npy` arrays of ids (`<u2` when the vocab fits in 16 bits, else `<u4`), and
-//! the parallel encoder that writes them.
+//! Token files: NumPy `.npy` arrays of ids (`<u2` when the vocab fits in 16 bits, else `<u4`),
+//! one dimension, C order — the header parser, the reader and the writer that the tokenizer's
+//! encoder and the trainer's data loader (memory-mapped) share.
 
-use crate::chunking::plan_chunks;
 use crate::error::{Result, TokenizerError};
-use crate::files::tmp_path;
-use crate::tokenizer::Tokenizer;
-use crate::train::{check_utf8, MappedFile};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rayon::prelude::*;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::Path;
-use std::time::Instant;
 
 /// Element type of a token file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +32,8 @@ impl TokenDtype {
         }
     }
 
-    fn size(self) -> usize {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
         match self {
             TokenDtype::U16 => 2,
             TokenDtype::U32 => 4,
@@ -47,30 +41,12 @@ impl TokenDtype {
     }
 }
 
-/// Figures of [`encode_file_to_npy`].
-#[derive(Clone, Debug)]
-pub struct EncodeStats {
-    pub bytes: u64,
-    pub tokens: u64,
-    pub seconds: f64,
-    pub dtype: TokenDtype,
-}
+/// Header length of the files written here: a multiple of 64 (so the data is aligned as numpy
+/// aligns it) with room for any 1-D shape, so the encoder can rewrite it in place.
+pub(crate) const HEADER_LEN: usize = 128;
 
-impl EncodeStats {
-    /// Bytes of text per token.
-    pub fn compression(&self) -> f64 {
-        self.bytes as f64 / self.tokens.max(1) as f64
-    }
-    /// Megabytes (10^6 bytes) of text per second.
-    pub fn mb_per_s(&self) -> f64 {
-        self.bytes as f64 / 1e6 / self.seconds.max(1e-9)
-    }
-}
-
-/// Header length: a multiple of 64 with room for any 1-D shape, so it can be rewritten in place.
-const HEADER_LEN: usize = 128;
-
-fn npy_header(dtype: TokenDtype, len: u64) -> Vec<u8> {
+/// The version-1 header of a 1-D array of `len` elements of `dtype`, [`HEADER_LEN`] bytes.
+pub(crate) fn header(dtype: TokenDtype, len: u64) -> Vec<u8> {
     let dict = format!(
         "{{'descr': '{}', 'fortran_order': False, 'shape': ({len},), }}",
         dtype.descr()
@@ -83,62 +59,44 @@ fn npy_header(dtype: TokenDtype, len: u64) -> Vec<u8> {
     h
 }
 
-fn push_ids(out: &mut Vec<u8>, ids: &[u32], dtype: TokenDtype) {
+/// Appends `ids` to `out` as little-endian `dtype` (ids must fit it).
+pub(crate) fn push_ids(out: &mut Vec<u8>, ids: &[u32], dtype: TokenDtype) {
     match dtype {
         TokenDtype::U16 => out.extend(ids.iter().flat_map(|&id| (id as u16).to_le_bytes())),
         TokenDtype::U32 => out.extend(ids.iter().flat_map(|&id| id.to_le_bytes())),
     }
 }
 
-/// Writes `ids` as a 1-D `.npy` array of `dtype` (ids must fit it).
+/// Writes `ids` as a 1-D `.npy` array of `dtype` (atomically: a temporary file renamed into
+/// place). Errors if an id does not fit `dtype`.
 pub fn write_npy(path: impl AsRef<Path>, ids: &[u32], dtype: TokenDtype) -> Result<()> {
     let path = path.as_ref();
-    let mut bytes = npy_header(dtype, ids.len() as u64);
+    if dtype == TokenDtype::U16 {
+        if let Some((i, &id)) = ids.iter().enumerate().find(|(_, &id)| id > u16::MAX as u32) {
+            return Err(TokenizerError::Npy {
+                path: path.to_path_buf(),
+                message: format!("token {id} at index {i} does not fit in <u2"),
+            });
+        }
+    }
+    let mut bytes = header(dtype, ids.len() as u64);
     push_ids(&mut bytes, ids, dtype);
     crate::files::write_atomic(path, &bytes)
 }
 
-/// Reads a 1-D `<u2` or `<u4` `.npy` array of ids.
+/// Reads a 1-D `<u2` or `<u4` `.npy` array of ids (checked as [`parse_header`] and
+/// [`check_data_len`] do).
 pub fn read_npy(path: impl AsRef<Path>) -> Result<Vec<u32>> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| TokenizerError::io(path, e))?;
-    let bad = |offset: usize, m: &str| TokenizerError::corrupt(path, ".npy file", offset, m);
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(bad(0, "not a .npy file (no \\x93NUMPY magic)"));
-    }
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        v => return Err(bad(6, &format!("unsupported .npy version {v}"))),
+    let bad = |message: String| TokenizerError::Npy {
+        path: path.to_path_buf(),
+        message,
     };
-    let header = bytes
-        .get(start..start + header_len)
-        .ok_or_else(|| bad(start, "header runs past the end"))?;
-    let header = String::from_utf8_lossy(header);
-    let dtype = if header.contains("'<u2'") {
-        TokenDtype::U16
-    } else if header.contains("'<u4'") {
-        TokenDtype::U32
-    } else {
-        return Err(bad(
-            start,
-            &format!("dtype must be '<u2' or '<u4': {}", header.trim()),
-        ));
-    };
-    if header.contains("'fortran_order': True") {
-        return Err(bad(start, "Fortran order is not supported"));
-    }
-    let data = &bytes[start + header_len..];
-    if data.len() % dtype.size() != 0 {
-        return Err(bad(
-            start + header_len,
-            "data length is not a multiple of the element size",
-        ));
-    }
-    Ok(match dtype {
+    let h = parse_header(&bytes).map_err(bad)?;
+    check_data_len(&h, bytes.len()).map_err(bad)?;
+    let data = &bytes[h.data_offset..];
+    Ok(match h.dtype {
         TokenDtype::U16 => data
             .chunks_exact(2)
             .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
@@ -150,76 +108,113 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<Vec<u32>> {
     })
 }
 
-/// [`encode_file_to_npy_with`] without a progress bar.
-pub fn encode_file_to_npy(
-    tokenizer: &Tokenizer,
-    input: impl AsRef<Path>,
-    output: impl AsRef<Path>,
-) -> Result<EncodeStats> {
-    encode_file_to_npy_with(tokenizer, input, output, false)
+/// A parsed `.npy` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NpyHeader {
+    pub dtype: TokenDtype,
+    /// Elements.
+    pub len: usize,
+    /// Byte offset of the first element.
+    pub data_offset: usize,
 }
 
-/// Encodes a UTF-8 text file (memory-mapped) in parallel over chunks cut at safe points, writes the
-/// ids in order to a `.npy` file (via a temporary file renamed at the end) and returns the figures.
-/// Memory stays bounded: chunks are encoded in batches and written as they finish.
-pub fn encode_file_to_npy_with(
-    tokenizer: &Tokenizer,
-    input: impl AsRef<Path>,
-    output: impl AsRef<Path>,
-    progress: bool,
-) -> Result<EncodeStats> {
-    let (input, output) = (input.as_ref(), output.as_ref());
-    let started = Instant::now();
-    let file = MappedFile::open(input)?;
-    let text = check_utf8(file.bytes(), input)?;
-    let dtype = TokenDtype::for_vocab(tokenizer.vocab_size());
-    let chunks = plan_chunks(text.as_bytes(), tokenizer.matcher(), 1 << 20);
-    let bar = if progress {
-        let bar = ProgressBar::with_draw_target(Some(text.len() as u64), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "        encoding [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let tmp = tmp_path(output);
-    let io_err = |e| TokenizerError::io(&tmp, e);
-    let mut writer = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(io_err)?);
-    writer.write_all(&npy_header(dtype, 0)).map_err(io_err)?;
-    let mut tokens = 0u64;
-    let batch = 8 * rayon::current_num_threads().max(1);
-    for group in chunks.chunks(batch) {
-        let encoded: Vec<Vec<u8>> = group
-            .par_iter()
-            .map(|range| {
-                let ids = tokenizer.encode(&text[range.clone()]);
-                let mut bytes = Vec::with_capacity(ids.len() * dtype.size());
-                push_ids(&mut bytes, &ids, dtype);
-                bytes
-            })
-            .collect();
-        for (bytes, range) in encoded.iter().zip(group) {
-            writer.write_all(bytes).map_err(io_err)?;
-            tokens += (bytes.len() / dtype.size()) as u64;
-            bar.inc(range.len() as u64);
-        }
+/// Checks that a file of `file_len` bytes holds exactly the data `h` declares; the message says
+/// whether it is truncated or too long.
+pub fn check_data_len(h: &NpyHeader, file_len: usize) -> std::result::Result<(), String> {
+    let data_bytes = file_len.saturating_sub(h.data_offset);
+    let want = h.len.saturating_mul(h.dtype.size());
+    if data_bytes == want {
+        return Ok(());
     }
-    let mut file_out = writer.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file_out.seek(SeekFrom::Start(0)).map_err(io_err)?;
-    file_out.write_all(&npy_header(dtype, tokens)).map_err(io_err)?;
-    file_out.sync_all().map_err(io_err)?;
-    drop(file_out);
-    std::fs::rename(&tmp, output).map_err(|e| TokenizerError::io(output, e))?;
-    bar.finish_and_clear();
-    Ok(EncodeStats {
-        bytes: text.len() as u64,
-        tokens,
-        seconds: started.elapsed().as_secs_f64(),
+    Err(format!(
+        "the header says {} elements of {} ({} bytes) but the file has {} data bytes after the header \
+         at offset {}: the file is {}",
+        h.len,
+        h.dtype.descr(),
+        want,
+        data_bytes,
+        h.data_offset,
+        if data_bytes < want {
+            "truncated"
+        } else {
+            "longer than its header says"
+        }
+    ))
+}
+
+/// Parses the header of a `.npy` file of token ids (format versions 1, 2 and 3): magic, version,
+/// dtype `<u2` or `<u4`, C order, one dimension. The message says what is wrong and at which offset.
+pub fn parse_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> {
+    const MAGIC: &[u8] = b"\x93NUMPY";
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err("not a .npy file (the magic string \\x93NUMPY is missing at offset 0)".into());
+    }
+    let major = bytes[6];
+    let (hlen, start) = match major {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 => {
+            if bytes.len() < 12 {
+                return Err("truncated .npy header".into());
+            }
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
+        }
+        v => return Err(format!("unsupported .npy format version {v} at offset 6")),
+    };
+    if bytes.len() < start + hlen {
+        return Err(format!(
+            "truncated .npy header: it declares {hlen} header bytes at offset {start} but the file \
+             has {}",
+            bytes.len()
+        ));
+    }
+    let header = std::str::from_utf8(&bytes[start..start + hlen])
+        .map_err(|_| format!("corrupt .npy header at offset {start}: not text"))?;
+    let field = |key: &str| -> std::result::Result<&str, String> {
+        let pat = format!("'{key}':");
+        let i = header
+            .find(&pat)
+            .ok_or_else(|| format!("corrupt .npy header at offset {start}: no '{key}' in {header:?}"))?;
+        Ok(header[i + pat.len()..].trim_start())
+    };
+    let descr = field("descr")?;
+    let dtype = if descr.starts_with("'<u2'") {
+        TokenDtype::U16
+    } else if descr.starts_with("'<u4'") {
+        TokenDtype::U32
+    } else {
+        let d: String = descr.chars().take_while(|&c| c != ',').collect();
+        return Err(format!(
+            "unsupported dtype {d} in the .npy header at offset {start}: token files must be '<u2' or \
+             '<u4' (as `ferrolm tokenizer encode` writes them)"
+        ));
+    };
+    if !field("fortran_order")?.starts_with("False") {
+        return Err("the .npy array is in Fortran order; token files must be C-order 1-D arrays".into());
+    }
+    let shape = field("shape")?;
+    let close = shape
+        .find(')')
+        .ok_or_else(|| format!("corrupt .npy header at offset {start}: bad shape in {header:?}"))?;
+    let dims: Vec<&str> = shape[1..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if dims.len() != 1 {
+        return Err(format!(
+            "the .npy array has shape {}; token files must be one-dimensional",
+            &shape[..=close]
+        ));
+    }
+    let len = dims[0]
+        .parse::<usize>()
+        .map_err(|_| format!("corrupt .npy header at offset {start}: bad length {:?}", dims[0]))?;
+    Ok(NpyHeader {
         dtype,
+        len,
+        data_offset: start + hlen,
     })
 }

@@ -13,6 +13,10 @@ fn eot() -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(shared_fixtures),
+    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
+)]
 fn train_corpus_en_matches_reference_merges_and_vocab() {
     let Some(dir) = common::shared("conformance/tokenizer") else {
         return;
@@ -82,6 +86,10 @@ fn gpt2(dir: &Path, specials: &[String]) -> Tokenizer {
 }
 
 #[test]
+#[cfg_attr(
+    not(shared_fixtures),
+    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
+)]
 fn every_gpt2_case_encodes_to_the_expected_ids_and_round_trips() {
     let Some(dir) = common::shared("conformance/tokenizer") else {
         return;
@@ -128,6 +136,10 @@ fn every_gpt2_case_encodes_to_the_expected_ids_and_round_trips() {
 }
 
 #[test]
+#[cfg_attr(
+    not(shared_fixtures),
+    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
+)]
 fn overlapping_special_tokens_longest_wins() {
     let Some(dir) = common::shared("conformance/tokenizer") else {
         return;
@@ -150,6 +162,10 @@ fn overlapping_special_tokens_longest_wins() {
 }
 
 #[test]
+#[cfg_attr(
+    not(shared_fixtures),
+    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
+)]
 fn streaming_tinystories_sample_equals_whole_file() {
     let Some(dir) = common::shared("conformance/tokenizer") else {
         return;
@@ -177,6 +193,10 @@ fn streaming_tinystories_sample_equals_whole_file() {
 }
 
 #[test]
+#[cfg_attr(
+    not(shared_fixtures),
+    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
+)]
 fn gpt2_decodes_invalid_utf8_to_replacement_characters() {
     let Some(dir) = common::shared("conformance/tokenizer") else {
         return;

@@ -202,3 +202,22 @@ fn npy_files_round_trip() {
     assert_eq!((stats.bytes, stats.tokens), (0, 0));
     assert_eq!(read_npy(dir.path().join("e.npy")).unwrap(), Vec::<u32>::new());
 }
+
+#[test]
+fn npy_reader_refuses_truncated_files_and_the_writer_ids_that_do_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.npy");
+    write_npy(&path, &[1, 2, 3, 4], TokenDtype::U16).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 2]).unwrap();
+    let e = read_npy(&path).unwrap_err().to_string();
+    assert!(e.contains("t.npy") && e.contains("truncated"), "{e}");
+    std::fs::write(&path, b"not numpy at all").unwrap();
+    let e = read_npy(&path).unwrap_err().to_string();
+    assert!(e.contains("t.npy") && e.contains("magic"), "{e}");
+    let e = write_npy(dir.path().join("big.npy"), &[7, 65536], TokenDtype::U16)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("65536") && e.contains("index 1"), "{e}");
+    assert!(!dir.path().join("big.npy").exists());
+}

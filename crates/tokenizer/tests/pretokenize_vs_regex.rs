@@ -131,8 +131,16 @@ proptest! {
 }
 
 #[test]
-fn real_text_splits_like_the_regex() {
+fn sample_text_splits_like_the_regex() {
     assert_same(&common::sample_text());
+}
+
+#[test]
+#[cfg_attr(
+    not(shared_fixtures),
+    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
+)]
+fn real_text_splits_like_the_regex() {
     let Some(dir) = common::shared("conformance/tokenizer") else {
         return;
     };

@@ -276,6 +276,9 @@ impl TrainConfig {
                 self.model.context_length
             );
         }
+        if self.run.max_steps == 0 {
+            bail!("run.max_steps (--steps) must be at least 1");
+        }
         if self.data.batch_size == 0 || self.data.grad_accum == 0 {
             bail!("data.batch_size and data.grad_accum must be at least 1");
         }

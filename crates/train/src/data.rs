@@ -1,4 +1,5 @@
-//! Token data: NumPy `.npy` files of `<u2`/`<u4` token ids, memory-mapped, and the batches drawn
+//! Token data: NumPy `.npy` files of `<u2`/`<u4` token ids (the format is `ferrolm_tokenizer::npy`),
+//! memory-mapped, and the batches drawn
 //! from them (uniform random windows or windows in order), plus the fixed validation windows.
 //!
 //! A window of context length `ctx` starting at `s` uses tokens `s..s+ctx+1`: inputs are
@@ -9,30 +10,10 @@ use ferrolm_nn::Rng;
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The element type of a token file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TokenDtype {
-    U16,
-    U32,
-}
-
-impl TokenDtype {
-    pub fn size(self) -> usize {
-        match self {
-            TokenDtype::U16 => 2,
-            TokenDtype::U32 => 4,
-        }
-    }
-    pub fn descr(self) -> &'static str {
-        match self {
-            TokenDtype::U16 => "<u2",
-            TokenDtype::U32 => "<u4",
-        }
-    }
-}
+use ferrolm_tokenizer::npy::{check_data_len, parse_header};
+pub use ferrolm_tokenizer::npy::{write_npy, TokenDtype};
 
 /// A one-dimensional `.npy` array of token ids, memory-mapped (a 10 GB file costs no RAM up front).
 pub struct TokenFile {
@@ -72,26 +53,9 @@ impl TokenFile {
             Some(unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {}", path.display()))?)
         };
         let bytes: &[u8] = mmap.as_deref().unwrap_or(&[]);
-        let header = parse_npy_header(bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let data_bytes = file_len - header.data_offset;
-        let want = header.len.saturating_mul(header.dtype.size());
-        if data_bytes != want {
-            bail!(
-                "{}: the header says {} elements of {} ({} bytes) but the file has {} data bytes after \
-                 the header at offset {}: the file is {}",
-                path.display(),
-                header.len,
-                header.dtype.descr(),
-                want,
-                data_bytes,
-                header.data_offset,
-                if data_bytes < want {
-                    "truncated"
-                } else {
-                    "longer than its header says"
-                }
-            );
-        }
+        let named = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+        let header = parse_header(bytes).map_err(named)?;
+        check_data_len(&header, file_len).map_err(named)?;
         Ok(TokenFile {
             path,
             mmap,
@@ -196,121 +160,6 @@ impl TokenFile {
         }
         Ok(())
     }
-}
-
-struct NpyHeader {
-    dtype: TokenDtype,
-    len: usize,
-    data_offset: usize,
-}
-
-/// Parses the header of a `.npy` file (format versions 1, 2 and 3).
-fn parse_npy_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> {
-    const MAGIC: &[u8] = b"\x93NUMPY";
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err("not a .npy file (the magic string \\x93NUMPY is missing at offset 0)".into());
-    }
-    let major = bytes[6];
-    let (hlen, start) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                return Err("truncated .npy header".into());
-            }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
-        }
-        v => return Err(format!("unsupported .npy format version {v} at offset 6")),
-    };
-    if bytes.len() < start + hlen {
-        return Err(format!(
-            "truncated .npy header: it declares {hlen} header bytes at offset {start} but the file \
-             has {}",
-            bytes.len()
-        ));
-    }
-    let header = std::str::from_utf8(&bytes[start..start + hlen])
-        .map_err(|_| format!("corrupt .npy header at offset {start}: not text"))?;
-    let field = |key: &str| -> std::result::Result<&str, String> {
-        let pat = format!("'{key}':");
-        let i = header
-            .find(&pat)
-            .ok_or_else(|| format!("corrupt .npy header at offset {start}: no '{key}' in {header:?}"))?;
-        Ok(header[i + pat.len()..].trim_start())
-    };
-    let descr = field("descr")?;
-    let dtype = if descr.starts_with("'<u2'") {
-        TokenDtype::U16
-    } else if descr.starts_with("'<u4'") {
-        TokenDtype::U32
-    } else {
-        let d: String = descr.chars().take_while(|&c| c != ',').collect();
-        return Err(format!(
-            "unsupported dtype {d} in the .npy header at offset {start}: token files must be '<u2' or \
-             '<u4' (as `ferrolm tokenizer encode` writes them)"
-        ));
-    };
-    if !field("fortran_order")?.starts_with("False") {
-        return Err("the .npy array is in Fortran order; token files must be C-order 1-D arrays".into());
-    }
-    let shape = field("shape")?;
-    let close = shape
-        .find(')')
-        .ok_or_else(|| format!("corrupt .npy header at offset {start}: bad shape in {header:?}"))?;
-    let dims: Vec<&str> = shape[1..close]
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if dims.len() != 1 {
-        return Err(format!(
-            "the .npy array has shape {}; token files must be one-dimensional",
-            &shape[..=close]
-        ));
-    }
-    let len = dims[0]
-        .parse::<usize>()
-        .map_err(|_| format!("corrupt .npy header at offset {start}: bad length {:?}", dims[0]))?;
-    Ok(NpyHeader {
-        dtype,
-        len,
-        data_offset: start + hlen,
-    })
-}
-
-/// Writes `tokens` as a one-dimensional `.npy` array of `dtype` (format version 1, header padded to
-/// 64 bytes as numpy does). Errors if an id does not fit `dtype`.
-pub fn write_npy(path: impl AsRef<Path>, tokens: &[u32], dtype: TokenDtype) -> Result<()> {
-    let path = path.as_ref();
-    let mut header = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': ({},), }}",
-        dtype.descr(),
-        tokens.len()
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut buf = Vec::with_capacity(10 + header.len() + tokens.len() * dtype.size());
-    buf.extend_from_slice(b"\x93NUMPY\x01\x00");
-    buf.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    buf.extend_from_slice(header.as_bytes());
-    for (i, &t) in tokens.iter().enumerate() {
-        match dtype {
-            TokenDtype::U16 => {
-                let v = u16::try_from(t)
-                    .map_err(|_| anyhow::anyhow!("token {t} at index {i} does not fit in <u2"))?;
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
-            TokenDtype::U32 => buf.extend_from_slice(&t.to_le_bytes()),
-        }
-    }
-    let mut f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(&buf)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 /// Fills `inputs` and `targets` (each batch·ctx, row-major (batch, ctx)) with the window starting

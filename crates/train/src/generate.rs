@@ -166,8 +166,7 @@ impl Utf8Stream {
     }
 }
 
-/// The end-of-text marker the tokenizer and the quickstart use.
-pub const END_OF_TEXT: &str = "<|endoftext|>";
+pub use ferrolm_tokenizer::END_OF_TEXT;
 
 /// What `generate_text` produced.
 #[derive(Clone, Debug, PartialEq)]

@@ -143,8 +143,12 @@ fn round_trip_is_exact_and_uses_state_dict_names() {
     let so = SafeTensors::deserialize(&buf).unwrap();
     assert!(so.tensor("m.lm_head.weight").is_ok() && so.tensor("v.layers.1.ffn.w2.weight").is_ok());
 
-    // A tampered tokenizer copy is caught.
+    // A tampered tokenizer copy is caught: by its checksum, and without checksums (an older
+    // checkpoint) by the tokenizer fingerprint in state.json.
     std::fs::write(dir.join("tokenizer/merges.txt"), "b a\n").unwrap();
+    let e = load_err(&dir);
+    assert!(e.contains("tokenizer/merges.txt: damaged"), "{e}");
+    std::fs::remove_file(dir.join("checksums.json")).unwrap();
     assert!(load_err(&dir).contains("fingerprint"));
 }
 
@@ -263,6 +267,9 @@ fn every_corrupt_input_is_a_clear_error() {
     for (what, corrupt, needle) in cases {
         let dir = fresh();
         corrupt(&dir);
+        // The checksums catch each of these first (see checksums_name_each_damaged_file); without
+        // them (a checkpoint saved before checksums existed) the readers' own checks still do.
+        let _ = std::fs::remove_file(dir.join("checksums.json"));
         let e = load_err(&dir);
         assert!(e.contains(needle), "{what}: {e}");
         assert!(
@@ -416,4 +423,59 @@ fn a_failed_save_removes_its_partial_files_and_keeps_older_checkpoints() {
     assert_eq!(left, vec!["step-000000005".to_string()]);
     assert_eq!(checkpoint::latest(&parent).unwrap(), Some(good.clone()));
     checkpoint::load(&good, true).unwrap();
+}
+
+/// Flips one byte in the middle of `path`.
+fn flip_byte(path: &Path) {
+    let mut b = std::fs::read(path).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 0x20;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn checksums_name_each_damaged_file_and_old_checkpoints_load_unverified() {
+    let d = tempfile::tempdir().unwrap();
+    let parent = d.path().join("ck");
+    let dir = save(&parent, 3, None);
+    assert!(checkpoint::load(&dir, true).unwrap().verified);
+    assert!(checkpoint::verify(&dir).unwrap());
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "checksums.json",
+    ] {
+        for (how, damage) in [
+            ("flipped", flip_byte as fn(&Path)),
+            ("truncated", |p: &Path| {
+                let b = std::fs::read(p).unwrap();
+                std::fs::write(p, &b[..b.len() - 3]).unwrap();
+            }),
+        ] {
+            let dir = save(&parent, 3, None);
+            damage(&dir.join(file));
+            let e = load_err(&dir);
+            let named = format!("{}: damaged", dir.join(file).display());
+            assert!(
+                e.contains(&named) && e.contains("is damaged"),
+                "{file} {how}: {e}"
+            );
+            assert!(checkpoint::verify(&dir).is_err());
+        }
+    }
+    // A bit flip inside a tensor's data (which parses fine) is caught too.
+    let dir = save(&parent, 3, None);
+    let p = dir.join("model.safetensors");
+    let mut b = std::fs::read(&p).unwrap();
+    let n = b.len();
+    b[n - 5] ^= 0x01;
+    std::fs::write(&p, b).unwrap();
+    assert!(load_err(&dir).contains("model.safetensors: damaged"));
+    // A checkpoint without checksums (saved before they existed) loads, marked unverified.
+    let dir = save(&parent, 3, None);
+    std::fs::remove_file(dir.join("checksums.json")).unwrap();
+    let ck = checkpoint::load(&dir, true).unwrap();
+    assert!(!ck.verified);
+    assert!(!checkpoint::verify(&dir).unwrap());
 }

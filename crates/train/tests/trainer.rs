@@ -326,18 +326,22 @@ fn resume_refuses_a_disagreeing_config_and_fresh_runs_refuse_a_used_directory() 
     );
     assert!(!e.contains("max_steps"), "{e}");
 
-    // A longer max_steps is fine; resuming from an explicit checkpoint directory too.
+    // A longer max_steps that would stretch the cosine (schedule.cosine_steps = 0) is refused,
+    // naming --extend; with it, fine; resuming from an explicit checkpoint directory too.
     let mut longer = c.clone();
     longer.run.max_steps = 8;
     let from = c.run.dir.join("checkpoints/step-000000005");
-    let s = train(
-        &longer,
-        &TrainOptions {
-            resume: Resume::From(from),
-            ..quiet()
-        },
-    )
-    .unwrap();
+    let resume_from = |extend| TrainOptions {
+        resume: Resume::From(from.clone()),
+        extend,
+        ..quiet()
+    };
+    let e = format!("{:#}", train(&longer, &resume_from(false)).unwrap_err());
+    assert!(
+        e.contains("learning-rate schedule") && e.contains("--extend"),
+        "{e}"
+    );
+    let s = train(&longer, &resume_from(true)).unwrap();
     assert_eq!(s.step, 8);
 
     let e = format!(
@@ -438,6 +442,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
         &c,
         &TrainOptions {
             resume: Resume::Latest,
+            extend: true,
             ..quiet()
         },
     )

@@ -5,7 +5,8 @@
 //! - `optimizer.safetensors`: AdamW's first and second moments as `m.<name>` and `v.<name>`;
 //! - `state.json`: step, tokens seen, model/optimizer/schedule config, the batch sampler (its RNG
 //!   and cursor), the tokenizer's identity, the run config and the format version;
-//! - `tokenizer/`: a copy of the tokenizer files, so the checkpoint is usable on its own.
+//! - `tokenizer/`: a copy of the tokenizer files, so the checkpoint is usable on its own;
+//! - `checksums.json`: every file's length and CRC-32C ([`manifest`]), verified by every load.
 //!
 //! A checkpoint is written into a temporary sibling directory (`.tmp-step-…`), every file and the
 //! directory fsync'ed, then renamed into place and the parent fsync'ed: a kill at any moment leaves
@@ -24,6 +25,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+pub mod manifest;
+pub use manifest::{Manifest, MANIFEST_FILE};
 
 /// Version of the checkpoint layout; loading refuses other versions.
 pub const FORMAT_VERSION: u32 = 1;
@@ -91,6 +95,9 @@ pub struct Checkpoint {
     pub model: Model,
     /// None when loaded with `load_model`.
     pub optimizer: Option<AdamW>,
+    /// Whether the files were verified against their checksums (false: an older checkpoint
+    /// without `checksums.json`, loaded unverified).
+    pub verified: bool,
 }
 
 /// The directory name of the checkpoint at `step`.
@@ -108,6 +115,13 @@ fn f32_bytes(x: &[f32]) -> Vec<u8> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out
+}
+
+/// Writes `bytes` to `dir/rel`, fsync'ed, and records its checksum in `sums`.
+fn write_summed(dir: &Path, rel: &str, bytes: &[u8], sums: &mut Manifest) -> Result<()> {
+    write_synced(&dir.join(rel), bytes)?;
+    sums.add(rel, bytes);
+    Ok(())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -222,7 +236,8 @@ fn write_contents(
             )
         })
         .collect();
-    write_synced(&tmp.join(MODEL_FILE), &safetensors_bytes(model_tensors)?)?;
+    let mut sums = Manifest::default();
+    write_summed(tmp, MODEL_FILE, &safetensors_bytes(model_tensors)?, &mut sums)?;
     let mut opt_tensors = Vec::with_capacity(2 * specs.len());
     for s in specs {
         opt_tensors.push((
@@ -236,7 +251,7 @@ fn write_contents(
             f32_bytes(&optim.v[s.range()]),
         ));
     }
-    write_synced(&tmp.join(OPTIMIZER_FILE), &safetensors_bytes(opt_tensors)?)?;
+    write_summed(tmp, OPTIMIZER_FILE, &safetensors_bytes(opt_tensors)?, &mut sums)?;
     if let Some(src) = tokenizer_dir {
         let dst = tmp.join(TOKENIZER_DIR);
         fs::create_dir_all(&dst)?;
@@ -247,14 +262,17 @@ fn write_contents(
             if e.file_type()?.is_file() {
                 let data =
                     fs::read(e.path()).with_context(|| format!("cannot read {}", e.path().display()))?;
-                write_synced(&dst.join(e.file_name()), &data)?;
+                let rel = format!("{TOKENIZER_DIR}/{}", e.file_name().to_string_lossy());
+                write_summed(tmp, &rel, &data, &mut sums)?;
             }
         }
         sync_dir(&dst)?;
     }
-    // state.json last: a directory with it is complete (the rename makes that atomic anyway).
+    // state.json, then the checksums, last: a directory with them is complete (the rename makes
+    // that atomic anyway).
     let json = serde_json::to_vec_pretty(state)?;
-    write_synced(&tmp.join(STATE_FILE), &json)?;
+    write_summed(tmp, STATE_FILE, &json, &mut sums)?;
+    write_synced(&tmp.join(MANIFEST_FILE), &sums.to_json())?;
     sync_dir(tmp)?;
     Ok(())
 }
@@ -339,9 +357,24 @@ pub fn read_state(dir: &Path) -> Result<CheckpointState> {
     Ok(state)
 }
 
-/// Loads the model (and, if `with_optimizer`, the optimizer) of the checkpoint in `dir`, checking
-/// every tensor against the config in its `state.json`.
+/// Verifies the files of the checkpoint in `dir` against its `checksums.json`: Ok(true) when they
+/// match, Ok(false) for an older checkpoint without checksums, an error naming the damaged file.
+pub fn verify(dir: &Path) -> Result<bool> {
+    let damaged = || format!("checkpoint {} is damaged", dir.display());
+    match Manifest::read(dir).with_context(damaged)? {
+        Some(m) => {
+            m.verify(dir).with_context(damaged)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Loads the model (and, if `with_optimizer`, the optimizer) of the checkpoint in `dir`, after
+/// verifying every file's checksum ([`verify`]), checking every tensor against the config in its
+/// `state.json`.
 pub fn load(dir: &Path, with_optimizer: bool) -> Result<Checkpoint> {
+    let verified = verify(dir)?;
     let state = read_state(dir)?;
     let mut model = Model::zeros(state.model.clone())
         .with_context(|| format!("{}: cannot build the model", dir.display()))?;
@@ -376,6 +409,7 @@ pub fn load(dir: &Path, with_optimizer: bool) -> Result<Checkpoint> {
         state,
         model,
         optimizer,
+        verified,
     })
 }
 
