@@ -8,6 +8,7 @@ use crate::config::{layout, Precision, RMSNORM_EPS};
 use crate::model::Model;
 use crate::ops;
 use crate::{Ffn, NnError, Norm, Result};
+use rayon::prelude::*;
 
 /// The scratch and the bf16 weight snapshot of batched decode steps for one model.
 pub struct BatchDecoder {
@@ -149,31 +150,28 @@ impl BatchDecoder {
             (&mut self.v[..], r.wv),
         ];
         ops::project_batch(&self.a, n, jobs, p, bf16);
-        for (b, cache) in caches.iter_mut().enumerate() {
-            let (pos, max_len) = (cache.len, cache.max_len);
-            let row = b * d..(b + 1) * d;
-            if let Some(rope) = cache.rope.as_ref() {
-                ops::rope_forward(&mut self.q[row.clone()], &[pos], h, rope);
-                ops::rope_forward(&mut self.k[row.clone()], &[pos], h, rope);
-            }
-            let layer = l * max_len * d..(l + 1) * max_len * d;
-            let kt = &mut cache.k_t[layer.clone()];
-            ops::store_keys_transposed(kt, &self.k[row.clone()], 1, 1, pos, max_len, d);
-            cache.k[layer.clone()][pos * d..(pos + 1) * d].copy_from_slice(&self.k[row.clone()]);
-            cache.v[layer.clone()][pos * d..(pos + 1) * d].copy_from_slice(&self.v[row.clone()]);
-            let (kt, vc) = (&cache.k_t[layer.clone()], &cache.v[layer]);
-            ops::attention_decode(
-                &mut self.atty[row.clone()],
-                &self.q[row],
-                kt,
-                vc,
-                1,
-                pos + 1,
-                max_len,
-                h,
-                dh,
-            );
-        }
+        // Each sequence's RoPE, key store and attention over its own cache, the sequences in
+        // parallel (every operation is deterministic whatever the thread count).
+        let rows = self
+            .q
+            .par_chunks_mut(d)
+            .zip(self.k.par_chunks_mut(d))
+            .zip(self.v.par_chunks(d))
+            .zip(self.atty.par_chunks_mut(d));
+        rows.zip(caches.par_iter_mut())
+            .for_each(|((((q, k), v), atty), cache)| {
+                let (pos, max_len) = (cache.len, cache.max_len);
+                if let Some(rope) = cache.rope.as_ref() {
+                    ops::rope_forward(q, &[pos], h, rope);
+                    ops::rope_forward(k, &[pos], h, rope);
+                }
+                let layer = l * max_len * d..(l + 1) * max_len * d;
+                ops::store_keys_transposed(&mut cache.k_t[layer.clone()], k, 1, 1, pos, max_len, d);
+                cache.k[layer.clone()][pos * d..(pos + 1) * d].copy_from_slice(k);
+                cache.v[layer.clone()][pos * d..(pos + 1) * d].copy_from_slice(v);
+                let (kt, vc) = (&cache.k_t[layer.clone()], &cache.v[layer]);
+                ops::attention_decode(atty, q, kt, vc, 1, pos + 1, max_len, h, dh);
+            });
         ops::project_batch(&self.atty, n, &mut [(&mut self.tmp[..], r.wo)], p, bf16);
         ops::add_inplace(&mut self.x, &self.tmp);
         if post {
