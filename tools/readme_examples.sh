@@ -71,6 +71,19 @@ print(tok.decode(model.generate(**tok("Once upon a time", return_tensors="pt"), 
 else
     echo "(transformers not installed: skipped the Python example of \"Use your model elsewhere\")"
 fi
+# serve it (README "Serve your model"): a completion, a stream, then Ctrl-C drains and exits 0
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$ferrolm" serve --checkpoint runs/a --port "$port" &
+server=$!
+for _ in $(seq 100); do curl -sf "localhost:$port/health" > /dev/null && break; sleep 0.2; done
+curl -sf "localhost:$port/v1/completions" -H 'Content-Type: application/json' \
+    -d '{"prompt": "Once upon a time", "max_tokens": 64, "temperature": 0.8, "top_p": 0.9, "seed": 1}' \
+    | grep -q '"finish_reason"' || { echo "serve: no completion" >&2; exit 1; }
+curl -sfN "localhost:$port/v1/completions" -H 'Content-Type: application/json' \
+    -d '{"prompt": "Once upon a time", "max_tokens": 64, "stream": true}' \
+    | grep -q '^data: \[DONE\]' || { echo "serve: no [DONE]" >&2; exit 1; }
+kill -INT "$server"
+wait "$server"
 # the per-kernel breakdown of a (very short) benchmark step
 "$ferrolm" --threads 2 bench train --preset tiny --batch 1 --seq 16 --steps 2 --warmup 1 --breakdown > bench.txt
 grep -q "fwd matmul head" bench.txt && grep -q "AdamW" bench.txt || { cat bench.txt; echo "no breakdown" >&2; exit 1; }

@@ -10,6 +10,7 @@ mod cmd_generate;
 mod cmd_import;
 mod cmd_quickstart;
 mod cmd_runs;
+mod cmd_serve;
 mod cmd_tokenizer;
 mod cmd_train;
 mod errors;
@@ -47,6 +48,8 @@ enum Command {
     Import(cmd_import::Args),
     /// List the runs under a directory (state, steps, losses, size), or overlay their loss curves.
     Runs(cmd_runs::Args),
+    /// Serve a checkpoint with the OpenAI completions API over HTTP (continuous batching).
+    Serve(cmd_serve::Args),
     /// Benchmarks that print throughput figures.
     #[command(subcommand)]
     Bench(cmd_bench::Command),
@@ -107,6 +110,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Export(a) => cmd_export::run(a),
         Command::Import(a) => cmd_import::run(a),
         Command::Runs(a) => cmd_runs::run(a),
+        Command::Serve(a) => cmd_serve::run(a),
         Command::Bench(c) => cmd_bench::run(c),
     }
 }

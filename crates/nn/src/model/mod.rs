@@ -11,7 +11,7 @@ mod infer;
 
 pub use crate::config::RMSNORM_EPS;
 pub use forward_backward::Activations;
-pub use infer::{Bf16Weights, KvCache};
+pub use infer::{BatchDecoder, Bf16Weights, KvCache};
 
 use crate::config::Precision;
 use crate::{ModelConfig, NnError, ParamSpec, Result, Rng};

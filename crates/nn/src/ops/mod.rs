@@ -30,6 +30,9 @@
 //!   or bf16, the GEMM for more), `store_keys_transposed` + `attention_decode` (one query per
 //!   sequence over the KV cache), `attention_forward_cached` (a prompt over the cache),
 //!   `rmsnorm_forward`, `rope_forward`, `swiglu_forward`, `silu_forward`, `add_inplace`;
+//! - `project_batch`: linear layers over the positions of several sequences decoded together
+//!   (continuous batching, `model::BatchDecoder`), one pass over each weight for all rows, every
+//!   row bitwise `project_rows` of that row alone;
 //! - the batch-1 decode step as one call: `DecodeState` (the backend's per-cache plan and
 //!   scratch; on a GPU: its streams/graphs), `decode_step` (appends one token to the cache and
 //!   writes the logits, returning their argmax: the LM head's argmax comes with the step),
@@ -55,6 +58,7 @@ pub use crate::cpu::attention::{
 pub use crate::cpu::cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
 pub use crate::cpu::decode::attention::{attention_decode, store_keys_transposed};
 pub use crate::cpu::decode::project::{project_rows, to_bf16};
+pub use crate::cpu::decode::project_batch::project_batch;
 pub use crate::cpu::decode::step::{decode_step, supported as decode_step_supported, CacheRefs, DecodeState};
 pub use crate::cpu::embedding::{embedding_backward, embedding_forward};
 pub use crate::cpu::gemm::matmul::{

@@ -5,4 +5,5 @@
 pub mod attention;
 pub mod phased;
 pub mod project;
+pub mod project_batch;
 pub mod step;

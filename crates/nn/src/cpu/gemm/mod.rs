@@ -13,6 +13,7 @@ pub mod dpbf16;
 pub mod f32;
 pub mod f32_amx;
 pub mod gemv;
+pub mod gemv_batch;
 pub mod matmul;
 pub mod pack_bf16;
 pub mod transpose;

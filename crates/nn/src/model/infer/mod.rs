@@ -1,5 +1,9 @@
 //! Incremental inference with a key/value cache, for generation.
 
+mod batch;
+
+pub use batch::BatchDecoder;
+
 use super::Model;
 use crate::config::{layout, Precision, RMSNORM_EPS};
 use crate::ops::{self, CacheRefs, DecodeState, RopeTable};

@@ -1,0 +1,261 @@
+//! Matrix-vector products of several independent positions at once (continuous-batching decode):
+//! each weight row is read once per call and multiplied with all B inputs, instead of B separate
+//! `gemv` passes that stream the weights B times. Every output is bitwise the `gemv::gemv_rows`
+//! result for its row (the same 16-lane FMA order over k, the same masked tail, the same final
+//! reduction), so a sequence decoded in a batch gives exactly the logits it gets alone.
+
+use super::gemv::{gemv_rows, Weights, PARALLEL_MIN_ELEMS};
+use crate::cpu::simd;
+use rayon::prelude::*;
+
+/// Batch rows handled per pass over a weight row (accumulators kept in registers).
+const ROWS_PER_PASS: usize = 8;
+
+/// For each `(out, w)` job: `out (B, d_out) = xs (B, k) · wᵀ` with w (d_out, k) row-major, every
+/// weight row read once for the B rows of `xs`. The output rows of all jobs together are split
+/// into one contiguous block per thread. Overwrites the outs.
+pub fn gemv_batch(xs: &[f32], batch: usize, jobs: &mut [(&mut [f32], Weights<'_>)]) {
+    assert!(
+        batch > 0 && xs.len().is_multiple_of(batch),
+        "gemv_batch: xs is not (batch, k)"
+    );
+    let k = xs.len() / batch;
+    for (o, w) in jobs.iter() {
+        assert_eq!(o.len() % batch, 0, "gemv_batch: out is not (batch, d_out)");
+        assert_eq!(
+            w.len(),
+            o.len() / batch * k,
+            "gemv_batch: weight is not (d_out, k)"
+        );
+    }
+    if k == 0 {
+        jobs.iter_mut().for_each(|(o, _)| o.fill(0.0));
+        return;
+    }
+    let rows: usize = jobs.iter().map(|(o, _)| o.len() / batch).sum();
+    let threads = rayon::current_num_threads();
+    // Tasks: (job, first weight row, row count); each fills a (count, batch) block, scattered
+    // into the outs afterwards.
+    let per = if threads <= 1 || rows * k < PARALLEL_MIN_ELEMS {
+        rows.max(1)
+    } else {
+        rows.div_ceil(threads).div_ceil(16) * 16
+    };
+    let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+    for (j, (o, _)) in jobs.iter().enumerate() {
+        let d_out = o.len() / batch;
+        let mut r = 0;
+        while r < d_out {
+            let take = per.min(d_out - r);
+            tasks.push((j, r, take));
+            r += take;
+        }
+    }
+    let ws: Vec<Weights<'_>> = jobs.iter().map(|(_, w)| *w).collect();
+    let blocks: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .with_max_len(1)
+        .map(|&(j, r0, count)| {
+            let mut block = vec![0.0f32; count * batch];
+            let w = slice_rows(ws[j], r0 * k, count * k);
+            rows_block(&mut block, w, xs, batch, k);
+            block
+        })
+        .collect();
+    for (&(j, r0, count), block) in tasks.iter().zip(&blocks) {
+        let out = &mut jobs[j].0;
+        let d_out = out.len() / batch;
+        for (i, vals) in block.chunks_exact(batch).enumerate().take(count) {
+            for (b, &v) in vals.iter().enumerate() {
+                out[b * d_out + r0 + i] = v;
+            }
+        }
+    }
+}
+
+fn slice_rows(w: Weights<'_>, start: usize, len: usize) -> Weights<'_> {
+    match w {
+        Weights::F32(w) => Weights::F32(&w[start..start + len]),
+        Weights::Bf16(w) => Weights::Bf16(&w[start..start + len]),
+    }
+}
+
+/// `block[o·batch + b] = w[o] · xs[b]` for the w.len()/k rows of w.
+fn rows_block(block: &mut [f32], w: Weights<'_>, xs: &[f32], batch: usize, k: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if simd::avx512_bw_vl() {
+        match w {
+            // SAFETY: the CPU has AVX-512F/BW/VL (checked above); w holds block.len()/batch rows
+            // of k values and xs batch rows of k (asserted by the caller), the bounds the kernel
+            // relies on.
+            Weights::F32(w) => unsafe { avx512::block_f32(block, w, xs, batch, k) },
+            // SAFETY: as above.
+            Weights::Bf16(w) => unsafe { avx512::block_bf16(block, w, xs, batch, k) },
+        }
+        return;
+    }
+    // Portable: the gemv of each row (the same code `gemv_rows` runs).
+    let n = block.len() / batch;
+    let mut col = vec![0.0f32; n];
+    for (b, x) in xs.chunks_exact(k).enumerate() {
+        gemv_rows(&mut col, w, x);
+        for (o, &v) in col.iter().enumerate() {
+            block[o * batch + b] = v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::ROWS_PER_PASS;
+    use std::arch::x86_64::*;
+
+    /// Loads 16 bf16 values (masked) and widens them to f32, as `gemv`'s kernel does.
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u16, mask: __mmask16) -> __m512 {
+        let h = _mm256_maskz_loadu_epi16(mask, p as *const i16);
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    }
+
+    #[inline(always)]
+    unsafe fn load_f32(p: *const f32, mask: __mmask16) -> __m512 {
+        _mm512_maskz_loadu_ps(mask, p)
+    }
+
+    /// Defines `$name(block, w, xs, batch, k)`: block[o·batch + b] = Σ_i w[o·k + i]·xs[b·k + i],
+    /// two weight rows by up to ROWS_PER_PASS batch rows per pass (16 accumulators in
+    /// registers: 2 weight and 8 input loads per 16 FMAs); each sum in `gemv`'s order.
+    macro_rules! block_kernel {
+        ($name:ident, $pass:ident, $t:ty, $load:ident) => {
+            /// R weight rows from `o` times M batch rows from `b0`.
+            ///
+            /// # Safety
+            /// As `$name`, with o + R ≤ n and b0 + M ≤ batch.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+            unsafe fn $pass<const R: usize, const M: usize>(
+                block: &mut [f32],
+                wp: *const $t,
+                xp: *const f32,
+                (batch, k): (usize, usize),
+                (o, b0): (usize, usize),
+            ) {
+                let full = k / 16 * 16;
+                let tail: __mmask16 = ((1u32 << (k - full)) - 1) as __mmask16;
+                let all: __mmask16 = 0xffff;
+                let mut acc = [[_mm512_setzero_ps(); M]; R];
+                let mut wv = [_mm512_setzero_ps(); R];
+                // SAFETY: rows o..o+R < n and b0..b0+M < batch, offsets i < k: every address is
+                // inside w (n·k) or xs (batch·k); tail loads are masked to the valid elements.
+                let mut i = 0;
+                while i < full {
+                    for r in 0..R {
+                        wv[r] = $load(wp.add((o + r) * k + i), all);
+                    }
+                    for j in 0..M {
+                        let xv = _mm512_loadu_ps(xp.add((b0 + j) * k + i));
+                        for r in 0..R {
+                            acc[r][j] = _mm512_fmadd_ps(wv[r], xv, acc[r][j]);
+                        }
+                    }
+                    i += 16;
+                }
+                if tail != 0 {
+                    for r in 0..R {
+                        wv[r] = $load(wp.add((o + r) * k + full), tail);
+                    }
+                    for j in 0..M {
+                        let xv = _mm512_maskz_loadu_ps(tail, xp.add((b0 + j) * k + full));
+                        for r in 0..R {
+                            acc[r][j] = _mm512_fmadd_ps(wv[r], xv, acc[r][j]);
+                        }
+                    }
+                }
+                for r in 0..R {
+                    for j in 0..M {
+                        block[(o + r) * batch + b0 + j] = _mm512_reduce_add_ps(acc[r][j]);
+                    }
+                }
+            }
+
+            /// # Safety
+            /// The CPU must have AVX-512F/BW/VL; `w.len() >= n·k` and `xs.len() >= batch·k` with
+            /// n = block.len() / batch.
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+            pub(super) unsafe fn $name(block: &mut [f32], w: &[$t], xs: &[f32], batch: usize, k: usize) {
+                let n = block.len() / batch;
+                assert!(w.len() >= n * k && xs.len() >= batch * k);
+                let (xp, wp) = (xs.as_ptr(), w.as_ptr());
+                let dims = (batch, k);
+                let mut o = 0;
+                while o < n {
+                    let pair = n - o >= 2;
+                    let mut b0 = 0;
+                    while b0 < batch {
+                        let m = ROWS_PER_PASS.min(batch - b0);
+                        let at = (o, b0);
+                        // SAFETY: o + R ≤ n and b0 + m ≤ batch, as $pass requires.
+                        match (pair, m) {
+                            (true, 1) => $pass::<2, 1>(block, wp, xp, dims, at),
+                            (false, 1) => $pass::<1, 1>(block, wp, xp, dims, at),
+                            (true, 2) => $pass::<2, 2>(block, wp, xp, dims, at),
+                            (false, 2) => $pass::<1, 2>(block, wp, xp, dims, at),
+                            (true, 3) => $pass::<2, 3>(block, wp, xp, dims, at),
+                            (false, 3) => $pass::<1, 3>(block, wp, xp, dims, at),
+                            (true, 4) => $pass::<2, 4>(block, wp, xp, dims, at),
+                            (false, 4) => $pass::<1, 4>(block, wp, xp, dims, at),
+                            (true, 5) => $pass::<2, 5>(block, wp, xp, dims, at),
+                            (false, 5) => $pass::<1, 5>(block, wp, xp, dims, at),
+                            (true, 6) => $pass::<2, 6>(block, wp, xp, dims, at),
+                            (false, 6) => $pass::<1, 6>(block, wp, xp, dims, at),
+                            (true, 7) => $pass::<2, 7>(block, wp, xp, dims, at),
+                            (false, 7) => $pass::<1, 7>(block, wp, xp, dims, at),
+                            (true, 8) => $pass::<2, 8>(block, wp, xp, dims, at),
+                            (false, 8) => $pass::<1, 8>(block, wp, xp, dims, at),
+                            _ => unreachable!("m is 1..=ROWS_PER_PASS"),
+                        }
+                        b0 += m;
+                    }
+                    o += if pair { 2 } else { 1 };
+                }
+            }
+        };
+    }
+
+    block_kernel!(block_f32, pass_f32, f32, load_f32);
+    block_kernel!(block_bf16, pass_bf16, u16, load_bf16);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0) - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn batched_rows_are_bitwise_the_single_row_gemv() {
+        // Odd k (masked tail), batch sizes across the 8-row pass, f32 and bf16, enough rows to
+        // split across threads.
+        for &(batch, k, d_out) in &[(1, 5, 3), (3, 37, 70), (8, 64, 33), (11, 250, 300), (16, 96, 520)] {
+            let xs = data(batch * k, 1);
+            let w = data(d_out * k, 2);
+            let wb = super::super::gemv::to_bf16(&w);
+            for weights in [Weights::F32(&w), Weights::Bf16(&wb)] {
+                let mut out = vec![0.0f32; batch * d_out];
+                gemv_batch(&xs, batch, &mut [(&mut out, weights)]);
+                for b in 0..batch {
+                    let mut want = vec![0.0f32; d_out];
+                    gemv_rows(&mut want, weights, &xs[b * k..(b + 1) * k]);
+                    let got = &out[b * d_out..(b + 1) * d_out];
+                    assert!(
+                        got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "batch {batch} k {k} row {b}"
+                    );
+                }
+            }
+        }
+    }
+}

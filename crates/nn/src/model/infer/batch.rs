@@ -1,0 +1,280 @@
+//! Continuous-batching decode: one new token for each of several independent sequences (each
+//! with its own batch-1 `KvCache`, at its own position) through the model together, the linear
+//! layers as one pass over each weight for all rows (`ops::project_batch`). Each sequence's
+//! logits are bitwise those `forward_infer` gives it alone, so batching never changes the text.
+
+use super::{Bf16Weights, KvCache};
+use crate::config::{layout, Precision, RMSNORM_EPS};
+use crate::model::Model;
+use crate::ops;
+use crate::{Ffn, NnError, Norm, Result};
+use rayon::prelude::*;
+
+/// The scratch and the bf16 weight snapshot of batched decode steps for one model.
+pub struct BatchDecoder {
+    bf16: Option<Bf16Weights>,
+    x: Vec<f32>,
+    a: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    atty: Vec<f32>,
+    tmp: Vec<f32>,
+    rstd: Vec<f32>,
+    h1: Vec<f32>,
+    h3: Vec<f32>,
+    hg: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+impl BatchDecoder {
+    /// A decoder for `model` in `model.precision` (Bf16: a bf16 snapshot of its weights taken now;
+    /// build a new decoder after the parameters change).
+    pub fn new(model: &Model) -> BatchDecoder {
+        BatchDecoder {
+            bf16: (model.precision == Precision::Bf16).then(|| model.bf16_weights()),
+            x: Vec::new(),
+            a: Vec::new(),
+            q: Vec::new(),
+            k: Vec::new(),
+            v: Vec::new(),
+            atty: Vec::new(),
+            tmp: Vec::new(),
+            rstd: Vec::new(),
+            h1: Vec::new(),
+            h3: Vec::new(),
+            hg: Vec::new(),
+            logits: Vec::new(),
+        }
+    }
+
+    /// Appends `tokens[b]` to `caches[b]` (batch-1 caches, each at its own length, each with room
+    /// for one more position) and writes that sequence's next-token logits to `logits[b]`
+    /// (vocab values each).
+    pub fn step(
+        &mut self,
+        model: &Model,
+        caches: &mut [&mut KvCache],
+        tokens: &[u32],
+        logits: &mut [&mut [f32]],
+    ) -> Result<()> {
+        let c = &model.config;
+        let n = caches.len();
+        if n == 0 || tokens.len() != n || logits.len() != n {
+            return Err(NnError::Shape(format!(
+                "BatchDecoder::step: {} caches, {} tokens, {} logits",
+                n,
+                tokens.len(),
+                logits.len()
+            )));
+        }
+        for (cache, out) in caches.iter().zip(logits.iter()) {
+            let ok = cache.config == *c && cache.batch == 1 && out.len() == c.vocab_size;
+            if !ok || cache.len + 1 > cache.max_len.min(c.context_length) {
+                return Err(NnError::Shape(
+                    "BatchDecoder::step: a cache of another config, batch > 1, full, or logits not vocab long"
+                        .into(),
+                ));
+            }
+        }
+        model.check_ids(tokens, false)?;
+        let (d, f) = (c.d_model, c.d_ff);
+        for buf in [
+            &mut self.x,
+            &mut self.a,
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.atty,
+            &mut self.tmp,
+        ] {
+            buf.resize(n * d, 0.0);
+        }
+        for buf in [&mut self.h1, &mut self.h3, &mut self.hg] {
+            buf.resize(n * f, 0.0);
+        }
+        self.rstd.resize(n, 0.0);
+        let p = &model.params;
+        ops::embedding_forward(&mut self.x, tokens, &p[layout::embedding(c)], d);
+        for l in 0..c.n_layers {
+            self.layer(model, l, caches);
+        }
+        let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
+        ops::rmsnorm_forward(
+            &mut self.a,
+            &mut self.rstd,
+            &self.x,
+            &p[layout::ln_final(c)],
+            n,
+            d,
+            RMSNORM_EPS,
+        );
+        self.logits.resize(n * c.vocab_size, 0.0);
+        ops::project_batch(&self.a, n, &mut [(&mut self.logits, layout::lm_head(c))], p, bf16);
+        for (b, out) in logits.iter_mut().enumerate() {
+            out.copy_from_slice(&self.logits[b * c.vocab_size..(b + 1) * c.vocab_size]);
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+            cache.argmax = None;
+        }
+        Ok(())
+    }
+
+    /// One block on the n rows in `self.x` (updated in place), each row's key and value appended
+    /// to its own cache; the same operations, row by row, as `Model::infer_layer`.
+    fn layer(&mut self, model: &Model, l: usize, caches: &mut [&mut KvCache]) {
+        let c = &model.config;
+        let p = &model.params;
+        let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
+        let n = caches.len();
+        let (d, h, dh) = (c.d_model, c.n_heads, c.d_head());
+        let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
+        let r = layout::layer(c, l);
+        if pre {
+            ops::rmsnorm_forward(
+                &mut self.a,
+                &mut self.rstd,
+                &self.x,
+                &p[r.ln1.clone()],
+                n,
+                d,
+                RMSNORM_EPS,
+            );
+        } else {
+            self.a.copy_from_slice(&self.x);
+        }
+        let jobs = &mut [
+            (&mut self.q[..], r.wq),
+            (&mut self.k[..], r.wk),
+            (&mut self.v[..], r.wv),
+        ];
+        ops::project_batch(&self.a, n, jobs, p, bf16);
+        // Each sequence's RoPE, key store and attention over its own cache, the sequences in
+        // parallel (every operation is deterministic whatever the thread count).
+        let rows = self
+            .q
+            .par_chunks_mut(d)
+            .zip(self.k.par_chunks_mut(d))
+            .zip(self.v.par_chunks(d))
+            .zip(self.atty.par_chunks_mut(d));
+        rows.zip(caches.par_iter_mut())
+            .for_each(|((((q, k), v), atty), cache)| {
+                let (pos, max_len) = (cache.len, cache.max_len);
+                if let Some(rope) = cache.rope.as_ref() {
+                    ops::rope_forward(q, &[pos], h, rope);
+                    ops::rope_forward(k, &[pos], h, rope);
+                }
+                let layer = l * max_len * d..(l + 1) * max_len * d;
+                ops::store_keys_transposed(&mut cache.k_t[layer.clone()], k, 1, 1, pos, max_len, d);
+                cache.k[layer.clone()][pos * d..(pos + 1) * d].copy_from_slice(k);
+                cache.v[layer.clone()][pos * d..(pos + 1) * d].copy_from_slice(v);
+                let (kt, vc) = (&cache.k_t[layer.clone()], &cache.v[layer]);
+                ops::attention_decode(atty, q, kt, vc, 1, pos + 1, max_len, h, dh);
+            });
+        ops::project_batch(&self.atty, n, &mut [(&mut self.tmp[..], r.wo)], p, bf16);
+        ops::add_inplace(&mut self.x, &self.tmp);
+        if post {
+            self.a.copy_from_slice(&self.x);
+            ops::rmsnorm_forward(&mut self.x, &mut self.rstd, &self.a, &p[r.ln1], n, d, RMSNORM_EPS);
+        }
+        if pre {
+            ops::rmsnorm_forward(
+                &mut self.a,
+                &mut self.rstd,
+                &self.x,
+                &p[r.ln2.clone()],
+                n,
+                d,
+                RMSNORM_EPS,
+            );
+        } else {
+            self.a.copy_from_slice(&self.x);
+        }
+        if c.ffn == Ffn::Swiglu {
+            let jobs = &mut [(&mut self.h1[..], r.w1), (&mut self.h3[..], r.w3)];
+            ops::project_batch(&self.a, n, jobs, p, bf16);
+            ops::swiglu_forward(&mut self.hg, &self.h1, &self.h3);
+        } else {
+            ops::project_batch(&self.a, n, &mut [(&mut self.h1[..], r.w1)], p, bf16);
+            ops::silu_forward(&mut self.hg, &self.h1);
+        }
+        ops::project_batch(&self.hg, n, &mut [(&mut self.tmp[..], r.w2)], p, bf16);
+        ops::add_inplace(&mut self.x, &self.tmp);
+        if post {
+            self.a.copy_from_slice(&self.x);
+            ops::rmsnorm_forward(&mut self.x, &mut self.rstd, &self.a, &p[r.ln2], n, d, RMSNORM_EPS);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ModelConfig, Position};
+
+    /// Sequences of different lengths decoded together give bitwise the logits each gets alone
+    /// through `forward_infer` (f32 and bf16; RoPE, pre-norm, SwiGLU and no positions, post-norm, SiLU).
+    #[test]
+    fn batched_step_is_bitwise_each_sequence_alone() {
+        let base = ModelConfig {
+            vocab_size: 97,
+            context_length: 24,
+            d_model: 48,
+            n_layers: 2,
+            n_heads: 3,
+            d_ff: 72,
+            ..ModelConfig::tiny()
+        };
+        let variants = [
+            base.clone(),
+            ModelConfig {
+                position: Position::None,
+                norm: Norm::Post,
+                ffn: Ffn::Silu,
+                ..base
+            },
+        ];
+        for c in variants {
+            for precision in [Precision::F32, Precision::Bf16] {
+                let mut model = Model::new(c.clone(), 7).unwrap();
+                model.precision = precision;
+                let prompts: Vec<Vec<u32>> = (1..=5)
+                    .map(|len| (0..len).map(|i| (i * 13 + len) % 97).collect())
+                    .collect();
+                let (mut alone, mut batched) = (Vec::new(), Vec::new());
+                let mut logits = vec![vec![0.0f32; 97]; prompts.len()];
+                for pr in &prompts {
+                    let mut ca = KvCache::new(&c, 1, c.context_length);
+                    let mut cb = KvCache::new(&c, 1, c.context_length);
+                    model.forward_infer(&mut ca, pr, &mut logits[0]).unwrap();
+                    model.forward_infer(&mut cb, pr, &mut logits[0]).unwrap();
+                    alone.push(ca);
+                    batched.push(cb);
+                }
+                let mut dec = BatchDecoder::new(&model);
+                for step in 0..6u32 {
+                    let tokens: Vec<u32> = (0..prompts.len() as u32)
+                        .map(|b| (b * 11 + step * 5) % 97)
+                        .collect();
+                    let mut want = vec![vec![0.0f32; 97]; prompts.len()];
+                    for (b, cache) in alone.iter_mut().enumerate() {
+                        model
+                            .forward_infer(cache, &tokens[b..b + 1], &mut want[b])
+                            .unwrap();
+                    }
+                    let mut caches: Vec<&mut KvCache> = batched.iter_mut().collect();
+                    let mut outs: Vec<&mut [f32]> = logits.iter_mut().map(|v| &mut v[..]).collect();
+                    dec.step(&model, &mut caches, &tokens, &mut outs).unwrap();
+                    for b in 0..prompts.len() {
+                        let same = logits[b]
+                            .iter()
+                            .zip(&want[b])
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(same, "{precision:?} {:?} step {step} sequence {b}", c.position);
+                    }
+                }
+            }
+        }
+    }
+}
