@@ -4,7 +4,7 @@ use anyhow::Result;
 use ferrolm_train::checkpoint;
 use ferrolm_train::data::TokenFile;
 use ferrolm_train::evaluate;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Mean cross-entropy loss (nats per token) and perplexity of a checkpoint on a .npy token file,
 /// over non-overlapping windows of the model's context length.
@@ -32,14 +32,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let dir = checkpoint::resolve(&args.checkpoint)?;
-    let ck = checkpoint::load_model(&dir)?;
-    if !ck.verified {
-        eprintln!(
-            "note: checkpoint {} has no checksums (saved by an older ferrolm): loaded without verifying its files",
-            dir.display()
-        );
-    }
+    let (dir, ck) = load_checkpoint(&args.checkpoint)?;
     let tokens = TokenFile::open(&args.data)?;
     let seq = args.seq_len.unwrap_or(ck.model.config.context_length);
     let r = evaluate(&ck.model, &tokens, args.batch_size.max(1), seq, args.max_windows)?;
@@ -65,4 +58,18 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The checkpoint `arg` names (a checkpoint directory, or a run directory: its latest one) and
+/// its directory, the model loaded; a note on stderr when it has no checksums to verify.
+pub fn load_checkpoint(arg: &Path) -> Result<(PathBuf, checkpoint::Checkpoint)> {
+    let dir = checkpoint::resolve(arg)?;
+    let ck = checkpoint::load_model(&dir)?;
+    if !ck.verified {
+        eprintln!(
+            "note: checkpoint {} has no checksums (saved by an older ferrolm): loaded without verifying its files",
+            dir.display()
+        );
+    }
+    Ok((dir, ck))
 }

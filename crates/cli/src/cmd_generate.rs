@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result};
 use ferrolm_nn::Precision;
-use ferrolm_train::checkpoint;
 use ferrolm_train::generate::{checkpoint_tokenizer, generate_text, prompt_tokens_kept, GenerateConfig};
 use std::io::Write;
 use std::path::PathBuf;
@@ -55,14 +54,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     // Bad flags fail before anything is loaded or printed.
     cfg.validate().map_err(|e| anyhow::anyhow!("--{e}"))?;
-    let dir = checkpoint::resolve(&args.checkpoint)?;
-    let ck = checkpoint::load_model(&dir)?;
-    if !ck.verified {
-        eprintln!(
-            "note: checkpoint {} has no checksums (saved by an older ferrolm): loaded without verifying its files",
-            dir.display()
-        );
-    }
+    let (dir, ck) = crate::cmd_eval::load_checkpoint(&args.checkpoint)?;
     let tok = match &args.tokenizer {
         Some(t) => {
             ferrolm_tokenizer::Tokenizer::from_dir(t).map_err(|e| anyhow::anyhow!("{}: {e}", t.display()))?

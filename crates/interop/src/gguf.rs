@@ -9,7 +9,7 @@
 
 use crate::dtype::{DType, Q8_0_BLOCK};
 use crate::hf_export::{check_fresh_file, eos_token, load_source, tmp_path, ExportReport};
-use crate::llama::{tensor_names, RMS_NORM_EPS};
+use crate::llama::{spec_of, tensor_names, RMS_NORM_EPS};
 use anyhow::{bail, Context, Result};
 use ferrolm_nn::model::Model;
 use ferrolm_nn::ModelConfig;
@@ -273,11 +273,7 @@ pub fn gguf_tensors(model: &Model, dtype: DType) -> Result<Vec<TensorOut>> {
     tensor_names(&model.config)
         .into_par_iter()
         .map(|t| {
-            let spec = model
-                .specs
-                .iter()
-                .find(|s| s.name == t.ferrolm)
-                .with_context(|| format!("the model has no tensor {}", t.ferrolm))?;
+            let spec = spec_of(model, &t)?;
             let dims: Vec<u64> = spec.shape.iter().rev().map(|&d| d as u64).collect();
             let mut dt = if spec.shape.len() == 1 { DType::F32 } else { dtype };
             if dt == DType::Q8_0 && !dims[0].is_multiple_of(Q8_0_BLOCK as u64) {

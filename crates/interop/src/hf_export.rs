@@ -4,7 +4,7 @@
 //! `README.md` model card.
 
 use crate::dtype::DType;
-use crate::llama::{check_expressible, permute_to_half, tensor_names, Rows, RMS_NORM_EPS};
+use crate::llama::{check_expressible, permute_to_half, spec_of, tensor_names, Rows, RMS_NORM_EPS};
 use anyhow::{bail, Context, Result};
 use ferrolm_nn::model::Model;
 use ferrolm_nn::ModelConfig;
@@ -167,11 +167,7 @@ pub fn hf_tensors(model: &Model, dtype: DType) -> Result<Vec<EncodedTensor>> {
     tensor_names(c)
         .into_par_iter()
         .map(|t| {
-            let spec = model
-                .specs
-                .iter()
-                .find(|s| s.name == t.ferrolm)
-                .with_context(|| format!("the model has no tensor {}", t.ferrolm))?;
+            let spec = spec_of(model, &t)?;
             let w = &model.params[spec.range()];
             let bytes = match t.rows {
                 Rows::Same => dtype.encode(w)?,

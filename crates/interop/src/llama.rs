@@ -8,8 +8,9 @@
 //! transformers' `convert_llama_weights_to_hf.py` does with
 //! `w.view(n_heads, d_head/2, 2, d_in).transpose(1, 2)`.
 
-use anyhow::{bail, Result};
-use ferrolm_nn::{Ffn, ModelConfig, Norm, Position};
+use anyhow::{bail, Context, Result};
+use ferrolm_nn::model::Model;
+use ferrolm_nn::{Ffn, ModelConfig, Norm, ParamSpec, Position};
 
 /// RMSNorm epsilon of every ferrolm model (HF's `rms_norm_eps`, GGUF's
 /// `llama.attention.layer_norm_rms_epsilon`).
@@ -109,6 +110,16 @@ pub fn tensor_names(c: &ModelConfig) -> Vec<TensorName> {
         Rows::Same,
     ));
     out
+}
+
+/// The spec (shape and place in `model.params`) of `model`'s tensor named `t.ferrolm`, or an
+/// error naming it.
+pub fn spec_of<'m>(model: &'m Model, t: &TensorName) -> Result<&'m ParamSpec> {
+    model
+        .specs
+        .iter()
+        .find(|s| s.name == t.ferrolm)
+        .with_context(|| format!("the model has no tensor {}", t.ferrolm))
 }
 
 /// Interleaved-pair rows (ferrolm) → half-split rows (HF) of a q or k projection `w`

@@ -6,19 +6,12 @@
 
 use ferrolm_nn::ops::*;
 use ferrolm_nn::ModelConfig;
-use std::time::Instant;
 
+mod common;
+
+/// The median of `reps` calls of `f` in seconds, printed with `name` and the GFLOP/s of `flops`.
 fn time(name: &str, flops: f64, reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut ts: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t0 = Instant::now();
-            f();
-            t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    ts.sort_by(f64::total_cmp);
-    let t = ts[reps / 2];
+    let t = common::median(reps, &mut f);
     println!("{name:<34} {:>9.2} ms {:>8.1} GFLOP/s", t * 1e3, flops / t / 1e9);
     t
 }

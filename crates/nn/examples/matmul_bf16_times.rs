@@ -6,20 +6,9 @@ use ferrolm_nn::cpu::gemm::bf16::gemm_bf16;
 use ferrolm_nn::cpu::gemm::f32::gemm_strided;
 use ferrolm_nn::cpu::gemm::f32_amx::gemm_f32_amx;
 use ferrolm_nn::ModelConfig;
-use std::time::Instant;
 
-fn median(reps: usize, f: &mut dyn FnMut()) -> f64 {
-    f();
-    let mut ts: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t0 = Instant::now();
-            f();
-            t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    ts.sort_by(f64::total_cmp);
-    ts[reps / 2]
-}
+mod common;
+use common::median;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

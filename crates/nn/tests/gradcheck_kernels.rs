@@ -17,6 +17,12 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// Asserts the kernel gradient `got` matches central differences of the f64 loss `loss` at `x`
+/// (relative error within `BWD`).
+fn assert_grad(what: &str, got: &[f32], x: &[f64], loss: impl FnMut(&[f64]) -> f64) {
+    assert_close(what, got, &numeric_grad(x, H, loss), BWD, 1e-3);
+}
+
 #[test]
 fn matmul() {
     let (n, d_in, d_out) = (5, 7, 6);
@@ -378,31 +384,13 @@ fn swiglu_and_silu() {
     assert_close("swiglu y", &y, &sw(&a, &b), FWD, 1e-3);
     let (mut da, mut db) = (vec![0.0; n], vec![0.0; n]);
     swiglu_backward(&mut da, &mut db, &to32(&dy), &to32(&a), &to32(&b));
-    assert_close(
-        "swiglu dh1",
-        &da,
-        &numeric_grad(&a, H, |a| dot(&dy, &sw(a, &b))),
-        BWD,
-        1e-3,
-    );
-    assert_close(
-        "swiglu dh3",
-        &db,
-        &numeric_grad(&b, H, |b| dot(&dy, &sw(&a, b))),
-        BWD,
-        1e-3,
-    );
+    assert_grad("swiglu dh1", &da, &a, |a| dot(&dy, &sw(a, &b)));
+    assert_grad("swiglu dh3", &db, &b, |b| dot(&dy, &sw(&a, b)));
     let si = |a: &[f64]| -> Vec<f64> { a.iter().map(|&x| silu(x)).collect() };
     silu_forward(&mut y, &to32(&a));
     assert_close("silu y", &y, &si(&a), FWD, 1e-3);
     silu_backward(&mut da, &to32(&dy), &to32(&a));
-    assert_close(
-        "silu dx",
-        &da,
-        &numeric_grad(&a, H, |a| dot(&dy, &si(a))),
-        BWD,
-        1e-3,
-    );
+    assert_grad("silu dx", &da, &a, |a| dot(&dy, &si(a)));
 }
 
 #[test]
@@ -421,13 +409,7 @@ fn embedding() {
     assert_close("embedding y", &y, &lookup(&to64(&to32(&table))), 0.0, 1e-3);
     let mut dt = vec![0.0; vocab * d];
     embedding_backward(&mut dt, &to32(&dy), &ids, d);
-    assert_close(
-        "embedding dtable",
-        &dt,
-        &numeric_grad(&table, H, |t| dot(&dy, &lookup(t))),
-        BWD,
-        1e-3,
-    );
+    assert_grad("embedding dtable", &dt, &table, |t| dot(&dy, &lookup(t)));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 mod common;
 
 use ferrolm_train::budget::UNFIXED;
-use ferrolm_train::{checkpoint, metrics, train, Resume, TrainConfig, TrainOptions};
+use ferrolm_train::{checkpoint, metrics, train, TrainConfig, TrainOptions};
 use std::path::Path;
 
 fn params(run_dir: &Path) -> (u64, Vec<u32>, Vec<u32>) {
@@ -74,14 +74,7 @@ fn a_timed_run_is_the_run_of_its_estimated_steps_and_resumes_exactly() {
     .unwrap();
     assert!(first.interrupted && first.step == 4);
     let nc = fixed_steps(&c.run.dir);
-    let resumed = train(
-        &c,
-        &TrainOptions {
-            resume: Resume::Latest,
-            ..TrainOptions::default()
-        },
-    )
-    .unwrap();
+    let resumed = common::resume_latest(&c).unwrap();
     assert_eq!(resumed.step, nc);
     let mut e = timed(&d.path().join("e"), 0.0);
     e.run.max_steps = nc;
@@ -91,17 +84,7 @@ fn a_timed_run_is_the_run_of_its_estimated_steps_and_resumes_exactly() {
     // A different budget on resume would change the schedule: refused.
     let mut other = c.clone();
     other.run.max_minutes = 0.5;
-    let err = format!(
-        "{:#}",
-        train(
-            &other,
-            &TrainOptions {
-                resume: Resume::Latest,
-                ..TrainOptions::default()
-            }
-        )
-        .unwrap_err()
-    );
+    let err = format!("{:#}", common::resume_latest(&other).unwrap_err());
     assert!(
         err.contains("run.max_minutes = 0.01") && err.contains("run.max_minutes = 0.5"),
         "{err}"

@@ -6,6 +6,15 @@ use ferrolm_train::config::is_fixed_on_resume;
 use ferrolm_train::data::Sampling;
 use ferrolm_train::TrainConfig;
 
+/// What `preset = "small"` with `n_layers = 2` gives (vocab_size 0: taken from the tokenizer).
+fn small_with_2_layers() -> ModelConfig {
+    ModelConfig {
+        n_layers: 2,
+        vocab_size: 0,
+        ..ModelConfig::small()
+    }
+}
+
 #[test]
 fn printed_defaults_parse_back_to_the_defaults() {
     let text = TrainConfig::default().to_toml();
@@ -31,14 +40,7 @@ fn printed_defaults_parse_back_to_the_defaults() {
 fn partial_files_take_defaults_and_presets_and_unknown_keys_are_errors() {
     let c = TrainConfig::from_toml("[model]\npreset = \"small\"\nn_layers = 2\n[optimizer]\nlr = 3e-4\n")
         .unwrap();
-    assert_eq!(
-        c.model,
-        ModelConfig {
-            n_layers: 2,
-            vocab_size: 0,
-            ..ModelConfig::small()
-        }
-    );
+    assert_eq!(c.model, small_with_2_layers());
     assert_eq!(c.optimizer.lr, 3e-4);
     assert_eq!(c.data, TrainConfig::default().data);
 
@@ -89,14 +91,7 @@ fn set_overrides_typed_values_and_rejects_unknown_keys() {
     assert_eq!(c.data.sampling, Sampling::Sequential);
     assert_eq!(c.data.train.to_str(), Some("/tmp/x.npy"));
     assert_eq!(c.run.dir.to_str(), Some("runs/a b"));
-    assert_eq!(
-        c.model,
-        ModelConfig {
-            n_layers: 2,
-            vocab_size: 0,
-            ..ModelConfig::small()
-        }
-    );
+    assert_eq!(c.model, small_with_2_layers());
     assert!(!c.logging.progress);
 
     for (bad, needle) in [

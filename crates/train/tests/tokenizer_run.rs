@@ -6,7 +6,7 @@ mod common;
 use ferrolm_tokenizer::Tokenizer;
 use ferrolm_train::data::{write_npy, TokenDtype};
 use ferrolm_train::generate::{checkpoint_tokenizer, generate_text, GenerateConfig, END_OF_TEXT};
-use ferrolm_train::{checkpoint, train, Resume, TrainOptions};
+use ferrolm_train::{checkpoint, train, TrainOptions};
 use std::path::Path;
 
 fn tokenizer(dir: &Path, text: &str, vocab: usize) -> Tokenizer {
@@ -65,17 +65,7 @@ fn checkpoints_carry_the_tokenizer_and_generation_streams_text() {
     let mut c2 = c.clone();
     c2.run.max_steps = 40;
     c2.data.tokenizer = d.path().join("tok2");
-    let e = format!(
-        "{:#}",
-        train(
-            &c2,
-            &TrainOptions {
-                resume: Resume::Latest,
-                ..Default::default()
-            }
-        )
-        .unwrap_err()
-    );
+    let e = format!("{:#}", common::resume_latest(&c2).unwrap_err());
     assert!(e.contains("tokenizer") && e.contains("tok2"), "{e}");
     let mut c3 = c.clone();
     c3.run.dir = d.path().join("small");

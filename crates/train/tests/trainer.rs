@@ -52,14 +52,7 @@ fn check_bit_exact_resume(tweak: impl Fn(&mut TrainConfig)) {
         first.checkpoint.as_deref(),
         Some(b.run.dir.join("checkpoints/step-000000007").as_path())
     );
-    let second = train(
-        &b,
-        &TrainOptions {
-            resume: Resume::Latest,
-            ..quiet()
-        },
-    )
-    .unwrap();
+    let second = common::resume_latest(&b).unwrap();
     assert!(!second.interrupted && second.step == 2 * s);
 
     let (step_a, pa, ma, va) = final_state(&a.run.dir);
@@ -324,17 +317,7 @@ fn resume_refuses_a_disagreeing_config_and_fresh_runs_refuse_a_used_directory() 
     other.model.d_ff = 96;
     other.optimizer.lr = 5e-3;
     other.run.max_steps = 8;
-    let e = format!(
-        "{:#}",
-        train(
-            &other,
-            &TrainOptions {
-                resume: Resume::Latest,
-                ..quiet()
-            }
-        )
-        .unwrap_err()
-    );
+    let e = format!("{:#}", common::resume_latest(&other).unwrap_err());
     assert!(
         e.contains("model.d_ff: checkpoint 64, now 96") && e.contains("optimizer.lr"),
         "{e}"

@@ -3,7 +3,7 @@
 
 use ferrolm_nn::{ModelConfig, Rng};
 use ferrolm_train::data::{write_npy, TokenDtype};
-use ferrolm_train::TrainConfig;
+use ferrolm_train::{train, Resume, TrainConfig, TrainOptions, TrainSummary};
 use std::path::Path;
 
 /// A model small enough that a training step takes about a millisecond.
@@ -70,4 +70,15 @@ pub fn tiny_run(dir: &Path, steps: u64) -> TrainConfig {
     c.checkpoint.every = 5;
     c.checkpoint.keep_last = 2;
     c
+}
+
+/// Trains `c` on from its latest checkpoint (`Resume::Latest`, every other option default).
+pub fn resume_latest(c: &TrainConfig) -> anyhow::Result<TrainSummary> {
+    train(
+        c,
+        &TrainOptions {
+            resume: Resume::Latest,
+            ..TrainOptions::default()
+        },
+    )
 }

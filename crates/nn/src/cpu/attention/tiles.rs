@@ -43,10 +43,7 @@ pub fn gemm_tiles(
 ) {
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::simd::avx512f() {
-        let mut i0 = rows.start;
-        while i0 < rows.end {
-            let i1 = ((i0 / MR + 1) * MR).min(rows.end);
-            let (n, k0, k1) = span(i0, i1);
+        for_each_tile(rows, MR, span, |i0, i1, n, k0, k1| {
             check(c, ldc, i0..i1, a, b, ldb, n, k0..k1);
             if n > 0 {
                 for j0 in (0..n).step_by(NR) {
@@ -73,8 +70,7 @@ pub fn gemm_tiles(
                     }
                 }
             }
-            i0 = i1;
-        }
+        });
         return;
     }
     gemm_tiles_fallback(c, ldc, rows, a, b, ldb, alpha, span);
@@ -92,10 +88,7 @@ pub fn gemm_tiles_fallback(
     alpha: f32,
     span: impl Fn(usize, usize) -> (usize, usize, usize),
 ) {
-    let mut i0 = rows.start;
-    while i0 < rows.end {
-        let i1 = ((i0 / FALLBACK_ROWS + 1) * FALLBACK_ROWS).min(rows.end);
-        let (n, k0, k1) = span(i0, i1);
+    for_each_tile(rows, FALLBACK_ROWS, span, |i0, i1, n, k0, k1| {
         check(c, ldc, i0..i1, a, b, ldb, n, k0..k1);
         if n > 0 {
             gemm_strided(
@@ -111,6 +104,24 @@ pub fn gemm_tiles_fallback(
                 false,
             );
         }
+    });
+}
+
+/// Calls `f(i0, i1, n, k0, k1)` for each row tile [i0, i1) of `rows` in order, tiles aligned to
+/// multiples of `tile` from row 0 (the first and last may be partial), with
+/// `(n, k0, k1) = span(i0, i1)`.
+#[inline(always)]
+fn for_each_tile(
+    rows: Range<usize>,
+    tile: usize,
+    span: impl Fn(usize, usize) -> (usize, usize, usize),
+    mut f: impl FnMut(usize, usize, usize, usize, usize),
+) {
+    let mut i0 = rows.start;
+    while i0 < rows.end {
+        let i1 = ((i0 / tile + 1) * tile).min(rows.end);
+        let (n, k0, k1) = span(i0, i1);
+        f(i0, i1, n, k0, k1);
         i0 = i1;
     }
 }
@@ -303,10 +314,7 @@ mod tests {
         tile: usize,
         span: impl Fn(usize, usize) -> (usize, usize, usize),
     ) {
-        let mut i0 = rows.start;
-        while i0 < rows.end {
-            let i1 = ((i0 / tile + 1) * tile).min(rows.end);
-            let (n, k0, k1) = span(i0, i1);
+        for_each_tile(rows, tile, span, |i0, i1, n, k0, k1| {
             for i in i0..i1 {
                 for j in 0..n {
                     let s: f64 = (k0..k1)
@@ -315,8 +323,7 @@ mod tests {
                     c[i * ldc + j] = (alpha as f64 * s) as f32;
                 }
             }
-            i0 = i1;
-        }
+        });
     }
 
     #[test]

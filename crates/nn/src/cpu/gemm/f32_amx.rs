@@ -97,14 +97,9 @@ mod tests {
         }
         crate::cpu::gemm::bf16::tests::for_each_layout(
             &|len, seed| fill(len, seed as u64),
-            |(m, n, k), [a_rm, a_t, b_rm, b_t]| {
+            |(m, n, k), operands| {
                 let dst_rs = n + 3;
-                for (a, b, layout) in [
-                    ((a_rm, k, 1), (b_rm, n, 1), "A, B"),
-                    ((a_t, 1, m), (b_rm, n, 1), "Aᵀ, B"),
-                    ((a_rm, k, 1), (b_t, 1, k), "A, Bᵀ"),
-                    ((a_t, 1, m), (b_t, 1, k), "Aᵀ, Bᵀ"),
-                ] {
+                for (a, b, layout) in crate::cpu::gemm::bf16::tests::layouts((m, n, k), operands) {
                     for accumulate in [false, true] {
                         let init = if accumulate { 0.75 } else { f32::NAN };
                         let mut got = vec![init; (m - 1) * dst_rs + n];

@@ -100,57 +100,22 @@ pub(super) struct Thing {
     pub(super) verb: &'static str,
 }
 
+const fn thing(noun: &'static str, adjs: &'static [&'static str], verb: &'static str) -> Thing {
+    Thing { noun, adjs, verb }
+}
+
+/// One thing a line: noun, adjectives, verb.
 pub(super) const THINGS: &[Thing] = &[
-    Thing {
-        noun: "kite",
-        adjs: &["red", "blue", "big", "colorful", "yellow"],
-        verb: "fly",
-    },
-    Thing {
-        noun: "ball",
-        adjs: &["red", "bouncy", "big", "shiny", "green"],
-        verb: "play with",
-    },
-    Thing {
-        noun: "toy boat",
-        adjs: &["little", "blue", "wooden", "white"],
-        verb: "sail",
-    },
-    Thing {
-        noun: "teddy bear",
-        adjs: &["soft", "brown", "cozy", "fluffy"],
-        verb: "hug",
-    },
-    Thing {
-        noun: "book",
-        adjs: &["big", "new", "funny", "thick"],
-        verb: "read",
-    },
-    Thing {
-        noun: "balloon",
-        adjs: &["red", "pink", "big", "shiny"],
-        verb: "play with",
-    },
-    Thing {
-        noun: "toy car",
-        adjs: &["fast", "red", "little", "shiny"],
-        verb: "race",
-    },
-    Thing {
-        noun: "doll",
-        adjs: &["pretty", "small", "tiny", "soft"],
-        verb: "play with",
-    },
-    Thing {
-        noun: "hat",
-        adjs: &["big", "funny", "yellow", "green"],
-        verb: "wear",
-    },
-    Thing {
-        noun: "drum",
-        adjs: &["little", "loud", "red", "shiny"],
-        verb: "play",
-    },
+    thing("kite", &["red", "blue", "big", "colorful", "yellow"], "fly"),
+    thing("ball", &["red", "bouncy", "big", "shiny", "green"], "play with"),
+    thing("toy boat", &["little", "blue", "wooden", "white"], "sail"),
+    thing("teddy bear", &["soft", "brown", "cozy", "fluffy"], "hug"),
+    thing("book", &["big", "new", "funny", "thick"], "read"),
+    thing("balloon", &["red", "pink", "big", "shiny"], "play with"),
+    thing("toy car", &["fast", "red", "little", "shiny"], "race"),
+    thing("doll", &["pretty", "small", "tiny", "soft"], "play with"),
+    thing("hat", &["big", "funny", "yellow", "green"], "wear"),
+    thing("drum", &["little", "loud", "red", "shiny"], "play"),
 ];
 
 /// A place: how the text names it and what one sees there.
@@ -163,87 +128,31 @@ pub(super) struct Place {
     pub(super) hide: &'static [&'static str],
 }
 
+const fn place(
+    name: &'static str,
+    sights: &'static [&'static str],
+    high: &'static str,
+    hide: &'static [&'static str],
+) -> Place {
+    Place {
+        name,
+        sights,
+        high,
+        hide,
+    }
+}
+
+/// One place a line: name, sights, where something gets stuck, where something lost is found.
+#[rustfmt::skip]
 pub(super) const PLACES: &[Place] = &[
-    Place {
-        name: "the park",
-        sights: &[
-            "tall trees and a big slide",
-            "green grass and a little pond",
-            "many swings and happy kids",
-        ],
-        high: "a tall tree",
-        hide: &["under a bench", "behind a big tree", "near the pond"],
-    },
-    Place {
-        name: "the forest",
-        sights: &[
-            "tall trees and pretty flowers",
-            "soft moss and singing birds",
-            "big rocks and a little stream",
-        ],
-        high: "a high branch",
-        hide: &["under a bush", "behind a big rock", "in a pile of leaves"],
-    },
-    Place {
-        name: "the beach",
-        sights: &[
-            "soft sand and blue water",
-            "big waves and white shells",
-            "warm sand and little crabs",
-        ],
-        high: "a tall rock",
-        hide: &["in the sand", "behind a big rock", "near the water"],
-    },
-    Place {
-        name: "the garden",
-        sights: &[
-            "red roses and buzzing bees",
-            "tall sunflowers and green beans",
-            "pretty flowers and a small pond",
-        ],
-        high: "the top of the fence",
-        hide: &["under a bush", "behind the flowers", "next to the pond"],
-    },
-    Place {
-        name: "the farm",
-        sights: &[
-            "cows, pigs and a big red barn",
-            "fat sheep and noisy hens",
-            "a big tractor and a field of corn",
-        ],
-        high: "the roof of the barn",
-        hide: &["in the hay", "behind the barn", "near the pig pen"],
-    },
-    Place {
-        name: "the hill",
-        sights: &[
-            "long grass and yellow flowers",
-            "a big old tree at the top",
-            "a view of the whole town",
-        ],
-        high: "a tall tree",
-        hide: &["in the long grass", "behind a rock", "under a bush"],
-    },
-    Place {
-        name: "the playground",
-        sights: &[
-            "a big slide and many swings",
-            "a sandbox and a climbing frame",
-            "happy kids playing tag",
-        ],
-        high: "the top of the slide",
-        hide: &["in the sandbox", "under the slide", "behind the swings"],
-    },
-    Place {
-        name: "the lake",
-        sights: &[
-            "calm water and white ducks",
-            "tall reeds and green frogs",
-            "a small dock and a red boat",
-        ],
-        high: "a tall tree",
-        hide: &["in the reeds", "under the dock", "behind a rock"],
-    },
+    place("the park", &["tall trees and a big slide", "green grass and a little pond", "many swings and happy kids"], "a tall tree", &["under a bench", "behind a big tree", "near the pond"]),
+    place("the forest", &["tall trees and pretty flowers", "soft moss and singing birds", "big rocks and a little stream"], "a high branch", &["under a bush", "behind a big rock", "in a pile of leaves"]),
+    place("the beach", &["soft sand and blue water", "big waves and white shells", "warm sand and little crabs"], "a tall rock", &["in the sand", "behind a big rock", "near the water"]),
+    place("the garden", &["red roses and buzzing bees", "tall sunflowers and green beans", "pretty flowers and a small pond"], "the top of the fence", &["under a bush", "behind the flowers", "next to the pond"]),
+    place("the farm", &["cows, pigs and a big red barn", "fat sheep and noisy hens", "a big tractor and a field of corn"], "the roof of the barn", &["in the hay", "behind the barn", "near the pig pen"]),
+    place("the hill", &["long grass and yellow flowers", "a big old tree at the top", "a view of the whole town"], "a tall tree", &["in the long grass", "behind a rock", "under a bush"]),
+    place("the playground", &["a big slide and many swings", "a sandbox and a climbing frame", "happy kids playing tag"], "the top of the slide", &["in the sandbox", "under the slide", "behind the swings"]),
+    place("the lake", &["calm water and white ducks", "tall reeds and green frogs", "a small dock and a red boat"], "a tall tree", &["in the reeds", "under the dock", "behind a rock"]),
 ];
 
 pub(super) const OPENERS: &[&str] = &[

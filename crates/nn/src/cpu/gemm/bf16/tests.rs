@@ -39,12 +39,7 @@ fn check(
     for_each_layout(&fill, |(m, n, k), [a_rm, a_t, b_rm, b_t]| {
         let (want, mag) = reference(m, n, k, (a_rm, k, 1), (b_rm, n, 1));
         let dst_rs = n + 3;
-        for (a, b, layout) in [
-            ((a_rm, k, 1), (b_rm, n, 1), "A, B"),
-            ((a_t, 1, m), (b_rm, n, 1), "Aᵀ, B"),
-            ((a_rm, k, 1), (b_t, 1, k), "A, Bᵀ"),
-            ((a_t, 1, m), (b_t, 1, k), "Aᵀ, Bᵀ"),
-        ] {
+        for (a, b, layout) in layouts((m, n, k), [a_rm, a_t, b_rm, b_t]) {
             let mut c = vec![f32::NAN; (m - 1) * dst_rs + n];
             gemm(m, n, k, &mut c, dst_rs, false, a, b);
             for i in 0..m {
@@ -77,6 +72,23 @@ fn check(
             }
         }
     });
+}
+
+/// A matrix operand as the GEMMs take it: (storage, row stride, column stride).
+pub(crate) type Operand<'a> = (&'a [f32], usize, usize);
+
+/// The four operand layouts of A (m, k) · B (k, n) from `for_each_layout`'s storages: A and B
+/// each read row-major or from their transposed storage, with a name for failure messages.
+pub(crate) fn layouts<'a>(
+    (m, n, k): (usize, usize, usize),
+    [a_rm, a_t, b_rm, b_t]: [&'a [f32]; 4],
+) -> [(Operand<'a>, Operand<'a>, &'static str); 4] {
+    [
+        ((a_rm, k, 1), (b_rm, n, 1), "A, B"),
+        ((a_t, 1, m), (b_rm, n, 1), "Aᵀ, B"),
+        ((a_rm, k, 1), (b_t, 1, k), "A, Bᵀ"),
+        ((a_t, 1, m), (b_t, 1, k), "Aᵀ, Bᵀ"),
+    ]
 }
 
 /// The test shapes (odd edges, k = 1, one block, several k-blocks (KC), tall and wide) with
