@@ -94,7 +94,9 @@ fn main_with(cli: Cli) -> anyhow::Result<()> {
     if let (Some(_), Err(e)) = (&mpi, &result) {
         // One rank failing ends the job at once (the others would wait for its gradients).
         let (rank, size) = ferrolm_train::dist::rank_and_size();
-        eprintln!("Error (rank {rank} of {size}): {e:?}\nending all ranks (MPI_Abort)");
+        // The message and its causes once, no backtrace (as for any user error).
+        eprint!("rank {rank} of {size}: {}", errors::report(e));
+        eprintln!("ending all ranks (MPI_Abort)");
         ferrolm_train::dist::mpi::abort(1);
     }
     result
