@@ -157,6 +157,7 @@ fn page_and_script_are_served_and_completions_say_no_model() {
         assert_eq!(r.status, 503, "{path}: {}", r.body);
         let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
         assert!(msg.contains("no model is loaded"), "{msg}");
+        assert_eq!(r.json()["error"]["type"], "server_error", "{}", r.body);
     }
     srv.stop().unwrap();
 }
