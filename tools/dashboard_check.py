@@ -3,7 +3,7 @@
 
 Makes a runs directory with two runs, serves it, and checks in the browser that both runs' loss
 curves are drawn (non-empty SVG paths), that a line appended to one run's metrics.jsonl shows up as
-a new point within a few polls, and (with --checkpoint) that the playground streams a completion.
+a new point within a few polls, that another curve (grad norm vs tokens) can be chosen, and (with --checkpoint) that the playground streams a completion.
 Saves a screenshot and prints its path.
 
 Needs: Debian's chromium and chromium-driver, `pip install selenium`.
@@ -118,6 +118,14 @@ def main():
         wait_until("beta's samples shown",
                    lambda: "dashboard test" in driver.find_element(By.ID, "samples").text, 10)
         print("ok: samples shown")
+        from selenium.webdriver.support.ui import Select
+        Select(driver.find_element(By.ID, "ymetric")).select_by_value("grad_norm")
+        Select(driver.find_element(By.ID, "xmetric")).select_by_value("tokens")
+        wait_until("the grad-norm curve vs tokens", lambda: points(driver, "alpha", "grad_norm") == 6, 5)
+        Select(driver.find_element(By.ID, "ymetric")).select_by_value("loss")
+        Select(driver.find_element(By.ID, "xmetric")).select_by_value("step")
+        wait_until("the loss curve again", lambda: points(driver, "alpha") == 6, 5)
+        print("ok: other curves (grad norm vs tokens) drawn")
         if a.checkpoint:
             pg = driver.find_element(By.ID, "playground")
             wait_until("the playground is shown", lambda: pg.is_displayed(), 10)

@@ -1,5 +1,5 @@
-// ferrolm dashboard: polls /api/runs and each shown run's metrics every 2 s and draws the losses
-// as inline SVG; the playground streams /v1/completions (server-sent events) via fetch.
+// ferrolm dashboard: polls /api/runs and each shown run's metrics every 2 s and draws the chosen
+// curve (loss, lr, grad norm, tokens/s against step, tokens or wall time) as inline SVG; the playground streams /v1/completions (server-sent events) via fetch.
 "use strict";
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 const runs = {}; // name -> {info, records: [], next: 0, shown: bool, color}
@@ -86,14 +86,17 @@ function drawChart() {
   svg.replaceChildren();
   const W = +svg.getAttribute("width"), H = +svg.getAttribute("height");
   const L = 60, R = 20, T = 15, B = 40;
+  const ym = document.getElementById("ymetric").value, xm = document.getElementById("xmetric").value;
   const series = [];
   for (const name of order) {
     const r = runs[name];
     if (!r.shown) continue;
-    const tr = r.records.filter(p => Number.isFinite(p.train_loss)).map(p => [p.step, p.train_loss]);
-    const va = r.records.filter(p => Number.isFinite(p.val_loss)).map(p => [p.step, p.val_loss]);
-    if (tr.length) series.push({name, kind: "train", pts: tr, color: r.color});
-    if (va.length) series.push({name, kind: "val", pts: va, color: r.color});
+    const pick = f => r.records.filter(p => Number.isFinite(p[f]) && Number.isFinite(p[xm])).map(p => [p[xm], p[f]]);
+    const fields = ym === "loss" ? [["train", "train_loss"], ["val", "val_loss"]] : [[ym, ym]];
+    for (const [kind, f] of fields) {
+      const pts = pick(f);
+      if (pts.length) series.push({name, kind, pts, color: r.color});
+    }
   }
   const all = series.flatMap(s => s.pts);
   if (!all.length) { svg.appendChild(el("text", {x: L, y: H / 2}, "no metrics yet")); return; }
@@ -108,10 +111,12 @@ function drawChart() {
   for (let k = 0; k <= 5; k++) {
     const xv = x0 + (x1 - x0) * k / 5, yv = y0 + (y1 - y0) * k / 5;
     svg.appendChild(el("text", {x: px(xv), y: H - B + 16, "text-anchor": "middle", "font-size": 11}, Math.round(xv)));
-    svg.appendChild(el("text", {x: L - 5, y: py(yv) + 4, "text-anchor": "end", "font-size": 11}, yv.toFixed(2)));
+    const ylab = Math.abs(y1 - y0) < 0.01 || Math.abs(y1) >= 1e4 ? yv.toPrecision(3) : yv.toFixed(2);
+    svg.appendChild(el("text", {x: L - 5, y: py(yv) + 4, "text-anchor": "end", "font-size": 11}, ylab));
     svg.appendChild(el("line", {x1: L, y1: py(yv), x2: W - R, y2: py(yv), stroke: "#eee"}));
   }
-  svg.appendChild(el("text", {x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", "font-size": 12}, "step"));
+  svg.appendChild(el("text", {x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", "font-size": 12},
+    document.getElementById("xmetric").selectedOptions[0].text));
   for (const s of series) {
     const d = s.pts.map((p, i) => (i ? "L" : "M") + px(p[0]).toFixed(1) + " " + py(p[1]).toFixed(1)).join(" ");
     const path = el("path", {d, fill: "none", stroke: s.color, "stroke-width": s.kind === "val" ? 2 : 1.5,
@@ -171,6 +176,8 @@ async function init() {
     document.getElementById("generate").onclick = generate;
     document.getElementById("stop").onclick = () => controller && controller.abort();
   }
+  document.getElementById("ymetric").onchange = drawChart;
+  document.getElementById("xmetric").onchange = drawChart;
   if (info.runs_dir === null) { document.getElementById("runs-section").hidden = true; return; }
   await pollRuns();
   setInterval(pollRuns, 2000);
