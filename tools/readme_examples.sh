@@ -84,6 +84,15 @@ curl -sfN "localhost:$port/v1/completions" -H 'Content-Type: application/json' \
     | grep -q '^data: \[DONE\]' || { echo "serve: no [DONE]" >&2; exit 1; }
 kill -INT "$server"
 wait "$server"
+# watch the runs (README "Watch your runs"): the page, the runs list, a run's metrics, no model
+"$ferrolm" serve --runs runs --port "$port" &
+server=$!
+for _ in $(seq 100); do curl -s "localhost:$port/api/info" > /dev/null && break; sleep 0.2; done
+curl -sf "localhost:$port/" | grep -q 'app.js' || { echo "dashboard: no page" >&2; exit 1; }
+curl -sf "localhost:$port/api/runs" | grep -q '"name":"a"' || { echo "dashboard: run a not listed" >&2; exit 1; }
+curl -sf "localhost:$port/api/runs/a/metrics?after=0" | grep -q '"train_loss"' || { echo "dashboard: no metrics" >&2; exit 1; }
+kill -INT "$server"
+wait "$server"
 # the per-kernel breakdown of a (very short) benchmark step
 "$ferrolm" --threads 2 bench train --preset tiny --batch 1 --seq 16 --steps 2 --warmup 1 --breakdown > bench.txt
 grep -q "fwd matmul head" bench.txt && grep -q "AdamW" bench.txt || { cat bench.txt; echo "no breakdown" >&2; exit 1; }

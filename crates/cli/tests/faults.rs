@@ -1,7 +1,8 @@
 //! Damaged checkpoints and exit codes, through the binary: every kind of checkpoint file, flipped
 //! or truncated, is named by each reader (`train --resume`, `eval`, `generate`) with a non-zero
 //! exit, and `train --resume` falls back to the newest intact checkpoint; NaN losses, Ctrl-C,
-//! `--steps 0` and failed starts exit as documented and leave no debris.
+//! `--steps 0` and failed starts exit as documented and leave no debris; `serve` without a model
+//! or runs directory, or with a missing one, fails naming it.
 
 mod common;
 
@@ -192,4 +193,15 @@ fn zero_steps_and_failed_starts_are_errors_that_leave_no_run_directory() {
         text(&o)
     );
     assert!(!r.exists());
+}
+
+/// `serve` needs a model or a runs directory, and names a runs directory that is not one.
+#[test]
+fn serve_without_a_model_or_runs_and_with_a_missing_runs_dir_fails_clearly() {
+    let o = run(&["serve"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--checkpoint"), "{}", text(&o));
+    let o = run(&["serve", "--runs", "/nonexistent/ferrolm-runs", "--port", "0"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("/nonexistent/ferrolm-runs"), "{}", text(&o));
 }

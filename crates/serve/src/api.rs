@@ -48,7 +48,7 @@ impl IntoResponse for ApiError {
         let kind = match self.status.as_u16() {
             401 => "authentication_error",
             404 => "not_found_error",
-            503 => "server_overloaded",
+            503 if self.retry_after.is_some() => "server_overloaded",
             s if s >= 500 => "server_error",
             _ => "invalid_request_error",
         };

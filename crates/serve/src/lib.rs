@@ -4,12 +4,14 @@
 //! - `engine`: the scheduler thread that owns the model and advances every active sequence by one
 //!   token per step (sequences join and leave between steps), and the bounded handle to it;
 //! - `sequence`: one sequence's KV cache, sampling and stop strings, stepping as `generate` does;
-//! - `api`: request/response shapes and the 4xx checks; `routes`: the axum routes.
+//! - `api`: request/response shapes and the 4xx checks; `routes`: the axum routes;
+//! - `dash`: the runs dashboard page and its JSON (`--runs DIR`), with or without a model.
 //!
 //! Threads: the HTTP server runs on a tokio runtime of its own threads; the model runs on the
 //! thread that calls `serve` (the CLI's rayon worker), so the kernels keep the whole pool.
 
 pub mod api;
+pub mod dash;
 pub mod engine;
 pub mod routes;
 pub mod sequence;
@@ -19,6 +21,7 @@ use ferrolm_nn::model::Model;
 use ferrolm_tokenizer::Tokenizer;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -35,6 +38,8 @@ pub struct ServeOptions {
     pub api_key: Option<String>,
     /// The model's name in the API.
     pub model_id: String,
+    /// Serve the runs dashboard over the run directories under this one.
+    pub runs_dir: Option<PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -46,8 +51,41 @@ impl Default for ServeOptions {
             max_queue: 64,
             api_key: None,
             model_id: "ferrolm".into(),
+            runs_dir: None,
         }
     }
+}
+
+/// Binds the address (an error names it).
+fn bind(opts: &ServeOptions) -> Result<std::net::TcpListener> {
+    if let Some(d) = &opts.runs_dir {
+        if !d.is_dir() {
+            bail!("--runs {}: not a directory", d.display());
+        }
+    }
+    let addr = format!("{}:{}", opts.host, opts.port);
+    let listener = std::net::TcpListener::bind(&addr)
+        .with_context(|| format!("cannot listen on {addr} (port in use? pick another with --port)"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// The dashboard routes for `opts`, naming the model when one is loaded.
+fn dash_router(opts: &ServeOptions, model: bool) -> axum::Router {
+    dash::router(Arc::new(dash::DashState {
+        runs_dir: opts.runs_dir.clone(),
+        model_id: model.then(|| opts.model_id.clone()),
+    }))
+}
+
+/// Without a model: every other route answers 503 with a JSON error saying so.
+fn runs_only_router(opts: &ServeOptions) -> axum::Router {
+    dash_router(opts, false).fallback(|| async {
+        api::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "no model is loaded: this server only shows runs; start ferrolm serve with --checkpoint RUN_OR_CKPT",
+        )
+    })
 }
 
 /// Binds the address (an error names it), building the shared state and the scheduler.
@@ -66,10 +104,7 @@ fn prepare(
     if opts.max_batch == 0 {
         bail!("--max-batch must be at least 1");
     }
-    let addr = format!("{}:{}", opts.host, opts.port);
-    let listener = std::net::TcpListener::bind(&addr)
-        .with_context(|| format!("cannot listen on {addr} (port in use? pick another with --port)"))?;
-    listener.set_nonblocking(true)?;
+    let listener = bind(opts)?;
     let (handle, scheduler) = engine::engine(opts.max_batch, opts.max_queue);
     let state = Arc::new(routes::AppState {
         engine: handle,
@@ -90,7 +125,7 @@ fn prepare(
 /// requests to finish (graceful drain).
 fn spawn_http(
     listener: std::net::TcpListener,
-    state: Arc<routes::AppState>,
+    app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<std::thread::JoinHandle<Result<()>>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -102,7 +137,6 @@ fn spawn_http(
         .spawn(move || {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                let app = routes::router(state);
                 axum::serve(listener, app)
                     .with_graceful_shutdown(shutdown)
                     .await?;
@@ -122,12 +156,24 @@ pub fn serve(
 ) -> Result<()> {
     let (listener, state, scheduler) = prepare(model, tokenizer.clone(), opts)?;
     on_ready(listener.local_addr()?);
-    let http = spawn_http(listener, state, async {
+    let app = routes::router(state).merge(dash_router(opts, true));
+    let http = spawn_http(listener, app, async {
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("ferrolm serve: Ctrl-C, finishing the requests in flight");
     })?;
     // Returns once the HTTP side has dropped its handle (after the drain) and the last sequence ended.
     scheduler.run(model, &tokenizer);
+    http.join()
+        .map_err(|_| anyhow::anyhow!("the HTTP thread panicked"))?
+}
+
+/// Serves only the runs dashboard of `opts.runs_dir` (no model) until Ctrl-C.
+pub fn serve_runs(opts: &ServeOptions, on_ready: impl FnOnce(SocketAddr)) -> Result<()> {
+    let listener = bind(opts)?;
+    on_ready(listener.local_addr()?);
+    let http = spawn_http(listener, runs_only_router(opts), async {
+        let _ = tokio::signal::ctrl_c().await;
+    })?;
     http.join()
         .map_err(|_| anyhow::anyhow!("the HTTP thread panicked"))?
 }
@@ -147,7 +193,8 @@ impl Background {
         let (listener, state, scheduler) = prepare(&model, tokenizer.clone(), opts)?;
         let addr = listener.local_addr()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let http = spawn_http(listener, state, async {
+        let app = routes::router(state).merge(dash_router(opts, true));
+        let http = spawn_http(listener, app, async {
             let _ = rx.await;
         })?;
         let model = std::thread::spawn(move || scheduler.run(&model, &tokenizer));
@@ -156,6 +203,22 @@ impl Background {
             stop: Some(tx),
             http: Some(http),
             model: Some(model),
+        })
+    }
+
+    /// Starts serving only the runs dashboard of `opts.runs_dir`, without a model.
+    pub fn start_runs(opts: &ServeOptions) -> Result<Background> {
+        let listener = bind(opts)?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let http = spawn_http(listener, runs_only_router(opts), async {
+            let _ = rx.await;
+        })?;
+        Ok(Background {
+            addr,
+            stop: Some(tx),
+            http: Some(http),
+            model: None,
         })
     }
 

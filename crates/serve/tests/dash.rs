@@ -1,0 +1,207 @@
+//! The runs dashboard: `/api/runs`, metrics polling with `after`, samples, refused run names, the
+//! page and its script, and the 503 completion routes when no model is loaded.
+
+mod common;
+
+use common::{model, request, start_with};
+use ferrolm_nn::Precision;
+use ferrolm_serve::{Background, ServeOptions};
+use serde_json::Value;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+
+fn line(step: u64, train: f32, val: Option<f32>) -> String {
+    let val = val.map_or("null".to_string(), |v| v.to_string());
+    format!(
+        "{{\"step\":{step},\"tokens\":{},\"wall_s\":{},\"train_loss\":{train},\"val_loss\":{val},\"lr\":0.001,\"grad_norm\":1.0,\"tokens_per_s\":100.0}}\n",
+        step * 64,
+        step as f64 * 0.5
+    )
+}
+
+/// Two runs: `a` (2 records) and `b` (3 records, a samples.txt).
+fn two_runs() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (name, n) in [("a", 2u64), ("b", 3)] {
+        let dir = d.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let text: String = (1..=n)
+            .map(|s| line(s, 5.0 - s as f32 * 0.1, (s == n).then_some(4.5)))
+            .collect();
+        std::fs::write(dir.join("metrics.jsonl"), text).unwrap();
+    }
+    std::fs::write(
+        d.path().join("b/samples.txt"),
+        "Once upon a time there was a test.\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.path().join("not-a-run")).unwrap();
+    d
+}
+
+fn get(addr: SocketAddr, path: &str) -> common::Reply {
+    request(addr, "GET", path, None, &[])
+}
+
+fn runs_server(dir: &Path) -> Background {
+    Background::start_runs(&ServeOptions {
+        port: 0,
+        runs_dir: Some(dir.to_path_buf()),
+        ..ServeOptions::default()
+    })
+    .unwrap()
+}
+
+fn metrics(addr: SocketAddr, run: &str, after: usize) -> Value {
+    let r = get(addr, &format!("/api/runs/{run}/metrics?after={after}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+#[test]
+fn lists_both_runs_with_their_state_and_losses() {
+    let d = two_runs();
+    let srv = runs_server(d.path());
+    let r = get(srv.addr, "/api/runs");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let runs = r.json()["runs"].as_array().unwrap().clone();
+    let names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(runs[0]["step"], 2);
+    assert_eq!(runs[1]["step"], 3);
+    assert_eq!(runs[1]["state"], "interrupted");
+    assert_eq!(runs[1]["final_val_loss"], 4.5);
+    assert_eq!(runs[0]["has_samples"], false);
+    assert_eq!(runs[1]["has_samples"], true);
+    let info = get(srv.addr, "/api/info").json();
+    assert_eq!(info["model"], Value::Null);
+    srv.stop().unwrap();
+}
+
+#[test]
+fn metrics_after_n_returns_only_the_new_points_as_the_file_grows() {
+    let d = two_runs();
+    let srv = runs_server(d.path());
+    let m = metrics(srv.addr, "a", 0);
+    assert_eq!(m["next"], 2);
+    let steps: Vec<u64> = m["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2]);
+    assert_eq!(metrics(srv.addr, "a", 2)["records"].as_array().unwrap().len(), 0);
+
+    // The trainer appends a point, and starts writing the next one.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(d.path().join("a/metrics.jsonl"))
+        .unwrap();
+    f.write_all(line(3, 4.2, Some(4.4)).as_bytes()).unwrap();
+    f.write_all(b"{\"step\":4,\"tok").unwrap();
+    f.flush().unwrap();
+    let m = metrics(srv.addr, "a", 2);
+    assert_eq!(m["next"], 3, "the half-written line must wait: {m}");
+    let recs = m["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0]["step"], 3);
+    assert_eq!(recs[0]["val_loss"].as_f64().unwrap() as f32, 4.4);
+    // The other run is untouched.
+    assert_eq!(metrics(srv.addr, "b", 0)["next"], 3);
+    srv.stop().unwrap();
+}
+
+#[test]
+fn samples_and_bad_run_names() {
+    let d = two_runs();
+    let srv = runs_server(d.path());
+    let s = get(srv.addr, "/api/runs/b/samples");
+    assert_eq!(s.status, 200);
+    assert!(
+        s.body.contains("Once upon a time there was a test."),
+        "{}",
+        s.body
+    );
+    assert_eq!(get(srv.addr, "/api/runs/a/samples").status, 404);
+    for (path, status) in [
+        ("/api/runs/..%2Fb/metrics", 400),
+        ("/api/runs/..%2F..%2Fetc/samples", 400),
+        ("/api/runs/..%2F..%2F..%2Fetc%2Fpasswd/samples", 400),
+        ("/api/runs/%2Fetc/metrics", 400),
+        ("/api/runs/..\\b/metrics", 400),
+        ("/api/runs/nope/metrics", 404),
+        ("/api/runs/not-a-run/metrics", 404),
+    ] {
+        let r = get(srv.addr, path);
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        assert!(r.json()["error"]["message"].is_string(), "{path}: {}", r.body);
+    }
+    srv.stop().unwrap();
+}
+
+#[test]
+fn page_and_script_are_served_and_completions_say_no_model() {
+    let d = two_runs();
+    let srv = runs_server(d.path());
+    let page = get(srv.addr, "/");
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(page.body.contains("<script src=\"/app.js\">"));
+    let js = get(srv.addr, "/app.js");
+    assert_eq!(js.status, 200);
+    assert!(js.body.contains("/api/runs"));
+    for (method, path) in [("POST", "/v1/completions"), ("GET", "/v1/models")] {
+        let r = request(srv.addr, method, path, Some(r#"{"prompt": "a"}"#), &[]);
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(msg.contains("no model is loaded"), "{msg}");
+        assert_eq!(r.json()["error"]["type"], "server_error", "{}", r.body);
+    }
+    srv.stop().unwrap();
+}
+
+#[test]
+fn with_a_model_the_runs_and_the_completions_are_both_served() {
+    let d = two_runs();
+    let srv = start_with(
+        model(Precision::F32),
+        ServeOptions {
+            runs_dir: Some(d.path().to_path_buf()),
+            api_key: Some("k".into()),
+            ..ServeOptions::default()
+        },
+    );
+    assert_eq!(get(srv.addr, "/api/info").json()["model"], "tiny");
+    assert_eq!(
+        get(srv.addr, "/api/runs").json()["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // The API keeps its key; the read-only page does not need it.
+    assert_eq!(get(srv.addr, "/v1/models").status, 401);
+    let r = request(
+        srv.addr,
+        "GET",
+        "/v1/models",
+        None,
+        &[("Authorization", "Bearer k")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    srv.stop().unwrap();
+}
+
+#[test]
+fn a_runs_dir_that_does_not_exist_is_refused_at_start() {
+    let err = Background::start_runs(&ServeOptions {
+        port: 0,
+        runs_dir: Some("/nonexistent/ferrolm-runs".into()),
+        ..ServeOptions::default()
+    })
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("/nonexistent/ferrolm-runs"), "{err}");
+}
