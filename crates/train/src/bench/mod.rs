@@ -219,7 +219,7 @@ pub fn bench_generate(a: &GenerateBenchOptions) -> Result<GenerateBenchReport> {
                 continue;
             }
             for (t, row) in tokens.iter_mut().zip(logits.chunks(v)) {
-                *t = argmax(row);
+                *t = ferrolm_nn::sample::argmax(row);
             }
         }
         times.push(t0.elapsed().as_secs_f64());
@@ -231,17 +231,6 @@ pub fn bench_generate(a: &GenerateBenchOptions) -> Result<GenerateBenchReport> {
         median,
         tokens_per_s: (a.batch * a.tokens) as f64 / median,
     })
-}
-
-/// The index of the first largest value.
-fn argmax(row: &[f32]) -> u32 {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |m, (i, &x)| if x > m.1 { (i, x) } else { m },
-        )
-        .0 as u32
 }
 
 /// What `bench peak` measured, and the cache file it wrote for `bench train` (None where there is
