@@ -4,7 +4,8 @@
 # from Debian's slurm-wlm; config, spool and logs in a temp dir, SLURM_CONF pointing there), then:
 #  1. `srun -n 2 --mpi=pmix ferrolm train` gives bitwise the parameters of one process with
 #     --grad-accum 2 (Open MPI's ranks wired up by Slurm's PMIx, no mpirun);
-#  2. kill -9 of one task ends the whole step within seconds, and an srun --resume continues.
+#  2. srun without its MPI plugin (--mpi=none) is refused, naming the fix;
+#  3. kill -9 of one task ends the whole step within seconds, and an srun --resume continues.
 # Usage: tools/slurm_check.sh [path/to/ferrolm built with --features mpi]
 # Needs root (the daemons run as root here) and the packages slurm-wlm and munge.
 set -euo pipefail
@@ -73,7 +74,16 @@ echo "== 1. srun -n 2 == one process with --grad-accum 2, bitwise"
 cmp "$(final one)/model.safetensors" "$(final sr)/model.safetensors" || fail "srun -n 2 differs from --grad-accum 2"
 echo "  one/ == sr/ (model.safetensors bitwise)"
 
-echo "== 2. kill -9 of one task ends the step within seconds; srun --resume continues"
+echo "== 2. srun without its MPI plugin (--mpi=none) is refused, naming the fix"
+set +e
+srun --overcommit -n 2 --cpus-per-task 1 --mpi=none "$ferrolm" "${base[@]}" --steps 2 --run-dir nompi > nompi.log 2>&1
+rc=$?
+set -e
+[ $rc -ne 0 ] && grep -q -- "--mpi=pmix" nompi.log || fail "srun --mpi=none was not refused: $(cat nompi.log)"
+[ ! -d nompi/checkpoints ] || fail "a refused job wrote checkpoints"
+grep -m1 "launcher started" nompi.log | sed 's/^/    /'
+
+echo "== 3. kill -9 of one task ends the step within seconds; srun --resume continues"
 long=("${base[@]}" --set schedule.cosine_steps=100000 --steps 100000 --checkpoint-every 20 --run-dir killed)
 "${srun[@]}" "$ferrolm" "${long[@]}" > kill.log 2>&1 &
 srun_pid=$!

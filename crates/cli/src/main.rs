@@ -77,6 +77,23 @@ fn main_with(cli: Cli) -> anyhow::Result<()> {
             ferrolm_train::dist::launcher_world_size()
         );
     }
+    // srun without its MPI plugin (`--mpi=none`, or a cluster whose default is none) starts tasks
+    // that each see a world of one: they would all train alone into the same run directory.
+    #[cfg(feature = "mpi")]
+    if matches!(cli.command, Command::Train(_)) {
+        let (launched, (_, size)) = (
+            ferrolm_train::dist::launcher_world_size(),
+            ferrolm_train::dist::rank_and_size(),
+        );
+        if launched > 1 && size != launched {
+            anyhow::bail!(
+                "the launcher started {launched} processes but MPI joined {size}: srun needs its \
+                 MPI plugin to wire up the ranks (`srun --mpi=pmix`, or MpiDefault=pmix in \
+                 slurm.conf; `srun --mpi=list` shows the plugins); each process would otherwise \
+                 train alone into the same run directory"
+            );
+        }
+    }
     // Ranks sharing a node share its cores: ranks × threads never exceeds them.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cli

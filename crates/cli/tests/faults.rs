@@ -2,7 +2,8 @@
 //! or truncated, is named by each reader (`train --resume`, `eval`, `generate`) with a non-zero
 //! exit, and `train --resume` falls back to the newest intact checkpoint; NaN losses, Ctrl-C,
 //! `--steps 0` and failed starts exit as documented and leave no debris; `serve` without a model
-//! or runs directory, or with a missing one, fails naming it.
+//! or runs directory, or with a missing one, fails naming it; several launched processes without
+//! MPI are refused.
 
 mod common;
 
@@ -193,6 +194,31 @@ fn zero_steps_and_failed_starts_are_errors_that_leave_no_run_directory() {
         text(&o)
     );
     assert!(!r.exists());
+}
+
+/// A default build (no MPI) started by mpirun or by srun as one of several processes refuses to
+/// train: each process would train alone into the same run directory.
+#[test]
+#[cfg(not(feature = "mpi"))]
+fn several_launched_processes_without_mpi_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    common::corpus(d.path());
+    let r = d.path().join("r");
+    for (var, value) in [("OMPI_COMM_WORLD_SIZE", "2"), ("SLURM_STEP_NUM_TASKS", "3")] {
+        let o = ferrolm()
+            .args(tiny_train_args(d.path(), &r, 2))
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert!(
+            !o.status.success()
+                && text(&o).contains(&format!("one of {value} processes"))
+                && text(&o).contains("--features mpi"),
+            "{var}={value}: {}",
+            text(&o)
+        );
+        assert!(!r.exists(), "a refused start left {}", r.display());
+    }
 }
 
 /// `serve` needs a model or a runs directory, and names a runs directory that is not one.

@@ -27,10 +27,12 @@ pub fn rank_and_size() -> (usize, usize) {
     (0, 1)
 }
 
-/// The number of processes the launcher started (1 when none did), from its environment (not
-/// SLURM_NTASKS, which a batch script has set outside `srun` too).
+/// The number of processes the launcher started (1 when none did), from its environment: mpirun's
+/// or PMI's world size, else the tasks of this Slurm job step (`SLURM_STEP_NUM_TASKS`, which only
+/// `srun` sets; not SLURM_NTASKS, which a batch script has set outside `srun` too). srun sets it
+/// even when its MPI plugin is off (`--mpi=none`), so tasks that MPI did not join are found.
 pub fn launcher_world_size() -> usize {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_STEP_NUM_TASKS"]
         .iter()
         .find_map(|v| std::env::var(v).ok()?.parse().ok())
         .unwrap_or(1)
