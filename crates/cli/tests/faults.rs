@@ -3,7 +3,7 @@
 //! exit, and `train --resume` falls back to the newest intact checkpoint; NaN losses, Ctrl-C,
 //! `--steps 0` and failed starts exit as documented and leave no debris; `serve` without a model
 //! or runs directory, or with a missing one, fails naming it; several launched processes without
-//! MPI are refused.
+//! MPI, and a second trainer on a busy run directory, are refused.
 
 mod common;
 
@@ -194,6 +194,39 @@ fn zero_steps_and_failed_starts_are_errors_that_leave_no_run_directory() {
         text(&o)
     );
     assert!(!r.exists());
+}
+
+/// A second `train` on a run directory that another `train` is writing stops at once, naming the
+/// holder's pid, and leaves the first run's files alone.
+#[test]
+fn a_second_trainer_on_a_busy_run_directory_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    common::corpus(d.path());
+    let r = d.path().join("r");
+    let mut first = ferrolm()
+        .args(tiny_train_args(d.path(), &r, 1_000_000))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !r.join("metrics.jsonl").exists() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let config_before = std::fs::read(r.join("config.toml")).unwrap();
+    let o = ferrolm().args(tiny_train_args(d.path(), &r, 2)).output().unwrap();
+    let busy = first.try_wait().unwrap().is_none();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(busy, "the first trainer ended before the check");
+    assert!(
+        !o.status.success()
+            && text(&o).contains("is being trained by another process (pid")
+            && text(&o).contains(&first.id().to_string()),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(std::fs::read(r.join("config.toml")).unwrap(), config_before);
 }
 
 /// A default build (no MPI) started by mpirun or by srun as one of several processes refuses to

@@ -11,7 +11,8 @@
 //! - [`checkpoint`]: crash-safe save/load/list/latest/prune;
 //! - [`evaluate`] → [`EvalResult`]; [`generate_tokens`] / [`generate_text`] with [`GenerateConfig`];
 //!   [`metrics`] (JSONL) and [`plot`] (SVG loss curves); [`runs`] (the runs under a directory);
-//! - [`budget`] (training by time) and [`progress`] (plain progress lines without a terminal).
+//! - [`budget`] (training by time) and [`progress`] (plain progress lines without a terminal);
+//!   [`run_lock`] (one trainer per run directory).
 
 pub mod bench;
 pub mod budget;
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod plot;
 pub mod progress;
 pub mod quickstart;
+pub mod run_lock;
 pub mod runs;
 pub mod trainer;
 

@@ -55,6 +55,7 @@ const RUN_DIR_ENTRIES: &[&str] = &[
     "loss.svg",
     SUMMARY_FILE,
     "samples.txt",
+    ".lock",
 ];
 
 /// Refuses to overwrite a non-empty directory unless `force`, and even then only one that holds
@@ -81,6 +82,8 @@ fn prepare_run_dir(dir: &Path, force: bool) -> Result<()> {
                     dir.display()
                 );
             }
+            // Never remove a run that a trainer is writing now.
+            drop(crate::run_lock::lock(dir)?);
             std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
         }
     }

@@ -11,6 +11,7 @@ use crate::config::TrainConfig;
 use crate::data::BatchSampler;
 use crate::eval::{EvalResult, Evaluator};
 use crate::metrics::{MetricsRecord, MetricsWriter};
+use crate::run_lock;
 use anyhow::{Context, Result};
 use ferrolm_nn::model::Activations;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,8 @@ pub struct Trainer {
     /// Tokens and seconds spent in training steps since the last metrics line (evaluation and
     /// checkpoint time excluded, so tokens/s measures training throughput).
     since_log: (u64, f64),
+    /// Rank 0's lock of the run directory, held while the trainer lives (see [`crate::run_lock`]).
+    _run_lock: Option<run_lock::RunLock>,
 }
 
 impl Trainer {
@@ -101,6 +104,12 @@ impl Trainer {
         let ckpt_dir = checkpoints_dir(&run_dir);
         // Data first: a bad file should fail before any work.
         let data = TrainData::open(&cfg)?;
+        // Rank 0 locks an existing run directory before reading its checkpoints (a new one as soon
+        // as it is created, below): a second trainer on it stops here.
+        let mut run_lock = match rank == 0 && run_dir.is_dir() {
+            true => Some(run_lock::lock(&run_dir)?),
+            false => None,
+        };
         let mut notes = Vec::new();
         let start = match setup::plan(&opts.resume, &run_dir)? {
             Plan::Fresh => {
@@ -146,6 +155,9 @@ impl Trainer {
         let metrics = if rank == 0 {
             std::fs::create_dir_all(&run_dir)
                 .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+            if run_lock.is_none() {
+                run_lock = Some(run_lock::lock(&run_dir)?);
+            }
             write_config(&run_dir, &cfg)?;
             let resumed_at = start.resumed_from.as_ref().map(|_| start.step);
             Some(MetricsWriter::open(&metrics_path, resumed_at)?)
@@ -155,6 +167,7 @@ impl Trainer {
         let mut t = Self::from_start(cfg, data, start, ckpt_dir, metrics_path, metrics)?;
         t.notes = notes;
         t.rank = rank;
+        t._run_lock = run_lock;
         t.stepper.set_reducer(reducer);
         Ok(t)
     }
@@ -200,6 +213,7 @@ impl Trainer {
             last_val: None,
             best_val: None,
             since_log: (0, 0.0),
+            _run_lock: None,
             cfg,
             data,
         })
