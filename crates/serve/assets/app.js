@@ -4,6 +4,8 @@
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 const runs = {}; // name -> {info, records: [], next: 0, shown: bool, color}
 let order = [];
+// ?run=NAME (repeatable) shows those runs' curves; otherwise the first four.
+const wanted = new URLSearchParams(location.search).getAll("run");
 
 function fmt(v, d) { return v === null || v === undefined ? "" : Number(v).toFixed(d); }
 
@@ -20,7 +22,7 @@ async function pollRuns() {
   document.getElementById("runs-status").textContent = list.length + " run(s)";
   order = list.map(r => r.name);
   list.forEach((info, i) => {
-    if (!runs[info.name]) runs[info.name] = {records: [], next: 0, shown: i < 4, color: COLORS[i % COLORS.length]};
+    if (!runs[info.name]) runs[info.name] = {records: [], next: 0, shown: wanted.length ? wanted.includes(info.name) : i < 4, color: COLORS[i % COLORS.length]};
     runs[info.name].info = info;
   });
   await Promise.all(order.filter(n => runs[n].shown).map(pollMetrics));
