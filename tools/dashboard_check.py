@@ -2,12 +2,15 @@
 """Checks the `ferrolm serve --runs` page in a real browser (headless Chromium + selenium).
 
 Makes a runs directory with two runs, serves it, and checks in the browser that both runs' loss
-curves are drawn (non-empty SVG paths), that a line appended to one run's metrics.jsonl shows up as
-a new point within a few polls, that another curve (grad norm vs tokens) can be chosen, and (with --checkpoint) that the playground streams a completion.
-Saves a screenshot and prints its path.
+curves are drawn (the uPlot chart holds each run's train and val points, and its canvas has pixels
+of each run's colour), that a line appended to one run's metrics.jsonl shows up as a new point
+within a few polls, that another curve (grad norm vs tokens) can be chosen, (with --checkpoint)
+that the playground streams a completion, and (with --api-key) that the page asks for the key,
+shows nothing before it, and keeps it across a reload. Saves a screenshot and prints its path.
 
 Needs: Debian's chromium and chromium-driver, `pip install selenium`.
-Usage: tools/dashboard_check.py [--bin target/release/ferrolm] [--checkpoint RUN_OR_CKPT] [--out DIR]
+Usage: tools/dashboard_check.py [--bin target/release/ferrolm] [--checkpoint RUN_OR_CKPT]
+                                [--api-key KEY] [--out DIR]
 """
 import argparse
 import json
@@ -59,11 +62,31 @@ def wait_until(what, fn, timeout=20.0):
     raise SystemExit(f"FAIL: {what} (waited {timeout:.0f} s)")
 
 
+COLOR = {"alpha": (0x1f, 0x77, 0xb4), "beta": (0xd6, 0x27, 0x28)}  # the page's first two colours
+
+
 def points(driver, run, kind="train"):
-    els = driver.find_elements(By.CSS_SELECTOR, f'#chart path[data-run="{run}"][data-kind="{kind}"]')
-    if not els or not (els[0].get_attribute("d") or "").startswith("M"):
-        return 0
-    return int(els[0].get_attribute("data-points"))
+    """How many points the uPlot chart holds for the series "RUN KIND" (0: no such series)."""
+    return driver.execute_script("""
+        const p = window.dashPlot;
+        if (!p) return 0;
+        const i = p.series.findIndex(s => s.label === arguments[0]);
+        return i < 1 ? 0 : p.data[i].filter(v => v !== null && v !== undefined).length;
+    """, f"{run} {kind}")
+
+
+def colored_pixels(driver, rgb):
+    """Pixels of the chart's canvas within a small distance of colour `rgb`."""
+    return driver.execute_script("""
+        const c = document.querySelector("#chart canvas");
+        if (!c) return 0;
+        const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        const [r, g, b] = arguments[0];
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4)
+            if (d[i + 3] > 200 && Math.abs(d[i] - r) + Math.abs(d[i + 1] - g) + Math.abs(d[i + 2] - b) < 60) n++;
+        return n;
+    """, list(rgb))
 
 
 def browser(profile):
@@ -81,6 +104,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", default="target/release/ferrolm")
     ap.add_argument("--checkpoint", help="also check the playground streams from this model")
+    ap.add_argument("--api-key", help="start the server with this key; the page must ask for it")
     ap.add_argument("--out", help="where to save the screenshot (default: a new temp directory)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="ferrolm-dash-")
@@ -90,6 +114,8 @@ def main():
     cmd = [os.path.realpath(a.bin), "serve", "--runs", runs, "--port", str(port)]
     if a.checkpoint:
         cmd += ["--checkpoint", a.checkpoint]
+    if a.api_key:
+        cmd += ["--api-key", a.api_key]
     server = subprocess.Popen(cmd)
     driver = None
     try:
@@ -97,18 +123,41 @@ def main():
 
         def up():
             try:
-                return urllib.request.urlopen(base + "/api/info", timeout=1).status == 200
+                return urllib.request.urlopen(base + "/", timeout=1).status == 200
             except OSError:
                 return False
         wait_until("the server answers", up, 60)
         driver = browser(os.path.join(work, "profile"))
         driver.get(base + "/")
+        if a.api_key:
+            form = driver.find_element(By.ID, "key-form")
+            wait_until("the page asks for the API key", lambda: form.is_displayed(), 10)
+            assert not driver.find_elements(By.CSS_SELECTOR, "#runs tbody tr"), "runs shown before the key"
+            assert not driver.find_element(By.ID, "runs-section").is_displayed()
+            driver.find_element(By.ID, "api-key").send_keys("wrong-" + a.api_key)
+            driver.find_element(By.ID, "key-submit").click()
+            wait_until("a wrong key is refused",
+                       lambda: "refused" in driver.find_element(By.ID, "key-why").text, 10)
+            driver.find_element(By.ID, "api-key").clear()
+            driver.find_element(By.ID, "api-key").send_keys(a.api_key)
+            driver.find_element(By.ID, "key-submit").click()
+            wait_until("the key form goes away", lambda: not form.is_displayed(), 10)
+            print("ok: the page asked for the API key, refused a wrong one and took the right one")
+        else:
+            assert not driver.find_element(By.ID, "key-form").is_displayed(), "asks for a key no one set"
         for run in ["alpha", "beta"]:
             wait_until(f"{run}'s train curve drawn", lambda: points(driver, run) == 5)
             wait_until(f"{run}'s val curve drawn", lambda: points(driver, run, "val") == 2)
+            wait_until(f"{run}'s colour on the canvas", lambda: colored_pixels(driver, COLOR[run]) > 200)
+            n = colored_pixels(driver, COLOR[run])
+            print(f"ok: {run}: 5 train and 2 val points in the chart, {n} pixels of its colour on the canvas")
         rows = driver.find_elements(By.CSS_SELECTOR, "#runs tbody tr")
         assert len(rows) == 2, f"expected 2 rows in the runs table, got {len(rows)}"
-        print("ok: both runs listed, both curves drawn (5 train, 2 val points each)")
+        if a.api_key:
+            driver.refresh()
+            wait_until("the stored key used after a reload", lambda: points(driver, "alpha") == 5, 10)
+            assert not driver.find_element(By.ID, "key-form").is_displayed()
+            print("ok: the stored key was used after a reload")
         with open(os.path.join(runs, "alpha", "metrics.jsonl"), "a") as f:
             f.write(line(60, 4.0, 4.1))
         wait_until("the appended point appears", lambda: points(driver, "alpha") == 6, 10)
@@ -122,6 +171,10 @@ def main():
         Select(driver.find_element(By.ID, "ymetric")).select_by_value("grad_norm")
         Select(driver.find_element(By.ID, "xmetric")).select_by_value("tokens")
         wait_until("the grad-norm curve vs tokens", lambda: points(driver, "alpha", "grad_norm") == 6, 5)
+        xs = driver.execute_script("return window.dashPlot.data[0]")
+        assert xs == [s * 640 for s in range(1, 7)], f"x is not tokens: {xs}"
+        axes = driver.execute_script("return window.dashPlot.axes.map(a => a.label)")
+        assert axes == ["tokens", "grad norm"], axes
         Select(driver.find_element(By.ID, "ymetric")).select_by_value("loss")
         Select(driver.find_element(By.ID, "xmetric")).select_by_value("step")
         wait_until("the loss curve again", lambda: points(driver, "alpha") == 6, 5)
