@@ -179,6 +179,21 @@ def main():
         Select(driver.find_element(By.ID, "xmetric")).select_by_value("step")
         wait_until("the loss curve again", lambda: points(driver, "alpha") == 6, 5)
         print("ok: other curves (grad norm vs tokens) drawn")
+        # A drag zooms in; a new point keeps the zoom; a double-click follows the whole run again.
+        from selenium.webdriver.common.action_chains import ActionChains
+        over = driver.find_element(By.CSS_SELECTOR, "#chart .u-over")
+        w = over.size["width"]
+        ActionChains(driver).move_to_element_with_offset(over, -w // 4, 0).click_and_hold() \
+            .move_by_offset(w // 4, 0).release().perform()
+        x_max = lambda: driver.execute_script("return window.dashPlot.scales.x.max")
+        zoomed = wait_until("the drag zooms in", lambda: (x_max() or 99) < 50 and x_max(), 5)
+        with open(os.path.join(runs, "alpha", "metrics.jsonl"), "a") as f:
+            f.write(line(70, 3.9))
+        wait_until("the point after the zoom appears", lambda: points(driver, "alpha") == 7, 10)
+        assert x_max() == zoomed, f"a new point undid the zoom: x max {x_max()} != {zoomed}"
+        ActionChains(driver).double_click(over).perform()
+        wait_until("a double-click shows the whole run", lambda: x_max() == 70, 5)
+        print(f"ok: zoomed to x <= {zoomed:.1f}, kept while a point arrived, double-click showed all")
         if a.checkpoint:
             pg = driver.find_element(By.ID, "playground")
             wait_until("the playground is shown", lambda: pg.is_displayed(), 10)

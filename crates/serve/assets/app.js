@@ -107,7 +107,9 @@ async function showSamples(name) {
 // The chart: one uPlot instance over the union of the shown series' x values (uPlot wants one
 // x array; a series without a point at some x has null there, and spanGaps joins its points).
 // window.dashPlot is the instance (the browser check reads its data and series).
-let plot = null, plotKey = "", plotSig = "";
+// A drag zooms (uPlot's default); while zoomed, new points keep the zoom, and a double-click
+// (uPlot's reset) goes back to following the whole run.
+let plot = null, plotKey = "", plotSig = "", zoomed = false;
 
 function chartSeries() {
   const ym = document.getElementById("ymetric").value, xm = document.getElementById("xmetric").value;
@@ -148,7 +150,7 @@ function drawChart() {
   }
   const data = aligned(series);
   if (plot && key === plotKey) {
-    if (sig !== plotSig) plot.setData(data); // new points: rescale to show them
+    if (sig !== plotSig) plot.setData(data, !zoomed); // new points: rescale to show them, unless zoomed
     plotSig = sig;
     return;
   }
@@ -165,8 +167,10 @@ function drawChart() {
       points: {show: s.kind === "val", size: 6, fill: s.color},
     }))),
   };
+  opts.hooks = {setSelect: [u => { if (u.select.width > 0) zoomed = true; }]};
   plot = window.dashPlot = new uPlot(opts, data, box);
-  plotKey = key; plotSig = sig;
+  plot.over.addEventListener("dblclick", () => { zoomed = false; });
+  plotKey = key; plotSig = sig; zoomed = false;
 }
 
 let controller = null;
