@@ -6,11 +6,13 @@ curves are drawn (the uPlot chart holds each run's train and val points, and its
 of each run's colour), that a line appended to one run's metrics.jsonl shows up as a new point
 within a few polls, that another curve (grad norm vs tokens) can be chosen, (with --checkpoint)
 that the playground streams a completion, and (with --api-key) that the page asks for the key,
-shows nothing before it, and keeps it across a reload. Saves a screenshot and prints its path.
+shows nothing before it, and keeps it across a reload. With --live, it also trains a tiny model
+with `ferrolm train --serve-dashboard` and watches its curve grow on the printed URL. Saves
+screenshots and prints their paths.
 
 Needs: Debian's chromium and chromium-driver, `pip install selenium`.
 Usage: tools/dashboard_check.py [--bin target/release/ferrolm] [--checkpoint RUN_OR_CKPT]
-                                [--api-key KEY] [--out DIR]
+                                [--api-key KEY] [--live] [--out DIR]
 """
 import argparse
 import json
@@ -19,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -100,11 +103,70 @@ def browser(profile):
     return webdriver.Chrome(service=service, options=opts)
 
 
+def live_training(binary, work, driver, out_dir):
+    """`ferrolm train --serve-dashboard 0` on a tiny corpus: the printed URL shows the run as
+    running, its curve grows while it trains, Ctrl-C stops the run (130) and the page with it."""
+    d = os.path.join(work, "live")
+    os.makedirs(d)
+    corpus = os.path.join(d, "corpus.txt")
+    with open(corpus, "w") as f:
+        f.write("the cat sat on the mat. the dog ran to the cat. they were happy together.<|endoftext|>\n" * 300)
+    tok, ids = os.path.join(d, "tok"), os.path.join(d, "ids.npy")
+    subprocess.run([binary, "tokenizer", "train", "--input", corpus, "--vocab-size", "300",
+                    "--special-token", "<|endoftext|>", "--out", tok], check=True, capture_output=True)
+    subprocess.run([binary, "tokenizer", "encode", "--tokenizer", tok, "--input", corpus, "--output", ids],
+                   check=True, capture_output=True)
+    cmd = [binary, "train", "--train", ids, "--valid", ids, "--tokenizer", tok, "--no-progress",
+           "--run-dir", os.path.join(d, "runs", "live"), "--steps", "1000000", "--serve-dashboard", "0"]
+    for kv in ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.d_ff=64",
+               "model.context_length=16", "data.batch_size=4", "logging.every=10", "eval.every=100",
+               "eval.batches=2", "checkpoint.every=0"]:
+        cmd += ["--set", kv]
+    trainer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines, url = [], []
+
+    def drain():
+        for ln in trainer.stderr:
+            lines.append(ln)
+            if ln.startswith("dashboard: http://"):
+                url.append(ln.split()[1])
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        wait_until("the dashboard URL printed", lambda: url, 60)
+        assert url[0].endswith("/?run=live"), url[0]
+        driver.get(url[0])
+        state = lambda: driver.execute_script(
+            "const r = document.querySelector('#runs tbody tr'); return r ? r.cells[2].textContent : ''")
+        wait_until("the run shown as running", lambda: state() == "running", 30)
+        n1 = wait_until("the run's first points", lambda: points(driver, "live"), 30)
+        n2 = wait_until("more points while it trains", lambda: points(driver, "live") > n1 and points(driver, "live"), 15)
+        wait_until("its curve on the canvas", lambda: colored_pixels(driver, COLOR["alpha"]) > 100, 10)
+        print(f"ok: train --serve-dashboard: the run is shown running, its curve grew from {n1} to {n2} points")
+        shot = os.path.join(out_dir, "dashboard-live.png")
+        driver.save_screenshot(shot)
+        print(f"screenshot: {shot}")
+    finally:
+        trainer.send_signal(2)
+        rc = trainer.wait(timeout=60)
+    time.sleep(0.5)
+    text = "".join(lines)
+    assert rc == 130, f"Ctrl-C: exit {rc}, expected 130\n{text}"
+    assert "dashboard stopped" in text, text
+    try:
+        urllib.request.urlopen(url[0], timeout=2)
+        raise SystemExit("FAIL: the page is still served after training stopped")
+    except OSError:
+        pass
+    print("ok: Ctrl-C stopped the run (exit 130) and its page")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bin", default="target/release/ferrolm")
     ap.add_argument("--checkpoint", help="also check the playground streams from this model")
     ap.add_argument("--api-key", help="start the server with this key; the page must ask for it")
+    ap.add_argument("--live", action="store_true",
+                    help="also train a tiny model with --serve-dashboard and watch it grow")
     ap.add_argument("--out", help="where to save the screenshot (default: a new temp directory)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="ferrolm-dash-")
@@ -210,6 +272,8 @@ def main():
         shot = os.path.join(out_dir, "dashboard.png")
         driver.save_screenshot(shot)
         print(f"screenshot: {shot}")
+        if a.live:
+            live_training(os.path.realpath(a.bin), work, driver, out_dir)
         print("dashboard check: ok")
     finally:
         if driver is not None:
