@@ -256,6 +256,10 @@ def main():
         ActionChains(driver).double_click(over).perform()
         wait_until("a double-click shows the whole run", lambda: x_max() == 70, 5)
         print(f"ok: zoomed to x <= {zoomed:.1f}, kept while a point arrived, double-click showed all")
+        driver.find_element(By.ID, "logy").click()
+        wait_until("a log y scale", lambda: driver.execute_script("return window.dashPlot.scales.y.distr") == 3, 5)
+        assert points(driver, "alpha") == 7
+        print("ok: log scale")
         if a.checkpoint:
             pg = driver.find_element(By.ID, "playground")
             wait_until("the playground is shown", lambda: pg.is_displayed(), 10)

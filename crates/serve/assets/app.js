@@ -113,17 +113,19 @@ let plot = null, plotKey = "", plotSig = "", zoomed = false;
 
 function chartSeries() {
   const ym = document.getElementById("ymetric").value, xm = document.getElementById("xmetric").value;
+  const logy = document.getElementById("logy").checked;
   const series = [];
   for (const name of order) {
     const r = runs[name];
     if (!r.shown) continue;
     const fields = ym === "loss" ? [["train", "train_loss"], ["val", "val_loss"]] : [[ym, ym]];
     for (const [kind, f] of fields) {
-      const pts = r.records.filter(p => Number.isFinite(p[f]) && Number.isFinite(p[xm])).map(p => [p[xm], p[f]]);
+      const pts = r.records.filter(p => Number.isFinite(p[f]) && Number.isFinite(p[xm]) && (!logy || p[f] > 0))
+        .map(p => [p[xm], p[f]]);
       if (pts.length) series.push({run: name, kind, pts, color: r.color});
     }
   }
-  return {ym, xm, series};
+  return {ym, xm, logy, series};
 }
 
 function aligned(series) {
@@ -138,9 +140,9 @@ function aligned(series) {
 function chartWidth() { return Math.max(600, Math.min(1100, document.body.clientWidth - 20)); }
 
 function drawChart() {
-  const {ym, xm, series} = chartSeries();
+  const {ym, xm, logy, series} = chartSeries();
   const box = document.getElementById("chart");
-  const key = JSON.stringify([ym, xm, series.map(s => [s.run, s.kind, s.color])]);
+  const key = JSON.stringify([ym, xm, logy, series.map(s => [s.run, s.kind, s.color])]);
   const sig = series.map(s => s.pts.length).join(",");
   if (!series.length) {
     if (plot) { plot.destroy(); plot = window.dashPlot = null; }
@@ -159,7 +161,7 @@ function drawChart() {
   const label = id => document.getElementById(id).selectedOptions[0].text;
   const opts = {
     width: chartWidth(), height: 420,
-    scales: {x: {time: false}},
+    scales: {x: {time: false}, y: logy ? {distr: 3} : {}},
     axes: [{label: label("xmetric")}, {label: ym === "loss" ? "loss" : label("ymetric"), size: 70}],
     series: [{label: label("xmetric")}].concat(series.map(s => ({
       label: s.run + " " + s.kind, stroke: s.color, width: s.kind === "val" ? 2 : 1.5,
@@ -245,4 +247,5 @@ document.getElementById("generate").onclick = generate;
 document.getElementById("stop").onclick = () => controller && controller.abort();
 document.getElementById("ymetric").onchange = drawChart;
 document.getElementById("xmetric").onchange = drawChart;
+document.getElementById("logy").onchange = drawChart;
 init();
