@@ -6,7 +6,7 @@ use ferrolm_serve::{Background, ServeOptions};
 use ferrolm_train::checkpoint;
 use ferrolm_train::data::Sampling;
 use ferrolm_train::trainer::setup::saved_config;
-use ferrolm_train::{train, Resume, TrainConfig, TrainOptions};
+use ferrolm_train::{train, Resume, TrainConfig, TrainOptions, TrainSummary};
 use std::path::{Path, PathBuf};
 
 /// Train a model. Settings come from the defaults (see --print-config), then --config FILE, then
@@ -371,7 +371,12 @@ pub fn run(args: Args) -> Result<()> {
             runs_root(&c.run.dir).display()
         );
     }
-    let s = s?;
+    report(&s?);
+    Ok(())
+}
+
+/// Prints the end of a run (losses, where its files are) and exits 130 when it was stopped.
+fn report(s: &TrainSummary) {
     let fmt = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     eprintln!(
         "{} at step {} ({} tokens, {:.1} s): train loss {}, val loss {} (best {})",
@@ -398,5 +403,4 @@ pub fn run(args: Args) -> Result<()> {
         // Saved, but not finished: a script must not take this for a completed run.
         std::process::exit(EXIT_INTERRUPTED);
     }
-    Ok(())
 }
