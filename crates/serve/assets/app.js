@@ -248,4 +248,5 @@ document.getElementById("stop").onclick = () => controller && controller.abort()
 document.getElementById("ymetric").onchange = drawChart;
 document.getElementById("xmetric").onchange = drawChart;
 document.getElementById("logy").onchange = drawChart;
+window.addEventListener("resize", () => { if (plot) plot.setSize({width: chartWidth(), height: 420}); });
 init();
