@@ -253,12 +253,22 @@ fn start_dashboard(host: &str, port: u16, run_dir: &Path) -> Result<Background> 
         ..ServeOptions::default()
     };
     let bg = Background::start_runs(&opts).map_err(|e| {
-        anyhow::anyhow!(
-            "--serve-dashboard: cannot listen on {host}:{port}: {}; another program (a ferrolm serve, \
-             another training) uses the port: give another one, e.g. --serve-dashboard {} (0: any free port)",
-            e.root_cause(),
-            port.wrapping_add(1).max(1024)
-        )
+        let cause = e.root_cause();
+        let in_use = cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse);
+        let fix = if in_use {
+            format!(
+                "another program (a ferrolm serve, another training) uses the port: give another \
+                 one, e.g. --serve-dashboard {} (0: any free port)",
+                port.wrapping_add(1).max(1024)
+            )
+        } else {
+            "check --dashboard-host (127.0.0.1: this machine only; 0.0.0.0: every interface) and \
+             the port (below 1024 needs privileges; 0: any free port)"
+                .to_string()
+        };
+        anyhow::anyhow!("--serve-dashboard: cannot listen on {host}:{port}: {cause}; {fix}")
     })?;
     let name = run_dir
         .file_name()
