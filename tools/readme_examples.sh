@@ -84,7 +84,12 @@ curl -sfN "localhost:$port/v1/completions" -H 'Content-Type: application/json' \
     | grep -q '^data: \[DONE\]' || { echo "serve: no [DONE]" >&2; exit 1; }
 kill -INT "$server"
 wait "$server"
-# watch the runs (README "Watch your runs"): the page, the runs list, a run's metrics, no model
+# watch the runs (README "Watch your runs"): a run serving its page while it trains, then the
+# page, the runs list, a run's metrics, no model
+"$ferrolm" train --config run.toml --train train.npy --valid valid.npy --tokenizer tok "${small[@]}" \
+    --steps 4 --run-dir runs/d --no-progress --serve-dashboard 0 2> dash.txt
+grep -q '^dashboard: http://127.0.0.1:[0-9]*/?run=d ' dash.txt && grep -q 'dashboard stopped' dash.txt \
+    || { cat dash.txt; echo "train --serve-dashboard: no dashboard" >&2; exit 1; }
 "$ferrolm" serve --runs runs --port "$port" &
 server=$!
 for _ in $(seq 100); do curl -s "localhost:$port/api/info" > /dev/null && break; sleep 0.2; done

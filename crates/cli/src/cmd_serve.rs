@@ -42,7 +42,10 @@ pub struct Args {
     /// Sequences waiting for a slot at most; beyond, requests get 503 with Retry-After.
     #[arg(long, default_value_t = 64)]
     max_queue: usize,
-    /// Require `Authorization: Bearer KEY` on every request.
+    /// Require `Authorization: Bearer KEY` on every request to the API: /v1/*, /health,
+    /// /tokenize, /detokenize and the runs data under /api/* (401 without it). The page at /
+    /// (a shell without data) loads without it and asks for the key once; the browser keeps it in
+    /// its local storage for this address and sends it as the bearer header.
     #[arg(long)]
     api_key: Option<String>,
     /// Tokenizer directory (default: the checkpoint's tokenizer/ copy).

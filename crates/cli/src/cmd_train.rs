@@ -2,11 +2,12 @@
 
 use anyhow::{Context, Result};
 use ferrolm_nn::Precision;
+use ferrolm_serve::{Background, ServeOptions};
 use ferrolm_train::checkpoint;
 use ferrolm_train::data::Sampling;
 use ferrolm_train::trainer::setup::saved_config;
-use ferrolm_train::{train, Resume, TrainConfig, TrainOptions};
-use std::path::PathBuf;
+use ferrolm_train::{train, Resume, TrainConfig, TrainOptions, TrainSummary};
+use std::path::{Path, PathBuf};
 
 /// Train a model. Settings come from the defaults (see --print-config), then --config FILE, then
 /// --set section.key=value overrides, then the plain flags. The run directory receives
@@ -22,7 +23,8 @@ use std::path::PathBuf;
 --set optimizer.lr=3e-4\n  ferrolm train --train data/train.npy --valid data/valid.npy --tokenizer tok/ --preset tiny \
 --steps 2000 --run-dir runs/a\n  ferrolm train --config run.toml --minutes 8          # about 8 minutes, the schedule laid over them\n  \
 ferrolm train --run-dir runs/a --resume            # continue after Ctrl-C or a crash\n  \
-ferrolm train --init-from runs/imported --train my.npy --valid my-valid.npy --steps 200 --run-dir runs/ft  # fine-tune"
+ferrolm train --init-from runs/imported --train my.npy --valid my-valid.npy --steps 200 --run-dir runs/ft  # fine-tune\n  \
+ferrolm train --config run.toml --run-dir runs/b --serve-dashboard   # watch at http://127.0.0.1:8080/"
 )]
 pub struct Args {
     /// TOML config file (keys it leaves out take the defaults).
@@ -115,6 +117,23 @@ pub struct Args {
     /// No progress bar (logging.progress = false).
     #[arg(long)]
     no_progress: bool,
+    /// While training, serve the runs page (live loss curves, as `ferrolm serve --runs`) on
+    /// http://127.0.0.1:PORT/ (8080 without a value; 0: any free port). It shows the runs
+    /// directory the run is in (the run directory's parent), so earlier runs can be overlaid, with
+    /// this run selected; the URL is printed at start. The page stops when training ends; keep
+    /// watching with `ferrolm serve --runs DIR`. A port in use is refused before training starts.
+    /// Under mpirun/srun only rank 0 serves.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "8080")]
+    serve_dashboard: Option<u16>,
+    /// Address the --serve-dashboard page listens on (0.0.0.0: every interface; the page shows
+    /// the run files to anyone who can reach it).
+    #[arg(
+        long,
+        value_name = "HOST",
+        default_value = "127.0.0.1",
+        requires = "serve_dashboard"
+    )]
+    dashboard_host: String,
 }
 
 /// The exit status of a run stopped by Ctrl-C after saving its checkpoint (128 + SIGINT).
@@ -212,6 +231,67 @@ fn init_from_checkpoint(args: &Args, path: &std::path::Path, cfg: &mut TrainConf
     Ok(())
 }
 
+/// The directory the dashboard shows for a run: the one the run directory is in ("." for a
+/// relative run directory without a parent).
+fn runs_root(run_dir: &Path) -> PathBuf {
+    match run_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Serves the runs page over the run's parent directory on background threads (created if
+/// missing, as training would create it) and prints its URL, with the run selected.
+fn start_dashboard(host: &str, port: u16, run_dir: &Path) -> Result<Background> {
+    let root = runs_root(run_dir);
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("--serve-dashboard: cannot create {}", root.display()))?;
+    let opts = ServeOptions {
+        host: host.to_string(),
+        port,
+        runs_dir: Some(root.clone()),
+        ..ServeOptions::default()
+    };
+    let bg = Background::start_runs(&opts).map_err(|e| {
+        let cause = e.root_cause();
+        let in_use = cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse);
+        let fix = if in_use {
+            format!(
+                "another program (a ferrolm serve, another training) uses the port: give another \
+                 one, e.g. --serve-dashboard {} (0: any free port)",
+                port.wrapping_add(1).max(1024)
+            )
+        } else {
+            "check --dashboard-host (127.0.0.1: this machine only; 0.0.0.0: every interface) and \
+             the port (below 1024 needs privileges; 0: any free port)"
+                .to_string()
+        };
+        anyhow::anyhow!("--serve-dashboard: cannot listen on {host}:{port}: {cause}; {fix}")
+    })?;
+    let name = run_dir
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    eprintln!(
+        "dashboard: http://{}/?run={} (runs under {}; stops when training ends)",
+        bg.addr,
+        url_encode(&name),
+        root.display()
+    );
+    Ok(bg)
+}
+
+/// Percent-encodes everything but unreserved URL characters.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub fn run(args: Args) -> Result<()> {
     let mut cfg = match &args.config {
         Some(p) => TrainConfig::load(p)?,
@@ -269,10 +349,15 @@ pub fn run(args: Args) -> Result<()> {
         ..TrainOptions::default()
     };
     if rank > 0 {
-        // Rank 0 alone reports.
+        // Rank 0 alone reports (and serves the dashboard).
         train(&cfg, &opts).context("training failed")?;
         return Ok(());
     }
+    // Bound before training, so a port in use costs no training; stopped (dropped) when it ends.
+    let dashboard = match args.serve_dashboard {
+        Some(port) => Some(start_dashboard(&args.dashboard_host, port, &c.run.dir)?),
+        None => None,
+    };
     if ranks > 1 {
         eprintln!(
             "data-parallel training on {ranks} ranks, {} micro-batches of {} sequences each per rank per step",
@@ -288,7 +373,20 @@ pub fn run(args: Args) -> Result<()> {
         c.data.batch_size * c.data.grad_accum * ranks * c.seq_len(),
         c.run.dir.display()
     );
-    let s = train(&cfg, &opts).context("training failed")?;
+    let s = train(&cfg, &opts).context("training failed");
+    if let Some(d) = dashboard {
+        let _ = d.stop();
+        eprintln!(
+            "dashboard stopped with the training; keep watching with: ferrolm serve --runs {}",
+            runs_root(&c.run.dir).display()
+        );
+    }
+    report(&s?);
+    Ok(())
+}
+
+/// Prints the end of a run (losses, where its files are) and exits 130 when it was stopped.
+fn report(s: &TrainSummary) {
     let fmt = |v: Option<f32>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
     eprintln!(
         "{} at step {} ({} tokens, {:.1} s): train loss {}, val loss {} (best {})",
@@ -315,5 +413,4 @@ pub fn run(args: Args) -> Result<()> {
         // Saved, but not finished: a script must not take this for a completed run.
         std::process::exit(EXIT_INTERRUPTED);
     }
-    Ok(())
 }

@@ -1,26 +1,55 @@
 // ferrolm dashboard: polls /api/runs and each shown run's metrics every 2 s and draws the chosen
-// curve (loss, lr, grad norm, tokens/s against step, tokens or wall time) as inline SVG; the playground streams /v1/completions (server-sent events) via fetch.
+// curve (loss, lr, grad norm, tokens/s against step, tokens or wall time) with uPlot (vendored,
+// /assets/uPlot.iife.min.js); the playground streams /v1/completions (server-sent events) via
+// fetch. With a server API key, the key typed once is kept in localStorage and sent as
+// `Authorization: Bearer` on every request.
 "use strict";
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
 const runs = {}; // name -> {info, records: [], next: 0, shown: bool, color}
 let order = [];
+// ?run=NAME (repeatable) shows those runs' curves; otherwise the first four.
+const wanted = new URLSearchParams(location.search).getAll("run");
+const KEY_STORE = "ferrolm-api-key";
+let pollTimer = null;
 
 function fmt(v, d) { return v === null || v === undefined ? "" : Number(v).toFixed(d); }
 
+class NeedKey extends Error {}
+
+// fetch with the stored key; a 401 asks for the key (and throws NeedKey).
+async function call(url, opts = {}) {
+  const headers = Object.assign({}, opts.headers || {});
+  const key = localStorage.getItem(KEY_STORE);
+  if (key) headers["Authorization"] = "Bearer " + key;
+  const r = await fetch(url, Object.assign({cache: "no-store"}, opts, {headers}));
+  if (r.status === 401) { askKey(key ? "The stored API key was refused; enter the right one." : null); throw new NeedKey(); }
+  return r;
+}
+
 async function getJSON(url) {
-  const r = await fetch(url, {cache: "no-store"});
+  const r = await call(url);
   if (!r.ok) throw new Error(url + ": " + r.status);
   return r.json();
+}
+
+function askKey(why) {
+  if (pollTimer !== null) { clearInterval(pollTimer); pollTimer = null; }
+  if (why) document.getElementById("key-why").textContent = why;
+  document.getElementById("key-form").hidden = false;
+  document.getElementById("api-key").focus();
 }
 
 async function pollRuns() {
   let list;
   try { list = (await getJSON("/api/runs")).runs; }
-  catch (e) { document.getElementById("runs-status").textContent = String(e); return; }
+  catch (e) { if (!(e instanceof NeedKey)) document.getElementById("runs-status").textContent = String(e); return; }
   document.getElementById("runs-status").textContent = list.length + " run(s)";
   order = list.map(r => r.name);
   list.forEach((info, i) => {
-    if (!runs[info.name]) runs[info.name] = {records: [], next: 0, shown: i < 4, color: COLORS[i % COLORS.length]};
+    if (!runs[info.name]) {
+      const shown = wanted.length ? wanted.includes(info.name) : i < 4;
+      runs[info.name] = {records: [], next: 0, shown, color: COLORS[i % COLORS.length]};
+    }
     runs[info.name].info = info;
   });
   await Promise.all(order.filter(n => runs[n].shown).map(pollMetrics));
@@ -67,67 +96,83 @@ function renderTable() {
 }
 
 async function showSamples(name) {
-  const r = await fetch("/api/runs/" + encodeURIComponent(name) + "/samples");
+  let text;
+  try { text = await (await call("/api/runs/" + encodeURIComponent(name) + "/samples")).text(); }
+  catch (e) { return; }
   document.getElementById("samples-title").textContent = "Samples of " + name;
   const pre = document.getElementById("samples");
-  pre.textContent = await r.text(); pre.hidden = false;
+  pre.textContent = text; pre.hidden = false;
 }
 
-const SVG = "http://www.w3.org/2000/svg";
-function el(tag, attrs, text) {
-  const e = document.createElementNS(SVG, tag);
-  for (const k in attrs) e.setAttribute(k, attrs[k]);
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
+// The chart: one uPlot instance over the union of the shown series' x values (uPlot wants one
+// x array; a series without a point at some x has null there, and spanGaps joins its points).
+// window.dashPlot is the instance (the browser check reads its data and series).
+// A drag zooms (uPlot's default); while zoomed, new points keep the zoom, and a double-click
+// (uPlot's reset) goes back to following the whole run.
+let plot = null, plotKey = "", plotSig = "", zoomed = false;
 
-function drawChart() {
-  const svg = document.getElementById("chart");
-  svg.replaceChildren();
-  const W = +svg.getAttribute("width"), H = +svg.getAttribute("height");
-  const L = 60, R = 20, T = 15, B = 40;
+function chartSeries() {
   const ym = document.getElementById("ymetric").value, xm = document.getElementById("xmetric").value;
+  const logy = document.getElementById("logy").checked;
   const series = [];
   for (const name of order) {
     const r = runs[name];
     if (!r.shown) continue;
-    const pick = f => r.records.filter(p => Number.isFinite(p[f]) && Number.isFinite(p[xm])).map(p => [p[xm], p[f]]);
     const fields = ym === "loss" ? [["train", "train_loss"], ["val", "val_loss"]] : [[ym, ym]];
     for (const [kind, f] of fields) {
-      const pts = pick(f);
-      if (pts.length) series.push({name, kind, pts, color: r.color});
+      const pts = r.records.filter(p => Number.isFinite(p[f]) && Number.isFinite(p[xm]) && (!logy || p[f] > 0))
+        .map(p => [p[xm], p[f]]);
+      if (pts.length) series.push({run: name, kind, pts, color: r.color});
     }
   }
-  const all = series.flatMap(s => s.pts);
-  if (!all.length) { svg.appendChild(el("text", {x: L, y: H / 2}, "no metrics yet")); return; }
-  let x0 = Math.min(...all.map(p => p[0])), x1 = Math.max(...all.map(p => p[0]));
-  let y0 = Math.min(...all.map(p => p[1])), y1 = Math.max(...all.map(p => p[1]));
-  if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
-  const px = x => L + (x - x0) / (x1 - x0) * (W - L - R);
-  const py = y => T + (y1 - y) / (y1 - y0) * (H - T - B);
-  svg.appendChild(el("line", {x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#888"}));
-  svg.appendChild(el("line", {x1: L, y1: T, x2: L, y2: H - B, stroke: "#888"}));
-  for (let k = 0; k <= 5; k++) {
-    const xv = x0 + (x1 - x0) * k / 5, yv = y0 + (y1 - y0) * k / 5;
-    svg.appendChild(el("text", {x: px(xv), y: H - B + 16, "text-anchor": "middle", "font-size": 11}, Math.round(xv)));
-    const ylab = Math.abs(y1 - y0) < 0.01 || Math.abs(y1) >= 1e4 ? yv.toPrecision(3) : yv.toFixed(2);
-    svg.appendChild(el("text", {x: L - 5, y: py(yv) + 4, "text-anchor": "end", "font-size": 11}, ylab));
-    svg.appendChild(el("line", {x1: L, y1: py(yv), x2: W - R, y2: py(yv), stroke: "#eee"}));
+  return {ym, xm, logy, series};
+}
+
+function aligned(series) {
+  const xs = [...new Set(series.flatMap(s => s.pts.map(p => p[0])))].sort((a, b) => a - b);
+  const cols = series.map(s => {
+    const m = new Map(s.pts);
+    return xs.map(x => (m.has(x) ? m.get(x) : null));
+  });
+  return [xs, ...cols];
+}
+
+function chartWidth() { return Math.max(600, Math.min(1100, document.body.clientWidth - 20)); }
+
+function drawChart() {
+  const {ym, xm, logy, series} = chartSeries();
+  const box = document.getElementById("chart");
+  const key = JSON.stringify([ym, xm, logy, series.map(s => [s.run, s.kind, s.color])]);
+  const sig = series.map(s => s.pts.length).join(",");
+  if (!series.length) {
+    if (plot) { plot.destroy(); plot = window.dashPlot = null; }
+    plotKey = "";
+    box.replaceChildren(Object.assign(document.createElement("div"), {id: "chart-empty", textContent: "no metrics yet"}));
+    return;
   }
-  svg.appendChild(el("text", {x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", "font-size": 12},
-    document.getElementById("xmetric").selectedOptions[0].text));
-  for (const s of series) {
-    const d = s.pts.map((p, i) => (i ? "L" : "M") + px(p[0]).toFixed(1) + " " + py(p[1]).toFixed(1)).join(" ");
-    const path = el("path", {d, fill: "none", stroke: s.color, "stroke-width": s.kind === "val" ? 2 : 1.5,
-      "data-run": s.name, "data-kind": s.kind, "data-points": s.pts.length});
-    if (s.kind === "val") {
-      path.setAttribute("stroke-dasharray", "5 3");
-      for (const p of s.pts) svg.appendChild(el("circle", {cx: px(p[0]), cy: py(p[1]), r: 2.5, fill: s.color}));
-    }
-    path.appendChild(el("title", {}, s.name + " " + s.kind + " loss"));
-    svg.appendChild(path);
+  const data = aligned(series);
+  if (plot && key === plotKey) {
+    if (sig !== plotSig) plot.setData(data, !zoomed); // new points: rescale to show them, unless zoomed
+    plotSig = sig;
+    return;
   }
+  if (plot) plot.destroy();
+  box.replaceChildren();
+  const label = id => document.getElementById(id).selectedOptions[0].text;
+  const opts = {
+    width: chartWidth(), height: 420,
+    scales: {x: {time: false}, y: logy ? {distr: 3} : {}},
+    axes: [{label: label("xmetric")}, {label: ym === "loss" ? "loss" : label("ymetric"), size: 70}],
+    series: [{label: label("xmetric")}].concat(series.map(s => ({
+      label: s.run + " " + s.kind, stroke: s.color, width: s.kind === "val" ? 2 : 1.5,
+      dash: s.kind === "val" ? [6, 4] : undefined, spanGaps: true,
+      points: {show: s.kind === "val", size: 6, fill: s.color},
+    }))),
+  };
+  opts.hooks = {setSelect: [u => { if (u.select.width > 0) zoomed = true; }]};
+  plot = window.dashPlot = new uPlot(opts, data, box);
+  plot.over.addEventListener("dblclick", () => { zoomed = false; });
+  plotKey = key; plotSig = sig; zoomed = false;
 }
 
 let controller = null;
@@ -141,7 +186,7 @@ async function generate() {
   document.getElementById("generate").disabled = true;
   document.getElementById("stop").disabled = false;
   try {
-    const r = await fetch("/v1/completions", {method: "POST", headers: {"Content-Type": "application/json"},
+    const r = await call("/v1/completions", {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify(body), signal: controller.signal});
     if (!r.ok) { out.textContent = "error " + r.status + ": " + ((await r.json()).error || {}).message; return; }
     const reader = r.body.getReader(), dec = new TextDecoder();
@@ -161,7 +206,8 @@ async function generate() {
       }
     }
   } catch (e) {
-    if (e.name !== "AbortError") out.textContent += "\n[" + e + "]";
+    if (e instanceof NeedKey) out.textContent = "the server needs its API key (asked above)";
+    else if (e.name !== "AbortError") out.textContent += "\n[" + e + "]";
   } finally {
     document.getElementById("generate").disabled = false;
     document.getElementById("stop").disabled = true;
@@ -169,17 +215,38 @@ async function generate() {
 }
 
 async function init() {
-  const info = await getJSON("/api/info");
+  let info;
+  try { info = await getJSON("/api/info"); }
+  catch (e) {
+    if (!(e instanceof NeedKey)) document.body.append(String(e));
+    return;
+  }
+  document.getElementById("key-form").hidden = true;
+  document.getElementById("key-forget").hidden = !localStorage.getItem(KEY_STORE);
   if (info.model) {
     document.getElementById("playground").hidden = false;
     document.getElementById("model-name").textContent = "(" + info.model + ")";
-    document.getElementById("generate").onclick = generate;
-    document.getElementById("stop").onclick = () => controller && controller.abort();
   }
-  document.getElementById("ymetric").onchange = drawChart;
-  document.getElementById("xmetric").onchange = drawChart;
-  if (info.runs_dir === null) { document.getElementById("runs-section").hidden = true; return; }
+  if (info.runs_dir === null) return;
+  document.getElementById("runs-section").hidden = false;
   await pollRuns();
-  setInterval(pollRuns, 2000);
+  if (pollTimer === null) pollTimer = setInterval(pollRuns, 2000);
 }
+
+document.getElementById("key-form").onsubmit = e => {
+  e.preventDefault();
+  const k = document.getElementById("api-key").value.trim();
+  if (k) { localStorage.setItem(KEY_STORE, k); init(); }
+};
+document.getElementById("forget-key").onclick = e => {
+  e.preventDefault();
+  localStorage.removeItem(KEY_STORE);
+  location.reload();
+};
+document.getElementById("generate").onclick = generate;
+document.getElementById("stop").onclick = () => controller && controller.abort();
+document.getElementById("ymetric").onchange = drawChart;
+document.getElementById("xmetric").onchange = drawChart;
+document.getElementById("logy").onchange = drawChart;
+window.addEventListener("resize", () => { if (plot) plot.setSize({width: chartWidth(), height: 420}); });
 init();

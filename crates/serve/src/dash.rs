@@ -1,10 +1,14 @@
-//! The runs dashboard: a page at `/` (HTML + JS embedded in the binary) and the JSON it polls,
-//! `GET /api/runs`, `GET /api/runs/{name}/metrics?after=N`, `GET /api/runs/{name}/samples`,
-//! `GET /api/info`. A run's name is its path relative to the runs directory.
+//! The runs dashboard: a page at `/` (HTML + JS embedded in the binary, charts drawn by the
+//! vendored uPlot under `/assets/`) and the JSON it polls, `GET /api/runs`,
+//! `GET /api/runs/{name}/metrics?after=N`, `GET /api/runs/{name}/samples`, `GET /api/info`.
+//! A run's name is its path relative to the runs directory. With an API key, `/api/*` needs
+//! `Authorization: Bearer KEY`; the page itself (no data) does not, and asks for the key.
 
 use crate::api::ApiError;
+use crate::routes;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
+use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -17,6 +21,14 @@ use std::sync::Arc;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
+/// uPlot (MIT), see assets/vendor/README.md for its version and how to update it.
+const UPLOT_JS: &str = include_str!("../assets/vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../assets/vendor/uPlot.min.css");
+const UPLOT_LICENSE: &str = include_str!("../assets/vendor/uPlot.LICENSE");
+/// The page and its script change with the binary: revalidate. The vendored library is fixed
+/// for a version: a day.
+const NO_CACHE: &str = "no-cache";
+const CACHE_DAY: &str = "public, max-age=86400";
 
 /// What the dashboard routes share.
 pub struct DashState {
@@ -24,26 +36,49 @@ pub struct DashState {
     pub runs_dir: Option<PathBuf>,
     /// The served model's name, when one is loaded.
     pub model_id: Option<String>,
+    /// Required as `Authorization: Bearer KEY` on `/api/*` when set.
+    pub api_key: Option<String>,
 }
 
-/// The page and the runs API over `state` (not behind `--api-key`: it only reads run files).
+/// The page (open: a shell without data) and the runs API over `state` (behind the key, if any).
 pub fn router(state: Arc<DashState>) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/app.js", get(app_js))
+    let key = Arc::new(state.api_key.clone());
+    let api = Router::new()
         .route("/api/info", get(info))
         .route("/api/runs", get(list))
         .route("/api/runs/{name}/metrics", get(metrics))
         .route("/api/runs/{name}/samples", get(samples))
-        .with_state(state)
+        .route_layer(middleware::from_fn_with_state(key, routes::require_bearer))
+        .with_state(state);
+    Router::new()
+        .route(
+            "/",
+            get(|| asset("text/html; charset=utf-8", NO_CACHE, INDEX_HTML)),
+        )
+        .route(
+            "/app.js",
+            get(|| asset("text/javascript; charset=utf-8", NO_CACHE, APP_JS)),
+        )
+        .route(
+            "/assets/uPlot.iife.min.js",
+            get(|| asset("text/javascript; charset=utf-8", CACHE_DAY, UPLOT_JS)),
+        )
+        .route(
+            "/assets/uPlot.min.css",
+            get(|| asset("text/css; charset=utf-8", CACHE_DAY, UPLOT_CSS)),
+        )
+        .route(
+            "/assets/uPlot.LICENSE.txt",
+            get(|| asset("text/plain; charset=utf-8", CACHE_DAY, UPLOT_LICENSE)),
+        )
+        .merge(api)
 }
 
-async fn index() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML)
-}
-
-async fn app_js() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS)
+async fn asset(kind: &'static str, cache: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, cache)],
+        body,
+    )
 }
 
 async fn info(State(st): State<Arc<DashState>>) -> Json<Value> {

@@ -75,6 +75,7 @@ fn dash_router(opts: &ServeOptions, model: bool) -> axum::Router {
     dash::router(Arc::new(dash::DashState {
         runs_dir: opts.runs_dir.clone(),
         model_id: model.then(|| opts.model_id.clone()),
+        api_key: opts.api_key.clone(),
     }))
 }
 

@@ -1,5 +1,5 @@
 //! The HTTP routes: /v1/completions (JSON or server-sent events), /v1/models, /health,
-//! /tokenize, /detokenize, and the bearer-key check.
+//! /tokenize, /detokenize, and the bearer-key check (also used by the runs API).
 
 use crate::api::{ApiError, Checked, CompletionRequest, DetokenizeRequest, TokenizeRequest};
 use crate::engine::{EngineHandle, Event, Job};
@@ -54,21 +54,45 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether `req` carries `Authorization: Bearer KEY` (always, when `key` is `None`). The key is
+/// compared in time independent of where it differs.
+pub fn authorized(key: Option<&str>, req: &Request) -> bool {
+    let Some(key) = key else { return true };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    given.len() == key.len()
+        && given
+            .bytes()
+            .zip(key.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// The 401 JSON error of a request without the key.
+pub fn unauthorized() -> Response {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong API key: send Authorization: Bearer KEY",
+    )
+    .into_response()
+}
+
 /// 401 unless the request carries `Authorization: Bearer KEY` (when the server has a key).
 async fn require_key(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some(key) = &st.api_key {
-        let given = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(key.as_str()) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong API key: send Authorization: Bearer KEY",
-            )
-            .into_response();
-        }
+    if !authorized(st.api_key.as_deref(), &req) {
+        return unauthorized();
+    }
+    next.run(req).await
+}
+
+/// The same check for routes whose state is only the key (the runs API).
+pub async fn require_bearer(State(key): State<Arc<Option<String>>>, req: Request, next: Next) -> Response {
+    if !authorized(key.as_deref(), &req) {
+        return unauthorized();
     }
     next.run(req).await
 }

@@ -1,5 +1,6 @@
 //! The runs dashboard: `/api/runs`, metrics polling with `after`, samples, refused run names, the
-//! page and its script, and the 503 completion routes when no model is loaded.
+//! page, its script and the vendored uPlot, the 503 completion routes when no model is loaded, and
+//! `--api-key` on `/api/*` (the page shell stays open).
 
 mod common;
 
@@ -149,9 +150,29 @@ fn page_and_script_are_served_and_completions_say_no_model() {
     assert_eq!(page.status, 200);
     assert!(page.header("content-type").unwrap().starts_with("text/html"));
     assert!(page.body.contains("<script src=\"/app.js\">"));
+    assert!(page.body.contains("<script src=\"/assets/uPlot.iife.min.js\">"));
+    assert!(page.body.contains("href=\"/assets/uPlot.min.css\""));
     let js = get(srv.addr, "/app.js");
     assert_eq!(js.status, 200);
     assert!(js.body.contains("/api/runs"));
+    assert!(js.body.contains("new uPlot("));
+    // The vendored chart library: served from the binary, with its type and a cache header.
+    for (path, kind, has) in [
+        (
+            "/assets/uPlot.iife.min.js",
+            "text/javascript",
+            "var uPlot=function()",
+        ),
+        ("/assets/uPlot.min.css", "text/css", ".uplot"),
+        ("/assets/uPlot.LICENSE.txt", "text/plain", "MIT"),
+    ] {
+        let r = get(srv.addr, path);
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.header("content-type").unwrap().starts_with(kind), "{path}");
+        assert_eq!(r.header("cache-control"), Some("public, max-age=86400"), "{path}");
+        assert!(r.body.contains(has), "{path}");
+    }
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
     for (method, path) in [("POST", "/v1/completions"), ("GET", "/v1/models")] {
         let r = request(srv.addr, method, path, Some(r#"{"prompt": "a"}"#), &[]);
         assert_eq!(r.status, 503, "{path}: {}", r.body);
@@ -173,16 +194,16 @@ fn with_a_model_the_runs_and_the_completions_are_both_served() {
             ..ServeOptions::default()
         },
     );
-    assert_eq!(get(srv.addr, "/api/info").json()["model"], "tiny");
+    let key = [("Authorization", "Bearer k")];
     assert_eq!(
-        get(srv.addr, "/api/runs").json()["runs"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
+        request(srv.addr, "GET", "/api/info", None, &key).json()["model"],
+        "tiny"
     );
-    // The API keeps its key; the read-only page does not need it.
+    let r = request(srv.addr, "GET", "/api/runs", None, &key);
+    assert_eq!(r.json()["runs"].as_array().unwrap().len(), 2);
+    // Both the completion API and the runs API keep the key.
     assert_eq!(get(srv.addr, "/v1/models").status, 401);
+    assert_eq!(get(srv.addr, "/api/runs").status, 401);
     let r = request(
         srv.addr,
         "GET",
@@ -204,4 +225,61 @@ fn a_runs_dir_that_does_not_exist_is_refused_at_start() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("/nonexistent/ferrolm-runs"), "{err}");
+}
+
+#[test]
+fn with_an_api_key_the_runs_api_needs_it_and_the_page_shell_does_not() {
+    let d = two_runs();
+    let srv = Background::start_runs(&ServeOptions {
+        port: 0,
+        runs_dir: Some(d.path().to_path_buf()),
+        api_key: Some("s3cret".into()),
+        ..ServeOptions::default()
+    })
+    .unwrap();
+    // The shell loads without the key and holds no run data; it asks for the key.
+    let page = get(srv.addr, "/");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("id=\"key-form\""));
+    assert!(!page.body.contains("Once upon a time there was a test."));
+    for path in ["/app.js", "/assets/uPlot.iife.min.js", "/assets/uPlot.min.css"] {
+        assert_eq!(get(srv.addr, path).status, 200, "{path}");
+    }
+    let api = [
+        "/api/info",
+        "/api/runs",
+        "/api/runs/a/metrics?after=0",
+        "/api/runs/b/samples",
+        "/api/runs/nope/metrics",
+        "/api/runs/..%2Fb/metrics",
+    ];
+    for (headers, what) in [
+        (&[][..], "no key"),
+        (&[("Authorization", "Bearer wrong")][..], "a wrong key"),
+        (&[("Authorization", "Bearer s3cret0")][..], "a longer key"),
+        (&[("Authorization", "s3cret")][..], "no Bearer"),
+    ] {
+        for path in api {
+            let r = request(srv.addr, "GET", path, None, headers);
+            assert_eq!(r.status, 401, "{path} with {what}: {}", r.body);
+            let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+            assert!(msg.contains("Authorization: Bearer"), "{msg}");
+            assert!(!r.body.contains("train_loss"), "{path} leaked data: {}", r.body);
+        }
+    }
+    let key = [("Authorization", "Bearer s3cret")];
+    for (path, status) in [
+        ("/api/info", 200),
+        ("/api/runs", 200),
+        ("/api/runs/a/metrics?after=0", 200),
+        ("/api/runs/b/samples", 200),
+        ("/api/runs/nope/metrics", 404),
+        ("/api/runs/..%2Fb/metrics", 400),
+    ] {
+        let r = request(srv.addr, "GET", path, None, &key);
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+    }
+    let runs = request(srv.addr, "GET", "/api/runs", None, &key).json();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 2);
+    srv.stop().unwrap();
 }
