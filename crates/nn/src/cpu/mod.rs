@@ -19,6 +19,14 @@
 //! gradients are always accumulated. Work is parallel over rows with rayon. CPU-specific code
 //! (AVX-512, AVX-512 BF16, AMX) is chosen at run time (`simd`) and always has a portable fallback.
 
+/// Asserts each buffer's length at the top of a kernel: `check_lens!("op", out: n * d, inp: n * d)`
+/// panics with "op: out" (and both lengths) unless `out.len() == n * d`, and so on in order.
+macro_rules! check_lens {
+    ($op:literal, $($buf:ident: $len:expr),+ $(,)?) => {
+        $(assert_eq!($buf.len(), $len, concat!($op, ": ", stringify!($buf)));)+
+    };
+}
+
 pub mod attention;
 pub mod cross_entropy;
 pub mod decode;
