@@ -6,13 +6,15 @@
 //!   register-blocked tiles in `attention::tiles`);
 //! - engines: `gemm/` (every matrix product: `matmul` the model's linear layers in a
 //!   `Precision`, `f32` the FMA GEMM, `bf16` the packed bf16 driver, `f32_amx` the f32-accurate
-//!   split GEMM on AMX, `pack_bf16` / `amx` / `dpbf16` its packers and microkernels, `gemv` the
+//!   split GEMM on AMX, `pack_bf16` / `amx` / `dpbf16` its packers and microkernels (operands in
+//!   `microkernel`), `gemv` the
 //!   matrix-vector products of decoding, `transpose`) and `decode/` (the batch-1 decode step as
 //!   one phased parallel job: `step`, its thread team `phased`, attention over the KV cache
 //!   `attention`);
 //! - machine support: `simd` (feature detection, environment overrides, the `dispatch!` macro,
 //!   bf16 conversions), `fastmath` (vectorized exp and row reductions), `par` (`SyncPtr`,
-//!   `rows_per_task`).
+//!   `rows_per_task`, the elementwise `zip3_chunks`); the `check_lens!` macro (below) for the
+//!   kernels' length asserts.
 //!
 //! Conventions: shapes are given in the doc comments as (rows, cols), row-major, contiguous.
 //! A backward says for each output whether it is OVERWRITTEN or ACCUMULATED (`+=`); parameter
