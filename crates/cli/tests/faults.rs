@@ -6,11 +6,13 @@
 //! MPI, and a second trainer on a busy run directory, are refused.
 
 mod common;
+#[path = "../../train/tests/common/shared.rs"]
+mod shared;
 
 use common::{copy_dir, ferrolm, run, text, tiny_train_args};
+use shared::interrupt_after_lines;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 /// A run of 4 steps with checkpoints at steps 2 and 4, in `dir/base`.
 fn base_run(dir: &Path) -> PathBuf {
@@ -145,17 +147,7 @@ fn ctrl_c_saves_and_exits_130() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    while std::fs::read_to_string(run_dir.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let ok = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let status = child.wait().unwrap();
+    let status = interrupt_after_lines(&mut child, &run_dir.join("metrics.jsonl"), 3);
     assert_eq!(status.code(), Some(130), "{status:?}");
     let latest = ferrolm_train::checkpoint::latest(&run_dir.join("checkpoints")).unwrap();
     assert!(latest.is_some(), "no checkpoint saved on Ctrl-C");

@@ -311,9 +311,7 @@ fn write_file(out: &Path, meta: &[(String, Value)], tensors: &[TensorOut]) -> Re
 /// multiple of 32 values is stored as f16).
 pub fn export_gguf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<ExportReport> {
     check_fresh_file(out)?;
-    let t0 = Instant::now();
     let src = load_source(checkpoint)?;
-    let load_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let c = &src.state.model;
     let mut meta = llama_metadata(c, &format!("ferrolm {}", src.name()), dtype);
@@ -343,7 +341,7 @@ pub fn export_gguf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<Export
     Ok(ExportReport {
         checkpoint: src.dir,
         files: vec![(out.to_path_buf(), size)],
-        load_seconds,
+        load_seconds: src.load_seconds,
         convert_seconds,
         write_seconds: t2.elapsed().as_secs_f64(),
         warning: (!warnings.is_empty()).then(|| warnings.join("; ")),

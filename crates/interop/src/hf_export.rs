@@ -41,6 +41,8 @@ pub struct Source {
     pub state: CheckpointState,
     pub model: Model,
     pub tokenizer: Option<Tokenizer>,
+    /// Seconds that resolving and loading it took.
+    pub load_seconds: f64,
 }
 
 impl Source {
@@ -61,6 +63,7 @@ impl Source {
 /// Resolves and loads `path` (a checkpoint, a directory of checkpoints or a run directory) and
 /// checks that its model is a Llama.
 pub fn load_source(path: &Path) -> Result<Source> {
+    let t0 = Instant::now();
     let dir = checkpoint::resolve(path)?;
     let ck = checkpoint::load_model(&dir)?;
     check_expressible(&ck.state.model).with_context(|| format!("checkpoint {}", dir.display()))?;
@@ -74,6 +77,7 @@ pub fn load_source(path: &Path) -> Result<Source> {
         state: ck.state,
         model: ck.model,
         tokenizer,
+        load_seconds: t0.elapsed().as_secs_f64(),
     })
 }
 
@@ -295,10 +299,7 @@ pub fn export_hf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<ExportRe
         bail!("--dtype q8_0 is for GGUF only; a Hugging Face export is f32, f16 or bf16");
     }
     check_fresh_dir(out)?;
-    let t0 = Instant::now();
     let src = load_source(checkpoint)?;
-    let load_seconds = t0.elapsed().as_secs_f64();
-
     let t1 = Instant::now();
     let c = &src.state.model;
     let eos = src.tokenizer.as_ref().and_then(eos_token).map(|(_, id)| id);
@@ -333,7 +334,7 @@ pub fn export_hf(checkpoint: &Path, out: &Path, dtype: DType) -> Result<ExportRe
     Ok(ExportReport {
         checkpoint: src.dir,
         files: written,
-        load_seconds,
+        load_seconds: src.load_seconds,
         convert_seconds,
         write_seconds: t2.elapsed().as_secs_f64(),
         warning,

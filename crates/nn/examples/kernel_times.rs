@@ -48,55 +48,24 @@ fn main() {
             "w2 f→d" => 1.0,
             _ => 0.0,
         };
+        // Inputs of each product: x as n×din or n×dout, the weight din×dout.
+        let (x_in, x_out, wt) = (&x[..n * din], &x[..n * dout], &w[..din * dout]);
         let mut total = 0.0;
         total += time(&format!("matmul fwd {name}"), fl, reps, || {
-            matmul_forward(
-                prec,
-                &mut y[..n * dout],
-                &x[..n * din],
-                &w[..din * dout],
-                n,
-                din,
-                dout,
-            )
+            matmul_forward(prec, &mut y[..n * dout], x_in, wt, n, din, dout)
         });
         total += time(&format!("matmul bwd-in {name}"), fl, reps, || {
-            matmul_backward_input(
-                prec,
-                &mut y[..n * din],
-                &x[..n * dout],
-                &w[..din * dout],
-                n,
-                din,
-                dout,
-                false,
-            )
+            matmul_backward_input(prec, &mut y[..n * din], x_out, wt, n, din, dout, false)
         });
         total += time(&format!("matmul bwd-w {name}"), fl, reps, || {
-            matmul_backward_weight(
-                prec,
-                &mut dw[..din * dout],
-                &x[..n * dout],
-                &y[..n * din],
-                n,
-                din,
-                dout,
-            )
+            matmul_backward_weight(prec, &mut dw[..din * dout], x_out, &y[..n * din], n, din, dout)
         });
         // The f32 model takes the W1/W3 weight gradients from a transposed output gradient that
         // the SwiGLU backward writes: that form, without the transpose, for every shape. (Not
         // added to the estimate below, which keeps the plain form.)
         time(&format!("matmul bwd-w-t {name}"), fl, reps, || {
-            matmul_backward_weight_t(
-                prec,
-                &mut dw[..din * dout],
-                &x[..n * dout],
-                n,
-                &y[..n * din],
-                n,
-                din,
-                dout,
-            )
+            let (dwt, y_in) = (&mut dw[..din * dout], &y[..n * din]);
+            matmul_backward_weight_t(prec, dwt, x_out, n, y_in, n, din, dout)
         });
         if per_layer > 0.0 {
             layer_mm += per_layer * total;

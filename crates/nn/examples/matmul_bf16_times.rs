@@ -10,6 +10,17 @@ use ferrolm_nn::ModelConfig;
 mod common;
 use common::median;
 
+/// (A, row stride, column stride) of one operand.
+type Operand<'a> = (&'a [f32], usize, usize);
+/// A GEMM that overwrites or accumulates dst (m, n) with row stride dst_rs with A (m, k) · B (k, n).
+type Gemm = fn(usize, usize, usize, &mut [f32], usize, bool, Operand, Operand);
+
+/// The f32 FMA GEMM as a `Gemm` (alpha 1, parallel).
+#[allow(clippy::too_many_arguments)]
+fn f32_fma(m: usize, n: usize, k: usize, dst: &mut [f32], rs: usize, acc: bool, a: Operand, b: Operand) {
+    gemm_strided(m, n, k, dst, rs, acc, a, b, 1.0, true)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let c = ModelConfig::preset(args.get(1).map_or("small", |s| s.as_str())).expect("small|tiny");
@@ -31,8 +42,6 @@ fn main() {
     let mut dw = vec![0.0f32; v * d.max(f)];
     let reps = 5;
     // SECOND=f32amx: the second column times the split f32 GEMM on the tiles instead of bf16.
-    type Gemm =
-        fn(usize, usize, usize, &mut [f32], usize, bool, (&[f32], usize, usize), (&[f32], usize, usize));
     let second: Gemm = if std::env::var("SECOND").is_ok_and(|v| v == "f32amx") {
         gemm_f32_amx
     } else {
@@ -44,87 +53,42 @@ fn main() {
         "shape", "op", "f32 ms", "bf16 ms", "bf16 GF/s", "ratio"
     );
     let mut tot = (0.0, 0.0);
+    let reps32 = if only_bf16 { 0 } else { reps };
+    let median = |r: usize, f: &mut dyn FnMut()| if r == 0 { f64::NAN } else { median(r, f) };
     for (name, din, dout) in [("d→d", d, d), ("d→f", d, f), ("f→d", f, d), ("head d→V", d, v)] {
         let flops = 2.0 * (n * din * dout) as f64;
-        // forward: y (n, dout) = x (n, din) · Wᵀ
-        let reps32 = if only_bf16 { 0 } else { reps };
-        let median = |r: usize, f: &mut dyn FnMut()| if r == 0 { f64::NAN } else { median(r, f) };
-        let fwd32 = median(reps32, &mut || {
-            gemm_strided(
-                n,
-                dout,
-                din,
-                &mut y,
-                dout,
+        // (op, (m, n, k) of the product, accumulate, A (data, row stride, col stride), B):
+        // forward y (n, dout) = x (n, din) · Wᵀ; backward input dx (n, din) = dy (n, dout) · W;
+        // backward weight dW (dout, din) += dyᵀ (dout, n) · x (n, din).
+        for (op, (mm, nn, kk), acc, a, b) in [
+            ("fwd", (n, dout, din), false, (&x[..], din, 1), (&w[..], 1, din)),
+            (
+                "bwd-in",
+                (n, din, dout),
                 false,
-                (&x, din, 1),
-                (&w, 1, din),
-                1.0,
+                (&x[..], dout, 1),
+                (&w[..], din, 1),
+            ),
+            (
+                "bwd-w",
+                (dout, din, n),
                 true,
-            )
-        });
-        let fwd16 = median(reps, &mut || {
-            second(n, dout, din, &mut y, dout, false, (&x, din, 1), (&w, 1, din))
-        });
-        // backward input: dx (n, din) = dy (n, dout) · W
-        let bi32 = median(reps32, &mut || {
-            gemm_strided(
-                n,
-                din,
-                dout,
-                &mut y,
-                din,
-                false,
-                (&x, dout, 1),
-                (&w, din, 1),
-                1.0,
-                true,
-            )
-        });
-        let bi16 = median(reps, &mut || {
-            second(n, din, dout, &mut y, din, false, (&x, dout, 1), (&w, din, 1))
-        });
-        // backward weight: dW (dout, din) += dyᵀ (dout, n) · x (n, din)
-        let bw32 = median(reps32, &mut || {
-            gemm_strided(
-                dout,
-                din,
-                n,
-                &mut dw,
-                din,
-                true,
-                (&x, 1, dout),
-                (&w, din, 1),
-                1.0,
-                true,
-            )
-        });
-        let bw16 = median(reps, &mut || {
-            second(
-                dout,
-                din,
-                n,
-                &mut dw,
-                din,
-                true,
-                (&x, 1, dout),
+                (&x[..], 1, dout),
                 (&w[..n * din], din, 1),
-            )
-        });
-        for (op, a, b) in [
-            ("fwd", fwd32, fwd16),
-            ("bwd-in", bi32, bi16),
-            ("bwd-w", bw32, bw16),
+            ),
         ] {
+            let dst: &mut [f32] = if acc { &mut dw } else { &mut y };
+            let t32 = median(reps32, &mut || f32_fma(mm, nn, kk, dst, nn, acc, a, b));
+            let t16 = median(reps, &mut || second(mm, nn, kk, dst, nn, acc, a, b));
             println!(
                 "{name:<12}{op:>10}{:>10.2}{:>10.2}{:>10.0}{:>8.2}",
-                a * 1e3,
-                b * 1e3,
-                flops / b / 1e9,
-                a / b
+                t32 * 1e3,
+                t16 * 1e3,
+                flops / t16 / 1e9,
+                t32 / t16
             );
-            tot.0 += a;
-            tot.1 += b;
+            tot.0 += t32;
+            tot.1 += t16;
         }
     }
     println!(

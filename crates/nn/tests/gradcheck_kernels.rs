@@ -154,19 +154,10 @@ fn check_attention(batch: usize, seq: usize, h: usize, dh: usize, sample: Option
     let len = batch * seq * d;
     let mut r = Lcg(4 + seq as u64);
     let (q, k, v, dy) = (r.vec(len, 1.5), r.vec(len, 1.5), r.vec(len, 1.0), r.vec(len, 1.0));
+    let (q32, k32, v32, dy32) = (to32(&q), to32(&k), to32(&v), to32(&dy));
     let mut out = vec![0.0; len];
     let mut att = vec![f32::NAN; batch * h * seq * seq];
-    attention_forward(
-        &mut out,
-        &mut att,
-        &to32(&q),
-        &to32(&k),
-        &to32(&v),
-        batch,
-        seq,
-        h,
-        dh,
-    );
+    attention_forward(&mut out, &mut att, &q32, &k32, &v32, batch, seq, h, dh);
     assert_close(
         "attention out",
         &out,
@@ -182,19 +173,7 @@ fn check_attention(batch: usize, seq: usize, h: usize, dh: usize, sample: Option
     let (mut dq, mut dk, mut dv) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![f32::NAN; len]);
     let mut datt = vec![f32::NAN; att.len()];
     attention_backward(
-        &mut dq,
-        &mut dk,
-        &mut dv,
-        &mut datt,
-        &to32(&dy),
-        &to32(&q),
-        &to32(&k),
-        &to32(&v),
-        &att,
-        batch,
-        seq,
-        h,
-        dh,
+        &mut dq, &mut dk, &mut dv, &mut datt, &dy32, &q32, &k32, &v32, &att, batch, seq, h, dh,
     );
     let idx: Vec<usize> = match sample {
         None => (0..len).collect(),
@@ -226,21 +205,11 @@ fn check_attention(batch: usize, seq: usize, h: usize, dh: usize, sample: Option
     // The recomputing pair (no stored probabilities): same finite-difference check, and
     // bit-identical to the storing pair (it recomputes the very same probabilities).
     let mut out_r = vec![f32::NAN; len];
-    attention_forward_recompute(&mut out_r, &to32(&q), &to32(&k), &to32(&v), batch, seq, h, dh);
+    attention_forward_recompute(&mut out_r, &q32, &k32, &v32, batch, seq, h, dh);
     assert_eq!(out_r, out, "recompute forward differs from the storing forward");
     let (mut rq, mut rk, mut rv) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![f32::NAN; len]);
     attention_backward_recompute(
-        &mut rq,
-        &mut rk,
-        &mut rv,
-        &to32(&dy),
-        &to32(&q),
-        &to32(&k),
-        &to32(&v),
-        batch,
-        seq,
-        h,
-        dh,
+        &mut rq, &mut rk, &mut rv, &dy32, &q32, &k32, &v32, batch, seq, h, dh,
     );
     assert_close("recompute attention dq", &pick(&rq), &nq, BWD, 1e-3);
     assert_close("recompute attention dk", &pick(&rk), &nk, BWD, 1e-3);

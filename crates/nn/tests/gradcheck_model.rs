@@ -84,29 +84,26 @@ fn check(c: ModelConfig) {
     assert_close("accumulated gradients", &model.grads, &twice, 1e-5, 1e-6);
 }
 
-#[test]
-fn pre_norm_rope_swiglu() {
-    check(tiny(Norm::Pre, Position::Rope, Ffn::Swiglu));
+/// A test per named ablation, `name: (norm, position, ffn)` (`Norm::norm`, ...), and `NAMED`,
+/// the list of them that `every_other_ablation_combination` leaves out.
+macro_rules! named_ablations {
+    ($($name:ident: ($n:ident, $p:ident, $f:ident)),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                check(tiny(Norm::$n, Position::$p, Ffn::$f));
+            }
+        )*
+        const NAMED: &[(Norm, Position, Ffn)] = &[$((Norm::$n, Position::$p, Ffn::$f)),*];
+    };
 }
 
-#[test]
-fn post_norm() {
-    check(tiny(Norm::Post, Position::Rope, Ffn::Swiglu));
-}
-
-#[test]
-fn no_norm() {
-    check(tiny(Norm::None, Position::Rope, Ffn::Swiglu));
-}
-
-#[test]
-fn no_position() {
-    check(tiny(Norm::Pre, Position::None, Ffn::Swiglu));
-}
-
-#[test]
-fn silu_ffn() {
-    check(tiny(Norm::Pre, Position::Rope, Ffn::Silu));
+named_ablations! {
+    pre_norm_rope_swiglu: (Pre, Rope, Swiglu),
+    post_norm: (Post, Rope, Swiglu),
+    no_norm: (None, Rope, Swiglu),
+    no_position: (Pre, None, Swiglu),
+    silu_ffn: (Pre, Rope, Silu),
 }
 
 #[test]
@@ -114,16 +111,8 @@ fn every_other_ablation_combination() {
     for norm in [Norm::Pre, Norm::Post, Norm::None] {
         for position in [Position::Rope, Position::None] {
             for ffn in [Ffn::Swiglu, Ffn::Silu] {
-                let c = tiny(norm, position, ffn);
-                let covered = [
-                    tiny(Norm::Pre, Position::Rope, Ffn::Swiglu),
-                    tiny(Norm::Post, Position::Rope, Ffn::Swiglu),
-                    tiny(Norm::None, Position::Rope, Ffn::Swiglu),
-                    tiny(Norm::Pre, Position::None, Ffn::Swiglu),
-                    tiny(Norm::Pre, Position::Rope, Ffn::Silu),
-                ];
-                if !covered.contains(&c) {
-                    check(c);
+                if !NAMED.contains(&(norm, position, ffn)) {
+                    check(tiny(norm, position, ffn));
                 }
             }
         }

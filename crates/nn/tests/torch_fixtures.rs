@@ -61,28 +61,37 @@ impl Fixture {
         self.view(key).1
     }
 
-    fn f32(&self, key: &str) -> Vec<f32> {
-        let (dtype, _, data) = self.view(key);
-        assert_eq!(dtype, Dtype::F32, "fixture {}: {key} is {dtype:?}", self.name);
-        data.chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+    /// Tensor `key`, which must be of `dtype`, as values of N little-endian bytes each.
+    fn values<T, const N: usize>(&self, key: &str, dtype: Dtype, from_le: fn([u8; N]) -> T) -> Vec<T> {
+        let (got, _, data) = self.view(key);
+        assert_eq!(got, dtype, "fixture {}: {key} is {got:?}", self.name);
+        data.chunks_exact(N)
+            .map(|b| from_le(b.try_into().unwrap()))
             .collect()
+    }
+
+    fn f32(&self, key: &str) -> Vec<f32> {
+        self.values(key, Dtype::F32, f32::from_le_bytes)
     }
 
     fn f64(&self, key: &str) -> Vec<f64> {
-        let (dtype, _, data) = self.view(key);
-        assert_eq!(dtype, Dtype::F64, "fixture {}: {key} is {dtype:?}", self.name);
-        data.chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        self.values(key, Dtype::F64, f64::from_le_bytes)
     }
 
     fn u32(&self, key: &str) -> Vec<u32> {
-        let (dtype, _, data) = self.view(key);
-        assert_eq!(dtype, Dtype::U32, "fixture {}: {key} is {dtype:?}", self.name);
-        data.chunks_exact(4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        self.values(key, Dtype::U32, u32::from_le_bytes)
+    }
+
+    /// The AdamW settings in the metadata (beta1, beta2, eps, weight_decay); lr 0, as the step
+    /// is given its learning rate.
+    fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            lr: 0.0,
+            beta1: self.meta_f64("beta1") as f32,
+            beta2: self.meta_f64("beta2") as f32,
+            eps: self.meta_f64("eps") as f32,
+            weight_decay: self.meta_f64("weight_decay") as f32,
+        }
     }
 
     fn scalar(&self, key: &str) -> f32 {
@@ -595,13 +604,7 @@ fn adamw_matches_torch_with_small_beta1() {
 fn check_adamw(name: &str) -> f64 {
     let f = Fixture::load(name);
     let steps = f.meta_usize("steps");
-    let config = AdamWConfig {
-        lr: 0.0,
-        beta1: f.meta_f64("beta1") as f32,
-        beta2: f.meta_f64("beta2") as f32,
-        eps: f.meta_f64("eps") as f32,
-        weight_decay: f.meta_f64("weight_decay") as f32,
-    };
+    let config = f.adamw();
     let defaults = AdamWConfig {
         lr: 0.0,
         beta1: config.beta1,
@@ -711,13 +714,7 @@ fn three_training_steps_match_torch() {
     let max_norm = f.meta_f64("max_norm") as f32;
     let sched: serde_json::Value = serde_json::from_str(f.meta_str("schedule")).unwrap();
     let sf = |k: &str| sched[k].as_f64().unwrap();
-    let adam = AdamWConfig {
-        lr: 0.0,
-        beta1: f.meta_f64("beta1") as f32,
-        beta2: f.meta_f64("beta2") as f32,
-        eps: f.meta_f64("eps") as f32,
-        weight_decay: f.meta_f64("weight_decay") as f32,
-    };
+    let adam = f.adamw();
     let mut opt = AdamW::new(adam, model.params.len()).with_no_decay(&model.specs, |s| s.shape.len() == 1);
     let (b, t) = (2, config.context_length);
     let mut acts = Activations::new(&config, b, t);

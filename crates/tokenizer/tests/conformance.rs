@@ -182,13 +182,7 @@ fn streaming_tinystories_sample_equals_whole_file() {
     // Line by line (a reader that hands out one line at a time), and in odd small pieces.
     let lines: Vec<usize> = text.split_inclusive('\n').map(str::len).collect();
     for sizes in [lines, vec![1], vec![7, 3, 13], vec![64, 1, 2]] {
-        let reader = common::ChoppyReader {
-            data: text.as_bytes(),
-            sizes,
-            i: 0,
-        };
-        let ids: Vec<u32> = tok.encode_iter(reader).map(Result::unwrap).collect();
-        assert_eq!(ids, whole);
+        assert_eq!(common::encode_in_reads(&tok, &text, sizes), whole);
     }
 }
 

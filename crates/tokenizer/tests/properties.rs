@@ -77,13 +77,11 @@ proptest! {
         let text = text.repeat(repeat);
         let want = tok.encode(&text);
         // Small reads and a small cut interval put cuts everywhere they are allowed.
-        let reader = common::ChoppyReader { data: text.as_bytes(), sizes: sizes.clone(), i: 0 };
+        let reader = common::ChoppyReader::new(text.as_bytes(), sizes.clone());
         let got: Vec<u32> = tok.encode_iter(reader).with_read_size(read_size).map(Result::unwrap).collect();
         prop_assert_eq!(&got, &want);
         // The default 64 KiB reads.
-        let reader = common::ChoppyReader { data: text.as_bytes(), sizes, i: 0 };
-        let got: Vec<u32> = tok.encode_iter(reader).map(Result::unwrap).collect();
-        prop_assert_eq!(got, want);
+        prop_assert_eq!(common::encode_in_reads(tok, &text, sizes), want);
     }
 }
 
@@ -93,13 +91,7 @@ fn streaming_a_large_input_in_big_reads_equals_encode() {
     let text = common::sample_text().repeat(60); // ~ 1.5 MB, many read buffers
     let want = tok.encode(&text);
     for sizes in [vec![1 << 16], vec![65_535, 3], vec![100_000]] {
-        let reader = common::ChoppyReader {
-            data: text.as_bytes(),
-            sizes,
-            i: 0,
-        };
-        let got: Vec<u32> = tok.encode_iter(reader).map(Result::unwrap).collect();
-        assert_eq!(got, want);
+        assert_eq!(common::encode_in_reads(tok, &text, sizes), want);
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::shared::assert_mentions;
 use ferrolm_train::budget::UNFIXED;
 use ferrolm_train::{checkpoint, metrics, train, TrainConfig, TrainOptions};
 use std::path::Path;
@@ -85,10 +86,7 @@ fn a_timed_run_is_the_run_of_its_estimated_steps_and_resumes_exactly() {
     let mut other = c.clone();
     other.run.max_minutes = 0.5;
     let err = format!("{:#}", common::resume_latest(&other).unwrap_err());
-    assert!(
-        err.contains("run.max_minutes = 0.01") && err.contains("run.max_minutes = 0.5"),
-        "{err}"
-    );
+    assert_mentions(&err, &["run.max_minutes = 0.01", "run.max_minutes = 0.5"]);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::shared::assert_mentions;
 use ferrolm_nn::model::Model;
 use ferrolm_nn::optim::AdamW;
 use ferrolm_nn::Rng;
@@ -245,22 +246,12 @@ fn every_corrupt_input_is_a_clear_error() {
         ),
         (
             "state config disagrees with the tensors",
-            Box::new(|dir: &Path| {
-                let p = dir.join("state.json");
-                let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-                v["model"]["d_ff"] = 96.into();
-                std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
-            }),
+            Box::new(|dir: &Path| set_model_field(dir, "d_ff", 96)),
             "has shape [64, 32], the model config needs [96, 32]",
         ),
         (
             "invalid model config",
-            Box::new(|dir: &Path| {
-                let p = dir.join("state.json");
-                let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-                v["model"]["n_heads"] = 5.into();
-                std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
-            }),
+            Box::new(|dir: &Path| set_model_field(dir, "n_heads", 5)),
             "not divisible by n_heads 5",
         ),
     ];
@@ -279,6 +270,14 @@ fn every_corrupt_input_is_a_clear_error() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
     assert!(load_err(&d.path().join("nothing")).contains("not a checkpoint"));
+}
+
+/// Sets `model.<field>` of the checkpoint's state.json to `value`.
+fn set_model_field(dir: &Path, field: &str, value: u64) {
+    let p = dir.join("state.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    v["model"][field] = value.into();
+    std::fs::write(&p, serde_json::to_vec(&v).unwrap()).unwrap();
 }
 
 #[test]
@@ -412,10 +411,7 @@ fn a_failed_save_removes_its_partial_files_and_keeps_older_checkpoints() {
     )
     .unwrap_err();
     let e = format!("{e:#}");
-    assert!(
-        e.contains("saving checkpoint step-000000010 failed") && e.contains("missing-tok"),
-        "{e}"
-    );
+    assert_mentions(&e, &["saving checkpoint step-000000010 failed", "missing-tok"]);
     let left: Vec<String> = std::fs::read_dir(&parent)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -1,10 +1,14 @@
 //! Token files and batches: .npy parsing and its errors, get_batch bounds and shift, sequential
 //! order, the fixed validation windows.
 
+#[path = "common/shared.rs"]
+mod shared;
+
 use ferrolm_nn::Rng;
 use ferrolm_train::data::{
     get_batch, validation_starts, write_npy, BatchSampler, Sampling, TokenDtype, TokenFile,
 };
+use shared::assert_mentions;
 use std::path::Path;
 
 fn err_of(path: &Path) -> String {
@@ -50,59 +54,46 @@ fn corrupt_or_unsupported_files_are_errors_naming_file_and_offset() {
 
     std::fs::write(&p, b"hello world, not numpy").unwrap();
     let e = err_of(&p);
-    assert!(
-        e.contains("bad.npy") && e.contains("magic") && e.contains("offset 0"),
-        "{e}"
-    );
+    assert_mentions(&e, &["bad.npy", "magic", "offset 0"]);
 
     std::fs::write(&p, b"").unwrap();
     assert!(err_of(&p).contains("not a .npy file"));
 
-    raw_npy(
-        &p,
-        "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }",
-        &[0; 16],
-    );
-    let e = err_of(&p);
-    assert!(
-        e.contains("bad.npy") && e.contains("'<i8'") && e.contains("offset 10"),
-        "{e}"
-    );
-
-    raw_npy(
-        &p,
-        "{'descr': '<u2', 'fortran_order': True, 'shape': (2,), }",
-        &[0; 4],
-    );
-    assert!(err_of(&p).contains("Fortran"));
-
-    raw_npy(
-        &p,
-        "{'descr': '<u2', 'fortran_order': False, 'shape': (2, 2), }",
-        &[0; 8],
-    );
-    let e = err_of(&p);
-    assert!(e.contains("one-dimensional") && e.contains("(2, 2)"), "{e}");
-
-    // Truncated data: the header says 10 elements, 7 are there.
-    raw_npy(
-        &p,
-        "{'descr': '<u4', 'fortran_order': False, 'shape': (10,), }",
-        &[0; 28],
-    );
-    let e = err_of(&p);
-    assert!(
-        e.contains("bad.npy") && e.contains("truncated") && e.contains("28 data bytes"),
-        "{e}"
-    );
-
-    // Trailing garbage is also caught.
-    raw_npy(
-        &p,
-        "{'descr': '<u2', 'fortran_order': False, 'shape': (2,), }",
-        &[0; 6],
-    );
-    assert!(err_of(&p).contains("longer than its header"));
+    // (header, data bytes, what the error must name)
+    let cases: [(&str, usize, &[&str]); 5] = [
+        (
+            "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }",
+            16,
+            &["bad.npy", "'<i8'", "offset 10"],
+        ),
+        (
+            "{'descr': '<u2', 'fortran_order': True, 'shape': (2,), }",
+            4,
+            &["Fortran"],
+        ),
+        (
+            "{'descr': '<u2', 'fortran_order': False, 'shape': (2, 2), }",
+            8,
+            &["one-dimensional", "(2, 2)"],
+        ),
+        // Truncated data: the header says 10 elements, 7 are there.
+        (
+            "{'descr': '<u4', 'fortran_order': False, 'shape': (10,), }",
+            28,
+            &["bad.npy", "truncated", "28 data bytes"],
+        ),
+        // Trailing garbage is also caught.
+        (
+            "{'descr': '<u2', 'fortran_order': False, 'shape': (2,), }",
+            6,
+            &["longer than its header"],
+        ),
+    ];
+    for (header, data_bytes, names) in cases {
+        raw_npy(&p, header, &vec![0; data_bytes]);
+        let e = err_of(&p);
+        assert!(names.iter().all(|n| e.contains(n)), "{header}: {e}");
+    }
 
     // Truncated header.
     let full = {
@@ -146,10 +137,7 @@ fn ids_outside_the_vocab_and_short_files_are_errors() {
     let f = TokenFile::open(&p).unwrap();
     f.check_fits(3).unwrap();
     let e = format!("{:#}", f.check_fits(4).unwrap_err());
-    assert!(
-        e.contains("t.npy") && e.contains("too short") && e.contains("context length 4"),
-        "{e}"
-    );
+    assert_mentions(&e, &["t.npy", "too short", "context length 4"]);
     let mut rng = Rng::new(0);
     assert!(get_batch(&f, 2, 4, &mut rng).is_err());
 }

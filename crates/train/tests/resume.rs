@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::shared::assert_mentions;
 use ferrolm_train::checkpoint;
 use ferrolm_train::metrics;
 use ferrolm_train::trainer::{setup, Trainer};
@@ -55,10 +56,7 @@ fn resume_before_the_first_checkpoint_starts_from_the_saved_config() {
     let mut e = c.clone();
     e.run.dir = d.path().join("empty");
     let msg = err(&e, &opts(Resume::Latest));
-    assert!(
-        msg.contains("nothing to resume") && msg.contains("config.toml"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["nothing to resume", "config.toml"]);
     assert!(!e.run.dir.exists());
 }
 
@@ -71,10 +69,7 @@ fn a_fresh_start_never_replaces_a_different_saved_config_unless_asked() {
     let mut other = c.clone();
     other.optimizer.lr = 5e-3;
     let msg = err(&other, &opts(Resume::No));
-    assert!(
-        msg.contains("optimizer.lr") && msg.contains("--overwrite-config"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["optimizer.lr", "--overwrite-config"]);
     assert_eq!(
         std::fs::read_to_string(c.run.dir.join("config.toml")).unwrap(),
         before
@@ -120,10 +115,7 @@ fn a_schedule_change_on_resume_is_refused_and_extend_keeps_the_saved_schedule() 
     let s = train(&longer, &ext).unwrap();
     assert_eq!(s.step, 9);
     let changes = s.notes.join("\n");
-    assert!(
-        changes.contains("run.max_steps: 6 -> 9") && changes.contains("eval.every: 5 -> 3"),
-        "{changes}"
-    );
+    assert_mentions(&changes, &["run.max_steps: 6 -> 9", "eval.every: 5 -> 3"]);
     let mut planned = common::tiny_run(&d.path().join("b"), 9);
     planned.schedule.cosine_steps = 6;
     let p = train(&planned, &opts(Resume::No)).unwrap();
@@ -178,9 +170,9 @@ fn resume_falls_back_past_a_damaged_checkpoint_naming_it() {
     // The latest: named, moved aside, and the run continues from step 5 to the same end.
     let s = train(&r, &opts(Resume::Latest)).unwrap();
     let notes = s.notes.join("\n");
-    assert!(
-        notes.contains("step-000000008/model.safetensors: damaged") && notes.contains("step-000000005"),
-        "{notes}"
+    assert_mentions(
+        &notes,
+        &["step-000000008/model.safetensors: damaged", "step-000000005"],
     );
     assert!(ck.join("damaged-step-000000008").is_dir() && !s8.exists());
     assert_eq!(s.step, 10);
@@ -190,10 +182,7 @@ fn resume_falls_back_past_a_damaged_checkpoint_naming_it() {
         damage(&dir.join("optimizer.safetensors"));
     }
     let msg = err(&r, &opts(Resume::Latest));
-    assert!(
-        msg.contains("no intact checkpoint") && msg.contains("optimizer.safetensors: damaged"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["no intact checkpoint", "optimizer.safetensors: damaged"]);
 }
 
 #[test]
@@ -201,10 +190,7 @@ fn zero_steps_and_failed_starts_leave_nothing_behind() {
     let d = tempfile::tempdir().unwrap();
     let mut c = common::tiny_run(d.path(), 0);
     let msg = err(&c, &opts(Resume::No));
-    assert!(
-        msg.contains("run.max_steps") && msg.contains("at least 1"),
-        "{msg}"
-    );
+    assert_mentions(&msg, &["run.max_steps", "at least 1"]);
     assert!(!c.run.dir.exists());
     c.run.max_steps = 3;
     c.data.train = d.path().join("missing.npy");

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::shared::assert_mentions;
 use ferrolm_nn::model::Model;
 use ferrolm_nn::schedule::lr_cosine;
 use ferrolm_train::checkpoint;
@@ -308,20 +309,14 @@ fn resume_refuses_a_disagreeing_config_and_fresh_runs_refuse_a_used_directory() 
     train(&c, &quiet()).unwrap();
 
     let e = format!("{:#}", train(&c, &quiet()).unwrap_err());
-    assert!(
-        e.contains("already has checkpoints") && e.contains("--resume"),
-        "{e}"
-    );
+    assert_mentions(&e, &["already has checkpoints", "--resume"]);
 
     let mut other = c.clone();
     other.model.d_ff = 96;
     other.optimizer.lr = 5e-3;
     other.run.max_steps = 8;
     let e = format!("{:#}", common::resume_latest(&other).unwrap_err());
-    assert!(
-        e.contains("model.d_ff: checkpoint 64, now 96") && e.contains("optimizer.lr"),
-        "{e}"
-    );
+    assert_mentions(&e, &["model.d_ff: checkpoint 64, now 96", "optimizer.lr"]);
     assert!(!e.contains("max_steps"), "{e}");
 
     // A longer max_steps that would stretch the cosine (schedule.cosine_steps = 0) is refused,
@@ -335,10 +330,7 @@ fn resume_refuses_a_disagreeing_config_and_fresh_runs_refuse_a_used_directory() 
         ..quiet()
     };
     let e = format!("{:#}", train(&longer, &resume_from(false)).unwrap_err());
-    assert!(
-        e.contains("learning-rate schedule") && e.contains("--extend"),
-        "{e}"
-    );
+    assert_mentions(&e, &["learning-rate schedule", "--extend"]);
     let s = train(&longer, &resume_from(true)).unwrap();
     assert_eq!(s.step, 8);
 
@@ -359,10 +351,7 @@ fn resume_refuses_a_disagreeing_config_and_fresh_runs_refuse_a_used_directory() 
     small_vocab.run.dir = d.path().join("other");
     small_vocab.model.vocab_size = 10;
     let e = format!("{:#}", train(&small_vocab, &quiet()).unwrap_err());
-    assert!(
-        e.contains("train.npy") && e.contains("outside the vocabulary"),
-        "{e}"
-    );
+    assert_mentions(&e, &["train.npy", "outside the vocabulary"]);
 }
 
 /// The child side of the Ctrl-C test: a long run with the SIGINT handler installed.
@@ -404,23 +393,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
         .spawn()
         .unwrap();
     let metrics_path = d.path().join("run/metrics.jsonl");
-    let t0 = std::time::Instant::now();
-    loop {
-        let n = std::fs::read_to_string(&metrics_path)
-            .map(|t| t.lines().count())
-            .unwrap_or(0);
-        if n >= 5 {
-            break;
-        }
-        assert!(t0.elapsed().as_secs() < 60, "child made no progress");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let ok = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let status = child.wait().unwrap();
+    let status = common::shared::interrupt_after_lines(&mut child, &metrics_path, 5);
     assert!(status.success(), "the child did not exit cleanly: {status:?}");
     let step: u64 = std::fs::read_to_string(d.path().join("summary"))
         .unwrap()

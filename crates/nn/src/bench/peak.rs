@@ -42,23 +42,59 @@ fn f32_iters(iters: u64) -> f32 {
     acc.iter().flatten().sum()
 }
 
+/// The body of a register-only peak loop, in a `#[target_feature]` function: 12 independent
+/// 16-lane f32 accumulators from zero, each updated `iters` times by `step` (one instruction,
+/// `acc` naming the accumulator), then the sum of all their lanes (so nothing can be removed).
+#[cfg(target_arch = "x86_64")]
+macro_rules! twelve_accumulators {
+    ($iters:expr, |$acc:ident| $step:expr) => {{
+        let mut accs = [_mm512_setzero_ps(); 12];
+        for _ in 0..$iters {
+            for $acc in accs.iter_mut() {
+                *$acc = $step;
+            }
+        }
+        let mut s = _mm512_setzero_ps();
+        for r in accs {
+            s = _mm512_add_ps(s, r);
+        }
+        _mm512_reduce_add_ps(s)
+    }};
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn f32_iters_avx512(iters: u64) -> f32 {
     use std::arch::x86_64::*;
     let a = _mm512_set1_ps(std::hint::black_box(0.999_999));
     let b = _mm512_set1_ps(std::hint::black_box(1e-7));
-    let mut acc = [_mm512_setzero_ps(); 12];
-    for _ in 0..iters {
-        for r in acc.iter_mut() {
-            *r = _mm512_fmadd_ps(*r, a, b);
-        }
-    }
-    let mut s = _mm512_setzero_ps();
-    for r in acc {
-        s = _mm512_add_ps(s, r);
-    }
-    _mm512_reduce_add_ps(s)
+    twelve_accumulators!(iters, |r| _mm512_fmadd_ps(*r, a, b))
+}
+
+/// FLOPs of one iteration of `bf16_iters_avx512`: 12 × 16 lanes × 2 products × 2.
+const AVX512_BF16_FLOPS_PER_ITER: f64 = 12.0 * 16.0 * 2.0 * 2.0;
+
+/// `iters` × 12 independent `vdpbf16ps` (AVX-512 BF16) of all-ones bf16 pairs, no memory
+/// traffic. Returns the sum of all lanes, 384 · iters (exact while below 2²⁴).
+///
+/// # Safety
+/// `crate::cpu::simd::avx512_bf16()` must be true.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn bf16_iters_avx512(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let ones: __m512bh = std::mem::transmute(_mm512_set1_epi16(0x3F80)); // bf16 1.0
+    let ones = std::hint::black_box(ones);
+    twelve_accumulators!(iters, |r| _mm512_dpbf16_ps(*r, ones, ones))
+}
+
+/// Never called: `crate::cpu::simd::avx512_bf16()` is false off x86_64.
+///
+/// # Safety
+/// None needed; it panics.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn bf16_iters_avx512(_iters: u64) -> f32 {
+    unreachable!("AVX-512 BF16 exists only on x86_64")
 }
 
 /// Runs `body(iters)` on every thread of the current pool at once and returns the total FLOP/s:
@@ -107,14 +143,10 @@ pub fn bf16_peak(min_seconds: f64) -> Option<(Bf16Unit, f64)> {
             let tiles = crate::cpu::gemm::amx::TileGuard::new();
             tiles.peak_loop(iters)
         }),
-        Bf16Unit::Avx512Bf16 => measure(
-            min_seconds,
-            crate::cpu::gemm::dpbf16::PEAK_FLOPS_PER_ITER,
-            |iters| {
-                // SAFETY: bf16_unit() returned Avx512Bf16 only because dpbf16::available() is true.
-                unsafe { crate::cpu::gemm::dpbf16::peak_loop(iters) }
-            },
-        ),
+        Bf16Unit::Avx512Bf16 => measure(min_seconds, AVX512_BF16_FLOPS_PER_ITER, |iters| {
+            // SAFETY: bf16_unit() returned Avx512Bf16 only because simd::avx512_bf16() is true.
+            unsafe { bf16_iters_avx512(iters) }
+        }),
     };
     Some((unit, flops))
 }
@@ -134,6 +166,17 @@ mod tests {
         let lane = 1e-7 * (1.0 + a + a * a);
         let got = f32_iters(3) as f64;
         assert!((got - 192.0 * lane).abs() < 1e-3 * 192.0 * lane, "{got}");
+    }
+
+    #[test]
+    fn bf16_loop_runs_every_product() {
+        if !crate::cpu::simd::runs_here(crate::cpu::simd::avx512_bf16(), "AVX-512 BF16") {
+            return;
+        }
+        // SAFETY: crate::cpu::simd::avx512_bf16() checked.
+        let (zero, seven) = unsafe { (bf16_iters_avx512(0), bf16_iters_avx512(7)) };
+        assert_eq!(zero, 0.0);
+        assert_eq!(seven, 7.0 * 384.0);
     }
 
     #[test]

@@ -1,5 +1,27 @@
 //! Parallel helpers shared by the row-parallel CPU kernels: a raw pointer rayon tasks may share
-//! (`SyncPtr`) and the rows-per-task rule (`rows_per_task`).
+//! (`SyncPtr`), the rows-per-task rule (`rows_per_task`) and the chunked elementwise loop
+//! (`zip3_chunks`).
+
+use rayon::prelude::*;
+
+/// Elements per rayon task of the elementwise kernels (residual, SwiGLU).
+pub(crate) const CHUNK: usize = 16 * 1024;
+
+/// `f(out, a, b)` on the matching `CHUNK`-element chunks of three slices of one length, in
+/// parallel. Panics with "`op`: lengths" when the lengths differ.
+pub(crate) fn zip3_chunks(
+    op: &str,
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync + Send,
+) {
+    assert!(out.len() == a.len() && a.len() == b.len(), "{op}: lengths");
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK))
+        .zip(b.par_chunks(CHUNK))
+        .for_each(|((o, a), b)| f(o, a, b));
+}
 
 /// A raw pointer that rayon tasks may share: for kernels whose tasks write disjoint parts of one
 /// exclusively borrowed buffer that are not contiguous slices (column blocks of SwiGLU's

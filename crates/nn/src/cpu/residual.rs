@@ -1,23 +1,15 @@
 //! Residual connections: elementwise sums (their backward is the identity, so none is needed).
 
+use super::par::{zip3_chunks, CHUNK};
 use rayon::prelude::*;
-
-const CHUNK: usize = 16 * 1024;
 
 /// `out = a + b`, all the same length. Overwrites out.
 pub fn residual_forward(out: &mut [f32], a: &[f32], b: &[f32]) {
-    assert!(
-        out.len() == a.len() && a.len() == b.len(),
-        "residual_forward: lengths"
-    );
-    out.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK))
-        .zip(b.par_chunks(CHUNK))
-        .for_each(|((o, a), b)| {
-            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                *o = a + b;
-            }
-        });
+    zip3_chunks("residual_forward", out, a, b, |o, a, b| {
+        for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+            *o = a + b;
+        }
+    });
 }
 
 /// `x += y`.

@@ -15,10 +15,7 @@ pub fn rmsnorm_forward(
     d: usize,
     eps: f32,
 ) {
-    assert_eq!(out.len(), n * d, "rmsnorm_forward: out");
-    assert_eq!(inp.len(), n * d, "rmsnorm_forward: inp");
-    assert_eq!(rstd.len(), n, "rmsnorm_forward: rstd");
-    assert_eq!(gain.len(), d, "rmsnorm_forward: gain");
+    check_lens!("rmsnorm_forward", out: n * d, inp: n * d, rstd: n, gain: d);
     let rows = rows_per_task(n, d);
     out.par_chunks_mut(rows * d)
         .zip(rstd.par_chunks_mut(rows))
@@ -57,12 +54,7 @@ pub fn rmsnorm_backward(
     n: usize,
     d: usize,
 ) {
-    assert_eq!(dinp.len(), n * d, "rmsnorm_backward: dinp");
-    assert_eq!(dout.len(), n * d, "rmsnorm_backward: dout");
-    assert_eq!(inp.len(), n * d, "rmsnorm_backward: inp");
-    assert_eq!(rstd.len(), n, "rmsnorm_backward: rstd");
-    assert_eq!(gain.len(), d, "rmsnorm_backward: gain");
-    assert_eq!(dgain.len(), d, "rmsnorm_backward: dgain");
+    check_lens!("rmsnorm_backward", dinp: n * d, dout: n * d, inp: n * d, rstd: n, gain: d, dgain: d);
     if n == 0 || d == 0 {
         return;
     }

@@ -217,6 +217,16 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
+/// For tests of code that needs a CPU feature: whether the CPU has it (`has`); when not, says
+/// that the test is skipped for want of `what`, so a skip shows in the output.
+#[cfg(test)]
+pub(crate) fn runs_here(has: bool, what: &str) -> bool {
+    if !has {
+        eprintln!("skipped: no {what} on this machine");
+    }
+    has
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,21 +2,14 @@
 
 use super::fastmath::{swiglu_back_rows, swiglu_rows};
 use super::gemm::transpose::transpose_to_ptr;
-use super::par::SyncPtr;
+use super::par::{zip3_chunks, SyncPtr, CHUNK};
 use rayon::prelude::*;
-
-const CHUNK: usize = 16 * 1024;
 
 /// `out = SiLU(h1) ⊙ h3`, all of the same length (n·d_ff). Overwrites out.
 pub fn swiglu_forward(out: &mut [f32], h1: &[f32], h3: &[f32]) {
-    assert!(
-        out.len() == h1.len() && h1.len() == h3.len(),
-        "swiglu_forward: lengths"
-    );
-    out.par_chunks_mut(CHUNK)
-        .zip(h1.par_chunks(CHUNK))
-        .zip(h3.par_chunks(CHUNK))
-        .for_each(|((o, a), b)| swiglu_rows(o, a, Some(b)));
+    zip3_chunks("swiglu_forward", out, h1, h3, |o, a, b| {
+        swiglu_rows(o, a, Some(b))
+    });
 }
 
 /// Backward of `swiglu_forward`: `dh1 = dout ⊙ h3 ⊙ σ(h1)(1 + h1(1 − σ(h1)))`, `dh3 = dout ⊙ SiLU(h1)`.
@@ -82,8 +75,8 @@ pub fn swiglu_backward_t(
             // (r0 + nr ≤ rows ≤ ld_t) of each of the cols rows, and the tasks' row blocks are
             // disjoint, so no element is written twice or read meanwhile.
             unsafe {
-                transpose_to_ptr(t1.ptr().add(r0), ld_t, d1, cols, nr, cols);
-                transpose_to_ptr(t3.ptr().add(r0), ld_t, d3, cols, nr, cols);
+                transpose_to_ptr(t1.ptr().add(r0), ld_t, d1, cols, nr, cols, true);
+                transpose_to_ptr(t3.ptr().add(r0), ld_t, d3, cols, nr, cols, true);
             }
         });
 }
@@ -98,14 +91,9 @@ pub fn silu_forward(out: &mut [f32], inp: &[f32]) {
 
 /// `dinp = dout ⊙ σ(x)(1 + x(1 − σ(x)))`. Overwrites dinp.
 pub fn silu_backward(dinp: &mut [f32], dout: &[f32], inp: &[f32]) {
-    assert!(
-        dinp.len() == dout.len() && dout.len() == inp.len(),
-        "silu_backward: lengths"
-    );
-    dinp.par_chunks_mut(CHUNK)
-        .zip(dout.par_chunks(CHUNK))
-        .zip(inp.par_chunks(CHUNK))
-        .for_each(|((dx, dy), x)| swiglu_back_rows(dx, None, dy, x, None));
+    zip3_chunks("silu_backward", dinp, dout, inp, |dx, dy, x| {
+        swiglu_back_rows(dx, None, dy, x, None)
+    });
 }
 
 #[cfg(test)]

@@ -22,11 +22,23 @@ pub fn shared(sub: &str) -> Option<PathBuf> {
     );
 }
 
+/// `shared("conformance/tokenizer")`: the tokenizer conformance fixtures (a panic when missing).
+pub fn conformance_dir() -> PathBuf {
+    shared("conformance/tokenizer").expect("shared() returns the folder or panics")
+}
+
 /// A reader that hands out its data in pieces of the given sizes (cycled), to test streaming.
 pub struct ChoppyReader<'a> {
     pub data: &'a [u8],
     pub sizes: Vec<usize>,
     pub i: usize,
+}
+
+impl<'a> ChoppyReader<'a> {
+    /// `data` in reads of `sizes[0]`, `sizes[1]`, ... bytes, cycled (a 0 counts as 1).
+    pub fn new(data: &'a [u8], sizes: Vec<usize>) -> Self {
+        ChoppyReader { data, sizes, i: 0 }
+    }
 }
 
 impl std::io::Read for ChoppyReader<'_> {
@@ -38,6 +50,12 @@ impl std::io::Read for ChoppyReader<'_> {
         self.data = &self.data[n..];
         Ok(n)
     }
+}
+
+/// `tok.encode_iter` over `text` handed out in reads of `sizes` bytes (`ChoppyReader`).
+pub fn encode_in_reads(tok: &ferrolm_tokenizer::Tokenizer, text: &str, sizes: Vec<usize>) -> Vec<u32> {
+    let reader = ChoppyReader::new(text.as_bytes(), sizes);
+    tok.encode_iter(reader).map(Result::unwrap).collect()
 }
 
 /// A few paragraphs of English with contractions, numbers, punctuation, runs of whitespace and

@@ -1,6 +1,8 @@
 //! Helpers shared by the training-system tests: a tiny model and small synthetic token files.
 #![allow(dead_code)]
 
+pub mod shared;
+
 use ferrolm_nn::{ModelConfig, Rng};
 use ferrolm_train::data::{write_npy, TokenDtype};
 use ferrolm_train::{train, Resume, TrainConfig, TrainOptions, TrainSummary};

@@ -8,6 +8,7 @@
 pub mod rows;
 pub mod tiles;
 
+use rayon::iter::Either;
 use rayon::prelude::*;
 use rows::{softmax_backward_row, softmax_causal_row};
 use std::cell::RefCell;
@@ -32,27 +33,14 @@ pub fn attention_forward(
     n_heads: usize,
     d_head: usize,
 ) {
-    let d = n_heads * d_head;
-    let (t_len, bd, ba) = (seq, seq * d, n_heads * seq * seq);
-    for (name, x) in [("out", &*out), ("q", q), ("k", k), ("v", v)] {
-        assert_eq!(x.len(), batch * bd, "attention_forward: {name}");
-    }
-    assert_eq!(att.len(), batch * ba, "attention_forward: att");
-    if batch == 0 || seq == 0 {
-        return;
-    }
-    let hd = Head::new(t_len, n_heads, d_head);
-    out.par_chunks_mut(bd)
-        .zip(att.par_chunks_mut(ba))
-        .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
-        .for_each(|((out, att), ((q, k), v))| {
-            hd.with_scratch(0, |_, s| {
-                for (h, p) in att.chunks_exact_mut(t_len * t_len).enumerate() {
-                    hd.probs(p, s, q, k, h);
-                    hd.values(out, p, s, v, h);
-                }
-            })
-        });
+    assert_eq!(att.len(), batch * n_heads * seq * seq, "attention_forward: att");
+    forward(
+        "attention_forward",
+        out,
+        Some(att),
+        [q, k, v],
+        (batch, seq, n_heads, d_head),
+    );
 }
 
 /// `attention_forward` without storing the probabilities: each sequence's heads go through one
@@ -70,20 +58,61 @@ pub fn attention_forward_recompute(
     n_heads: usize,
     d_head: usize,
 ) {
-    let d = n_heads * d_head;
-    let (t_len, bd) = (seq, seq * d);
-    for (name, x) in [("out", &*out), ("q", q), ("k", k), ("v", v)] {
-        assert_eq!(x.len(), batch * bd, "attention_forward_recompute: {name}");
+    forward(
+        "attention_forward_recompute",
+        out,
+        None,
+        [q, k, v],
+        (batch, seq, n_heads, d_head),
+    );
+}
+
+/// (batch, seq, n_heads, d_head) of an attention call.
+type Dims = (usize, usize, usize, usize);
+
+/// Panics with "`op`: `name`" unless each named buffer holds `len` floats.
+fn check_lens(op: &str, len: usize, bufs: &[(&str, &[f32])]) {
+    for (name, x) in bufs {
+        assert_eq!(x.len(), len, "{op}: {name}");
     }
+}
+
+/// `x` (batch, `per` floats each) as one `Some` chunk per sequence, or `None` for each of the
+/// `batch` sequences when there is no `x`: what a parallel loop over the sequences zips with.
+fn per_sequence<T: Send>(
+    x: Option<impl IndexedParallelIterator<Item = T>>,
+    batch: usize,
+) -> impl IndexedParallelIterator<Item = Option<T>> {
+    match x {
+        Some(chunks) => Either::Left(chunks.map(Some)),
+        None => Either::Right((0..batch).into_par_iter().map(|_| None)),
+    }
+}
+
+/// Both forwards: each head's probabilities go into `att` (batch, n_heads, seq, seq) when given,
+/// else into a per-thread (seq, seq) scratch; the same `Head` calls either way.
+/// `dims` = (batch, seq, n_heads, d_head).
+fn forward(op: &str, out: &mut [f32], att: Option<&mut [f32]>, [q, k, v]: [&[f32]; 3], dims: Dims) {
+    let (batch, seq, n_heads, d_head) = dims;
+    let bd = seq * n_heads * d_head;
+    check_lens(op, batch * bd, &[("out", out), ("q", q), ("k", k), ("v", v)]);
     if batch == 0 || seq == 0 {
         return;
     }
-    let hd = Head::new(t_len, n_heads, d_head);
+    let hd = Head::new(seq, n_heads, d_head);
+    let tt = seq * seq;
+    let stored = att.is_some();
+    let att = per_sequence(att.map(|a| a.par_chunks_mut(n_heads * tt)), batch);
     out.par_chunks_mut(bd)
+        .zip(att)
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
-        .for_each(|(out, ((q, k), v))| {
-            hd.with_scratch(1, |p, s| {
+        .for_each(|((out, mut att), ((q, k), v))| {
+            hd.with_scratch(if stored { 0 } else { 1 }, |sq, s| {
                 for h in 0..n_heads {
+                    let p = match &mut att {
+                        Some(att) => &mut att[h * tt..(h + 1) * tt],
+                        None => &mut *sq,
+                    };
                     hd.probs(p, s, q, k, h);
                     hd.values(out, p, s, v, h);
                 }
@@ -283,40 +312,16 @@ pub fn attention_backward(
     n_heads: usize,
     d_head: usize,
 ) {
-    let d = n_heads * d_head;
-    let (t_len, bd, ba) = (seq, seq * d, n_heads * seq * seq);
-    for (name, x) in [
-        ("dq", &*dq),
-        ("dk", &*dk),
-        ("dv", &*dv),
-        ("dout", dout),
-        ("q", q),
-        ("k", k),
-        ("v", v),
-    ] {
-        assert_eq!(x.len(), batch * bd, "attention_backward: {name}");
-    }
-    assert_eq!(att.len(), batch * ba, "attention_backward: att");
-    assert_eq!(datt.len(), batch * ba, "attention_backward: datt");
-    if batch == 0 || seq == 0 {
-        return;
-    }
-    let hd = Head::new(t_len, n_heads, d_head);
-    dq.par_chunks_mut(bd)
-        .zip(dk.par_chunks_mut(bd))
-        .zip(dv.par_chunks_mut(bd))
-        .zip(datt.par_chunks_mut(ba))
-        .zip(dout.par_chunks(bd).zip(att.par_chunks(ba)))
-        .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
-        .for_each(|(((((dq, dk), dv), datt), (dout, att)), ((q, k), v))| {
-            hd.with_scratch(0, |_, s| {
-                for h in 0..n_heads {
-                    let p = &att[h * t_len * t_len..(h + 1) * t_len * t_len];
-                    let ds = &mut datt[h * t_len * t_len..(h + 1) * t_len * t_len];
-                    hd.backward(dq, dk, dv, ds, s, dout, q, k, v, p, h);
-                }
-            })
-        });
+    let ba = batch * n_heads * seq * seq;
+    assert_eq!(att.len(), ba, "attention_backward: att");
+    assert_eq!(datt.len(), ba, "attention_backward: datt");
+    backward(
+        "attention_backward",
+        [dq, dk, dv],
+        Some((datt, att)),
+        [dout, q, k, v],
+        (batch, seq, n_heads, d_head),
+    );
 }
 
 /// Backward of `attention_forward_recompute`: recomputes each head's probabilities (bit-identical
@@ -336,9 +341,28 @@ pub fn attention_backward_recompute(
     n_heads: usize,
     d_head: usize,
 ) {
-    let d = n_heads * d_head;
-    let (t_len, bd) = (seq, seq * d);
-    for (name, x) in [
+    backward(
+        "attention_backward_recompute",
+        [dq, dk, dv],
+        None,
+        [dout, q, k, v],
+        (batch, seq, n_heads, d_head),
+    );
+}
+
+/// Both backwards: with `stored` = (datt, att), each head's probabilities are read from att and
+/// its dS left in datt; without, the probabilities are recomputed into a per-thread (seq, seq)
+/// scratch and dS goes into a second one. The same `Head` calls either way. `dims` as in `forward`.
+fn backward(
+    op: &str,
+    [dq, dk, dv]: [&mut [f32]; 3],
+    stored: Option<(&mut [f32], &[f32])>,
+    [dout, q, k, v]: [&[f32]; 4],
+    dims: Dims,
+) {
+    let (batch, seq, n_heads, d_head) = dims;
+    let bd = seq * n_heads * d_head;
+    let bufs = [
         ("dq", &*dq),
         ("dk", &*dk),
         ("dv", &*dv),
@@ -346,23 +370,35 @@ pub fn attention_backward_recompute(
         ("q", q),
         ("k", k),
         ("v", v),
-    ] {
-        assert_eq!(x.len(), batch * bd, "attention_backward_recompute: {name}");
-    }
+    ];
+    check_lens(op, batch * bd, &bufs);
     if batch == 0 || seq == 0 {
         return;
     }
-    let hd = Head::new(t_len, n_heads, d_head);
+    let hd = Head::new(seq, n_heads, d_head);
+    let tt = seq * seq;
+    let recompute = stored.is_none();
+    let stored = stored.map(|(datt, att)| {
+        datt.par_chunks_mut(n_heads * tt)
+            .zip(att.par_chunks(n_heads * tt))
+    });
     dq.par_chunks_mut(bd)
         .zip(dk.par_chunks_mut(bd))
         .zip(dv.par_chunks_mut(bd))
+        .zip(per_sequence(stored, batch))
         .zip(dout.par_chunks(bd))
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
-        .for_each(|((((dq, dk), dv), dout), ((q, k), v))| {
-            hd.with_scratch(2, |sq, s| {
-                let (p, ds) = sq.split_at_mut(t_len * t_len);
+        .for_each(|(((((dq, dk), dv), mut stored), dout), ((q, k), v))| {
+            hd.with_scratch(if recompute { 2 } else { 0 }, |sq, s| {
+                let (sp, sds) = sq.split_at_mut(sq.len() / 2);
                 for h in 0..n_heads {
-                    hd.probs(p, s, q, k, h);
+                    let (p, ds): (&[f32], &mut [f32]) = match &mut stored {
+                        Some((datt, att)) => (&att[h * tt..(h + 1) * tt], &mut datt[h * tt..(h + 1) * tt]),
+                        None => {
+                            hd.probs(sp, s, q, k, h);
+                            (&*sp, &mut *sds)
+                        }
+                    };
                     hd.backward(dq, dk, dv, ds, s, dout, q, k, v, p, h);
                 }
             })

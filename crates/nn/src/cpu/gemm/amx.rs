@@ -8,6 +8,8 @@
 //! (no code it generates touches them), so their contents persist from one `asm!` block to the
 //! next within a thread; every use is bracketed by `TileGuard` (configure, then release).
 
+use super::microkernel::{CBlock, Panels};
+
 /// Bytes in one packed bf16 tile (16 rows × 64 bytes).
 pub const TILE_BYTES: usize = 1024;
 /// bf16 elements in one packed tile.
@@ -41,38 +43,25 @@ impl TileGuard {
         TileGuard(())
     }
 
-    /// `C (32×32 f32) = [C +] A · B` over `ktiles` k-tiles of 32: A is two 16-row packed panels
-    /// (`a0` rows 0..16, `a1` rows 16..32), B two 16-column VNNI panels (`b0` columns 0..16, `b1`
-    /// 16..32); in each panel k-tile `t` is the `TILE_ELEMS` elements at `t · TILE_ELEMS`. C is
-    /// read (when `load_c`) and written at `c` with a row stride of `c_stride` f32 elements.
+    /// `C (32×32 f32) = [C +] A · B` over the k-tiles of the panels (`Panels`); C is the block
+    /// `c` (`CBlock`: read first when `c.load`).
     ///
     /// # Safety
-    /// Each of the four panels must hold `ktiles · TILE_ELEMS` elements, and `c` must be valid for
-    /// reads and writes of 32 rows × 32 f32 at stride `c_stride`.
-    #[allow(clippy::too_many_arguments)]
+    /// Each of the four panels must hold `ktiles · TILE_ELEMS` elements, and `c.ptr` must be valid
+    /// for reads and writes of 32 rows × 32 f32 at stride `c.stride`.
     #[inline]
-    pub unsafe fn kernel_32x32(
-        &self,
-        a0: *const u16,
-        a1: *const u16,
-        b0: *const u16,
-        b1: *const u16,
-        ktiles: usize,
-        c: *mut f32,
-        c_stride: usize,
-        load_c: bool,
-    ) {
+    pub unsafe fn kernel_32x32(&self, p: Panels, c: CBlock) {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::asm;
+            let ([a0, a1], [b0, b1], ktiles) = (p.a, p.b, p.ktiles);
             // SAFETY (all blocks): the caller guarantees the panels and C are in bounds; the tiles
             // were configured by `new` (this guard exists) and no other code uses them.
-            self.load_c_32x32(c, c_stride, load_c);
             // Tile loads wait for the tiles' previous readers (no renaming), so L2 latency is not
             // hidden by out-of-order execution: prefetch the tiles two k-steps ahead into L1
             // (measured 10-25% faster over the model's matmul shapes).
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            for t in 0..ktiles {
+            self.on_c_block(c, ktiles, |t| {
                 let off = t * TILE_ELEMS;
                 if t + 2 < ktiles {
                     for p in [a0, a1, b0, b1] {
@@ -95,12 +84,11 @@ impl TileGuard {
                     b0 = in(reg) b0.add(off), b1 = in(reg) b1.add(off),
                     s = in(reg) 64usize, options(nostack, readonly),
                 );
-            }
-            self.store_c_32x32(c, c_stride);
+            });
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (a0, a1, b0, b1, ktiles, c, c_stride, load_c);
+            let _ = (p, c);
             unreachable!("AMX exists only on x86_64");
         }
     }
@@ -137,20 +125,12 @@ impl TileGuard {
     /// # Safety
     /// As `kernel_32x32`, for each of the three terms of every panel.
     #[inline]
-    pub unsafe fn kernel_32x32_split(
-        &self,
-        (a0, a1, a_part): (*const u16, *const u16, usize),
-        (b0, b1, b_part): (*const u16, *const u16, usize),
-        ktiles: usize,
-        c: *mut f32,
-        c_stride: usize,
-        load_c: bool,
-    ) {
+    pub unsafe fn kernel_32x32_split(&self, p: Panels, (a_part, b_part): (usize, usize), c: CBlock) {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::asm;
-            self.load_c_32x32(c, c_stride, load_c);
-            for t in 0..ktiles {
+            let ([a0, a1], [b0, b1], ktiles) = (p.a, p.b, p.ktiles);
+            self.on_c_block(c, ktiles, |t| {
                 let off = t * TILE_ELEMS;
                 let (a0, a1, b0, b1) = (a0.add(off), a1.add(off), b0.add(off), b1.add(off));
                 let (b0m, b1m) = (b0.add(b_part), b1.add(b_part));
@@ -187,14 +167,29 @@ impl TileGuard {
                     b0 = in(reg) b0, b1 = in(reg) b1,
                     s = in(reg) 64usize, options(nostack, readonly),
                 );
-            }
-            self.store_c_32x32(c, c_stride);
+            });
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (a0, a1, a_part, b0, b1, b_part, ktiles, c, c_stride, load_c);
+            let _ = (p, a_part, b_part, c);
             unreachable!("AMX exists only on x86_64");
         }
+    }
+
+    /// Runs `k_tile(t)` for each k-tile t in 0..ktiles on the accumulator tiles tmm0..tmm3,
+    /// which hold C's block: loaded from `c` before (zeroed when not `c.load`), stored after.
+    ///
+    /// # Safety
+    /// `c.ptr` valid for reads (when `c.load`) and writes of 32 rows × 32 f32 at stride
+    /// `c.stride`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn on_c_block(&self, c: CBlock, ktiles: usize, mut k_tile: impl FnMut(usize)) {
+        self.load_c_32x32(c.ptr, c.stride, c.load);
+        for t in 0..ktiles {
+            k_tile(t);
+        }
+        self.store_c_32x32(c.ptr, c.stride);
     }
 
     /// Loads the 32×32 block of C at `c` (row stride `c_stride` f32) into the accumulator tiles
@@ -306,22 +301,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kernel_32x32_matches_loops() {
-        if !crate::cpu::simd::amx() {
-            eprintln!("skipped: no AMX on this machine");
-            return;
-        }
-        let tiles = TileGuard::new();
-        super::super::pack_bf16::check_microkernel_32x32(|a0, a1, b0, b1, kt, c, cs, load_c| {
-            // SAFETY: the checker's panels hold `kt` tiles each and c 32 rows of stride cs ≥ 32.
-            unsafe { tiles.kernel_32x32(a0, a1, b0, b1, kt, c, cs, load_c) }
-        });
-    }
-
-    #[test]
     fn peak_loop_runs_every_product() {
-        if !crate::cpu::simd::amx() {
-            eprintln!("skipped: no AMX on this machine");
+        if !crate::cpu::simd::runs_here(crate::cpu::simd::amx(), "AMX") {
             return;
         }
         let tiles = TileGuard::new();

@@ -91,8 +91,7 @@ mod tests {
     /// product, within 2x (and far below bf16's), and the row gaps of dst are not written.
     #[test]
     fn matches_f64_reference_like_the_fma_gemm() {
-        if !simd::amx() {
-            eprintln!("skipped: no AMX on this machine");
+        if !simd::runs_here(simd::amx(), "AMX") {
             return;
         }
         crate::cpu::gemm::bf16::tests::for_each_layout(
@@ -135,8 +134,7 @@ mod tests {
     /// GEMM.
     #[test]
     fn keeps_the_bits_bf16_drops() {
-        if !simd::amx() {
-            eprintln!("skipped: no AMX on this machine");
+        if !simd::runs_here(simd::amx(), "AMX") {
             return;
         }
         let x = 1.0 + 2f32.powi(-10) + 2f32.powi(-20);
@@ -160,8 +158,7 @@ mod tests {
     /// every output's sums does not), so a resumed run on another machine size trains the same.
     #[test]
     fn bitwise_the_same_for_any_thread_count() {
-        if !simd::amx() {
-            eprintln!("skipped: no AMX on this machine");
+        if !simd::runs_here(simd::amx(), "AMX") {
             return;
         }
         for &(m, n, k) in &[(300, 70, 1100), (2048, 64, 96), (96, 40, 3000)] {

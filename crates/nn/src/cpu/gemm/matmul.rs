@@ -45,9 +45,7 @@ pub fn matmul_forward(
     d_in: usize,
     d_out: usize,
 ) {
-    assert_eq!(out.len(), n * d_out, "matmul_forward: out");
-    assert_eq!(inp.len(), n * d_in, "matmul_forward: inp");
-    assert_eq!(weight.len(), d_out * d_in, "matmul_forward: weight");
+    check_lens!("matmul_forward", out: n * d_out, inp: n * d_in, weight: d_out * d_in);
     if n <= GEMV_MAX_ROWS && d_in > 0 {
         for (out, x) in out.chunks_exact_mut(d_out).zip(inp.chunks_exact(d_in)) {
             gemv::gemv_multi(x, &mut [(out, gemv::Weights::F32(weight))]);
@@ -100,8 +98,7 @@ pub fn matmul_forward_shared(
             let mut products: Vec<Product> = outs
                 .iter_mut()
                 .map(|(out, weight)| {
-                    assert_eq!(out.len(), n * d_out, "matmul_forward_shared: out");
-                    assert_eq!(weight.len(), d_out * d_in, "matmul_forward_shared: weight");
+                    check_lens!("matmul_forward_shared", out: n * d_out, weight: d_out * d_in);
                     Product {
                         dst: out,
                         dst_rs: d_out,
@@ -133,9 +130,7 @@ pub fn matmul_backward_input(
     d_out: usize,
     accumulate: bool,
 ) {
-    assert_eq!(dinp.len(), n * d_in, "matmul_backward_input: dinp");
-    assert_eq!(dout.len(), n * d_out, "matmul_backward_input: dout");
-    assert_eq!(weight.len(), d_out * d_in, "matmul_backward_input: weight");
+    check_lens!("matmul_backward_input", dinp: n * d_in, dout: n * d_out, weight: d_out * d_in);
     let (a, b) = ((dout, d_out, 1), (weight, d_in, 1));
     gemm_prec(prec, n, d_in, d_out, dinp, d_in, accumulate, a, b)
 }
@@ -150,9 +145,7 @@ pub fn matmul_backward_weight(
     d_in: usize,
     d_out: usize,
 ) {
-    assert_eq!(dweight.len(), d_out * d_in, "matmul_backward_weight: dweight");
-    assert_eq!(dout.len(), n * d_out, "matmul_backward_weight: dout");
-    assert_eq!(inp.len(), n * d_in, "matmul_backward_weight: inp");
+    check_lens!("matmul_backward_weight", dweight: d_out * d_in, dout: n * d_out, inp: n * d_in);
     weight_gradient(prec, dweight, (dout, 1, d_out), inp, n, d_in, d_out);
 }
 
@@ -330,6 +323,13 @@ mod tests {
         }
     }
 
+    /// `len` values `(i·mul mod modulo)/modulo − 0.5` in [−0.5, 0.5): test data without an RNG.
+    fn pattern(len: usize, mul: usize, modulo: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * mul) % modulo) as f32 / modulo as f32 - 0.5)
+            .collect()
+    }
+
     fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut c = vec![0.0; m * n];
         for i in 0..m {
@@ -345,12 +345,8 @@ mod tests {
     #[test]
     fn strided_gemm_matches_naive_for_transposes_and_accumulation() {
         let (m, k, n) = (37, 70, 53);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5)
-            .collect();
+        let a = pattern(m * k, 7919, 97);
+        let b = pattern(k * n, 104729, 89);
         let want = naive(&a, &b, m, k, n);
         let mut c = vec![f32::NAN; m * n];
         gemm_strided(m, n, k, &mut c, n, false, (&a, k, 1), (&b, n, 1), 1.0, true);
@@ -381,12 +377,8 @@ mod tests {
             (4500, 20, 40),
             (127, 9, 5),
         ] {
-            let a: Vec<f32> = (0..k * m)
-                .map(|i| ((i * 7919) % 1009) as f32 / 1009.0 - 0.5)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.5)
-                .collect();
+            let a = pattern(k * m, 7919, 1009);
+            let b = pattern(k * n, 104729, 997);
             let init: Vec<f32> = (0..m * n).map(|i| (i % 13) as f32 * 0.1).collect();
             for accumulate in [false, true] {
                 let mut want = init.clone();
@@ -429,12 +421,8 @@ mod tests {
     #[test]
     fn weight_gradient_from_transposed_output_gradient_matches() {
         let (n, d_in, d_out) = (300, 70, 130);
-        let dout: Vec<f32> = (0..n * d_out)
-            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
-            .collect();
-        let inp: Vec<f32> = (0..n * d_in)
-            .map(|i| ((i * 31) % 89) as f32 / 89.0 - 0.5)
-            .collect();
+        let dout = pattern(n * d_out, 7919, 97);
+        let inp = pattern(n * d_in, 31, 89);
         let ld = n + 5;
         let mut dout_t = vec![f32::NAN; d_out * ld];
         for t in 0..n {
@@ -454,12 +442,8 @@ mod tests {
     #[test]
     fn few_row_forward_matches_gemm_path() {
         let (d_in, d_out) = (70, 130);
-        let w: Vec<f32> = (0..d_in * d_out)
-            .map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5)
-            .collect();
-        let x: Vec<f32> = (0..5 * d_in)
-            .map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5)
-            .collect();
+        let w = pattern(d_in * d_out, 7919, 97);
+        let x = pattern(5 * d_in, 31, 17);
         let mut all = vec![0.0; 5 * d_out];
         matmul_forward(Precision::F32, &mut all, &x, &w, 5, d_in, d_out); // gemm
         for n in 1..=GEMV_MAX_ROWS {

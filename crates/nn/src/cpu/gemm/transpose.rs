@@ -14,46 +14,27 @@ pub fn transpose_strided(
     rows: usize,
     cols: usize,
 ) {
-    if rows == 0 || cols == 0 {
-        return;
-    }
+    let empty = rows == 0 || cols == 0;
     assert!(
-        rows <= ld_dst && (cols - 1) * ld_dst + rows <= dst.len(),
+        empty || (rows <= ld_dst && (cols - 1) * ld_dst + rows <= dst.len()),
         "transpose_strided: dst"
     );
     // SAFETY: the assert above puts every dst[c·ld_dst + r] (r < rows, c < cols) inside the
-    // exclusively borrowed dst; transpose_raw checks src itself.
-    unsafe { transpose_raw(dst.as_mut_ptr(), ld_dst, src, ld_src, rows, cols, false) }
+    // exclusively borrowed dst; transpose_to_ptr checks src itself.
+    unsafe { transpose_to_ptr(dst.as_mut_ptr(), ld_dst, src, ld_src, rows, cols, false) }
 }
 
 /// `transpose_strided` through a raw dst pointer: for callers that fill disjoint column blocks of
 /// one matrix from several threads (a `&mut` slice per block would overlap the others' rows).
-/// Tiles whose dst rows start on 64-byte boundaries are written with non-temporal stores: a big
-/// transposed output is not read from memory before being overwritten (issue 5: that
-/// read-for-ownership tripled the cost of SwiGLU's transposed gradients in a training step).
+/// With `stream`, tiles whose dst rows start on 64-byte boundaries are written with non-temporal
+/// stores: a big transposed output is not read from memory before being overwritten (issue 5:
+/// that read-for-ownership tripled the cost of SwiGLU's transposed gradients in a training step).
 ///
 /// # Safety
 /// `dst` must be valid for writes at every `c·ld_dst + r` (r < rows, c < cols), rows ≤ ld_dst,
 /// and no other thread may read or write those elements during the call. (`src` is checked: an
 /// index outside it panics.)
 pub(crate) unsafe fn transpose_to_ptr(
-    dst: *mut f32,
-    ld_dst: usize,
-    src: &[f32],
-    ld_src: usize,
-    rows: usize,
-    cols: usize,
-) {
-    // SAFETY: the caller's contract is transpose_raw's.
-    unsafe { transpose_raw(dst, ld_dst, src, ld_src, rows, cols, true) }
-}
-
-/// The transpose behind both entry points. `stream`: non-temporal stores for the tiles whose dst
-/// rows are 64-byte aligned.
-///
-/// # Safety
-/// As `transpose_to_ptr`.
-unsafe fn transpose_raw(
     dst: *mut f32,
     ld_dst: usize,
     src: &[f32],

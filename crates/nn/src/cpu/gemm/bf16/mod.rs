@@ -13,6 +13,7 @@
 use super::amx::{TileGuard, TILE_ELEMS};
 use super::dpbf16;
 use super::f32::{check_gemm_bounds, gemm_strided};
+use super::microkernel::{CBlock, Panels};
 use super::pack_bf16::{pack_a_panels, pack_b_panels};
 use crate::cpu::simd::round_bf16;
 pub use crate::cpu::simd::{bf16_kernel, Bf16Kernel};
@@ -428,24 +429,25 @@ fn block_product(
                         prefetch_c_block(&dst[ni * dst_rs + nj..], dst_rs, 32.min(rows - ni));
                     }
                 }
-                let (a0, a1, b0, b1) = (a0.as_ptr(), a1.as_ptr(), b0.as_ptr(), b1.as_ptr());
+                let p = Panels {
+                    a: [a0.as_ptr(), a1.as_ptr()],
+                    b: [b0.as_ptr(), b1.as_ptr()],
+                    ktiles,
+                };
+                let c = CBlock {
+                    ptr: c,
+                    stride: c_stride,
+                    load: load_c,
+                };
                 // SAFETY: the asserts above bound all four panels, every term (ktiles tiles each,
                 // a0/b0 before a1/b1, the last term furthest) and C: 32 rows of 32 at stride
                 // dst_rs inside dst, or the 32×32 scratch.
                 unsafe {
                     match (terms, tiles) {
-                        (Terms::Three, Some(t)) => t.kernel_32x32_split(
-                            (a0, a1, a_part),
-                            (b0, b1, b_part),
-                            ktiles,
-                            c,
-                            c_stride,
-                            load_c,
-                        ),
+                        (Terms::Three, Some(t)) => t.kernel_32x32_split(p, (a_part, b_part), c),
                         (Terms::Three, None) => unreachable!("split terms need AMX"),
-                        (Terms::One, _) => {
-                            kernel_32x32(tiles, (a0, a1), (b0, b1), ktiles, c, c_stride, load_c)
-                        }
+                        (Terms::One, Some(t)) => t.kernel_32x32(p, c),
+                        (Terms::One, None) => dpbf16::kernel_32x32(p, c),
                     }
                 };
                 if !full {
@@ -476,26 +478,6 @@ fn prefetch_c_block(c: &[f32], stride: usize, rows: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (c, stride, rows);
-}
-
-/// The 32×32 microkernel on the tiles when given, else with AVX-512 BF16.
-///
-/// # Safety
-/// As `amx::TileGuard::kernel_32x32` (and, without tiles, `dpbf16::available()`).
-#[inline]
-unsafe fn kernel_32x32(
-    tiles: Option<&TileGuard>,
-    (a0, a1): (*const u16, *const u16),
-    (b0, b1): (*const u16, *const u16),
-    ktiles: usize,
-    c: *mut f32,
-    c_stride: usize,
-    load_c: bool,
-) {
-    match tiles {
-        Some(t) => t.kernel_32x32(a0, a1, b0, b1, ktiles, c, c_stride, load_c),
-        None => dpbf16::kernel_32x32(a0, a1, b0, b1, ktiles, c, c_stride, load_c),
-    }
 }
 
 #[cfg(test)]

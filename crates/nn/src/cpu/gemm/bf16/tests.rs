@@ -130,8 +130,7 @@ fn emulated_gemm_matches_f64_reference_of_rounded_operands() {
 }
 
 fn check_kernel(kernel: Bf16Kernel) {
-    if !kernel.available() {
-        eprintln!("skipped: no {kernel:?} on this machine");
+    if !crate::cpu::simd::runs_here(kernel.available(), &format!("{kernel:?}")) {
         return;
     }
     let name = format!("{kernel:?}");
@@ -170,5 +169,70 @@ fn nested_calls_from_rayon_tasks_agree() {
         .collect();
     for c in outs {
         assert_eq!(c, want);
+    }
+}
+
+/// A test shared by the microkernels (`amx`, `dpbf16`): one 32×32×64 product of small integers
+/// (exact in bf16 and in f32 sums), packed by hand in the panel layout, against plain loops, with
+/// and without reading C, and the columns past 32 of a stride-40 C untouched. `run(panels, c)`
+/// calls the kernel.
+fn check_microkernel_32x32(mut run: impl FnMut(Panels, CBlock)) {
+    let k = 64;
+    let bf = |x: f32| (x.to_bits() >> 16) as u16; // exact for these small integers
+    let a: Vec<f32> = (0..32 * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect(); // (32, k)
+    let b: Vec<f32> = (0..k * 32).map(|i| ((i * 5) % 13) as f32 - 6.0).collect(); // (k, 32)
+                                                                                  // A panels [tile][16 rows][32 k]; B panels [tile][16 pairs][16 cols][2].
+    let mut pa = [vec![0u16; 1024], vec![0u16; 1024]];
+    let mut pb = [vec![0u16; 1024], vec![0u16; 1024]];
+    for i in 0..32 {
+        for p in 0..k {
+            pa[i / 16][(p / 32) * 512 + (i % 16) * 32 + p % 32] = bf(a[i * k + p]);
+        }
+    }
+    for p in 0..k {
+        for j in 0..32 {
+            pb[j / 16][(p / 2) * 32 + (j % 16) * 2 + p % 2] = bf(b[p * 32 + j]);
+        }
+    }
+    let stride = 40;
+    let mut c = vec![1.0f32; 32 * stride];
+    for load_c in [false, true] {
+        let panels = Panels {
+            a: [pa[0].as_ptr(), pa[1].as_ptr()],
+            b: [pb[0].as_ptr(), pb[1].as_ptr()],
+            ktiles: 2,
+        };
+        let block = CBlock {
+            ptr: c.as_mut_ptr(),
+            stride,
+            load: load_c,
+        };
+        run(panels, block);
+        for i in 0..32 {
+            for j in 0..32 {
+                let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * 32 + j]).sum();
+                let want = if load_c { 2.0 * want } else { want };
+                assert_eq!(c[i * stride + j], want, "load_c {load_c} ({i}, {j})");
+            }
+            assert!(
+                c[i * stride + 32..(i + 1) * stride].iter().all(|&x| x == 1.0),
+                "padding written"
+            );
+        }
+    }
+}
+
+/// `check_microkernel_32x32` on each 32×32 microkernel this CPU has.
+#[test]
+fn microkernels_match_loops() {
+    if crate::cpu::simd::runs_here(crate::cpu::simd::avx512_bf16(), "AVX-512 BF16") {
+        // SAFETY: AVX-512 BF16 checked; the checker's panels hold `ktiles` tiles each and C 32
+        // rows of stride ≥ 32.
+        check_microkernel_32x32(|p, c| unsafe { dpbf16::kernel_32x32(p, c) });
+    }
+    if crate::cpu::simd::runs_here(crate::cpu::simd::amx(), "AMX") {
+        let tiles = TileGuard::new();
+        // SAFETY: as above, on the tiles (AMX checked).
+        check_microkernel_32x32(|p, c| unsafe { tiles.kernel_32x32(p, c) });
     }
 }

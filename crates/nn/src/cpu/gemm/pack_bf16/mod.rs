@@ -470,57 +470,5 @@ unsafe fn pack_b_scalar(
     }
 }
 
-/// A test shared by the microkernels (`amx`, `dpbf16`): one 32×32×64 product of small integers
-/// (exact in bf16 and in f32 sums), packed by hand in the panel layout, against plain loops, with
-/// and without reading C, and the columns past 32 of a stride-40 C untouched. `run(a0, a1, b0,
-/// b1, ktiles, c, c_stride, load_c)` calls the kernel.
-#[cfg(test)]
-pub(crate) fn check_microkernel_32x32(
-    mut run: impl FnMut(*const u16, *const u16, *const u16, *const u16, usize, *mut f32, usize, bool),
-) {
-    let k = 64;
-    let bf = |x: f32| (x.to_bits() >> 16) as u16; // exact for these small integers
-    let a: Vec<f32> = (0..32 * k).map(|i| ((i * 7) % 11) as f32 - 5.0).collect(); // (32, k)
-    let b: Vec<f32> = (0..k * 32).map(|i| ((i * 5) % 13) as f32 - 6.0).collect(); // (k, 32)
-                                                                                  // A panels [tile][16 rows][32 k]; B panels [tile][16 pairs][16 cols][2].
-    let mut pa = [vec![0u16; 1024], vec![0u16; 1024]];
-    let mut pb = [vec![0u16; 1024], vec![0u16; 1024]];
-    for i in 0..32 {
-        for p in 0..k {
-            pa[i / 16][(p / 32) * 512 + (i % 16) * 32 + p % 32] = bf(a[i * k + p]);
-        }
-    }
-    for p in 0..k {
-        for j in 0..32 {
-            pb[j / 16][(p / 2) * 32 + (j % 16) * 2 + p % 2] = bf(b[p * 32 + j]);
-        }
-    }
-    let stride = 40;
-    let mut c = vec![1.0f32; 32 * stride];
-    for load_c in [false, true] {
-        run(
-            pa[0].as_ptr(),
-            pa[1].as_ptr(),
-            pb[0].as_ptr(),
-            pb[1].as_ptr(),
-            2,
-            c.as_mut_ptr(),
-            stride,
-            load_c,
-        );
-        for i in 0..32 {
-            for j in 0..32 {
-                let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * 32 + j]).sum();
-                let want = if load_c { 2.0 * want } else { want };
-                assert_eq!(c[i * stride + j], want, "load_c {load_c} ({i}, {j})");
-            }
-            assert!(
-                c[i * stride + 32..(i + 1) * stride].iter().all(|&x| x == 1.0),
-                "padding written"
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests;

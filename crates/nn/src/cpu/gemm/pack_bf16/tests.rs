@@ -21,8 +21,7 @@ fn packed(len: usize, terms: usize, pack: impl FnOnce(&mut [&mut [u16]])) -> Vec
 /// outputs per call are all run), in every layout.
 #[test]
 fn packers_match_the_layout_definition() {
-    if !simd::avx512_bf16() {
-        eprintln!("skipped: no AVX-512 BF16 on this machine");
+    if !simd::runs_here(simd::avx512_bf16(), "AVX-512 BF16") {
         return;
     }
     // Every term of the three-term split (part 0: plain rounding).
