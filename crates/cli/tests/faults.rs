@@ -13,6 +13,7 @@ use common::{copy_dir, ferrolm, run, text, tiny_train_args};
 use shared::interrupt_after_lines;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 /// A run of 4 steps with checkpoints at steps 2 and 4, in `dir/base`.
 fn base_run(dir: &Path) -> PathBuf {
@@ -136,17 +137,23 @@ fn eval_exits_non_zero_on_a_nan_loss() {
     assert!(!o.status.success() && t.contains("NaN"), "{t}");
 }
 
-#[test]
-fn ctrl_c_saves_and_exits_130() {
-    let d = tempfile::tempdir().unwrap();
-    common::corpus(d.path());
-    let run_dir = d.path().join("r");
-    let mut child = ferrolm()
-        .args(tiny_train_args(d.path(), &run_dir, 1_000_000))
+/// A training of a million steps started in the background into `dir/r`, on a new corpus.
+fn start_endless_run(dir: &Path) -> (PathBuf, std::process::Child) {
+    common::corpus(dir);
+    let run_dir = dir.join("r");
+    let child = ferrolm()
+        .args(tiny_train_args(dir, &run_dir, 1_000_000))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    (run_dir, child)
+}
+
+#[test]
+fn ctrl_c_saves_and_exits_130() {
+    let d = tempfile::tempdir().unwrap();
+    let (run_dir, mut child) = start_endless_run(d.path());
     let status = interrupt_after_lines(&mut child, &run_dir.join("metrics.jsonl"), 3);
     assert_eq!(status.code(), Some(130), "{status:?}");
     let latest = ferrolm_train::checkpoint::latest(&run_dir.join("checkpoints")).unwrap();
@@ -193,14 +200,7 @@ fn zero_steps_and_failed_starts_are_errors_that_leave_no_run_directory() {
 #[test]
 fn a_second_trainer_on_a_busy_run_directory_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    common::corpus(d.path());
-    let r = d.path().join("r");
-    let mut first = ferrolm()
-        .args(tiny_train_args(d.path(), &r, 1_000_000))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (r, mut first) = start_endless_run(d.path());
     let t0 = Instant::now();
     while !r.join("metrics.jsonl").exists() && t0.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(20));
