@@ -40,7 +40,11 @@ fn main() {
         single.push(t.elapsed().as_secs_f64() / 32.0);
     }
     let t1 = median(single);
-    println!("{precision:?} forward_infer batch 1: {:.2} ms/step, {:.0} tok/s", t1 * 1e3, 1.0 / t1);
+    println!(
+        "{precision:?} forward_infer batch 1: {:.2} ms/step, {:.0} tok/s",
+        t1 * 1e3,
+        1.0 / t1
+    );
     let mut dec = BatchDecoder::new(&model);
     for &b in &batches {
         let mut caches: Vec<KvCache> = (0..b).map(|_| KvCache::new(&c, 1, c.context_length)).collect();

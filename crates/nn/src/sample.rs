@@ -433,7 +433,12 @@ mod tests {
     /// `sample` as it was before the radix sort (top k selected and sorted, k growing 8x): the
     /// reference the current one must equal token for token.
     #[allow(clippy::needless_range_loop)]
-    fn sample_before(logits: &[f32], cfg: SamplingConfig, rng: &mut Rng, scratch: &mut Vec<(f32, u32)>) -> u32 {
+    fn sample_before(
+        logits: &[f32],
+        cfg: SamplingConfig,
+        rng: &mut Rng,
+        scratch: &mut Vec<(f32, u32)>,
+    ) -> u32 {
         assert!(!logits.is_empty(), "sample from empty logits");
         if cfg.temperature.is_nan() || cfg.temperature <= 0.0 {
             return argmax(logits);
@@ -540,7 +545,14 @@ mod tests {
                     }
                 })
                 .collect();
-            for (temperature, top_p) in [(1.0f32, 0.9f32), (0.8, 0.95), (0.3, 0.5), (2.0, 0.999), (1.0, 1e-6), (0.7, 1.0)] {
+            for (temperature, top_p) in [
+                (1.0f32, 0.9f32),
+                (0.8, 0.95),
+                (0.3, 0.5),
+                (2.0, 0.999),
+                (1.0, 1e-6),
+                (0.7, 1.0),
+            ] {
                 let cfg = SamplingConfig { temperature, top_p };
                 let seed = gen.uniform().to_bits();
                 let (mut r1, mut r2) = (Rng::new(seed), Rng::new(seed));
