@@ -80,6 +80,26 @@ impl BatchDecodeState {
         self.participants == participants.max(1)
     }
 
+    /// Runs `f` once on every item, the items shared out over the step's thread team (whose
+    /// helpers are still awake from the last step: per-sequence work between steps, such as
+    /// sampling, then wakes no pool and does not wait for a lingering helper to return to it).
+    pub fn for_each_mut<T: Send>(&mut self, items: &mut [T], f: impl Fn(&mut T) + Sync) {
+        let n = items.len();
+        let base = ItemsPtr(items.as_mut_ptr());
+        let base = &base;
+        run_phased(
+            &mut self.team,
+            &[n],
+            &mut self.locals,
+            |_, _| {},
+            |_, _, i| {
+                // SAFETY: run_phased runs each chunk i < n exactly once, so item i is reached
+                // by one thread only; `items` is borrowed mutably until run_phased returns.
+                f(unsafe { &mut *base.0.add(i) })
+            },
+        );
+    }
+
     /// The split of a step of `batch` sequences (chunks per phase into `self.chunks`), with the
     /// buffers grown to fit it.
     fn plan(&mut self, c: &ModelConfig, batch: usize, max_len: usize) -> Plan {
@@ -131,6 +151,13 @@ impl BatchDecodeState {
         plan
     }
 }
+
+/// The items of `for_each_mut`, handed to the participants one element each.
+struct ItemsPtr<T>(*mut T);
+
+// SAFETY: each element is handed to exactly one participant (see `for_each_mut`), so sharing the
+// pointer sends the elements, which are Send.
+unsafe impl<T: Send> Sync for ItemsPtr<T> {}
 
 /// Grows `v` to at least `len` zeros (never shrinks: the scratch keeps the largest batch seen).
 fn grow(v: &mut Vec<f32>, len: usize) {
@@ -465,6 +492,30 @@ impl BatchStep<'_> {
             } else {
                 fastmath::swiglu_rows(o, g, None);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_each_mut_visits_every_item_once_on_any_thread_count() {
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut state = BatchDecodeState::new(threads);
+                for n in [0usize, 1, 2, 9, 40] {
+                    let mut items: Vec<(usize, u32)> = (0..n).map(|i| (i, 0)).collect();
+                    state.for_each_mut(&mut items, |(i, seen)| *seen += 1 + *i as u32);
+                    let want: Vec<(usize, u32)> = (0..n).map(|i| (i, 1 + i as u32)).collect();
+                    assert_eq!(items, want, "{threads} threads, {n} items");
+                }
+            });
         }
     }
 }

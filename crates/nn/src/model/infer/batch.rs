@@ -93,6 +93,12 @@ impl BatchDecoder {
         Ok(())
     }
 
+    /// Runs `f` once on every item, in parallel on the thread team of the batched steps (awake
+    /// right after one): for per-sequence work between steps, such as sampling.
+    pub fn for_each_mut<T: Send>(&mut self, items: &mut [T], f: impl Fn(&mut T) + Sync) {
+        state_for_pool(&mut self.state).for_each_mut(items, f);
+    }
+
     /// The step as one parallel job (`ops::decode_step_batch`).
     fn step_fused(
         &mut self,
@@ -101,11 +107,8 @@ impl BatchDecoder {
         tokens: &[u32],
         logits: &mut [&mut [f32]],
     ) {
-        let threads = rayon::current_num_threads();
-        if !self.state.as_ref().is_some_and(|s| s.fits(threads)) {
-            self.state = Some(ops::BatchDecodeState::new(threads));
-        }
-        let state = self.state.as_mut().expect("just built");
+        let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
+        let state = state_for_pool(&mut self.state);
         let positions: Vec<usize> = caches.iter().map(|c| c.len).collect();
         let refs: Vec<CacheRefs<'_>> = caches
             .iter_mut()
@@ -117,7 +120,6 @@ impl BatchDecoder {
                 rope: cache.rope.as_ref(),
             })
             .collect();
-        let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
         ops::decode_step_batch(
             &model.config,
             &model.params,
@@ -263,6 +265,15 @@ impl BatchDecoder {
             ops::rmsnorm_forward(&mut self.x, &mut self.rstd, &self.a, &p[r.ln2], n, d, RMSNORM_EPS);
         }
     }
+}
+
+/// The one-job step's state in `slot`, (re)built for the current pool's thread count.
+fn state_for_pool(slot: &mut Option<ops::BatchDecodeState>) -> &mut ops::BatchDecodeState {
+    let threads = rayon::current_num_threads();
+    if !slot.as_ref().is_some_and(|s| s.fits(threads)) {
+        *slot = Some(ops::BatchDecodeState::new(threads));
+    }
+    slot.as_mut().expect("just built")
 }
 
 #[cfg(test)]
