@@ -100,7 +100,7 @@ pub fn rows_strided(
     batch: usize,
     k: usize,
 ) {
-    let n = if k == 0 { 0 } else { w.len() / k };
+    let n = w.len().checked_div(k).unwrap_or(0);
     assert!(k > 0 && w.len() == n * k, "rows_strided: w is not (n, k)");
     assert_eq!(xs.len(), batch * k, "rows_strided: xs is not (batch, k)");
     if n == 0 || batch == 0 {
