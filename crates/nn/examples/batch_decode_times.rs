@@ -1,5 +1,5 @@
 //! Time of one continuous-batching decode step (`BatchDecoder::step`) of the small preset at
-//! batch 1, 2, 4, 8 and 16 (each sequence 64 positions in), beside the batch-1 decode engine
+//! batch 1, 2, 4, 8 and 16 (each sequence $PLEN positions in, default 64), beside the batch-1 decode engine
 //! (`forward_infer` of one token), and the tokens/s each gives; medians of several runs.
 //! `cargo run --release -p ferrolm-nn --example batch_decode_times [f32|bf16] [batches]`
 use ferrolm_nn::model::{BatchDecoder, KvCache, Model};
@@ -24,7 +24,11 @@ fn main() {
     let c = ModelConfig::small();
     let mut model = Model::new(c.clone(), 1).unwrap();
     model.precision = precision;
-    let prompt: Vec<u32> = (0..64).map(|i| (i * 37 % c.vocab_size) as u32).collect();
+    let plen: usize = std::env::var("PLEN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let prompt: Vec<u32> = (0..plen).map(|i| (i * 37 % c.vocab_size) as u32).collect();
     let vocab = c.vocab_size;
     // The batch-1 engine.
     let mut cache = KvCache::new(&c, 1, c.context_length);
