@@ -1,7 +1,9 @@
 //! Continuous-batching decode: one new token for each of several independent sequences (each
 //! with its own batch-1 `KvCache`, at its own position) through the model together, the linear
-//! layers as one pass over each weight for all rows (`ops::project_batch`). Each sequence's
-//! logits are bitwise those `forward_infer` gives it alone, so batching never changes the text.
+//! layers as one pass over each weight for all rows. Pre-norm configs run the whole step as one
+//! call (`ops::decode_step_batch`, one parallel job); post-norm ones operation by operation
+//! (`ops::project_batch` etc.). Each sequence's logits are bitwise those `forward_infer` gives it
+//! alone, so batching never changes the text.
 
 use super::{Bf16Weights, KvCache};
 use crate::config::{layout, Precision, RMSNORM_EPS};
