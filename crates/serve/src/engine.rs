@@ -140,7 +140,7 @@ impl Scheduler {
                     }
                 }
             }
-            self.admit(model, tokenizer, &mut waiting, &mut active);
+            self.admit(model, &decoder, &mut waiting, &mut active);
             self.step(model, tokenizer, &mut decoder, &mut active);
         }
     }
@@ -149,7 +149,7 @@ impl Scheduler {
     fn admit(
         &self,
         model: &Model,
-        tokenizer: &Tokenizer,
+        decoder: &BatchDecoder,
         waiting: &mut VecDeque<Job>,
         active: &mut Vec<(Sequence, Job)>,
     ) {
@@ -159,7 +159,7 @@ impl Scheduler {
                 self.release(1);
                 continue;
             }
-            match Sequence::start(model, tokenizer, &job.choice) {
+            match Sequence::start(model, decoder, &job.choice) {
                 Ok(seq) => active.push((seq, job)),
                 Err(e) => {
                     let _ = job.events.send(Event::Error(e.to_string()));

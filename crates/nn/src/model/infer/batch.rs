@@ -95,6 +95,24 @@ impl BatchDecoder {
         Ok(())
     }
 
+    /// `model.forward_infer` on one cache (a prompt, or a sequence decoded alone), reading the
+    /// bf16 weights from this decoder's snapshot in `Precision::Bf16` (bitwise the same logits:
+    /// the same snapshot of the same parameters) instead of a snapshot per cache.
+    pub fn forward_infer(
+        &self,
+        model: &Model,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: &mut [f32],
+    ) -> Result<()> {
+        match &self.bf16 {
+            Some(w) if model.precision == Precision::Bf16 => {
+                model.forward_infer_bf16(w, cache, tokens, logits)
+            }
+            _ => model.forward_infer(cache, tokens, logits),
+        }
+    }
+
     /// Runs `f` once on every item, in parallel on the thread team of the batched steps (awake
     /// right after one): for per-sequence work between steps, such as sampling.
     pub fn for_each_mut<T: Send>(&mut self, items: &mut [T], f: impl Fn(&mut T) + Sync) {
