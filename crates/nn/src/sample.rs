@@ -85,9 +85,10 @@ pub fn sample(logits: &[f32], cfg: SamplingConfig, rng: &mut Rng, scratch: &mut 
         return last;
     }
     // Nucleus: the smallest prefix, in order of descending weight (ties by lower id), whose mass
-    // reaches top_p. Only the top k are selected (O(vocab)) and sorted, k growing 8x until the
-    // prefix is found: a trained model's nucleus is usually a few dozen tokens, so a full sort of
-    // the vocabulary per token is avoided. The order is total, so the result equals a full sort's.
+    // reaches top_p (`select_nucleus`: no comparison sort of the whole vocabulary). The order is
+    // total, so the result equals a full sort's.
+    // scratch: the (weight, id) pairs, then as many pairs of working space for the radix sort.
+    let n = logits.len();
     scratch.clear();
     scratch.extend(
         logits
@@ -96,6 +97,7 @@ pub fn sample(logits: &[f32], cfg: SamplingConfig, rng: &mut Rng, scratch: &mut 
             .map(|(i, &x)| (weight(x) as f32, i as u32)),
     );
     let total: f64 = scratch.iter().map(|&(w, _)| w as f64).sum();
+    scratch.resize(2 * n, (0.0, 0));
     let want = cfg.top_p.max(0.0) as f64 * total;
     let (count, mass) = select_nucleus(scratch, want);
     let target = rng.uniform() * mass;
@@ -109,30 +111,91 @@ pub fn sample(logits: &[f32], cfg: SamplingConfig, rng: &mut Rng, scratch: &mut 
     scratch[count - 1].1
 }
 
-/// Reorders `weights` so that its first `count` entries are the nucleus in descending order
-/// (ties by lower id): the shortest such prefix whose mass reaches `want` (all if none does).
-/// Returns (count, the prefix's mass summed in that order). O(vocab) plus a sort of the top k.
+/// Reorders `weights[..n]` (n = weights.len() / 2; the second half is working space) so that its
+/// first `count` entries are the nucleus in descending order (ties by lower id): the shortest
+/// such prefix whose mass reaches `want` (all if none does). Returns (count, the prefix's mass
+/// summed in that order). A peaked distribution's nucleus is found among the top 64 or 512,
+/// selected in O(n) and sorted; past that (a flat distribution, whose nucleus is most of the
+/// vocabulary) the whole array is radix-sorted, O(n) instead of a comparison sort.
 fn select_nucleus(weights: &mut [(f32, u32)], want: f64) -> (usize, f64) {
-    let n = weights.len();
-    let mut k = 64.min(n);
-    loop {
-        if k < n {
-            weights.select_nth_unstable_by_key(k - 1, order_key);
+    let n = weights.len() / 2;
+    let (weights, spare) = weights.split_at_mut(n);
+    for k in [64, 512] {
+        if k >= n {
+            break;
         }
+        if want > k as f64 {
+            // Every weight is at most 1 (the largest logit's), so k of them cannot reach `want`:
+            // this selection would fail (the result is the same without it).
+            continue;
+        }
+        weights.select_nth_unstable_by_key(k - 1, order_key);
         weights[..k].sort_unstable_by_key(order_key);
-        let mut mass = 0.0;
-        let found = weights[..k].iter().position(|&(w, _)| {
-            mass += w as f64;
-            mass >= want
-        });
-        match found {
-            Some(i) => {
-                let mass = weights[..=i].iter().map(|&(w, _)| w as f64).sum();
-                return (i + 1, mass);
-            }
-            None if k == n => return (n, mass),
-            None => k = (k * 8).min(n),
+        if let Some(found) = nucleus_prefix(&weights[..k], want) {
+            return found;
         }
+    }
+    if n <= 512 {
+        weights.sort_unstable_by_key(order_key);
+    } else {
+        radix_sort_by_order(weights, &mut spare[..n]);
+    }
+    nucleus_prefix(weights, want).unwrap_or_else(|| (n, weights.iter().map(|&(w, _)| w as f64).sum()))
+}
+
+/// The shortest prefix of `sorted` whose mass (summed in order, f64) reaches `want`: (its
+/// length, its mass); None when the whole slice does not reach it.
+fn nucleus_prefix(sorted: &[(f32, u32)], want: f64) -> Option<(usize, f64)> {
+    let mut mass = 0.0;
+    let i = sorted.iter().position(|&(w, _)| {
+        mass += w as f64;
+        mass >= want
+    })?;
+    Some((i + 1, sorted[..=i].iter().map(|&(w, _)| w as f64).sum()))
+}
+
+/// Sorts `(weight, id)` pairs (weights ≥ 0, ids distinct) in `order_key` order: the pairs are
+/// first put back in id order (the ids are a permutation of 0..n), then sorted stably by the
+/// descending weight bits, 8 bits per pass (passes where every key has the same digit are
+/// skipped), so equal weights keep ascending ids. `spare` is working space of the same length.
+fn radix_sort_by_order(items: &mut [(f32, u32)], spare: &mut [(f32, u32)]) {
+    let n = items.len();
+    debug_assert_eq!(spare.len(), n);
+    for &(w, id) in items.iter() {
+        spare[id as usize] = (w, id);
+    }
+    let key = |w: f32| !w.to_bits();
+    let mut hist = [[0usize; 256]; 4];
+    for &(w, _) in spare.iter() {
+        let k = key(w);
+        for (d, h) in hist.iter_mut().enumerate() {
+            h[((k >> (8 * d)) & 0xff) as usize] += 1;
+        }
+    }
+    // The data is in `spare`; each pass moves it to the other buffer.
+    let (mut src, mut dst) = (spare, items);
+    let mut in_items = false;
+    for (d, h) in hist.iter().enumerate() {
+        if h.contains(&n) {
+            continue;
+        }
+        let mut at = [0usize; 256];
+        let mut sum = 0;
+        for (a, &c) in at.iter_mut().zip(h.iter()) {
+            *a = sum;
+            sum += c;
+        }
+        for &(w, id) in src.iter() {
+            let b = ((key(w) >> (8 * d)) & 0xff) as usize;
+            dst[at[b]] = (w, id);
+            at[b] += 1;
+        }
+        std::mem::swap(&mut src, &mut dst);
+        in_items = !in_items;
+    }
+    if !in_items {
+        // The sorted data ended in `spare` (src): copy it back.
+        dst.copy_from_slice(src);
     }
 }
 
@@ -338,6 +401,7 @@ mod tests {
                     .map(|(i, &x)| ((x as f64 - max).exp() as f32, i as u32))
                     .collect();
                 let total: f64 = w.iter().map(|&(x, _)| x as f64).sum();
+                w.resize(2 * w.len(), (0.0, 0));
                 let (count, _) = select_nucleus(&mut w, top_p as f64 * total);
                 let got: Vec<u32> = w[..count].iter().map(|&(_, id)| id).collect();
                 assert_eq!(got, want, "spread {spread} top_p {top_p}");
@@ -364,5 +428,161 @@ mod tests {
             counts(&[0.0, f32::INFINITY], SamplingConfig::default(), 2, 10)[1],
             10
         );
+    }
+
+    /// `sample` as it was before the radix sort (top k selected and sorted, k growing 8x): the
+    /// reference the current one must equal token for token.
+    #[allow(clippy::needless_range_loop)]
+    fn sample_before(
+        logits: &[f32],
+        cfg: SamplingConfig,
+        rng: &mut Rng,
+        scratch: &mut Vec<(f32, u32)>,
+    ) -> u32 {
+        assert!(!logits.is_empty(), "sample from empty logits");
+        if cfg.temperature.is_nan() || cfg.temperature <= 0.0 {
+            return argmax(logits);
+        }
+        let top = argmax(logits);
+        let max = logits[top as usize];
+        if !max.is_finite() {
+            // +inf dominates (or every logit is NaN / -inf): the distribution is a point mass.
+            return top;
+        }
+        let inv_t = 1.0 / cfg.temperature as f64;
+        let weight = |x: f32| -> f64 {
+            if x.is_nan() {
+                0.0
+            } else {
+                ((x as f64 - max as f64) * inv_t).exp()
+            }
+        };
+        if cfg.top_p.is_nan() || cfg.top_p >= 1.0 {
+            // Full distribution: two passes, no scratch needed.
+            let total: f64 = logits.iter().map(|&x| weight(x)).sum();
+            let target = rng.uniform() * total;
+            let mut acc = 0.0;
+            let mut last = top;
+            for (i, &x) in logits.iter().enumerate() {
+                let w = weight(x);
+                if w > 0.0 {
+                    acc += w;
+                    last = i as u32;
+                    if acc > target {
+                        return i as u32;
+                    }
+                }
+            }
+            return last;
+        }
+        // Nucleus: the smallest prefix, in order of descending weight (ties by lower id), whose mass
+        // reaches top_p. Only the top k are selected (O(vocab)) and sorted, k growing 8x until the
+        // prefix is found: a trained model's nucleus is usually a few dozen tokens, so a full sort of
+        // the vocabulary per token is avoided. The order is total, so the result equals a full sort's.
+        scratch.clear();
+        scratch.extend(
+            logits
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| (weight(x) as f32, i as u32)),
+        );
+        let total: f64 = scratch.iter().map(|&(w, _)| w as f64).sum();
+        let want = cfg.top_p.max(0.0) as f64 * total;
+        let (count, mass) = select_nucleus_before(scratch, want);
+        let target = rng.uniform() * mass;
+        let mut acc = 0.0;
+        for &(w, id) in &scratch[..count] {
+            acc += w as f64;
+            if acc > target {
+                return id;
+            }
+        }
+        scratch[count - 1].1
+    }
+
+    fn select_nucleus_before(weights: &mut [(f32, u32)], want: f64) -> (usize, f64) {
+        let n = weights.len();
+        let mut k = 64.min(n);
+        loop {
+            if k < n {
+                weights.select_nth_unstable_by_key(k - 1, order_key);
+            }
+            weights[..k].sort_unstable_by_key(order_key);
+            let mut mass = 0.0;
+            let found = weights[..k].iter().position(|&(w, _)| {
+                mass += w as f64;
+                mass >= want
+            });
+            match found {
+                Some(i) => {
+                    let mass = weights[..=i].iter().map(|&(w, _)| w as f64).sum();
+                    return (i + 1, mass);
+                }
+                None if k == n => return (n, mass),
+                None => k = (k * 8).min(n),
+            }
+        }
+    }
+
+    #[test]
+    fn sample_equals_the_implementation_before_the_radix_sort() {
+        // Random logit vectors (vocabularies around the 64 / 512 selection sizes and the presets'
+        // 10000; flat, peaked and heavily tied), seeds, temperatures and top_p values: the same
+        // token and the same RNG state after every draw, and the same kept set in the same order.
+        let mut gen = Rng::new(2024);
+        let mut draws = 0;
+        for case in 0..120 {
+            let n = [1usize, 7, 64, 65, 500, 513, 2000, 10000][case % 8];
+            let spread = [0.001f32, 0.3, 1.0, 4.0, 30.0][case % 5];
+            let ties = case % 3 == 0;
+            let logits: Vec<f32> = (0..n)
+                .map(|_| {
+                    let x = gen.normal() as f32 * spread;
+                    if ties {
+                        (x * 2.0).round() / 2.0
+                    } else {
+                        x
+                    }
+                })
+                .collect();
+            for (temperature, top_p) in [
+                (1.0f32, 0.9f32),
+                (0.8, 0.95),
+                (0.3, 0.5),
+                (2.0, 0.999),
+                (1.0, 1e-6),
+                (0.7, 1.0),
+            ] {
+                let cfg = SamplingConfig { temperature, top_p };
+                let seed = gen.uniform().to_bits();
+                let (mut r1, mut r2) = (Rng::new(seed), Rng::new(seed));
+                let (mut s1, mut s2) = (Vec::new(), Vec::new());
+                for _ in 0..4 {
+                    let a = sample(&logits, cfg, &mut r1, &mut s1);
+                    let b = sample_before(&logits, cfg, &mut r2, &mut s2);
+                    assert_eq!(a, b, "case {case} n {n} T {temperature} top_p {top_p}");
+                    assert_eq!(r1, r2);
+                    draws += 1;
+                }
+                if top_p < 1.0 && n > 0 {
+                    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                    let pairs: Vec<(f32, u32)> = logits
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &x)| ((((x as f64 - max) / temperature as f64).exp()) as f32, i as u32))
+                        .collect();
+                    let total: f64 = pairs.iter().map(|&(w, _)| w as f64).sum();
+                    let want = top_p as f64 * total;
+                    let mut old = pairs.clone();
+                    let (c_old, m_old) = select_nucleus_before(&mut old, want);
+                    let mut new = pairs.clone();
+                    new.resize(2 * n, (0.0, 0));
+                    let (c_new, m_new) = select_nucleus(&mut new, want);
+                    assert_eq!((c_new, m_new.to_bits()), (c_old, m_old.to_bits()), "case {case}");
+                    assert_eq!(&new[..c_new], &old[..c_old], "case {case}");
+                }
+            }
+        }
+        assert!(draws > 2000);
     }
 }

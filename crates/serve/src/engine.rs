@@ -6,7 +6,6 @@
 use crate::sequence::{Advance, Choice, Sequence};
 use ferrolm_nn::model::{BatchDecoder, Model};
 use ferrolm_tokenizer::Tokenizer;
-use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -141,7 +140,7 @@ impl Scheduler {
                     }
                 }
             }
-            self.admit(model, tokenizer, &mut waiting, &mut active);
+            self.admit(model, &decoder, &mut waiting, &mut active);
             self.step(model, tokenizer, &mut decoder, &mut active);
         }
     }
@@ -150,7 +149,7 @@ impl Scheduler {
     fn admit(
         &self,
         model: &Model,
-        tokenizer: &Tokenizer,
+        decoder: &BatchDecoder,
         waiting: &mut VecDeque<Job>,
         active: &mut Vec<(Sequence, Job)>,
     ) {
@@ -160,7 +159,7 @@ impl Scheduler {
                 self.release(1);
                 continue;
             }
-            match Sequence::start(model, tokenizer, &job.choice) {
+            match Sequence::start(model, decoder, &job.choice) {
                 Ok(seq) => active.push((seq, job)),
                 Err(e) => {
                     let _ = job.events.send(Event::Error(e.to_string()));
@@ -181,11 +180,16 @@ impl Scheduler {
         active: &mut Vec<(Sequence, Job)>,
     ) {
         // Sampling reads every logit (exp over the vocabulary, a sort for top-p): the sequences
-        // draw in parallel, each from its own RNG, so the tokens are the same as one by one.
-        let outs: Vec<Option<Advance>> = active
-            .par_iter_mut()
-            .map(|(seq, job)| (!job.events.is_closed()).then(|| seq.advance(tokenizer)))
-            .collect();
+        // draw in parallel on the decoder's thread team (awake from the step just run), each
+        // from its own RNG, so the tokens are the same as one by one.
+        let mut work: Vec<(&mut Sequence, &Job, Option<Advance>)> =
+            active.iter_mut().map(|(s, j)| (s, &*j, None)).collect();
+        decoder.for_each_mut(&mut work, |(seq, job, out)| {
+            if !job.events.is_closed() {
+                *out = Some(seq.advance(tokenizer));
+            }
+        });
+        let outs: Vec<Option<Advance>> = work.into_iter().map(|(_, _, out)| out).collect();
         let mut kept = Vec::with_capacity(active.len());
         for ((seq, job), out) in active.drain(..).zip(outs) {
             let Some(out) = out else {

@@ -49,8 +49,9 @@ pub struct Advance {
 }
 
 impl Sequence {
-    /// Runs the prompt through a fresh cache (the sequence's logits are then ready to sample).
-    pub fn start(model: &Model, _tokenizer: &Tokenizer, choice: &Choice) -> Result<Sequence> {
+    /// Runs the prompt through a fresh cache (the sequence's logits are then ready to sample);
+    /// `decoder` lends its bf16 weight snapshot.
+    pub fn start(model: &Model, decoder: &BatchDecoder, choice: &Choice) -> Result<Sequence> {
         let c = &model.config;
         let ctx = c.context_length;
         let mut history = if choice.prompt.is_empty() {
@@ -67,7 +68,7 @@ impl Sequence {
         }
         let mut cache = KvCache::new(c, 1, ctx);
         let mut logits = vec![0.0f32; c.vocab_size];
-        model.forward_infer(&mut cache, &history, &mut logits)?;
+        decoder.forward_infer(model, &mut cache, &history, &mut logits)?;
         Ok(Sequence {
             cache,
             logits,
@@ -195,7 +196,7 @@ impl Sequence {
                 let keep = (ctx / 2).max(1);
                 let tail = s.history[s.history.len() - keep..].to_vec();
                 s.cache = KvCache::new(&model.config, 1, ctx);
-                model.forward_infer(&mut s.cache, &tail, &mut s.logits)?;
+                decoder.forward_infer(model, &mut s.cache, &tail, &mut s.logits)?;
             } else {
                 batch.push(s);
             }
@@ -204,7 +205,7 @@ impl Sequence {
             // One sequence: the batch-1 decode engine, exactly as `generate` runs it.
             let s = &mut batch[0];
             let t = s.pending.expect("pending");
-            return Ok(model.forward_infer(&mut s.cache, &[t], &mut s.logits)?);
+            return Ok(decoder.forward_infer(model, &mut s.cache, &[t], &mut s.logits)?);
         }
         if batch.is_empty() {
             return Ok(());

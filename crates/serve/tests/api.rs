@@ -75,8 +75,19 @@ fn served_text_equals_generate_for_the_seed_greedy_and_sampled_in_both_precision
 
 #[test]
 fn concurrent_requests_are_batched_and_each_equals_its_single_run() {
-    let srv = start(ServeOptions::default());
-    let m = model(Precision::F32);
+    eight_concurrent_each_equal_alone(Precision::F32, 1.0);
+}
+
+/// The same in bf16 with top-p: eight streams decoded in the batched step (its one-job form:
+/// the test model is pre-norm), each the text `generate` gives for its seed.
+#[test]
+fn eight_concurrent_bf16_top_p_streams_each_equal_their_single_run() {
+    eight_concurrent_each_equal_alone(Precision::Bf16, 0.9);
+}
+
+fn eight_concurrent_each_equal_alone(precision: Precision, top_p: f32) {
+    let srv = start_with(model(precision), ServeOptions::default());
+    let m = model(precision);
     let addr = srv.addr;
     // Different prompt lengths and max_tokens: sequences join and leave mid-way; long enough
     // to slide past the 48-token context.
@@ -91,7 +102,8 @@ fn concurrent_requests_are_batched_and_each_equals_its_single_run() {
                 let t = if i % 2 == 0 { 0.0 } else { 0.8 };
                 let r = completion(
                     addr,
-                    json!({"prompt": prompt, "max_tokens": max, "temperature": t, "seed": i}),
+                    json!({"prompt": prompt, "max_tokens": max, "temperature": t, "seed": i,
+                           "top_p": top_p}),
                 );
                 (
                     prompt,
@@ -105,7 +117,11 @@ fn concurrent_requests_are_batched_and_each_equals_its_single_run() {
         .collect();
     for h in handles {
         let (prompt, max, t, seed, text) = h.join().unwrap();
-        assert_eq!(text, generated(&m, &prompt, max, t, 1.0, seed), "seed {seed}");
+        assert_eq!(
+            text,
+            generated(&m, &prompt, max, t, top_p, seed),
+            "{precision:?} seed {seed}"
+        );
     }
     let h = request(addr, "GET", "/health", None, &[]).json();
     assert!(

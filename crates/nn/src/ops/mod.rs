@@ -36,7 +36,10 @@
 //! - the batch-1 decode step as one call: `DecodeState` (the backend's per-cache plan and
 //!   scratch; on a GPU: its streams/graphs), `decode_step` (appends one token to the cache and
 //!   writes the logits, returning their argmax: the LM head's argmax comes with the step),
-//!   `decode_step_supported` (configs it handles; others take the general path).
+//!   `decode_step_supported` (configs it handles; others take the general path);
+//! - its batched form, `BatchDecodeState` + `decode_step_batch`: one token for each of several
+//!   batch-1 caches at their own positions as one call, each sequence's logits bitwise
+//!   `decode_step`'s for it alone (continuous batching, `model::BatchDecoder`).
 //!
 //! Buffers a backend would own (on the device): the flat parameter buffer and its gradients, the
 //! AdamW moments (`optim`), the training activations (`model::Activations`), the KV cache's key,
@@ -57,6 +60,7 @@ pub use crate::cpu::attention::{
 };
 pub use crate::cpu::cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
 pub use crate::cpu::decode::attention::{attention_decode, store_keys_transposed};
+pub use crate::cpu::decode::batch_step::{decode_step_batch, BatchDecodeState};
 pub use crate::cpu::decode::project::{project_rows, to_bf16};
 pub use crate::cpu::decode::project_batch::project_batch;
 pub use crate::cpu::decode::step::{decode_step, supported as decode_step_supported, CacheRefs, DecodeState};

@@ -30,7 +30,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Phases per layer: QKV, attention, Wo (+ residual), W1/W3 (+ SwiGLU), W2 (+ residual).
-const PER_LAYER: usize = 5;
+pub(super) const PER_LAYER: usize = 5;
 
 /// Chunks per participant and product: few, because every chunk costs two atomic operations on
 /// cache lines the threads share and restarts the weight streams (measured on small, 2 threads:
@@ -90,7 +90,7 @@ struct Local {
 /// Rows per chunk for a product of `rows` rows: CHUNKS_PER_PARTICIPANT chunks per participant,
 /// a multiple of 16 rows (so RoPE pairs and the vectorized SwiGLU blocks never straddle chunks);
 /// everything in one chunk for one participant.
-fn rows_per_chunk(rows: usize, participants: usize) -> usize {
+pub(super) fn rows_per_chunk(rows: usize, participants: usize) -> usize {
     if participants <= 1 {
         return rows.max(1);
     }
@@ -172,7 +172,7 @@ fn first_max(x: &[f32]) -> Option<usize> {
 
 /// A buffer that the participants of one step write in disjoint parts, and read only in phases
 /// where nobody writes it (the phase order guarantees both; see each use).
-struct Shared<'a> {
+pub(super) struct Shared<'a> {
     ptr: *mut f32,
     len: usize,
     _buf: PhantomData<&'a mut [f32]>,
@@ -184,7 +184,7 @@ struct Shared<'a> {
 unsafe impl Sync for Shared<'_> {}
 
 impl<'a> Shared<'a> {
-    fn new(buf: &'a mut [f32]) -> Shared<'a> {
+    pub(super) fn new(buf: &'a mut [f32]) -> Shared<'a> {
         Shared {
             ptr: buf.as_mut_ptr(),
             len: buf.len(),
@@ -195,7 +195,7 @@ impl<'a> Shared<'a> {
     /// # Safety
     /// While the slice lives, no other thread may read or write `range`.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn part(&self, range: Range<usize>) -> &mut [f32] {
+    pub(super) unsafe fn part(&self, range: Range<usize>) -> &mut [f32] {
         assert!(
             range.start <= range.end && range.end <= self.len,
             "Shared::part: out of bounds"
@@ -206,14 +206,14 @@ impl<'a> Shared<'a> {
 
     /// # Safety
     /// While the slice lives, no thread may write any of the buffer.
-    unsafe fn all(&self) -> &[f32] {
+    pub(super) unsafe fn all(&self) -> &[f32] {
         // SAFETY: the whole buffer; no writer by the caller's guarantee.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
     /// # Safety
     /// No other thread may read or write element `i` at the same time.
-    unsafe fn write(&self, i: usize, value: f32) {
+    pub(super) unsafe fn write(&self, i: usize, value: f32) {
         assert!(i < self.len, "Shared::write: out of bounds");
         // SAFETY: in bounds (asserted); exclusive by the caller's guarantee.
         unsafe { self.ptr.add(i).write(value) }
@@ -345,7 +345,7 @@ struct Step<'a> {
 
 /// Rows `chunk·per .. min((chunk + 1)·per, n)`.
 #[inline(always)]
-fn rows(chunk: usize, per: usize, n: usize) -> Range<usize> {
+pub(super) fn rows(chunk: usize, per: usize, n: usize) -> Range<usize> {
     chunk * per..((chunk + 1) * per).min(n)
 }
 

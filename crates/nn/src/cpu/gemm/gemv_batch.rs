@@ -9,7 +9,10 @@ use crate::cpu::simd;
 use rayon::prelude::*;
 
 /// Batch rows handled per pass over a weight row (accumulators kept in registers).
-const ROWS_PER_PASS: usize = 8;
+const ROWS_PER_PASS: usize = 4;
+
+/// How many weight rows ahead of the ones being multiplied the kernel prefetches.
+const PREFETCH_ROWS: usize = 2;
 
 /// For each `(out, w)` job: `out (B, d_out) = xs (B, k) · wᵀ` with w (d_out, k) row-major, every
 /// weight row read once for the B rows of `xs`. The output rows of all jobs together are split
@@ -82,32 +85,55 @@ fn slice_rows(w: Weights<'_>, start: usize, len: usize) -> Weights<'_> {
 
 /// `block[o·batch + b] = w[o] · xs[b]` for the w.len()/k rows of w.
 fn rows_block(block: &mut [f32], w: Weights<'_>, xs: &[f32], batch: usize, k: usize) {
+    rows_strided(block, (batch, 1), w, xs, batch, k);
+}
+
+/// `out[o·so + b·sb] = w[o] · xs[b]` (strides `(so, sb)`) for the n = w.len()/k rows o of w
+/// (row-major, k values each) and the `batch` rows b of xs (batch, k): each weight row read
+/// once for all batch rows, each value bitwise `gemv_rows`'s for that row. Other elements of out
+/// are left alone. Panics if out is too short.
+pub fn rows_strided(
+    out: &mut [f32],
+    (so, sb): (usize, usize),
+    w: Weights<'_>,
+    xs: &[f32],
+    batch: usize,
+    k: usize,
+) {
+    let n = w.len().checked_div(k).unwrap_or(0);
+    assert!(k > 0 && w.len() == n * k, "rows_strided: w is not (n, k)");
+    assert_eq!(xs.len(), batch * k, "rows_strided: xs is not (batch, k)");
+    if n == 0 || batch == 0 {
+        return;
+    }
+    assert!(
+        (n - 1) * so + (batch - 1) * sb < out.len(),
+        "rows_strided: out too short"
+    );
     #[cfg(target_arch = "x86_64")]
     if simd::avx512_bw_vl() {
         match w {
-            // SAFETY: the CPU has AVX-512F/BW/VL (checked above); w holds block.len()/batch rows
-            // of k values and xs batch rows of k (asserted by the caller), the bounds the kernel
-            // relies on.
-            Weights::F32(w) => unsafe { avx512::block_f32(block, w, xs, batch, k) },
+            // SAFETY: the CPU has AVX-512F/BW/VL (checked above); w holds n rows of k values and
+            // xs batch rows of k (asserted above), the bounds the kernel relies on.
+            Weights::F32(w) => unsafe { avx512::block_f32(out, (so, sb), w, xs, batch, k) },
             // SAFETY: as above.
-            Weights::Bf16(w) => unsafe { avx512::block_bf16(block, w, xs, batch, k) },
+            Weights::Bf16(w) => unsafe { avx512::block_bf16(out, (so, sb), w, xs, batch, k) },
         }
         return;
     }
     // Portable: the gemv of each row (the same code `gemv_rows` runs).
-    let n = block.len() / batch;
     let mut col = vec![0.0f32; n];
     for (b, x) in xs.chunks_exact(k).enumerate() {
         gemv_rows(&mut col, w, x);
         for (o, &v) in col.iter().enumerate() {
-            block[o * batch + b] = v;
+            out[o * so + b * sb] = v;
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::ROWS_PER_PASS;
+    use super::{PREFETCH_ROWS, ROWS_PER_PASS};
     use std::arch::x86_64::*;
 
     /// Loads 16 bf16 values (masked) and widens them to f32, as `gemv`'s kernel does.
@@ -122,34 +148,47 @@ mod avx512 {
         _mm512_maskz_loadu_ps(mask, p)
     }
 
-    /// Defines `$name(block, w, xs, batch, k)`: block[o·batch + b] = Σ_i w[o·k + i]·xs[b·k + i],
-    /// two weight rows by up to ROWS_PER_PASS batch rows per pass (16 accumulators in
-    /// registers: 2 weight and 8 input loads per 16 FMAs); each sum in `gemv`'s order.
+    /// Defines `$name(out, strides, w, xs, batch, k)`: out[o·so + b·sb] = Σ_i w[o·k + i]·xs[b·k + i],
+    /// each sum in `gemv`'s order. Four weight rows a quarter of the matrix apart (four long
+    /// sequential streams in different pages, as `gemv` reads them) by up to ROWS_PER_PASS batch
+    /// rows per pass: 16 accumulators in registers, 4 weight and 4 input loads per 16 FMAs; the
+    /// next batch rows reuse the four weight rows from L1.
     macro_rules! block_kernel {
         ($name:ident, $pass:ident, $t:ty, $load:ident) => {
-            /// R weight rows from `o` times M batch rows from `b0`.
+            /// The R weight rows `rows` times the M batch rows from `b0`; the first batch group
+            /// (`fetch`) prefetches each stream PREFETCH_ROWS rows ahead.
             ///
             /// # Safety
-            /// As `$name`, with o + R ≤ n and b0 + M ≤ batch.
+            /// As `$name`, with every rows[r] < n and b0 + M ≤ batch.
             #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
             unsafe fn $pass<const R: usize, const M: usize>(
-                block: &mut [f32],
-                wp: *const $t,
-                xp: *const f32,
-                (batch, k): (usize, usize),
-                (o, b0): (usize, usize),
+                out: &mut [f32],
+                (so, sb): (usize, usize),
+                (wp, xp): (*const $t, *const f32),
+                k: usize,
+                rows: [usize; R],
+                b0: usize,
             ) {
                 let full = k / 16 * 16;
                 let tail: __mmask16 = ((1u32 << (k - full)) - 1) as __mmask16;
                 let all: __mmask16 = 0xffff;
+                let fetch = b0 == 0;
                 let mut acc = [[_mm512_setzero_ps(); M]; R];
                 let mut wv = [_mm512_setzero_ps(); R];
-                // SAFETY: rows o..o+R < n and b0..b0+M < batch, offsets i < k: every address is
-                // inside w (n·k) or xs (batch·k); tail loads are masked to the valid elements.
+                // The rows PREFETCH_ROWS ahead in each stream are fetched while these are
+                // multiplied (the hardware prefetchers alone left the streams latency-bound). A
+                // prefetch never faults; past the end of w it is only wasted.
+                let ahead = wp.wrapping_add(PREFETCH_ROWS * k) as *const i8;
+                // SAFETY: rows[r] < n and b0..b0+M < batch, offsets i < k: every address loaded
+                // is inside w (n·k) or xs (batch·k); tail loads are masked to the valid elements.
                 let mut i = 0;
                 while i < full {
                     for r in 0..R {
-                        wv[r] = $load(wp.add((o + r) * k + i), all);
+                        if fetch {
+                            let at = (rows[r] * k + i) * std::mem::size_of::<$t>();
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(at));
+                        }
+                        wv[r] = $load(wp.add(rows[r] * k + i), all);
                     }
                     for j in 0..M {
                         let xv = _mm512_loadu_ps(xp.add((b0 + j) * k + i));
@@ -161,7 +200,7 @@ mod avx512 {
                 }
                 if tail != 0 {
                     for r in 0..R {
-                        wv[r] = $load(wp.add((o + r) * k + full), tail);
+                        wv[r] = $load(wp.add(rows[r] * k + full), tail);
                     }
                     for j in 0..M {
                         let xv = _mm512_maskz_loadu_ps(tail, xp.add((b0 + j) * k + full));
@@ -172,50 +211,50 @@ mod avx512 {
                 }
                 for r in 0..R {
                     for j in 0..M {
-                        block[(o + r) * batch + b0 + j] = _mm512_reduce_add_ps(acc[r][j]);
+                        out[rows[r] * so + (b0 + j) * sb] = _mm512_reduce_add_ps(acc[r][j]);
                     }
                 }
             }
 
+            /// `out[o·so + b·sb]` = row o of w (n = w.len()/k rows) · row b of xs.
+            ///
             /// # Safety
-            /// The CPU must have AVX-512F/BW/VL; `w.len() >= n·k` and `xs.len() >= batch·k` with
-            /// n = block.len() / batch.
+            /// The CPU must have AVX-512F/BW/VL.
             #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-            pub(super) unsafe fn $name(block: &mut [f32], w: &[$t], xs: &[f32], batch: usize, k: usize) {
-                let n = block.len() / batch;
-                assert!(w.len() >= n * k && xs.len() >= batch * k);
-                let (xp, wp) = (xs.as_ptr(), w.as_ptr());
-                let dims = (batch, k);
-                let mut o = 0;
-                while o < n {
-                    let pair = n - o >= 2;
+            pub(super) unsafe fn $name(
+                out: &mut [f32],
+                strides: (usize, usize),
+                w: &[$t],
+                xs: &[f32],
+                batch: usize,
+                k: usize,
+            ) {
+                let n = w.len() / k;
+                assert!(xs.len() >= batch * k);
+                let ptrs = (w.as_ptr(), xs.as_ptr());
+                let q = n / 4;
+                for o in 0..n - 3 * q {
+                    // Rows o, o + q, o + 2q, o + 3q; past 4q, the leftover rows one at a time.
+                    let quad = o < q;
+                    let rows = [o, o + q, o + 2 * q, o + 3 * q];
+                    let one = [if quad { o } else { 3 * q + o }];
                     let mut b0 = 0;
                     while b0 < batch {
                         let m = ROWS_PER_PASS.min(batch - b0);
-                        let at = (o, b0);
-                        // SAFETY: o + R ≤ n and b0 + m ≤ batch, as $pass requires.
-                        match (pair, m) {
-                            (true, 1) => $pass::<2, 1>(block, wp, xp, dims, at),
-                            (false, 1) => $pass::<1, 1>(block, wp, xp, dims, at),
-                            (true, 2) => $pass::<2, 2>(block, wp, xp, dims, at),
-                            (false, 2) => $pass::<1, 2>(block, wp, xp, dims, at),
-                            (true, 3) => $pass::<2, 3>(block, wp, xp, dims, at),
-                            (false, 3) => $pass::<1, 3>(block, wp, xp, dims, at),
-                            (true, 4) => $pass::<2, 4>(block, wp, xp, dims, at),
-                            (false, 4) => $pass::<1, 4>(block, wp, xp, dims, at),
-                            (true, 5) => $pass::<2, 5>(block, wp, xp, dims, at),
-                            (false, 5) => $pass::<1, 5>(block, wp, xp, dims, at),
-                            (true, 6) => $pass::<2, 6>(block, wp, xp, dims, at),
-                            (false, 6) => $pass::<1, 6>(block, wp, xp, dims, at),
-                            (true, 7) => $pass::<2, 7>(block, wp, xp, dims, at),
-                            (false, 7) => $pass::<1, 7>(block, wp, xp, dims, at),
-                            (true, 8) => $pass::<2, 8>(block, wp, xp, dims, at),
-                            (false, 8) => $pass::<1, 8>(block, wp, xp, dims, at),
+                        // SAFETY: every row < n and b0 + m ≤ batch, as $pass requires.
+                        match (quad, m) {
+                            (true, 1) => $pass::<4, 1>(out, strides, ptrs, k, rows, b0),
+                            (true, 2) => $pass::<4, 2>(out, strides, ptrs, k, rows, b0),
+                            (true, 3) => $pass::<4, 3>(out, strides, ptrs, k, rows, b0),
+                            (true, 4) => $pass::<4, 4>(out, strides, ptrs, k, rows, b0),
+                            (false, 1) => $pass::<1, 1>(out, strides, ptrs, k, one, b0),
+                            (false, 2) => $pass::<1, 2>(out, strides, ptrs, k, one, b0),
+                            (false, 3) => $pass::<1, 3>(out, strides, ptrs, k, one, b0),
+                            (false, 4) => $pass::<1, 4>(out, strides, ptrs, k, one, b0),
                             _ => unreachable!("m is 1..=ROWS_PER_PASS"),
                         }
                         b0 += m;
                     }
-                    o += if pair { 2 } else { 1 };
                 }
             }
         };

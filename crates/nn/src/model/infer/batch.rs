@@ -1,18 +1,22 @@
 //! Continuous-batching decode: one new token for each of several independent sequences (each
 //! with its own batch-1 `KvCache`, at its own position) through the model together, the linear
-//! layers as one pass over each weight for all rows (`ops::project_batch`). Each sequence's
-//! logits are bitwise those `forward_infer` gives it alone, so batching never changes the text.
+//! layers as one pass over each weight for all rows. Pre-norm configs run the whole step as one
+//! call (`ops::decode_step_batch`, one parallel job); post-norm ones operation by operation
+//! (`ops::project_batch` etc.). Each sequence's logits are bitwise those `forward_infer` gives it
+//! alone, so batching never changes the text.
 
 use super::{Bf16Weights, KvCache};
 use crate::config::{layout, Precision, RMSNORM_EPS};
 use crate::model::Model;
-use crate::ops;
+use crate::ops::{self, CacheRefs};
 use crate::{Ffn, NnError, Norm, Result};
 use rayon::prelude::*;
 
 /// The scratch and the bf16 weight snapshot of batched decode steps for one model.
 pub struct BatchDecoder {
     bf16: Option<Bf16Weights>,
+    /// The one-job batched step (configs `ops::decode_step_supported` accepts), built at first use.
+    state: Option<ops::BatchDecodeState>,
     x: Vec<f32>,
     a: Vec<f32>,
     q: Vec<f32>,
@@ -33,6 +37,7 @@ impl BatchDecoder {
     pub fn new(model: &Model) -> BatchDecoder {
         BatchDecoder {
             bf16: (model.precision == Precision::Bf16).then(|| model.bf16_weights()),
+            state: None,
             x: Vec::new(),
             a: Vec::new(),
             q: Vec::new(),
@@ -78,6 +83,85 @@ impl BatchDecoder {
             }
         }
         model.check_ids(tokens, false)?;
+        if ops::decode_step_supported(c) {
+            self.step_fused(model, caches, tokens, logits);
+        } else {
+            self.step_by_ops(model, caches, tokens, logits);
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
+            cache.argmax = None;
+        }
+        Ok(())
+    }
+
+    /// `model.forward_infer` on one cache (a prompt, or a sequence decoded alone), reading the
+    /// bf16 weights from this decoder's snapshot in `Precision::Bf16` (bitwise the same logits:
+    /// the same snapshot of the same parameters) instead of a snapshot per cache.
+    pub fn forward_infer(
+        &self,
+        model: &Model,
+        cache: &mut KvCache,
+        tokens: &[u32],
+        logits: &mut [f32],
+    ) -> Result<()> {
+        match &self.bf16 {
+            Some(w) if model.precision == Precision::Bf16 => {
+                model.forward_infer_bf16(w, cache, tokens, logits)
+            }
+            _ => model.forward_infer(cache, tokens, logits),
+        }
+    }
+
+    /// Runs `f` once on every item, in parallel on the thread team of the batched steps (awake
+    /// right after one): for per-sequence work between steps, such as sampling.
+    pub fn for_each_mut<T: Send>(&mut self, items: &mut [T], f: impl Fn(&mut T) + Sync) {
+        state_for_pool(&mut self.state).for_each_mut(items, f);
+    }
+
+    /// The step as one parallel job (`ops::decode_step_batch`).
+    fn step_fused(
+        &mut self,
+        model: &Model,
+        caches: &mut [&mut KvCache],
+        tokens: &[u32],
+        logits: &mut [&mut [f32]],
+    ) {
+        let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
+        let state = state_for_pool(&mut self.state);
+        let positions: Vec<usize> = caches.iter().map(|c| c.len).collect();
+        let refs: Vec<CacheRefs<'_>> = caches
+            .iter_mut()
+            .map(|cache| CacheRefs {
+                k: &mut cache.k,
+                v: &mut cache.v,
+                k_t: &mut cache.k_t,
+                max_len: cache.max_len,
+                rope: cache.rope.as_ref(),
+            })
+            .collect();
+        ops::decode_step_batch(
+            &model.config,
+            &model.params,
+            state,
+            refs,
+            &positions,
+            tokens,
+            logits,
+            bf16,
+        );
+    }
+
+    /// The step operation by operation (post-norm configs, which the fused step does not handle).
+    fn step_by_ops(
+        &mut self,
+        model: &Model,
+        caches: &mut [&mut KvCache],
+        tokens: &[u32],
+        logits: &mut [&mut [f32]],
+    ) {
+        let c = &model.config;
+        let n = caches.len();
         let (d, f) = (c.d_model, c.d_ff);
         for buf in [
             &mut self.x,
@@ -114,11 +198,6 @@ impl BatchDecoder {
         for (b, out) in logits.iter_mut().enumerate() {
             out.copy_from_slice(&self.logits[b * c.vocab_size..(b + 1) * c.vocab_size]);
         }
-        for cache in caches.iter_mut() {
-            cache.len += 1;
-            cache.argmax = None;
-        }
-        Ok(())
     }
 
     /// One block on the n rows in `self.x` (updated in place), each row's key and value appended
@@ -208,13 +287,24 @@ impl BatchDecoder {
     }
 }
 
+/// The one-job step's state in `slot`, (re)built for the current pool's thread count.
+fn state_for_pool(slot: &mut Option<ops::BatchDecodeState>) -> &mut ops::BatchDecodeState {
+    let threads = rayon::current_num_threads();
+    if !slot.as_ref().is_some_and(|s| s.fits(threads)) {
+        *slot = Some(ops::BatchDecodeState::new(threads));
+    }
+    slot.as_mut().expect("just built")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{ModelConfig, Position};
 
-    /// Sequences of different lengths decoded together give bitwise the logits each gets alone
-    /// through `forward_infer` (f32 and bf16; RoPE, pre-norm, SwiGLU and no positions, post-norm, SiLU).
+    /// Sequences of different lengths decoded together (9 of them: more than the 8 rows of one
+    /// kernel pass) give bitwise the logits each gets alone through `forward_infer` (f32 and
+    /// bf16; RoPE, pre-norm, SwiGLU (the one-job step) and no positions, post-norm, SiLU (step
+    /// by step)), with the sequences leaving and rejoining the batch, on 1, 2 and 3 threads.
     #[test]
     fn batched_step_is_bitwise_each_sequence_alone() {
         let base = ModelConfig {
@@ -235,45 +325,69 @@ mod tests {
                 ..base
             },
         ];
-        for c in variants {
-            for precision in [Precision::F32, Precision::Bf16] {
-                let mut model = Model::new(c.clone(), 7).unwrap();
-                model.precision = precision;
-                let prompts: Vec<Vec<u32>> = (1..=5)
-                    .map(|len| (0..len).map(|i| (i * 13 + len) % 97).collect())
-                    .collect();
-                let (mut alone, mut batched) = (Vec::new(), Vec::new());
-                let mut logits = vec![vec![0.0f32; 97]; prompts.len()];
-                for pr in &prompts {
-                    let mut ca = KvCache::new(&c, 1, c.context_length);
-                    let mut cb = KvCache::new(&c, 1, c.context_length);
-                    model.forward_infer(&mut ca, pr, &mut logits[0]).unwrap();
-                    model.forward_infer(&mut cb, pr, &mut logits[0]).unwrap();
-                    alone.push(ca);
-                    batched.push(cb);
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for c in variants.iter() {
+                for precision in [Precision::F32, Precision::Bf16] {
+                    pool.install(|| check_batched_equals_alone(c, precision, threads));
                 }
-                let mut dec = BatchDecoder::new(&model);
-                for step in 0..6u32 {
-                    let tokens: Vec<u32> = (0..prompts.len() as u32)
-                        .map(|b| (b * 11 + step * 5) % 97)
-                        .collect();
-                    let mut want = vec![vec![0.0f32; 97]; prompts.len()];
-                    for (b, cache) in alone.iter_mut().enumerate() {
-                        model
-                            .forward_infer(cache, &tokens[b..b + 1], &mut want[b])
-                            .unwrap();
-                    }
-                    let mut caches: Vec<&mut KvCache> = batched.iter_mut().collect();
-                    let mut outs: Vec<&mut [f32]> = logits.iter_mut().map(|v| &mut v[..]).collect();
-                    dec.step(&model, &mut caches, &tokens, &mut outs).unwrap();
-                    for b in 0..prompts.len() {
-                        let same = logits[b]
-                            .iter()
-                            .zip(&want[b])
-                            .all(|(x, y)| x.to_bits() == y.to_bits());
-                        assert!(same, "{precision:?} {:?} step {step} sequence {b}", c.position);
-                    }
-                }
+            }
+        }
+    }
+
+    fn check_batched_equals_alone(c: &ModelConfig, precision: Precision, threads: usize) {
+        let mut model = Model::new(c.clone(), 7).unwrap();
+        model.precision = precision;
+        let prompts: Vec<Vec<u32>> = (1..=9)
+            .map(|len| (0..len).map(|i| (i * 13 + len) % 97).collect())
+            .collect();
+        let (mut alone, mut batched) = (Vec::new(), Vec::new());
+        let mut logits = vec![vec![0.0f32; 97]; prompts.len()];
+        for pr in &prompts {
+            let mut ca = KvCache::new(c, 1, c.context_length);
+            let mut cb = KvCache::new(c, 1, c.context_length);
+            model.forward_infer(&mut ca, pr, &mut logits[0]).unwrap();
+            model.forward_infer(&mut cb, pr, &mut logits[0]).unwrap();
+            alone.push(ca);
+            batched.push(cb);
+        }
+        let mut dec = BatchDecoder::new(&model);
+        for step in 0..8u32 {
+            // Steps of all nine, of every other one, of every third (sequences leave and rejoin).
+            let every = [1, 2, 3, 1][step as usize % 4];
+            let members: Vec<usize> = (0..prompts.len()).filter(|b| b % every == 0).collect();
+            let tokens: Vec<u32> = members.iter().map(|&b| (b as u32 * 11 + step * 5) % 97).collect();
+            let mut want = vec![vec![0.0f32; 97]; members.len()];
+            for (i, &b) in members.iter().enumerate() {
+                model
+                    .forward_infer(&mut alone[b], &tokens[i..i + 1], &mut want[i])
+                    .unwrap();
+            }
+            let mut caches: Vec<&mut KvCache> = batched
+                .iter_mut()
+                .enumerate()
+                .filter(|(b, _)| b % every == 0)
+                .map(|(_, cache)| cache)
+                .collect();
+            let mut outs: Vec<&mut [f32]> = logits
+                .iter_mut()
+                .take(members.len())
+                .map(|v| &mut v[..])
+                .collect();
+            dec.step(&model, &mut caches, &tokens, &mut outs).unwrap();
+            for (i, &b) in members.iter().enumerate() {
+                let same = logits[i]
+                    .iter()
+                    .zip(&want[i])
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "{precision:?} {:?} {threads} threads step {step} sequence {b}",
+                    c.position
+                );
             }
         }
     }
