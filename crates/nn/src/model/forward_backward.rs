@@ -273,7 +273,8 @@ impl Model {
     /// the embedding. They are contiguous and descending: together they cover `0..num_params`.
     pub fn grad_ready_order(&self) -> Vec<Range<usize>> {
         let c = &self.config;
-        let mut out = vec![layout::ln_final(c).start..layout::lm_head(c).end];
+        let mut out = Vec::with_capacity(c.n_layers + 2);
+        out.push(layout::ln_final(c).start..layout::lm_head(c).end);
         out.extend((0..c.n_layers).rev().map(|l| layer_span(c, l)));
         out.push(layout::embedding(c));
         out
