@@ -7,7 +7,10 @@
 #  2. a run saved with 2 ranks resumes with 1 and with 3 ranks to bitwise the uninterrupted result;
 #  3. kill -9 of one rank ends the whole job within seconds with a clear message, and --resume
 #     continues from the last complete checkpoint;
-#  4. a rank whose config or data differs from rank 0's is refused at start, naming the difference.
+#  4. a rank that hangs without dying (SIGSTOP) ends the job once FERROLM_MPI_TIMEOUT (here 5 s)
+#     has passed, with a message naming it;
+#  5. a rank whose config, data or reduction settings differ from rank 0's is refused at start,
+#     naming the difference.
 # Usage: tools/mpi_check.sh [path/to/ferrolm built with --features mpi]
 set -euo pipefail
 ferrolm=$(realpath "${1:-target/release/ferrolm}")
@@ -104,7 +107,36 @@ target=$(( 10#${last#step-} + 20 ))
 grep -q "\"step\":$target" killed/metrics.jsonl || fail "the resumed run did not reach step $target"
 echo "  resumed from $last to step $target"
 
-echo "== 4. a rank that differs from rank 0 is refused, naming the difference"
+echo "== 4. a rank that hangs without dying (SIGSTOP) ends the job after FERROLM_MPI_TIMEOUT, naming it"
+hung=("${base[@]}" --set schedule.cosine_steps=100000 --steps 100000 --checkpoint-every 20 --run-dir hung)
+"${mpirun[@]}" -np 2 -x FERROLM_MPI_TIMEOUT=5 "$ferrolm" "${hung[@]}" > hang.log 2>&1 &
+mpirun_pid=$!
+for _ in $(seq 600); do [ -d hung/checkpoints/step-000000020 ] && break; sleep 0.1; done
+[ -d hung/checkpoints/step-000000020 ] || fail "no checkpoint after a minute: $(cat hang.log)"
+rank1=""
+for p in $(pgrep -P $mpirun_pid); do
+    if tr '\0' '\n' < /proc/$p/environ | grep -qx OMPI_COMM_WORLD_RANK=1; then rank1=$p; fi
+done
+[ -n "$rank1" ] || fail "rank 1 not found among the children of mpirun"
+t0=$(date +%s.%N)
+kill -STOP "$rank1"
+set +e
+timeout 60 tail --pid=$mpirun_pid -f /dev/null
+wait $mpirun_pid; rc=$?
+set -e
+kill -9 "$rank1" 2>/dev/null || true
+t1=$(date +%s.%N)
+secs=$(echo "$t1 - $t0" | bc)
+echo "  mpirun exited with status $rc, $secs s after rank 1 was stopped (timeout 5 s); it said:"
+grep "FERROLM_MPI_TIMEOUT" hang.log | sed 's/^/    /' | head -2
+[ "$rc" -ne 0 ] || fail "the job did not fail after a rank hung"
+(( $(echo "$secs < 30" | bc) )) || fail "the job took $secs s to end"
+grep -q "rank 0 of 2: .*rank 1.* after 5 s (FERROLM_MPI_TIMEOUT)" hang.log \
+    || fail "no message naming the hung rank: $(cat hang.log)"
+# The stopped rank, woken to be killed, must not blame rank 0 for its own pause.
+! grep -q "rank 1 of 2: .*FERROLM_MPI_TIMEOUT" hang.log || fail "the stopped rank blamed rank 0: $(cat hang.log)"
+
+echo "== 5. a rank that differs from rank 0 is refused, naming the difference"
 set +e
 "${mpirun[@]}" -np 1 "$ferrolm" "${base[@]}" --steps 2 --run-dir bad1 : \
     -np 1 "$ferrolm" "${base[@]}" --steps 2 --run-dir bad1 --batch-size 5 > bad1.log 2>&1

@@ -12,11 +12,12 @@
 
 use super::ring::{add_seq, Ring, RingReducer, Settings};
 use anyhow::{anyhow, bail, Result};
-use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
+use mpi::request::{scope, Request, Scope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Threading;
+use std::time::{Duration, Instant};
 
 /// MPI, started; dropping it finalizes MPI (keep it until the program ends).
 pub struct MpiSession {
@@ -63,6 +64,7 @@ const TAG_GRAD: i32 = 1;
 const TAG_LOSS: i32 = 2;
 const TAG_TEXT: i32 = 3;
 const TAG_SUM: i32 = 4;
+const TAG_STOP: i32 = 5;
 
 /// f32s per chunk of the ring (1 MiB): small enough to pipeline, large enough to stream.
 /// `FERROLM_MPI_CHUNK` overrides it (tests use small odd sizes to exercise many chunks).
@@ -74,6 +76,68 @@ fn chunk_len() -> usize {
         .unwrap_or(1 << 18)
 }
 
+/// How long a rank waits for another before it ends the job: `FERROLM_MPI_TIMEOUT` seconds
+/// (default 300: longer than any step of a model this trainer can fit, short enough that a rank
+/// that hangs without dying, e.g. on a stuck file system, does not hold the job for hours).
+pub fn timeout() -> Result<Duration> {
+    match std::env::var("FERROLM_MPI_TIMEOUT") {
+        Err(_) => Ok(Duration::from_secs(300)),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0 && s.is_finite())
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| anyhow!("FERROLM_MPI_TIMEOUT={v}: expected a positive number of seconds")),
+    }
+}
+
+/// Calls `done` (which tests MPI requests, making progress) until it returns true, yielding and
+/// then sleeping a little longer each time (up to 1 ms), so that a waiting communication thread
+/// leaves the core to the compute threads. After `limit` it ends the job, saying `what` (MPI_Abort).
+fn poll(limit: Duration, what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+    let (mut start, mut last) = (Instant::now(), Instant::now());
+    let mut n = 0u32;
+    while !done() {
+        n += 1;
+        if n < 64 {
+            std::thread::yield_now();
+        } else {
+            let us = (50u64 << ((n - 64) / 32).min(5)).min(1000);
+            std::thread::sleep(Duration::from_micros(us));
+        }
+        let now = Instant::now();
+        // This process did not run for a second (it was stopped itself, e.g. SIGSTOP, or the
+        // machine was suspended): the wait starts again rather than blaming the other rank.
+        if now - last > Duration::from_secs(1) {
+            start = now;
+        }
+        last = now;
+        if now - start > limit {
+            let (rank, size) = rank_and_size();
+            eprintln!(
+                "rank {rank} of {size}: {} after {:.0} s (FERROLM_MPI_TIMEOUT): that rank hangs or \
+                 is far slower than this one; ending all ranks (MPI_Abort)",
+                what(),
+                limit.as_secs_f64()
+            );
+            abort(1);
+        }
+    }
+}
+
+/// Waits for `req` by polling (see [`poll`]).
+fn complete<'a, D: ?Sized, S: Scope<'a>>(req: Request<'a, D, S>, limit: Duration, what: impl Fn() -> String) {
+    let mut req = Some(req);
+    poll(limit, what, || match req.take().map(|r| r.test()) {
+        Some(Ok(_)) | None => true,
+        Some(Err(r)) => {
+            req = Some(r);
+            false
+        }
+    });
+}
+
 /// The rank-ordered gradient reducer over MPI_COMM_WORLD (MPI must be initialized): a
 /// [`RingReducer`] over [`MpiRing`], with the overlap settings of the environment
 /// (`FERROLM_MPI_OVERLAP`, `FERROLM_MPI_BUCKET_MB`; see [`Settings::from_env`]).
@@ -82,7 +146,7 @@ pub struct MpiReducer;
 impl MpiReducer {
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> Result<RingReducer> {
-        RingReducer::new(MpiRing::new(), Settings::from_env()?)
+        RingReducer::new(MpiRing::new()?, Settings::from_env()?)
     }
 }
 
@@ -93,24 +157,21 @@ pub struct MpiRing {
     /// The chunk being received and passed on, and its length in f32s.
     buf: Vec<f32>,
     chunk: usize,
-}
-
-impl Default for MpiRing {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// See [`timeout`].
+    timeout: Duration,
 }
 
 impl MpiRing {
     /// The ring over all ranks of the job.
-    pub fn new() -> MpiRing {
+    pub fn new() -> Result<MpiRing> {
         let (rank, size) = rank_and_size();
-        MpiRing {
+        Ok(MpiRing {
             rank,
             size,
             buf: Vec::new(),
             chunk: chunk_len(),
-        }
+            timeout: timeout()?,
+        })
     }
 }
 
@@ -129,50 +190,69 @@ impl Ring for MpiRing {
 
     fn reduce(&mut self, first: bool, grads: &[f32], prev: &[f32], sum: &mut [f32]) -> Result<()> {
         let world = SimpleCommunicator::world();
-        let (rank, last) = (self.rank, self.size - 1);
+        let (rank, last, limit) = (self.rank, self.size - 1, self.timeout);
         let (len, chunk) = (grads.len(), self.chunk);
         let ranges: Vec<_> = (0..len).step_by(chunk).map(|a| a..(a + chunk).min(len)).collect();
         self.buf.resize(chunk.min(len), 0.0);
         let buf = &mut self.buf;
         let next = world.process_at_rank((rank + 1).min(last) as i32);
-        let before = world.process_at_rank(rank.saturating_sub(1) as i32);
+        let send = |data: &[f32]| {
+            let to = rank + 1;
+            scope(|sc| {
+                let req = next.immediate_send_with_tag(sc, data, TAG_GRAD);
+                complete(req, limit, || {
+                    format!("rank {to} has not taken the partial sum sent to it")
+                })
+            })
+        };
+        let receive = |from: usize, b: &mut [f32], tag: i32| {
+            let p = world.process_at_rank(from as i32);
+            scope(|sc| {
+                let req = p.immediate_receive_into_with_tag(sc, b, tag);
+                complete(req, limit, || format!("no gradient from rank {from}"))
+            })
+        };
         if rank == 0 {
-            let from_last = world.process_at_rank(last as i32);
             for r in ranges {
                 if first {
-                    next.send_with_tag(&grads[r], TAG_GRAD);
+                    send(&grads[r]);
                 } else {
                     let b = &mut buf[..r.len()];
-                    from_last.receive_into_with_tag(b, TAG_SUM);
+                    receive(last, b, TAG_SUM);
                     add_seq(b, &grads[r]);
-                    next.send_with_tag(&b[..], TAG_GRAD);
+                    send(b);
                 }
             }
         } else if rank < last {
             for r in ranges {
                 let b = &mut buf[..r.len()];
-                before.receive_into_with_tag(b, TAG_GRAD);
+                receive(rank - 1, b, TAG_GRAD);
                 add_seq(b, &grads[r]);
-                next.send_with_tag(&b[..], TAG_GRAD);
+                send(b);
             }
         } else {
             // Rank N−1: the running sum goes ahead to rank 0 (all chunks at once), the new sum
             // is built in `sum` as the partial sums arrive.
             let to_first = world.process_at_rank(0);
-            mpi::request::multiple_scope(ranges.len(), |scope, sends| {
+            mpi::request::multiple_scope(ranges.len(), |sc, sends| {
                 if !first {
                     for r in &ranges {
-                        sends.add(to_first.immediate_send_with_tag(scope, &prev[r.clone()], TAG_SUM));
+                        sends.add(to_first.immediate_send_with_tag(sc, &prev[r.clone()], TAG_SUM));
                     }
                 }
                 for r in &ranges {
                     let b = &mut buf[..r.len()];
-                    before.receive_into_with_tag(b, TAG_GRAD);
+                    receive(rank - 1, b, TAG_GRAD);
                     let s = &mut sum[r.clone()];
                     s.copy_from_slice(b);
                     add_seq(s, &grads[r.clone()]);
                 }
-                sends.wait_all(&mut Vec::new());
+                let mut done = Vec::new();
+                poll(
+                    limit,
+                    || "rank 0 has not taken the running sum".into(),
+                    || sends.test_all(&mut done),
+                );
             });
         }
         Ok(())
@@ -181,30 +261,80 @@ impl Ring for MpiRing {
     fn losses(&mut self, loss: f64, loss_sum: &mut f64) -> Result<()> {
         // Added in rank order on rank N−1, like the gradients.
         let world = SimpleCommunicator::world();
-        let last = self.size - 1;
+        let (last, limit) = (self.size - 1, self.timeout);
         if self.rank == last {
             for q in 0..last {
-                let (l, _) = world.process_at_rank(q as i32).receive_with_tag::<f64>(TAG_LOSS);
+                let mut l = 0.0f64;
+                scope(|sc| {
+                    let req = world
+                        .process_at_rank(q as i32)
+                        .immediate_receive_into_with_tag(sc, &mut l, TAG_LOSS);
+                    complete(req, limit, || format!("no loss from rank {q}"))
+                });
                 *loss_sum += l;
             }
             *loss_sum += loss;
         } else {
-            world.process_at_rank(last as i32).send_with_tag(&loss, TAG_LOSS);
+            scope(|sc| {
+                let req = world
+                    .process_at_rank(last as i32)
+                    .immediate_send_with_tag(sc, &loss, TAG_LOSS);
+                complete(req, limit, || {
+                    format!("rank {last} has not taken the loss sent to it")
+                })
+            });
         }
         Ok(())
     }
 
     fn broadcast(&mut self, sum: &mut [f32], loss_sum: &mut f64) -> Result<()> {
         let world = SimpleCommunicator::world();
-        let root = world.process_at_rank(self.size as i32 - 1);
-        root.broadcast_into(sum);
-        root.broadcast_into(loss_sum);
+        let (last, limit) = (self.size - 1, self.timeout);
+        let root = world.process_at_rank(last as i32);
+        let what = || format!("the broadcast of the gradient sum from rank {last} has not completed");
+        scope(|sc| complete(root.immediate_broadcast_into(sc, sum), limit, what));
+        scope(|sc| complete(root.immediate_broadcast_into(sc, loss_sum), limit, what));
         Ok(())
     }
 
     fn any_stop(&mut self, local: bool) -> Result<bool> {
-        let mut any = 0i32;
-        SimpleCommunicator::world().all_reduce_into(&(local as i32), &mut any, SystemOperation::max());
+        // Point to point through rank N−1 (not MPI_Allreduce), so that a wait names its rank.
+        let world = SimpleCommunicator::world();
+        let (last, limit) = (self.size - 1, self.timeout);
+        let mut any = local as i32;
+        if self.rank == last {
+            for q in 0..last {
+                let mut flag = 0i32;
+                scope(|sc| {
+                    let req = world
+                        .process_at_rank(q as i32)
+                        .immediate_receive_into_with_tag(sc, &mut flag, TAG_STOP);
+                    complete(req, limit, || format!("no stop vote from rank {q}"))
+                });
+                any |= flag;
+            }
+            for q in 0..last {
+                scope(|sc| {
+                    let req = world
+                        .process_at_rank(q as i32)
+                        .immediate_send_with_tag(sc, &any, TAG_STOP);
+                    complete(req, limit, || format!("rank {q} has not taken the stop vote"))
+                });
+            }
+        } else {
+            let root = world.process_at_rank(last as i32);
+            let mine = any;
+            scope(|sc| {
+                let req = root.immediate_send_with_tag(sc, &mine, TAG_STOP);
+                complete(req, limit, || {
+                    format!("rank {last} has not taken this rank's stop vote")
+                })
+            });
+            scope(|sc| {
+                let req = root.immediate_receive_into_with_tag(sc, &mut any, TAG_STOP);
+                complete(req, limit, || format!("no stop decision from rank {last}"))
+            });
+        }
         Ok(any != 0)
     }
 
