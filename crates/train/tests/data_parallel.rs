@@ -19,7 +19,8 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 enum Side {
     Loss(f64),
     Stop(bool),
-    Sum(Vec<f32>, f64),
+    Sum(Vec<f32>),
+    LossSum(f64),
 }
 
 /// One rank's channels: a ring r → r+1 (N−1 → 0 carries the running sum ahead), and side
@@ -91,16 +92,29 @@ impl Ring for ChannelRing {
         Ok(())
     }
 
-    fn broadcast(&mut self, sum: &mut [f32], loss: &mut f64) -> Result<()> {
+    fn broadcast(&mut self, sum: &mut [f32]) -> Result<()> {
         if self.last() {
             for tx in &self.side_out {
-                tx.send(Side::Sum(sum.to_vec(), *loss))?;
+                tx.send(Side::Sum(sum.to_vec()))?;
             }
         } else {
-            let Side::Sum(s, l) = self.side_in[0].recv()? else {
+            let Side::Sum(s) = self.side_in[0].recv()? else {
                 panic!("expected the sum")
             };
             sum.copy_from_slice(&s);
+        }
+        Ok(())
+    }
+
+    fn broadcast_loss(&mut self, loss: &mut f64) -> Result<()> {
+        if self.last() {
+            for tx in &self.side_out {
+                tx.send(Side::LossSum(*loss))?;
+            }
+        } else {
+            let Side::LossSum(l) = self.side_in[0].recv()? else {
+                panic!("expected the loss")
+            };
             *loss = l;
         }
         Ok(())

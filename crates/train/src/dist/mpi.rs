@@ -7,7 +7,8 @@
 //! along the chain 0 → 1 → … → N−1, each rank adding its own to the partial sum it received, so
 //! every element is summed in rank order (after the running sum of the earlier micro-steps, which
 //! rank N−1 keeps and sends ahead to rank 0). Chunks pipeline: each link carries the gradient once
-//! per micro-step, as in a ring all-reduce. After the last micro-step rank N−1 broadcasts the sum.
+//! per micro-step, as in a ring all-reduce. In the last micro-step rank N−1 broadcasts each
+//! bucket's sum as soon as it is complete.
 //! Not MPI_Allreduce: its summation order is the library's.
 
 use super::ring::{add_seq, Ring, RingReducer, Settings};
@@ -287,12 +288,20 @@ impl Ring for MpiRing {
         Ok(())
     }
 
-    fn broadcast(&mut self, sum: &mut [f32], loss_sum: &mut f64) -> Result<()> {
+    fn broadcast(&mut self, sum: &mut [f32]) -> Result<()> {
         let world = SimpleCommunicator::world();
         let (last, limit) = (self.size - 1, self.timeout);
         let root = world.process_at_rank(last as i32);
         let what = || format!("the broadcast of the gradient sum from rank {last} has not completed");
         scope(|sc| complete(root.immediate_broadcast_into(sc, sum), limit, what));
+        Ok(())
+    }
+
+    fn broadcast_loss(&mut self, loss_sum: &mut f64) -> Result<()> {
+        let world = SimpleCommunicator::world();
+        let (last, limit) = (self.size - 1, self.timeout);
+        let root = world.process_at_rank(last as i32);
+        let what = || format!("the broadcast of the loss from rank {last} has not completed");
         scope(|sc| complete(root.immediate_broadcast_into(sc, loss_sum), limit, what));
         Ok(())
     }

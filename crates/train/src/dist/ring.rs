@@ -32,8 +32,10 @@ pub trait Ring: Send + 'static {
     fn reduce(&mut self, first: bool, mine: &[f32], prev: &[f32], out: &mut [f32]) -> Result<()>;
     /// Adds every rank's `loss` to `sum` in rank order, on rank N−1.
     fn losses(&mut self, loss: f64, sum: &mut f64) -> Result<()>;
-    /// Rank N−1's `sum` and `loss` to every rank.
-    fn broadcast(&mut self, sum: &mut [f32], loss: &mut f64) -> Result<()>;
+    /// Rank N−1's `sum` (a bucket of the step's sum) to every rank.
+    fn broadcast(&mut self, sum: &mut [f32]) -> Result<()>;
+    /// Rank N−1's `loss` (the step's loss sum) to every rank.
+    fn broadcast_loss(&mut self, loss: &mut f64) -> Result<()>;
     /// Whether any rank's `local` is true.
     fn any_stop(&mut self, local: bool) -> Result<bool>;
     /// See [`GradReducer::agree`].
@@ -146,9 +148,11 @@ impl Plan {
 }
 
 enum Job {
-    /// A micro-step starts; the gradient has `len` parameters.
+    /// A micro-step starts (`first`, `last`: the step's first, its last); the gradient has `len`
+    /// parameters.
     Begin {
         first: bool,
+        last: bool,
         len: usize,
     },
     /// Parameters `start..start + data.len()` of this rank's micro-batch gradient.
@@ -181,12 +185,17 @@ const WHOLE: usize = usize::MAX;
 fn serve<R: Ring>(mut ring: R, jobs: Receiver<Job>, replies: Sender<Result<Reply, String>>) {
     let last = ring.rank() + 1 == ring.size();
     let (mut sum, mut prev) = (Vec::<f32>::new(), Vec::<f32>::new());
-    let (mut first, mut loss_sum, mut busy) = (true, 0.0f64, 0.0f64);
+    let (mut first, mut final_micro_step) = (true, true);
+    let (mut loss_sum, mut busy) = (0.0f64, 0.0f64);
     for job in jobs {
         let t0 = Instant::now();
         let reply: Result<Option<Reply>> = match job {
-            Job::Begin { first: f, len } => {
-                first = f;
+            Job::Begin {
+                first: f,
+                last: l,
+                len,
+            } => {
+                (first, final_micro_step) = (f, l);
                 sum.resize(len, 0.0);
                 if last && !first {
                     std::mem::swap(&mut sum, &mut prev);
@@ -199,16 +208,21 @@ fn serve<R: Ring>(mut ring: R, jobs: Receiver<Job>, replies: Sender<Result<Reply
             }
             Job::Bucket { index, start, data } => {
                 let r = start..start + data.len();
-                let result = if last {
+                let mut result = if last {
                     let p = if first { &[][..] } else { &prev[r.clone()] };
-                    ring.reduce(first, &data, p, &mut sum[r])
+                    ring.reduce(first, &data, p, &mut sum[r.clone()])
                 } else {
                     ring.reduce(first, &data, &[], &mut [])
                 };
+                // The step's last micro-step: this bucket's sum is complete; it goes to every
+                // rank now, while the backward may still run.
+                if final_micro_step && result.is_ok() {
+                    result = ring.broadcast(&mut sum[r]);
+                }
                 result.map(|()| Some(Reply::Bucket { index, data }))
             }
             Job::Loss(l) => ring.losses(l, &mut loss_sum).map(|()| None),
-            Job::Finish { mut spare } => ring.broadcast(&mut sum, &mut loss_sum).map(|()| {
+            Job::Finish { mut spare } => ring.broadcast_loss(&mut loss_sum).map(|()| {
                 std::mem::swap(&mut sum, &mut spare);
                 busy += t0.elapsed().as_secs_f64();
                 Some(Reply::Finished {
@@ -400,7 +414,7 @@ impl GradReducer for RingReducer {
         self.size
     }
 
-    fn before_backward(&mut self, first: bool, order: &[Range<usize>]) -> bool {
+    fn before_backward(&mut self, first: bool, last: bool, order: &[Range<usize>]) -> bool {
         if self.size == 1 {
             return false;
         }
@@ -422,7 +436,7 @@ impl GradReducer for RingReducer {
         }
         self.overlapping &= self.plan.is_some();
         self.next_piece = 0;
-        if let Err(e) = self.send(Job::Begin { first, len }, 0) {
+        if let Err(e) = self.send(Job::Begin { first, last, len }, 0) {
             self.error.get_or_insert(e);
         }
         self.overlapping
@@ -552,7 +566,8 @@ impl GradReducer for RingReducer {
         let mb = self.grad_len as f64 * 4.0 / 1e6;
         let mut out = format!(
             "data-parallel on {} ranks: gradients of {mb:.2} MB; per step {} micro-step(s) of {} \
-             (each rank sends {mb:.2} MB per micro-step), then a broadcast of the {mb:.2} MB sum; {}",
+             (each rank sends {mb:.2} MB per micro-step), the last one's buckets broadcast from \
+             the last rank as they complete; {}",
             self.size,
             self.micro_steps,
             self.what,

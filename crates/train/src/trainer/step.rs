@@ -106,12 +106,13 @@ pub trait GradReducer: Send {
         Ok(())
     }
 
-    /// Called before each micro-step's backward (`first`: the step's first). Returns whether
+    /// Called before each micro-step's backward (`first`, `last`: the step's first, its last).
+    /// Returns whether
     /// this reducer takes the micro-batch's gradient in pieces while the backward runs, through
     /// [`GradReducer::ready`], in the order `order` ([`Model::grad_ready_order`]), to overlap
     /// communication with the backward. [`GradReducer::fold`] follows as usual (`grads` then
     /// holds the whole micro-batch gradient). Default: no.
-    fn before_backward(&mut self, _first: bool, _order: &[Range<usize>]) -> bool {
+    fn before_backward(&mut self, _first: bool, _last: bool, _order: &[Range<usize>]) -> bool {
         false
     }
 
@@ -301,7 +302,7 @@ impl Stepper {
         for s in 0..micro_steps {
             batches.next_batch(&mut self.inputs, &mut self.targets)?;
             let (model, acts, red) = (&mut self.model, &mut self.acts, &mut self.reducer);
-            let l = if red.before_backward(s == 0, &self.ready_order) {
+            let l = if red.before_backward(s == 0, s + 1 == micro_steps, &self.ready_order) {
                 let mut on_ready = |r: Range<usize>, g: &[f32]| red.ready(r, g);
                 model.forward_backward_with(acts, &self.inputs, &self.targets, &mut on_ready)
             } else {
