@@ -3,6 +3,7 @@
 //! the rank-ordered reduction on a communication thread that overlaps the backward ([`ring`]),
 //! and, with the `mpi` feature, its MPI transport in [`mpi`].
 
+mod buckets;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod ring;

@@ -11,6 +11,8 @@
 //! the same, whatever the buckets and timing. The communication thread makes all of the
 //! transport's calls (one thread at a time, as MPI's `MPI_THREAD_SERIALIZED` asks).
 
+use super::buckets::Plan;
+pub use super::buckets::{Overlap, Settings};
 use crate::trainer::step::{fold_local, GradReducer};
 use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
@@ -48,103 +50,6 @@ pub trait Ring: Send + 'static {
 /// threads' pool). The same additions as `step::add_into`.
 pub fn add_seq(s: &mut [f32], g: &[f32]) {
     s.iter_mut().zip(g).for_each(|(s, g)| *s += *g);
-}
-
-/// When the reduction overlaps the backward.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Overlap {
-    /// The whole gradient after the backward.
-    Off,
-    /// Buckets during the backward (the default).
-    On,
-    /// Off and on in turn, step by step (to compare the two within one run).
-    Alternate,
-}
-
-/// How the reduction is done: overlap and bucket size (the same on every rank: checked at start).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Settings {
-    pub overlap: Overlap,
-    /// A bucket closes once it holds at least this many gradient bytes (4 per parameter).
-    pub bucket_bytes: usize,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            overlap: Overlap::On,
-            bucket_bytes: 25 << 20,
-        }
-    }
-}
-
-impl Settings {
-    /// From `FERROLM_MPI_OVERLAP` (`on`, the default; `off`; `alternate`) and
-    /// `FERROLM_MPI_BUCKET_MB` (MiB, fractions allowed; default 25).
-    pub fn from_env() -> Result<Settings> {
-        let mut s = Settings::default();
-        if let Ok(v) = std::env::var("FERROLM_MPI_OVERLAP") {
-            s.overlap = match v.trim() {
-                "on" | "1" | "" => Overlap::On,
-                "off" | "0" => Overlap::Off,
-                "alternate" => Overlap::Alternate,
-                other => bail!("FERROLM_MPI_OVERLAP={other}: expected on, off or alternate"),
-            };
-        }
-        if let Ok(v) = std::env::var("FERROLM_MPI_BUCKET_MB") {
-            let mb: f64 = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|m: &f64| *m > 0.0 && m.is_finite())
-                .ok_or_else(|| anyhow!("FERROLM_MPI_BUCKET_MB={v}: expected a positive number of MiB"))?;
-            s.bucket_bytes = ((mb * (1 << 20) as f64) as usize).max(4);
-        }
-        Ok(s)
-    }
-
-    fn describe(&self) -> String {
-        let mb = format!("{:.3}", self.bucket_bytes as f64 / (1 << 20) as f64);
-        let mb = mb.trim_end_matches('0').trim_end_matches('.');
-        match self.overlap {
-            Overlap::Off => "overlap off".to_string(),
-            Overlap::On => format!("overlap on, buckets of {mb} MiB"),
-            Overlap::Alternate => format!("overlap alternating off/on, buckets of {mb} MiB"),
-        }
-    }
-}
-
-/// Which buckets the backward's ready ranges fill.
-struct Plan {
-    /// The ready ranges in the backward's order (contiguous, descending).
-    order: Vec<Range<usize>>,
-    /// Each bucket's parameter range and the index in `order` of its last (lowest) piece.
-    buckets: Vec<(Range<usize>, usize)>,
-    /// The bucket of each piece.
-    bucket_of: Vec<usize>,
-}
-
-impl Plan {
-    /// None when the ranges are not contiguous and descending (then there is no overlap).
-    fn new(order: &[Range<usize>], bucket_bytes: usize) -> Option<Plan> {
-        if order.windows(2).any(|w| w[1].end != w[0].start) || order.is_empty() {
-            return None;
-        }
-        let (mut buckets, mut bucket_of) = (Vec::new(), Vec::new());
-        let mut top = order[0].end;
-        for (i, r) in order.iter().enumerate() {
-            bucket_of.push(buckets.len());
-            if (top - r.start) * 4 >= bucket_bytes || i + 1 == order.len() {
-                buckets.push((r.start..top, i));
-                top = r.start;
-            }
-        }
-        Some(Plan {
-            order: order.to_vec(),
-            buckets,
-            bucket_of,
-        })
-    }
 }
 
 enum Job {
