@@ -1,4 +1,4 @@
-//! The rank-ordered gradient reduction over any transport ([`Ring`]: MPI in [`super::mpi`],
+//! The rank-ordered gradient reduction over any transport ([`Ring`]: MPI in `dist::mpi`,
 //! channels in the tests), run by a communication thread so that it can overlap the backward.
 //!
 //! With overlap on, the backward reports each layer's gradient as soon as it is final
@@ -6,9 +6,10 @@
 //! copies it into a bucket (contiguous parameters, about `bucket_bytes`, the same on every
 //! rank), and a full bucket goes to the communication thread, which reduces it while the compute
 //! threads continue the backward, as PyTorch DDP's 25 MB buckets do. With overlap off the whole
-//! gradient goes over after the backward, as one bucket. Either way every element is summed in
-//! rank order after the running sum of the step's earlier micro-steps, so the result is bitwise
-//! the same, whatever the buckets and timing. The communication thread makes all of the
+//! gradient goes over after the backward, as one bucket. In the step's last micro-step each
+//! bucket's sum is broadcast from the last rank as soon as it is complete. Either way every
+//! element is summed in rank order after the running sum of the step's earlier micro-steps, so
+//! the result is bitwise the same, whatever the buckets and timing. The communication thread makes all of the
 //! transport's calls (one thread at a time, as MPI's `MPI_THREAD_SERIALIZED` asks).
 
 use super::buckets::Plan;
