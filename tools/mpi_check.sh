@@ -2,11 +2,15 @@
 # Data-parallel training over MPI, end to end (CI runs it after `cargo build --release --features
 # mpi`; about a minute on 2 cores). Proves, with Open MPI on this machine (loopback):
 #  1. N ranks give bitwise the parameters of one process with N times the accumulation
-#     (N = 2, 3; random and sequential sampling; ranks combined with --grad-accum too);
+#     (N = 2, 3; random and sequential sampling; ranks combined with --grad-accum too), with the
+#     reduction overlapping the backward (buckets of 50 kB here: 4 per gradient) and without;
 #  2. a run saved with 2 ranks resumes with 1 and with 3 ranks to bitwise the uninterrupted result;
 #  3. kill -9 of one rank ends the whole job within seconds with a clear message, and --resume
 #     continues from the last complete checkpoint;
-#  4. a rank whose config or data differs from rank 0's is refused at start, naming the difference.
+#  4. a rank that hangs without dying (SIGSTOP) ends the job once FERROLM_MPI_TIMEOUT (here 5 s)
+#     has passed, with a message naming it;
+#  5. a rank whose config, data or reduction settings differ from rank 0's is refused at start,
+#     naming the difference.
 # Usage: tools/mpi_check.sh [path/to/ferrolm built with --features mpi]
 set -euo pipefail
 ferrolm=$(realpath "${1:-target/release/ferrolm}")
@@ -34,19 +38,29 @@ same() {
     echo "  $1 == $2 (model.safetensors bitwise)"
 }
 
-echo "== 1. N ranks == one process with --grad-accum N, bitwise"
+echo "== 1. N ranks == one process with --grad-accum N, bitwise (overlap on and off)"
+# The model's 165k parameters (660 kB) in buckets of 50 kB: the head, each layer, the embedding.
+small_buckets=(-x FERROLM_MPI_BUCKET_MB=0.05)
 for sampling in random sequential; do
     for n in 2 3; do
         "$ferrolm" "${base[@]}" --sampling $sampling --steps 4 --grad-accum $n --run-dir one-$sampling-$n 2>/dev/null
-        "${mpirun[@]}" -np $n "$ferrolm" "${base[@]}" --sampling $sampling --steps 4 --run-dir mpi-$sampling-$n 2>/dev/null
+        "${mpirun[@]}" -np $n "${small_buckets[@]}" "$ferrolm" "${base[@]}" --sampling $sampling --steps 4 --run-dir mpi-$sampling-$n > mpi-$sampling-$n.log 2>&1
+        grep -q "overlap on, buckets of 0.05 MiB (4 buckets)" mpi-$sampling-$n.log \
+            || fail "the run did not overlap in 4 buckets: $(cat mpi-$sampling-$n.log)"
         same one-$sampling-$n mpi-$sampling-$n
+        if [ $sampling = random ]; then
+            "${mpirun[@]}" -np $n -x FERROLM_MPI_OVERLAP=off "$ferrolm" "${base[@]}" --sampling $sampling --steps 4 --run-dir off-$sampling-$n 2>/dev/null
+            same one-$sampling-$n off-$sampling-$n
+        fi
     done
 done
-# Ranks with accumulation: 6 micro-batches per step as 1×6, 2×3 and 3×2; the 3-rank run with
-# ring chunks of 10007 f32s (17 chunks, the last one short) instead of one.
+# Ranks with accumulation: 6 micro-batches per step as 1×6, 2×3 and 3×2 (overlap on, in 50 kB
+# buckets, and alternating off/on); the 3-rank run with ring chunks of 10007 f32s (several
+# chunks per bucket, the last one short).
 "$ferrolm" "${base[@]}" --steps 6 --grad-accum 6 --run-dir ref6 2>/dev/null
-"${mpirun[@]}" -np 2 "$ferrolm" "${base[@]}" --steps 6 --grad-accum 3 --run-dir n2a3 2>/dev/null
-"${mpirun[@]}" -np 3 -x FERROLM_MPI_CHUNK=10007 "$ferrolm" "${base[@]}" --steps 6 --grad-accum 2 --run-dir n3a2 2>/dev/null
+"${mpirun[@]}" -np 2 "${small_buckets[@]}" "$ferrolm" "${base[@]}" --steps 6 --grad-accum 3 --run-dir n2a3 2>/dev/null
+"${mpirun[@]}" -np 3 -x FERROLM_MPI_CHUNK=10007 -x FERROLM_MPI_OVERLAP=alternate "${small_buckets[@]}" \
+    "$ferrolm" "${base[@]}" --steps 6 --grad-accum 2 --run-dir n3a2 2>/dev/null
 same ref6 n2a3
 same ref6 n3a2
 
@@ -93,7 +107,36 @@ target=$(( 10#${last#step-} + 20 ))
 grep -q "\"step\":$target" killed/metrics.jsonl || fail "the resumed run did not reach step $target"
 echo "  resumed from $last to step $target"
 
-echo "== 4. a rank that differs from rank 0 is refused, naming the difference"
+echo "== 4. a rank that hangs without dying (SIGSTOP) ends the job after FERROLM_MPI_TIMEOUT, naming it"
+hung=("${base[@]}" --set schedule.cosine_steps=100000 --steps 100000 --checkpoint-every 20 --run-dir hung)
+"${mpirun[@]}" -np 2 -x FERROLM_MPI_TIMEOUT=5 "$ferrolm" "${hung[@]}" > hang.log 2>&1 &
+mpirun_pid=$!
+for _ in $(seq 600); do [ -d hung/checkpoints/step-000000020 ] && break; sleep 0.1; done
+[ -d hung/checkpoints/step-000000020 ] || fail "no checkpoint after a minute: $(cat hang.log)"
+rank1=""
+for p in $(pgrep -P $mpirun_pid); do
+    if tr '\0' '\n' < /proc/$p/environ | grep -qx OMPI_COMM_WORLD_RANK=1; then rank1=$p; fi
+done
+[ -n "$rank1" ] || fail "rank 1 not found among the children of mpirun"
+t0=$(date +%s.%N)
+kill -STOP "$rank1"
+set +e
+timeout 60 tail --pid=$mpirun_pid -f /dev/null
+wait $mpirun_pid; rc=$?
+set -e
+kill -9 "$rank1" 2>/dev/null || true
+t1=$(date +%s.%N)
+secs=$(echo "$t1 - $t0" | bc)
+echo "  mpirun exited with status $rc, $secs s after rank 1 was stopped (timeout 5 s); it said:"
+grep "FERROLM_MPI_TIMEOUT" hang.log | sed 's/^/    /' | head -2
+[ "$rc" -ne 0 ] || fail "the job did not fail after a rank hung"
+(( $(echo "$secs < 30" | bc) )) || fail "the job took $secs s to end"
+grep -q "rank 0 of 2: .*rank 1.* after 5 s (FERROLM_MPI_TIMEOUT)" hang.log \
+    || fail "no message naming the hung rank: $(cat hang.log)"
+# The stopped rank, woken to be killed, must not blame rank 0 for its own pause.
+! grep -q "rank 1 of 2: .*FERROLM_MPI_TIMEOUT" hang.log || fail "the stopped rank blamed rank 0: $(cat hang.log)"
+
+echo "== 5. a rank that differs from rank 0 is refused, naming the difference"
 set +e
 "${mpirun[@]}" -np 1 "$ferrolm" "${base[@]}" --steps 2 --run-dir bad1 : \
     -np 1 "$ferrolm" "${base[@]}" --steps 2 --run-dir bad1 --batch-size 5 > bad1.log 2>&1
@@ -101,7 +144,13 @@ rc1=$?
 "${mpirun[@]}" -np 1 "$ferrolm" "${base[@]}" --steps 2 --run-dir bad2 : \
     -np 1 "$ferrolm" "${base[@]/train.npy/short.npy}" --steps 2 --run-dir bad2 > bad2.log 2>&1
 rc2=$?
+# Bucket sizes decide the messages: a rank with other buckets is refused too.
+"${mpirun[@]}" -np 1 "$ferrolm" "${base[@]}" --steps 2 --run-dir bad3 : \
+    -np 1 env FERROLM_MPI_BUCKET_MB=1 "$ferrolm" "${base[@]}" --steps 2 --run-dir bad3 > bad3.log 2>&1
+rc3=$?
 set -e
+[ $rc3 -ne 0 ] && grep -q "gradient reduction: overlap on, buckets of 1 MiB.*here, overlap on, buckets of 25 MiB" bad3.log \
+    || fail "a different bucket size was not refused by name: $(cat bad3.log)"
 [ $rc1 -ne 0 ] && grep -q "config data.batch_size: 5 here, 4 on rank 0" bad1.log \
     || fail "a different batch size was not refused by name: $(cat bad1.log)"
 [ $rc2 -ne 0 ] && grep -q "rank 1 differs from rank 0" bad2.log && grep -q "data.train" bad2.log \

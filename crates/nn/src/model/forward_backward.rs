@@ -7,6 +7,7 @@ use crate::loss::mean;
 use crate::ops::laps::Laps;
 use crate::ops::{self, RopeTable};
 use crate::{Ffn, ModelConfig, NnError, Norm, Position, Result};
+use std::ops::Range;
 
 /// One layer's saved activations, each (N, ·) with N = batch·seq rows. Buffers an ablation does
 /// not need are empty.
@@ -226,6 +227,23 @@ impl Model {
         inputs: &[u32],
         targets: &[u32],
     ) -> Result<f32> {
+        self.forward_backward_with(acts, inputs, targets, &mut |_, _| {})
+    }
+
+    /// [`Model::forward_backward`] that also reports, during the backward, each group of
+    /// parameters whose gradient this call has finished adding: `on_ready(range, g)` with `range`
+    /// offsets in `self.grads` and `g = &self.grads[range]`, in the order of
+    /// [`Model::grad_ready_order`] (from the end of the buffer to its start). A caller can start
+    /// sending those gradients while the backward goes on (data-parallel training). The hook only
+    /// reads: the gradients are bitwise those of `forward_backward`. Nothing is reported when
+    /// `targets` is empty or on an error.
+    pub fn forward_backward_with(
+        &mut self,
+        acts: &mut Activations,
+        inputs: &[u32],
+        targets: &[u32],
+        on_ready: &mut dyn FnMut(Range<usize>, &[f32]),
+    ) -> Result<f32> {
         self.check_batch(acts, inputs, Some(targets))?;
         if targets.is_empty() {
             return Ok(0.0);
@@ -245,9 +263,28 @@ impl Model {
             &mut self.grads,
             acts,
             inputs,
+            on_ready,
         );
         Ok(loss)
     }
+
+    /// The parameter ranges (offsets in `grads`) that [`Model::forward_backward_with`] reports,
+    /// in its order: the final norm and LM head, then each layer from the last to the first, then
+    /// the embedding. They are contiguous and descending: together they cover `0..num_params`.
+    pub fn grad_ready_order(&self) -> Vec<Range<usize>> {
+        let c = &self.config;
+        let mut out = Vec::with_capacity(c.n_layers + 2);
+        out.push(layout::ln_final(c).start..layout::lm_head(c).end);
+        out.extend((0..c.n_layers).rev().map(|l| layer_span(c, l)));
+        out.push(layout::embedding(c));
+        out
+    }
+}
+
+/// All of layer `l`'s tensors: contiguous in the layout, wq first and w3 (empty for SiLU) last.
+fn layer_span(c: &ModelConfig, l: usize) -> Range<usize> {
+    let r = layout::layer(c, l);
+    r.wq.start..r.w3.end
 }
 
 /// `N` disjoint ranges of `g`, in increasing order, as mutable slices (the gradients of weights
@@ -367,7 +404,8 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
     laps.mark("fwd matmul head");
 }
 
-/// The backward from `acts.logits` holding dLoss/dlogits; adds every parameter's gradient into `g`.
+/// The backward from `acts.logits` holding dLoss/dlogits; adds every parameter's gradient into `g`,
+/// telling `on_ready` each range of `g` as it becomes final (see `Model::grad_ready_order`).
 fn backward(
     c: &ModelConfig,
     prec: Precision,
@@ -375,6 +413,7 @@ fn backward(
     g: &mut [f32],
     acts: &mut Activations,
     inputs: &[u32],
+    on_ready: &mut dyn FnMut(Range<usize>, &[f32]),
 ) {
     let (b, t) = (acts.batch, acts.seq);
     let n = b * t;
@@ -416,6 +455,8 @@ fn backward(
         d,
     );
     laps.mark("bwd rmsnorm");
+    let tail = layout::ln_final(c).start..layout::lm_head(c).end;
+    on_ready(tail.clone(), &g[tail]);
 
     for l in (0..c.n_layers).rev() {
         // Here dres = dLoss/d(layer output).
@@ -466,9 +507,13 @@ fn backward(
             ops::rmsnorm_backward(dres, &mut g[r.ln1.clone()], dtmp, xin, &p[r.ln1], &la.rstd1, n, d);
             laps.mark("bwd rmsnorm");
         }
+        let span = layer_span(c, l);
+        on_ready(span.clone(), &g[span]);
     }
-    ops::embedding_backward(&mut g[layout::embedding(c)], dres, inputs, d);
+    let emb = layout::embedding(c);
+    ops::embedding_backward(&mut g[emb.clone()], dres, inputs, d);
     laps.mark("bwd embedding");
+    on_ready(emb.clone(), &g[emb]);
 }
 
 /// The gradient buffers the FFN backward works in (see `GradScratch`).

@@ -1,9 +1,12 @@
 //! Training as several processes (data parallelism): what a process's run is made of (compared
 //! across processes at the start), the launcher's environment (ranks per node → threads per rank),
-//! and, with the `mpi` feature, the MPI gradient reducer in [`mpi`].
+//! the rank-ordered reduction on a communication thread that overlaps the backward ([`ring`]),
+//! and, with the `mpi` feature, its MPI transport in [`mpi`].
 
+mod buckets;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod ring;
 
 use crate::config::TrainConfig;
 use crate::data::TokenFile;

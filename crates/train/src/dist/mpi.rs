@@ -1,23 +1,24 @@
-//! Data-parallel training over MPI (feature `mpi`): starting MPI under a launcher, the reducer
+//! Data-parallel training over MPI (feature `mpi`): starting MPI under a launcher, the [`Ring`]
 //! that sums the ranks' gradients in rank order (so the result does not depend on the number of
-//! ranks, the MPI library's algorithms or timing), and the start-up agreement.
+//! ranks, the MPI library's algorithms or timing) for the [`RingReducer`] (buckets overlapping the
+//! backward, on a communication thread), and the start-up agreement.
 //!
-//! The reduction, an ordered ring: per micro-step the gradient travels in chunks along the chain
-//! 0 → 1 → … → N−1, each rank adding its own to the partial sum it received, so every element is
-//! summed in rank order (after the running sum of the earlier micro-steps, which rank N−1 keeps
-//! and sends ahead to rank 0). Chunks pipeline: each link carries the gradient once per micro-step,
-//! as in a ring all-reduce. After the last micro-step rank N−1 broadcasts the sum. Not
-//! MPI_Allreduce: its summation order is the library's.
+//! The reduction, an ordered ring: per micro-step each bucket of the gradient travels in chunks
+//! along the chain 0 → 1 → … → N−1, each rank adding its own to the partial sum it received, so
+//! every element is summed in rank order (after the running sum of the earlier micro-steps, which
+//! rank N−1 keeps and sends ahead to rank 0). Chunks pipeline: each link carries the gradient once
+//! per micro-step, as in a ring all-reduce. In the last micro-step rank N−1 broadcasts each
+//! bucket's sum as soon as it is complete.
+//! Not MPI_Allreduce: its summation order is the library's.
 
-use crate::trainer::step::{add_into, fold_local, GradReducer};
+use super::ring::{add_seq, Ring, RingReducer, Settings};
 use anyhow::{anyhow, bail, Result};
-use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
+use mpi::request::{scope, Request, Scope};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use mpi::Threading;
-use rayon::prelude::*;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// MPI, started; dropping it finalizes MPI (keep it until the program ends).
 pub struct MpiSession {
@@ -25,7 +26,9 @@ pub struct MpiSession {
 }
 
 /// Starts MPI when a launcher started this process (see [`super::launched_by_mpi`]); None
-/// otherwise. The calls come from one thread at a time, not always the main one (serialized).
+/// otherwise. The calls come from one thread at a time, not always the main one (serialized): the
+/// start-up here and the abort on the main thread, everything else on the reducer's
+/// communication thread.
 pub fn init() -> Result<Option<MpiSession>> {
     if !super::launched_by_mpi() {
         return Ok(None);
@@ -33,7 +36,11 @@ pub fn init() -> Result<Option<MpiSession>> {
     let (universe, provided) = mpi::initialize_with_threading(Threading::Serialized)
         .ok_or_else(|| anyhow!("MPI was already initialized"))?;
     if !matches!(provided, Threading::Serialized | Threading::Multiple) {
-        bail!("the MPI library offers threading level {provided:?}; ferrolm needs Serialized");
+        bail!(
+            "the MPI library offers threading level {provided:?}; ferrolm needs \
+             MPI_THREAD_SERIALIZED (its gradient reduction runs on a communication thread): use an \
+             MPI built with thread support (Open MPI and MPICH are by default)"
+        );
     }
     Ok(Some(MpiSession { _universe: universe }))
 }
@@ -58,6 +65,7 @@ const TAG_GRAD: i32 = 1;
 const TAG_LOSS: i32 = 2;
 const TAG_TEXT: i32 = 3;
 const TAG_SUM: i32 = 4;
+const TAG_STOP: i32 = 5;
 
 /// f32s per chunk of the ring (1 MiB): small enough to pipeline, large enough to stream.
 /// `FERROLM_MPI_CHUNK` overrides it (tests use small odd sizes to exercise many chunks).
@@ -69,199 +77,273 @@ fn chunk_len() -> usize {
         .unwrap_or(1 << 18)
 }
 
-/// The rank-ordered gradient reducer over MPI_COMM_WORLD (see the module docs).
-pub struct MpiReducer {
+/// How long a rank waits for another before it ends the job: `FERROLM_MPI_TIMEOUT` seconds
+/// (default 300: longer than any step of a model this trainer can fit, short enough that a rank
+/// that hangs without dying, e.g. on a stuck file system, does not hold the job for hours).
+pub fn timeout() -> Result<Duration> {
+    match std::env::var("FERROLM_MPI_TIMEOUT") {
+        Err(_) => Ok(Duration::from_secs(300)),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0 && s.is_finite())
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| anyhow!("FERROLM_MPI_TIMEOUT={v}: expected a positive number of seconds")),
+    }
+}
+
+/// Calls `done` (which tests MPI requests, making progress) until it returns true, yielding and
+/// then sleeping a little longer each time (up to 1 ms), so that a waiting communication thread
+/// leaves the core to the compute threads. After `limit` it ends the job, saying `what` (MPI_Abort).
+fn poll(limit: Duration, what: impl Fn() -> String, mut done: impl FnMut() -> bool) {
+    let (mut start, mut last) = (Instant::now(), Instant::now());
+    let mut n = 0u32;
+    while !done() {
+        n += 1;
+        if n < 64 {
+            std::thread::yield_now();
+        } else {
+            let us = (50u64 << ((n - 64) / 32).min(5)).min(1000);
+            std::thread::sleep(Duration::from_micros(us));
+        }
+        let now = Instant::now();
+        // This process did not run for a second (it was stopped itself, e.g. SIGSTOP, or the
+        // machine was suspended): the wait starts again rather than blaming the other rank.
+        if now - last > Duration::from_secs(1) {
+            start = now;
+        }
+        last = now;
+        if now - start > limit {
+            let (rank, size) = rank_and_size();
+            eprintln!(
+                "rank {rank} of {size}: {} after {:.0} s (FERROLM_MPI_TIMEOUT): that rank hangs or \
+                 is far slower than this one; ending all ranks (MPI_Abort)",
+                what(),
+                limit.as_secs_f64()
+            );
+            abort(1);
+        }
+    }
+}
+
+/// Waits for `req` by polling (see [`poll`]).
+fn complete<'a, D: ?Sized, S: Scope<'a>>(req: Request<'a, D, S>, limit: Duration, what: impl Fn() -> String) {
+    let mut req = Some(req);
+    poll(limit, what, || match req.take().map(|r| r.test()) {
+        Some(Ok(_)) | None => true,
+        Some(Err(r)) => {
+            req = Some(r);
+            false
+        }
+    });
+}
+
+/// The rank-ordered gradient reducer over MPI_COMM_WORLD (MPI must be initialized): a
+/// [`RingReducer`] over [`MpiRing`], with the overlap settings of the environment
+/// (`FERROLM_MPI_OVERLAP`, `FERROLM_MPI_BUCKET_MB`; see [`Settings::from_env`]).
+pub struct MpiReducer;
+
+impl MpiReducer {
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> Result<RingReducer> {
+        RingReducer::new(MpiRing::new()?, Settings::from_env()?)
+    }
+}
+
+/// The ordered ring over MPI point-to-point messages (see the module docs).
+pub struct MpiRing {
     rank: usize,
     size: usize,
     /// The chunk being received and passed on, and its length in f32s.
     buf: Vec<f32>,
     chunk: usize,
-    /// Rank N−1: the running sum of the earlier micro-steps while it is sent ahead to rank 0.
-    prev: Vec<f32>,
-    /// Per step: seconds in the reduction (waiting, transfers, the ordered sum, the broadcast).
-    reduce_s: Vec<f64>,
-    /// Per step: seconds from the previous step's end (the first step is not counted).
-    step_s: Vec<f64>,
-    /// The reduction time of the step in progress, and the end of the last step.
-    current: f64,
-    last_end: Option<Instant>,
-    /// Gradient bytes (4 per parameter) and micro-steps per step.
-    grad_bytes: usize,
-    micro_steps: usize,
+    /// See [`timeout`].
+    timeout: Duration,
 }
 
-impl Default for MpiReducer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl MpiReducer {
-    /// A reducer over all ranks of the job (MPI must be initialized).
-    pub fn new() -> MpiReducer {
+impl MpiRing {
+    /// The ring over all ranks of the job.
+    pub fn new() -> Result<MpiRing> {
         let (rank, size) = rank_and_size();
-        MpiReducer {
+        Ok(MpiRing {
             rank,
             size,
             buf: Vec::new(),
             chunk: chunk_len(),
-            prev: Vec::new(),
-            reduce_s: Vec::new(),
-            step_s: Vec::new(),
-            current: 0.0,
-            last_end: None,
-            grad_bytes: 0,
-            micro_steps: 0,
-        }
+            timeout: timeout()?,
+        })
     }
+}
 
-    pub fn rank(&self) -> usize {
+impl Ring for MpiRing {
+    fn rank(&self) -> usize {
         self.rank
     }
 
-    /// One micro-step of the ordered ring (see the module docs); `sum` is written on rank N−1.
-    fn ring(&mut self, first: bool, grads: &[f32], sum: &mut Vec<f32>) {
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn describe(&self) -> String {
+        format!("an ordered ring over MPI in chunks of {} f32", self.chunk)
+    }
+
+    fn reduce(&mut self, first: bool, grads: &[f32], prev: &[f32], sum: &mut [f32]) -> Result<()> {
         let world = SimpleCommunicator::world();
-        let (rank, last) = (self.rank, self.size - 1);
+        let (rank, last, limit) = (self.rank, self.size - 1, self.timeout);
         let (len, chunk) = (grads.len(), self.chunk);
         let ranges: Vec<_> = (0..len).step_by(chunk).map(|a| a..(a + chunk).min(len)).collect();
         self.buf.resize(chunk.min(len), 0.0);
-        let Self { buf, prev, .. } = self;
+        let buf = &mut self.buf;
         let next = world.process_at_rank((rank + 1).min(last) as i32);
-        let before = world.process_at_rank(rank.saturating_sub(1) as i32);
+        let send = |data: &[f32]| {
+            let to = rank + 1;
+            scope(|sc| {
+                let req = next.immediate_send_with_tag(sc, data, TAG_GRAD);
+                complete(req, limit, || {
+                    format!("rank {to} has not taken the partial sum sent to it")
+                })
+            })
+        };
+        let receive = |from: usize, b: &mut [f32], tag: i32| {
+            let p = world.process_at_rank(from as i32);
+            scope(|sc| {
+                let req = p.immediate_receive_into_with_tag(sc, b, tag);
+                complete(req, limit, || format!("no gradient from rank {from}"))
+            })
+        };
         if rank == 0 {
-            let from_last = world.process_at_rank(last as i32);
             for r in ranges {
                 if first {
-                    next.send_with_tag(&grads[r], TAG_GRAD);
+                    send(&grads[r]);
                 } else {
                     let b = &mut buf[..r.len()];
-                    from_last.receive_into_with_tag(b, TAG_SUM);
-                    add_into(b, &grads[r]);
-                    next.send_with_tag(&b[..], TAG_GRAD);
+                    receive(last, b, TAG_SUM);
+                    add_seq(b, &grads[r]);
+                    send(b);
                 }
             }
         } else if rank < last {
             for r in ranges {
                 let b = &mut buf[..r.len()];
-                before.receive_into_with_tag(b, TAG_GRAD);
-                add_into(b, &grads[r]);
-                next.send_with_tag(&b[..], TAG_GRAD);
+                receive(rank - 1, b, TAG_GRAD);
+                add_seq(b, &grads[r]);
+                send(b);
             }
         } else {
             // Rank N−1: the running sum goes ahead to rank 0 (all chunks at once), the new sum
-            // is built in the other buffer as the partial sums arrive.
-            sum.resize(len, 0.0);
-            std::mem::swap(sum, prev);
-            sum.resize(len, 0.0);
+            // is built in `sum` as the partial sums arrive.
             let to_first = world.process_at_rank(0);
-            mpi::request::multiple_scope(ranges.len(), |scope, sends| {
+            mpi::request::multiple_scope(ranges.len(), |sc, sends| {
                 if !first {
                     for r in &ranges {
-                        sends.add(to_first.immediate_send_with_tag(scope, &prev[r.clone()], TAG_SUM));
+                        sends.add(to_first.immediate_send_with_tag(sc, &prev[r.clone()], TAG_SUM));
                     }
                 }
                 for r in &ranges {
                     let b = &mut buf[..r.len()];
-                    before.receive_into_with_tag(b, TAG_GRAD);
+                    receive(rank - 1, b, TAG_GRAD);
                     let s = &mut sum[r.clone()];
                     s.copy_from_slice(b);
-                    add_into(s, &grads[r.clone()]);
+                    add_seq(s, &grads[r.clone()]);
                 }
-                sends.wait_all(&mut Vec::new());
+                let mut done = Vec::new();
+                poll(
+                    limit,
+                    || "rank 0 has not taken the running sum".into(),
+                    || sends.test_all(&mut done),
+                );
             });
         }
-    }
-}
-
-impl GradReducer for MpiReducer {
-    fn world_size(&self) -> usize {
-        self.size
+        Ok(())
     }
 
-    fn fold(
-        &mut self,
-        first: bool,
-        grads: &mut Vec<f32>,
-        sum: &mut Vec<f32>,
-        loss: f64,
-        loss_sum: &mut f64,
-    ) -> Result<()> {
-        let t0 = Instant::now();
-        if first {
-            self.micro_steps = 0;
-        }
-        self.micro_steps += 1;
-        self.grad_bytes = grads.len() * 4;
-        if self.size == 1 {
-            fold_local(first, grads, sum);
+    fn losses(&mut self, loss: f64, loss_sum: &mut f64) -> Result<()> {
+        // Added in rank order on rank N−1, like the gradients.
+        let world = SimpleCommunicator::world();
+        let (last, limit) = (self.size - 1, self.timeout);
+        if self.rank == last {
+            for q in 0..last {
+                let mut l = 0.0f64;
+                scope(|sc| {
+                    let req = world
+                        .process_at_rank(q as i32)
+                        .immediate_receive_into_with_tag(sc, &mut l, TAG_LOSS);
+                    complete(req, limit, || format!("no loss from rank {q}"))
+                });
+                *loss_sum += l;
+            }
             *loss_sum += loss;
         } else {
-            self.ring(first, grads, sum);
-            grads.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
-            // The losses, added in rank order on rank N−1 like the gradients.
-            let world = SimpleCommunicator::world();
-            let last = self.size - 1;
-            if self.rank == last {
-                for q in 0..last {
-                    let (l, _) = world.process_at_rank(q as i32).receive_with_tag::<f64>(TAG_LOSS);
-                    *loss_sum += l;
-                }
-                *loss_sum += loss;
-            } else {
-                world.process_at_rank(last as i32).send_with_tag(&loss, TAG_LOSS);
-            }
+            scope(|sc| {
+                let req = world
+                    .process_at_rank(last as i32)
+                    .immediate_send_with_tag(sc, &loss, TAG_LOSS);
+                complete(req, limit, || {
+                    format!("rank {last} has not taken the loss sent to it")
+                })
+            });
         }
-        self.current += t0.elapsed().as_secs_f64();
         Ok(())
     }
 
-    fn finish(&mut self, sum: &mut [f32], loss_sum: &mut f64) -> Result<()> {
-        let t0 = Instant::now();
+    fn broadcast(&mut self, sum: &mut [f32]) -> Result<()> {
         let world = SimpleCommunicator::world();
-        let root = world.process_at_rank(self.size as i32 - 1);
-        root.broadcast_into(sum);
-        root.broadcast_into(loss_sum);
-        let end = Instant::now();
-        self.reduce_s
-            .push(std::mem::take(&mut self.current) + (end - t0).as_secs_f64());
-        if let Some(prev) = self.last_end.replace(end) {
-            self.step_s.push((end - prev).as_secs_f64());
-        } else {
-            self.reduce_s.clear(); // the first step (start-up) is not counted
-        }
+        let (last, limit) = (self.size - 1, self.timeout);
+        let root = world.process_at_rank(last as i32);
+        let what = || format!("the broadcast of the gradient sum from rank {last} has not completed");
+        scope(|sc| complete(root.immediate_broadcast_into(sc, sum), limit, what));
         Ok(())
     }
 
-    fn report(&self) -> Option<String> {
-        if self.step_s.is_empty() {
-            return None;
-        }
-        let median = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let (r, s) = (median(&self.reduce_s), median(&self.step_s));
-        let mb = self.grad_bytes as f64 / 1e6;
-        Some(format!(
-            "data-parallel on {} ranks: gradients of {mb:.2} MB; per step {} micro-step(s) of an ordered \
-             ring (each rank sends {mb:.2} MB), then a broadcast of the {mb:.2} MB sum; reduction \
-             (waits, transfers, ordered sums, broadcast) median {:.2} ms of a median {:.2} ms step \
-             ({:.1}%), rank {}, {} steps",
-            self.size,
-            self.micro_steps,
-            r * 1e3,
-            s * 1e3,
-            100.0 * r / s,
-            self.rank,
-            self.step_s.len()
-        ))
+    fn broadcast_loss(&mut self, loss_sum: &mut f64) -> Result<()> {
+        let world = SimpleCommunicator::world();
+        let (last, limit) = (self.size - 1, self.timeout);
+        let root = world.process_at_rank(last as i32);
+        let what = || format!("the broadcast of the loss from rank {last} has not completed");
+        scope(|sc| complete(root.immediate_broadcast_into(sc, loss_sum), limit, what));
+        Ok(())
     }
 
     fn any_stop(&mut self, local: bool) -> Result<bool> {
-        let mut any = 0i32;
-        SimpleCommunicator::world().all_reduce_into(&(local as i32), &mut any, SystemOperation::max());
+        // Point to point through rank N−1 (not MPI_Allreduce), so that a wait names its rank.
+        let world = SimpleCommunicator::world();
+        let (last, limit) = (self.size - 1, self.timeout);
+        let mut any = local as i32;
+        if self.rank == last {
+            for q in 0..last {
+                let mut flag = 0i32;
+                scope(|sc| {
+                    let req = world
+                        .process_at_rank(q as i32)
+                        .immediate_receive_into_with_tag(sc, &mut flag, TAG_STOP);
+                    complete(req, limit, || format!("no stop vote from rank {q}"))
+                });
+                any |= flag;
+            }
+            for q in 0..last {
+                scope(|sc| {
+                    let req = world
+                        .process_at_rank(q as i32)
+                        .immediate_send_with_tag(sc, &any, TAG_STOP);
+                    complete(req, limit, || format!("rank {q} has not taken the stop vote"))
+                });
+            }
+        } else {
+            let root = world.process_at_rank(last as i32);
+            let mine = any;
+            scope(|sc| {
+                let req = root.immediate_send_with_tag(sc, &mine, TAG_STOP);
+                complete(req, limit, || {
+                    format!("rank {last} has not taken this rank's stop vote")
+                })
+            });
+            scope(|sc| {
+                let req = root.immediate_receive_into_with_tag(sc, &mut any, TAG_STOP);
+                complete(req, limit, || format!("no stop decision from rank {last}"))
+            });
+        }
         Ok(any != 0)
     }
 

@@ -248,7 +248,7 @@ fn train_on_worker(config: &TrainConfig, opts: &TrainOptions) -> Result<TrainSum
 fn open_trainer(config: &TrainConfig, opts: &TrainOptions) -> Result<Trainer> {
     #[cfg(feature = "mpi")]
     if crate::dist::mpi::is_initialized() {
-        let reducer = crate::dist::mpi::MpiReducer::new();
+        let reducer = crate::dist::mpi::MpiReducer::new()?;
         let rank = reducer.rank();
         return Trainer::open_with(config, opts, Box::new(reducer), rank);
     }

@@ -11,6 +11,7 @@ use ferrolm_nn::model::{Activations, Model};
 use ferrolm_nn::optim::AdamW;
 use ferrolm_nn::schedule::lr_cosine;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Where a step's micro-batches come from.
 pub trait BatchSource {
@@ -99,10 +100,26 @@ pub trait GradReducer: Send {
         Ok(())
     }
 
-    /// After the last micro-step: gives every process the complete `sum` and `loss_sum`.
-    fn finish(&mut self, _sum: &mut [f32], _loss_sum: &mut f64) -> Result<()> {
+    /// After the last micro-step: gives every process the complete `sum` and `loss_sum` (it may
+    /// replace the `sum` buffer by another of the same length).
+    fn finish(&mut self, _sum: &mut Vec<f32>, _loss_sum: &mut f64) -> Result<()> {
         Ok(())
     }
+
+    /// Called before each micro-step's backward (`first`, `last`: the step's first, its last).
+    /// Returns whether
+    /// this reducer takes the micro-batch's gradient in pieces while the backward runs, through
+    /// [`GradReducer::ready`], in the order `order` ([`Model::grad_ready_order`]), to overlap
+    /// communication with the backward. [`GradReducer::fold`] follows as usual (`grads` then
+    /// holds the whole micro-batch gradient). Default: no.
+    fn before_backward(&mut self, _first: bool, _last: bool, _order: &[Range<usize>]) -> bool {
+        false
+    }
+
+    /// During an overlapped backward: parameters `range` (offsets in the gradient) have their
+    /// final micro-batch gradient `g`. Must not block on the backward; errors are kept for
+    /// [`GradReducer::fold`].
+    fn ready(&mut self, _range: Range<usize>, _g: &[f32]) {}
 
     /// Called once per step on the mean gradient (`Model::grads`, in `Model::params` order) before
     /// its norm is taken: a last chance to change it (the processes must stay identical).
@@ -218,6 +235,8 @@ pub struct Stepper {
     /// The running gradient sum of a step with several micro-batches (empty until needed; zero
     /// between steps).
     sum: Vec<f32>,
+    /// The order in which the backward finishes the parameters' gradients (for overlapping).
+    ready_order: Vec<Range<usize>>,
 }
 
 impl Stepper {
@@ -226,6 +245,7 @@ impl Stepper {
     pub fn new(mut model: Model, optim: AdamW, settings: StepSettings, batch: usize, seq: usize) -> Stepper {
         let acts = Activations::new(&model.config, batch, seq);
         model.zero_grads();
+        let ready_order = model.grad_ready_order();
         Stepper {
             model,
             optim,
@@ -235,6 +255,7 @@ impl Stepper {
             targets: vec![0; batch * seq],
             reducer: Box::new(LocalReducer),
             sum: Vec::new(),
+            ready_order,
         }
     }
 
@@ -280,10 +301,14 @@ impl Stepper {
         }
         for s in 0..micro_steps {
             batches.next_batch(&mut self.inputs, &mut self.targets)?;
-            let l = self
-                .model
-                .forward_backward(&mut self.acts, &self.inputs, &self.targets)
-                .with_context(|| format!("step {}", step + 1))?;
+            let (model, acts, red) = (&mut self.model, &mut self.acts, &mut self.reducer);
+            let l = if red.before_backward(s == 0, s + 1 == micro_steps, &self.ready_order) {
+                let mut on_ready = |r: Range<usize>, g: &[f32]| red.ready(r, g);
+                model.forward_backward_with(acts, &self.inputs, &self.targets, &mut on_ready)
+            } else {
+                model.forward_backward(acts, &self.inputs, &self.targets)
+            }
+            .with_context(|| format!("step {}", step + 1))?;
             let (grads, sum) = (&mut self.model.grads, &mut self.sum);
             self.reducer.fold(s == 0, grads, sum, l as f64, &mut loss_sum)?;
         }
