@@ -161,18 +161,26 @@ fn dot_bf16_portable(w: &[u16], x: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
     /// Loads 16 bf16 values (masked) and widens them to f32 (bf16 is the high half of an f32).
+    /// Also `gemv_batch`'s load.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F/BW/VL; `p` must be readable for the lanes `mask` selects.
     #[inline(always)]
-    unsafe fn load_bf16(p: *const u16, mask: __mmask16) -> __m512 {
+    pub(in crate::cpu::gemm) unsafe fn load_bf16(p: *const u16, mask: __mmask16) -> __m512 {
         let h = _mm256_maskz_loadu_epi16(mask, p as *const i16);
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
     }
 
+    /// Loads 16 f32 values (masked).
+    ///
+    /// # Safety
+    /// As [`load_bf16`]: AVX-512F, and `p` readable for the lanes `mask` selects.
     #[inline(always)]
-    unsafe fn load_f32(p: *const f32, mask: __mmask16) -> __m512 {
+    pub(in crate::cpu::gemm) unsafe fn load_f32(p: *const f32, mask: __mmask16) -> __m512 {
         _mm512_maskz_loadu_ps(mask, p)
     }
 

@@ -134,19 +134,9 @@ pub fn rows_strided(
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{PREFETCH_ROWS, ROWS_PER_PASS};
+    // The same masked loads as `gemv`'s kernel (bf16 widened to f32).
+    use crate::cpu::gemm::gemv::avx512::{load_bf16, load_f32};
     use std::arch::x86_64::*;
-
-    /// Loads 16 bf16 values (masked) and widens them to f32, as `gemv`'s kernel does.
-    #[inline(always)]
-    unsafe fn load_bf16(p: *const u16, mask: __mmask16) -> __m512 {
-        let h = _mm256_maskz_loadu_epi16(mask, p as *const i16);
-        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
-    }
-
-    #[inline(always)]
-    unsafe fn load_f32(p: *const f32, mask: __mmask16) -> __m512 {
-        _mm512_maskz_loadu_ps(mask, p)
-    }
 
     /// Defines `$name(out, strides, w, xs, batch, k)`: out[o·so + b·sb] = Σ_i w[o·k + i]·xs[b·k + i],
     /// each sum in `gemv`'s order. Four weight rows a quarter of the matrix apart (four long
