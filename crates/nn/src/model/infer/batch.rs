@@ -5,7 +5,7 @@
 //! (`ops::project_batch` etc.). Each sequence's logits are bitwise those `forward_infer` gives it
 //! alone, so batching never changes the text.
 
-use super::{Bf16Weights, KvCache};
+use super::{Bf16Weights, KvCache, Scratch};
 use crate::config::{layout, Precision, RMSNORM_EPS};
 use crate::model::Model;
 use crate::ops::{self, CacheRefs};
@@ -17,17 +17,8 @@ pub struct BatchDecoder {
     bf16: Option<Bf16Weights>,
     /// The one-job batched step (configs `ops::decode_step_supported` accepts), built at first use.
     state: Option<ops::BatchDecodeState>,
-    x: Vec<f32>,
-    a: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    atty: Vec<f32>,
-    tmp: Vec<f32>,
-    rstd: Vec<f32>,
-    h1: Vec<f32>,
-    h3: Vec<f32>,
-    hg: Vec<f32>,
+    /// The rows of the step by operations (post-norm configs).
+    s: Scratch,
     logits: Vec<f32>,
 }
 
@@ -38,17 +29,7 @@ impl BatchDecoder {
         BatchDecoder {
             bf16: (model.precision == Precision::Bf16).then(|| model.bf16_weights()),
             state: None,
-            x: Vec::new(),
-            a: Vec::new(),
-            q: Vec::new(),
-            k: Vec::new(),
-            v: Vec::new(),
-            atty: Vec::new(),
-            tmp: Vec::new(),
-            rstd: Vec::new(),
-            h1: Vec::new(),
-            h3: Vec::new(),
-            hg: Vec::new(),
+            s: Scratch::default(),
             logits: Vec::new(),
         }
     }
@@ -163,44 +144,28 @@ impl BatchDecoder {
         let c = &model.config;
         let n = caches.len();
         let (d, f) = (c.d_model, c.d_ff);
-        for buf in [
-            &mut self.x,
-            &mut self.a,
-            &mut self.q,
-            &mut self.k,
-            &mut self.v,
-            &mut self.atty,
-            &mut self.tmp,
-        ] {
-            buf.resize(n * d, 0.0);
-        }
-        for buf in [&mut self.h1, &mut self.h3, &mut self.hg] {
-            buf.resize(n * f, 0.0);
-        }
-        self.rstd.resize(n, 0.0);
+        self.s.fit(n, d, f);
         let p = &model.params;
-        ops::embedding_forward(&mut self.x, tokens, &p[layout::embedding(c)], d);
+        ops::embedding_forward(&mut self.s.x, tokens, &p[layout::embedding(c)], d);
         for l in 0..c.n_layers {
             self.layer(model, l, caches);
         }
         let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
-        ops::rmsnorm_forward(
-            &mut self.a,
-            &mut self.rstd,
-            &self.x,
-            &p[layout::ln_final(c)],
-            n,
-            d,
-            RMSNORM_EPS,
-        );
+        self.s.norm_into_a(&p[layout::ln_final(c)], n, d);
         self.logits.resize(n * c.vocab_size, 0.0);
-        ops::project_batch(&self.a, n, &mut [(&mut self.logits, layout::lm_head(c))], p, bf16);
+        ops::project_batch(
+            &self.s.a,
+            n,
+            &mut [(&mut self.logits, layout::lm_head(c))],
+            p,
+            bf16,
+        );
         for (b, out) in logits.iter_mut().enumerate() {
             out.copy_from_slice(&self.logits[b * c.vocab_size..(b + 1) * c.vocab_size]);
         }
     }
 
-    /// One block on the n rows in `self.x` (updated in place), each row's key and value appended
+    /// One block on the n rows in `self.s.x` (updated in place), each row's key and value appended
     /// to its own cache; the same operations, row by row, as `Model::infer_layer`.
     fn layer(&mut self, model: &Model, l: usize, caches: &mut [&mut KvCache]) {
         let c = &model.config;
@@ -211,32 +176,25 @@ impl BatchDecoder {
         let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
         let r = layout::layer(c, l);
         if pre {
-            ops::rmsnorm_forward(
-                &mut self.a,
-                &mut self.rstd,
-                &self.x,
-                &p[r.ln1.clone()],
-                n,
-                d,
-                RMSNORM_EPS,
-            );
+            self.s.norm_into_a(&p[r.ln1.clone()], n, d);
         } else {
-            self.a.copy_from_slice(&self.x);
+            self.s.a.copy_from_slice(&self.s.x);
         }
         let jobs = &mut [
-            (&mut self.q[..], r.wq),
-            (&mut self.k[..], r.wk),
-            (&mut self.v[..], r.wv),
+            (&mut self.s.q[..], r.wq),
+            (&mut self.s.k[..], r.wk),
+            (&mut self.s.v[..], r.wv),
         ];
-        ops::project_batch(&self.a, n, jobs, p, bf16);
+        ops::project_batch(&self.s.a, n, jobs, p, bf16);
         // Each sequence's RoPE, key store and attention over its own cache, the sequences in
         // parallel (every operation is deterministic whatever the thread count).
         let rows = self
+            .s
             .q
             .par_chunks_mut(d)
-            .zip(self.k.par_chunks_mut(d))
-            .zip(self.v.par_chunks(d))
-            .zip(self.atty.par_chunks_mut(d));
+            .zip(self.s.k.par_chunks_mut(d))
+            .zip(self.s.v.par_chunks(d))
+            .zip(self.s.atty.par_chunks_mut(d));
         rows.zip(caches.par_iter_mut())
             .for_each(|((((q, k), v), atty), cache)| {
                 let (pos, max_len) = (cache.len, cache.max_len);
@@ -251,43 +209,46 @@ impl BatchDecoder {
                 let (kt, vc) = (&cache.k_t[layer.clone()], &cache.v[layer]);
                 ops::attention_decode(atty, q, kt, vc, 1, pos + 1, max_len, h, dh);
             });
-        ops::project_batch(&self.atty, n, &mut [(&mut self.tmp[..], r.wo)], p, bf16);
-        ops::add_inplace(&mut self.x, &self.tmp);
+        ops::project_batch(&self.s.atty, n, &mut [(&mut self.s.tmp[..], r.wo)], p, bf16);
+        ops::add_inplace(&mut self.s.x, &self.s.tmp);
         if post {
-            self.a.copy_from_slice(&self.x);
-            ops::rmsnorm_forward(&mut self.x, &mut self.rstd, &self.a, &p[r.ln1], n, d, RMSNORM_EPS);
+            self.s.renorm_x(&p[r.ln1], n, d);
         }
         if pre {
-            ops::rmsnorm_forward(
-                &mut self.a,
-                &mut self.rstd,
-                &self.x,
-                &p[r.ln2.clone()],
-                n,
-                d,
-                RMSNORM_EPS,
-            );
+            self.s.norm_into_a(&p[r.ln2.clone()], n, d);
         } else {
-            self.a.copy_from_slice(&self.x);
+            self.s.a.copy_from_slice(&self.s.x);
         }
         if c.ffn == Ffn::Swiglu {
-            let jobs = &mut [(&mut self.h1[..], r.w1), (&mut self.h3[..], r.w3)];
-            ops::project_batch(&self.a, n, jobs, p, bf16);
-            ops::swiglu_forward(&mut self.hg, &self.h1, &self.h3);
+            let jobs = &mut [(&mut self.s.h1[..], r.w1), (&mut self.s.h3[..], r.w3)];
+            ops::project_batch(&self.s.a, n, jobs, p, bf16);
+            ops::swiglu_forward(&mut self.s.hg, &self.s.h1, &self.s.h3);
         } else {
-            ops::project_batch(&self.a, n, &mut [(&mut self.h1[..], r.w1)], p, bf16);
-            ops::silu_forward(&mut self.hg, &self.h1);
+            ops::project_batch(&self.s.a, n, &mut [(&mut self.s.h1[..], r.w1)], p, bf16);
+            ops::silu_forward(&mut self.s.hg, &self.s.h1);
         }
-        ops::project_batch(&self.hg, n, &mut [(&mut self.tmp[..], r.w2)], p, bf16);
-        ops::add_inplace(&mut self.x, &self.tmp);
+        ops::project_batch(&self.s.hg, n, &mut [(&mut self.s.tmp[..], r.w2)], p, bf16);
+        ops::add_inplace(&mut self.s.x, &self.s.tmp);
         if post {
-            self.a.copy_from_slice(&self.x);
-            ops::rmsnorm_forward(&mut self.x, &mut self.rstd, &self.a, &p[r.ln2], n, d, RMSNORM_EPS);
+            self.s.renorm_x(&p[r.ln2], n, d);
         }
     }
 }
 
 /// The one-job step's state in `slot`, (re)built for the current pool's thread count.
+impl Scratch {
+    /// a = rmsnorm(x) with weights `w` (d), on n rows of d.
+    fn norm_into_a(&mut self, w: &[f32], n: usize, d: usize) {
+        ops::rmsnorm_forward(&mut self.a, &mut self.rstd, &self.x, w, n, d, RMSNORM_EPS);
+    }
+
+    /// x = rmsnorm(x) with weights `w` (d), on n rows of d (post-norm; through a copy in a).
+    fn renorm_x(&mut self, w: &[f32], n: usize, d: usize) {
+        self.a.copy_from_slice(&self.x);
+        ops::rmsnorm_forward(&mut self.x, &mut self.rstd, &self.a, w, n, d, RMSNORM_EPS);
+    }
+}
+
 fn state_for_pool(slot: &mut Option<ops::BatchDecodeState>) -> &mut ops::BatchDecodeState {
     let threads = rayon::current_num_threads();
     if !slot.as_ref().is_some_and(|s| s.fits(threads)) {

@@ -51,7 +51,8 @@ pub struct KvCache {
     bf16: Option<Bf16Weights>,
 }
 
-/// Buffers for the rows of one call, grown to the largest call seen.
+/// Buffers for the rows of one call, grown to the largest call seen (also `BatchDecoder`'s, which
+/// leaves `last` empty).
 #[derive(Default)]
 struct Scratch {
     x: Vec<f32>,
@@ -66,6 +67,28 @@ struct Scratch {
     h3: Vec<f32>,
     hg: Vec<f32>,
     last: Vec<f32>,
+}
+
+impl Scratch {
+    /// Sizes the buffers for `n` rows: `d` (d_model) values a row in x..tmp, `f` (d_ff) in
+    /// h1/h3/hg, one in rstd (`last` is sized by its user).
+    fn fit(&mut self, n: usize, d: usize, f: usize) {
+        for buf in [
+            &mut self.x,
+            &mut self.a,
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.atty,
+            &mut self.tmp,
+        ] {
+            resize(buf, n * d);
+        }
+        for buf in [&mut self.h1, &mut self.h3, &mut self.hg] {
+            resize(buf, n * f);
+        }
+        resize(&mut self.rstd, n);
+    }
 }
 
 impl KvCache {
@@ -208,21 +231,7 @@ impl Model {
         let n = bsz * t_new;
         let (d, f, max_len) = (c.d_model, c.d_ff, cache.max_len);
         let s = &mut cache.scratch;
-        for buf in [
-            &mut s.x,
-            &mut s.a,
-            &mut s.q,
-            &mut s.k,
-            &mut s.v,
-            &mut s.atty,
-            &mut s.tmp,
-        ] {
-            resize(buf, n * d);
-        }
-        for buf in [&mut s.h1, &mut s.h3, &mut s.hg] {
-            resize(buf, n * f);
-        }
-        resize(&mut s.rstd, n);
+        s.fit(n, d, f);
         cache.positions.clear();
         cache.positions.extend((0..n).map(|i| start + i % t_new));
 
