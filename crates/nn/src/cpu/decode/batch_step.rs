@@ -10,8 +10,8 @@
 //! same residual adds), so each sequence's logits are bit-identical to `decode_step` on it alone,
 //! whatever it is batched with and whatever the number of threads.
 
-use super::attention::decode_head;
 use super::phased::{run_phased, Team};
+use super::seq::Seq;
 use super::step::{rows, rows_per_chunk, CacheRefs, Shared, PER_LAYER};
 use crate::config::{layout, RMSNORM_EPS};
 use crate::cpu::fastmath;
@@ -214,14 +214,7 @@ pub fn decode_step_batch(
     let seqs: Vec<Seq<'_>> = caches
         .into_iter()
         .zip(positions)
-        .map(|(cache, &pos)| Seq {
-            kc: Shared::new(cache.k),
-            vc: Shared::new(cache.v),
-            kt: Shared::new(cache.k_t),
-            rope: cache.rope,
-            pos,
-            max_len: cache.max_len,
-        })
+        .map(|(cache, &pos)| Seq::new(cache, pos))
         .collect();
     let step = BatchStep {
         c,
@@ -247,16 +240,6 @@ pub fn decode_step_batch(
         |local, phase| step.prepare(local, phase),
         |local, phase, chunk| step.work(local, phase, chunk),
     );
-}
-
-/// One sequence's cache as the step writes and reads it (layer l at offset l·max_len·d).
-struct Seq<'a> {
-    kc: Shared<'a>,
-    vc: Shared<'a>,
-    kt: Shared<'a>,
-    rope: Option<&'a crate::cpu::rope::RopeTable>,
-    pos: usize,
-    max_len: usize,
 }
 
 /// One batched step's inputs and shared buffers, read by every participant.
@@ -384,34 +367,9 @@ impl BatchStep<'_> {
             // SAFETY: see `BatchStep`.
             let o = unsafe { self.qkv.part(b * 3 * d + r.start..b * 3 * d + r.end) };
             o.copy_from_slice(vals);
-            let (pos, max_len) = (seq.pos, seq.max_len);
-            let off = l * max_len * d;
-            for (sec, s) in [0, 1, 2].map(|sec| (sec, r.start.max(sec * d)..r.end.min((sec + 1) * d))) {
-                if s.is_empty() {
-                    continue;
-                }
-                let vals = &mut o[s.start - r.start..s.end - r.start];
-                let first = s.start - sec * d;
-                if sec < 2 {
-                    if let Some(table) = seq.rope {
-                        crate::cpu::rope::rope_forward_span(vals, first, pos, table);
-                    }
-                }
-                for (i, &val) in vals.iter().enumerate() {
-                    let e = first + i;
-                    // SAFETY: see `BatchStep`.
-                    unsafe {
-                        match sec {
-                            1 => {
-                                seq.kc.write(off + pos * d + e, val);
-                                seq.kt.write(off + e * max_len + pos, val);
-                            }
-                            2 => seq.vc.write(off + pos * d + e, val),
-                            _ => {}
-                        }
-                    }
-                }
-            }
+            // SAFETY: see `BatchStep` (QKV: the elements of the sequence's position in this
+            // chunk's rows of its cache).
+            unsafe { seq.store_qkv(o, &r, l, d) };
         }
     }
 
@@ -423,24 +381,12 @@ impl BatchStep<'_> {
         let q = unsafe { self.qkv.all() };
         for unit in rows(chunk, self.plan.units, self.n * n_heads) {
             let (b, hh) = (unit / n_heads, unit % n_heads);
-            let seq = &self.seqs[b];
-            let (max_len, n_keys) = (seq.max_len, seq.pos + 1);
-            let (off, layer_len) = (l * max_len * d, max_len * d);
+            let cols = b * d + hh * dh..b * d + (hh + 1) * dh;
             // SAFETY: see `BatchStep`.
-            let (kt, vc) = unsafe { (seq.kt.all(), seq.vc.all()) };
-            let cols = hh * dh..(hh + 1) * dh;
-            // SAFETY: see `BatchStep`.
-            let o = unsafe { self.atty.part(b * d + cols.start..b * d + cols.end) };
-            decode_head(
-                o,
-                &mut local.scores[..n_keys],
-                &q[b * 3 * d + cols.start..b * 3 * d + cols.end],
-                &kt[off + hh * dh * max_len..][..dh * max_len],
-                &vc[off + hh * dh..off + layer_len],
-                max_len,
-                d,
-                self.scale,
-            );
+            let o = unsafe { self.atty.part(cols) };
+            let q = &q[b * 3 * d + hh * dh..b * 3 * d + (hh + 1) * dh];
+            // SAFETY: see `BatchStep` (attention: the caches are written only in the QKV phase).
+            unsafe { self.seqs[b].attend(o, &mut local.scores, q, l, hh, d, dh, self.scale) };
         }
     }
 
@@ -487,11 +433,8 @@ impl BatchStep<'_> {
             // SAFETY: see `BatchStep`.
             let o = unsafe { self.hg.part(b * f + r.start..b * f + r.end) };
             let g = &t1[b * len..(b + 1) * len];
-            if self.swiglu {
-                fastmath::swiglu_rows(o, g, Some(&t3[b * len..(b + 1) * len]));
-            } else {
-                fastmath::swiglu_rows(o, g, None);
-            }
+            let up = self.swiglu.then(|| &t3[b * len..(b + 1) * len]);
+            fastmath::swiglu_rows(o, g, up);
         }
     }
 }

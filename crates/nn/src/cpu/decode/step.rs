@@ -17,13 +17,13 @@
 //! `model/infer.rs` (row dot products by `gemv_rows`, norms by `rmsnorm_row`, ...), so the logits are
 //! bit-identical to it whatever the number of threads.
 
-use super::attention::decode_head;
 use super::phased::{run_phased, Team};
+use super::seq::Seq;
 use crate::config::{layout, RMSNORM_EPS};
 use crate::cpu::fastmath;
 use crate::cpu::gemm::gemv::{self, Weights};
 use crate::cpu::rmsnorm::rmsnorm_row;
-use crate::cpu::rope::{rope_forward_span, RopeTable};
+use crate::cpu::rope::RopeTable;
 use crate::{Ffn, ModelConfig, Norm};
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -268,19 +268,13 @@ pub fn decode_step(
         head_phase: PER_LAYER * c.n_layers,
         pre: c.norm == Norm::Pre,
         swiglu: c.ffn == Ffn::Swiglu,
-        rope: cache.rope,
         scale: 1.0 / (dh as f32).sqrt(),
-        pos,
-        max_len,
-        layer_len,
         chunk_argmax: &state.chunk_argmax,
         x: Shared::new(&mut state.x),
         qkv: Shared::new(&mut state.qkv),
         atty: Shared::new(&mut state.atty),
         hg: Shared::new(&mut state.hg),
-        kc: Shared::new(cache.k),
-        vc: Shared::new(cache.v),
-        kt: Shared::new(cache.k_t),
+        seq: Seq::new(cache, pos),
         out: Shared::new(logits),
     };
     run_phased(
@@ -327,19 +321,14 @@ struct Step<'a> {
     head_phase: usize,
     pre: bool,
     swiglu: bool,
-    rope: Option<&'a RopeTable>,
     scale: f32,
-    pos: usize,
-    max_len: usize,
-    layer_len: usize,
     chunk_argmax: &'a [AtomicUsize],
     x: Shared<'a>,
     qkv: Shared<'a>,
     atty: Shared<'a>,
     hg: Shared<'a>,
-    kc: Shared<'a>,
-    vc: Shared<'a>,
-    kt: Shared<'a>,
+    /// The cache and the position appended.
+    seq: Seq<'a>,
     out: Shared<'a>,
 }
 
@@ -420,66 +409,30 @@ impl Step<'_> {
     /// Layer l's q/k/v rows of the chunk, RoPE on q and k, k and v into the cache.
     fn qkv_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
         let d = self.c.d_model;
-        let (pos, max_len) = (self.pos, self.max_len);
-        let off = l * self.layer_len;
         let wq = layout::layer(self.c, l).wq;
         let r = rows(chunk, self.plan.qkv_rows, 3 * d);
         let w = self.weights(wq.start + r.start * d..wq.start + r.end * d);
         // SAFETY: see `Step`.
         let o = unsafe { self.qkv.part(r.clone()) };
         gemv::gemv_rows(o, w, &local.a);
-        // The chunk's part of q, k and v (global rows s of the 3d).
-        for (sec, s) in [0, 1, 2].map(|sec| (sec, r.start.max(sec * d)..r.end.min((sec + 1) * d))) {
-            if s.is_empty() {
-                continue;
-            }
-            let vals = &mut o[s.start - r.start..s.end - r.start];
-            let first = s.start - sec * d;
-            if sec < 2 {
-                if let Some(table) = self.rope {
-                    rope_forward_span(vals, first, pos, table);
-                }
-            }
-            for (i, &val) in vals.iter().enumerate() {
-                let e = first + i;
-                // SAFETY: see `Step`.
-                unsafe {
-                    match sec {
-                        1 => {
-                            self.kc.write(off + pos * d + e, val);
-                            self.kt.write(off + e * max_len + pos, val);
-                        }
-                        2 => self.vc.write(off + pos * d + e, val),
-                        _ => {}
-                    }
-                }
-            }
-        }
+        // SAFETY: see `Step` (QKV: the cache elements of position pos in this chunk's rows).
+        unsafe { self.seq.store_qkv(o, &r, l, d) };
     }
 
     /// Layer l's attention heads of the chunk over the cached positions 0..=pos.
     fn attention_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
         let (d, n_heads, dh) = (self.c.d_model, self.c.n_heads, self.c.d_head());
-        let (max_len, off) = (self.max_len, l * self.layer_len);
-        let n_keys = self.pos + 1;
         // SAFETY: see `Step`.
-        let (q, kt, vc) = unsafe { (self.qkv.all(), self.kt.all(), self.vc.all()) };
+        let q = unsafe { self.qkv.all() };
         for hh in rows(chunk, self.plan.heads, n_heads) {
             let cols = hh * dh..(hh + 1) * dh;
             // SAFETY: see `Step`.
             let o = unsafe { self.atty.part(cols.clone()) };
-            let kt_h = &kt[off + hh * dh * max_len..][..dh * max_len];
-            let vc_h = &vc[off + hh * dh..off + self.layer_len];
-            decode_head(
-                o,
-                &mut local.scores[..n_keys],
-                &q[cols],
-                kt_h,
-                vc_h,
-                max_len,
-                d,
-                self.scale,
-            );
+            // SAFETY: see `Step` (attention: the cache is written only in the QKV phase).
+            unsafe {
+                self.seq
+                    .attend(o, &mut local.scores, &q[cols], l, hh, d, dh, self.scale)
+            };
         }
     }
 
@@ -524,10 +477,8 @@ impl Step<'_> {
                 self.weights(lr.w3.start + r.start * d..lr.w3.start + r.end * d),
                 &local.a,
             );
-            fastmath::swiglu_rows(o, t1, Some(t3));
-        } else {
-            fastmath::swiglu_rows(o, t1, None);
         }
+        fastmath::swiglu_rows(o, t1, self.swiglu.then_some(&*t3));
     }
 }
 
