@@ -48,6 +48,24 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// Exactly one uniform number is drawn from `rng` per sampled token (none for greedy), so equal
 /// seeds give equal tokens. NaN logits get probability 0. Panics on empty logits.
 pub fn sample(logits: &[f32], cfg: SamplingConfig, rng: &mut Rng, scratch: &mut Vec<(f32, u32)>) -> u32 {
+    // scratch: the (weight, id) pairs, then as many pairs of working space for the radix sort.
+    sample_with(logits, cfg, rng, scratch, |pairs, want| {
+        pairs.resize(2 * logits.len(), (0.0, 0));
+        select_nucleus(pairs, want)
+    })
+}
+
+/// [`sample`] with the nucleus chosen by `nucleus(pairs, want)`: given the (weight, id) pairs of
+/// the vocabulary, it reorders them so that the first `count` are the nucleus in descending order
+/// (ties by lower id), the shortest prefix whose mass reaches `want`, and returns (count, mass).
+/// (The tests pass the implementation before the radix sort, as the reference.)
+fn sample_with(
+    logits: &[f32],
+    cfg: SamplingConfig,
+    rng: &mut Rng,
+    scratch: &mut Vec<(f32, u32)>,
+    nucleus: impl FnOnce(&mut Vec<(f32, u32)>, f64) -> (usize, f64),
+) -> u32 {
     assert!(!logits.is_empty(), "sample from empty logits");
     if cfg.temperature.is_nan() || cfg.temperature <= 0.0 {
         return argmax(logits);
@@ -87,8 +105,6 @@ pub fn sample(logits: &[f32], cfg: SamplingConfig, rng: &mut Rng, scratch: &mut 
     // Nucleus: the smallest prefix, in order of descending weight (ties by lower id), whose mass
     // reaches top_p (`select_nucleus`: no comparison sort of the whole vocabulary). The order is
     // total, so the result equals a full sort's.
-    // scratch: the (weight, id) pairs, then as many pairs of working space for the radix sort.
-    let n = logits.len();
     scratch.clear();
     scratch.extend(
         logits
@@ -97,9 +113,8 @@ pub fn sample(logits: &[f32], cfg: SamplingConfig, rng: &mut Rng, scratch: &mut 
             .map(|(i, &x)| (weight(x) as f32, i as u32)),
     );
     let total: f64 = scratch.iter().map(|&(w, _)| w as f64).sum();
-    scratch.resize(2 * n, (0.0, 0));
     let want = cfg.top_p.max(0.0) as f64 * total;
-    let (count, mass) = select_nucleus(scratch, want);
+    let (count, mass) = nucleus(scratch, want);
     let target = rng.uniform() * mass;
     let mut acc = 0.0;
     for &(w, id) in &scratch[..count] {
@@ -432,74 +447,21 @@ mod tests {
 
     /// `sample` as it was before the radix sort (top k selected and sorted, k growing 8x): the
     /// reference the current one must equal token for token.
-    #[allow(clippy::needless_range_loop)]
     fn sample_before(
         logits: &[f32],
         cfg: SamplingConfig,
         rng: &mut Rng,
         scratch: &mut Vec<(f32, u32)>,
     ) -> u32 {
-        assert!(!logits.is_empty(), "sample from empty logits");
-        if cfg.temperature.is_nan() || cfg.temperature <= 0.0 {
-            return argmax(logits);
-        }
-        let top = argmax(logits);
-        let max = logits[top as usize];
-        if !max.is_finite() {
-            // +inf dominates (or every logit is NaN / -inf): the distribution is a point mass.
-            return top;
-        }
-        let inv_t = 1.0 / cfg.temperature as f64;
-        let weight = |x: f32| -> f64 {
-            if x.is_nan() {
-                0.0
-            } else {
-                ((x as f64 - max as f64) * inv_t).exp()
-            }
-        };
-        if cfg.top_p.is_nan() || cfg.top_p >= 1.0 {
-            // Full distribution: two passes, no scratch needed.
-            let total: f64 = logits.iter().map(|&x| weight(x)).sum();
-            let target = rng.uniform() * total;
-            let mut acc = 0.0;
-            let mut last = top;
-            for (i, &x) in logits.iter().enumerate() {
-                let w = weight(x);
-                if w > 0.0 {
-                    acc += w;
-                    last = i as u32;
-                    if acc > target {
-                        return i as u32;
-                    }
-                }
-            }
-            return last;
-        }
-        // Nucleus: the smallest prefix, in order of descending weight (ties by lower id), whose mass
-        // reaches top_p. Only the top k are selected (O(vocab)) and sorted, k growing 8x until the
-        // prefix is found: a trained model's nucleus is usually a few dozen tokens, so a full sort of
-        // the vocabulary per token is avoided. The order is total, so the result equals a full sort's.
-        scratch.clear();
-        scratch.extend(
-            logits
-                .iter()
-                .enumerate()
-                .map(|(i, &x)| (weight(x) as f32, i as u32)),
-        );
-        let total: f64 = scratch.iter().map(|&(w, _)| w as f64).sum();
-        let want = cfg.top_p.max(0.0) as f64 * total;
-        let (count, mass) = select_nucleus_before(scratch, want);
-        let target = rng.uniform() * mass;
-        let mut acc = 0.0;
-        for &(w, id) in &scratch[..count] {
-            acc += w as f64;
-            if acc > target {
-                return id;
-            }
-        }
-        scratch[count - 1].1
+        sample_with(logits, cfg, rng, scratch, |pairs, want| {
+            select_nucleus_before(pairs, want)
+        })
     }
 
+    /// The nucleus selection before the radix sort: only the top k are selected (O(vocab)) and
+    /// sorted, k growing 8x until the prefix is found (a trained model's nucleus is usually a few
+    /// dozen tokens, so a full sort of the vocabulary per token is avoided). The order is total,
+    /// so the result equals a full sort's.
     fn select_nucleus_before(weights: &mut [(f32, u32)], want: f64) -> (usize, f64) {
         let n = weights.len();
         let mut k = 64.min(n);
