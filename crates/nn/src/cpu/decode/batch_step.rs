@@ -12,7 +12,8 @@
 
 use super::phased::{run_phased, Team};
 use super::seq::Seq;
-use super::step::{rows, rows_per_chunk, CacheRefs, Shared, PER_LAYER};
+use super::seq::{CacheRefs, Shared};
+use super::step::{rows, rows_per_chunk, PER_LAYER};
 use crate::config::{layout, RMSNORM_EPS};
 use crate::cpu::fastmath;
 use crate::cpu::gemm::gemv::Weights;

@@ -1,10 +1,11 @@
 //! One sequence's KV cache as a decode step writes and reads it (`Seq`): the RoPE'd key/value
 //! store of the QKV phase and one head's attention over the cached positions, shared by the
-//! batch-1 step (`step`) and the batched step (`batch_step`).
+//! batch-1 step (`step`) and the batched step (`batch_step`); with the cache's borrowed form
+//! (`CacheRefs`) and the buffer the step's threads share (`Shared`).
 
 use super::attention::decode_head;
-use super::step::{CacheRefs, Shared};
 use crate::cpu::rope::{rope_forward_span, RopeTable};
+use std::marker::PhantomData;
 use std::ops::Range;
 
 /// One sequence's cache as a decode step writes and reads it (layer l at offset l·max_len·d), and
@@ -104,4 +105,64 @@ impl<'a> Seq<'a> {
             scale,
         );
     }
+}
+
+/// A buffer that the participants of one step write in disjoint parts, and read only in phases
+/// where nobody writes it (the phase order guarantees both; see each use).
+pub(super) struct Shared<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _buf: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: Shared is a &mut [f32] handed to several threads; every access goes through the unsafe
+// methods below, whose callers guarantee that no element is written by one thread while another
+// thread reads or writes it.
+unsafe impl Sync for Shared<'_> {}
+
+impl<'a> Shared<'a> {
+    pub(super) fn new(buf: &'a mut [f32]) -> Shared<'a> {
+        Shared {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            _buf: PhantomData,
+        }
+    }
+
+    /// # Safety
+    /// While the slice lives, no other thread may read or write `range`.
+    #[allow(clippy::mut_from_ref)]
+    pub(super) unsafe fn part(&self, range: Range<usize>) -> &mut [f32] {
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "Shared::part: out of bounds"
+        );
+        // SAFETY: in bounds (asserted); exclusive by the caller's guarantee.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
+
+    /// # Safety
+    /// While the slice lives, no thread may write any of the buffer.
+    pub(super) unsafe fn all(&self) -> &[f32] {
+        // SAFETY: the whole buffer; no writer by the caller's guarantee.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// # Safety
+    /// No other thread may read or write element `i` at the same time.
+    pub(super) unsafe fn write(&self, i: usize, value: f32) {
+        assert!(i < self.len, "Shared::write: out of bounds");
+        // SAFETY: in bounds (asserted); exclusive by the caller's guarantee.
+        unsafe { self.ptr.add(i).write(value) }
+    }
+}
+
+/// The KV cache of batch 1 as `decode_step` uses it: per layer, keys and values (max_len, d) and
+/// the keys transposed per head (n_heads, d_head, max_len), layer l at offset l·max_len·d.
+pub struct CacheRefs<'a> {
+    pub k: &'a mut [f32],
+    pub v: &'a mut [f32],
+    pub k_t: &'a mut [f32],
+    pub max_len: usize,
+    pub rope: Option<&'a RopeTable>,
 }

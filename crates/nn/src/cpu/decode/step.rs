@@ -18,14 +18,13 @@
 //! bit-identical to it whatever the number of threads.
 
 use super::phased::{run_phased, Team};
-use super::seq::Seq;
+pub use super::seq::CacheRefs;
+use super::seq::{Seq, Shared};
 use crate::config::{layout, RMSNORM_EPS};
 use crate::cpu::fastmath;
 use crate::cpu::gemm::gemv::{self, Weights};
 use crate::cpu::rmsnorm::rmsnorm_row;
-use crate::cpu::rope::RopeTable;
 use crate::{Ffn, ModelConfig, Norm};
-use std::marker::PhantomData;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -168,66 +167,6 @@ impl DecodeState {
 fn first_max(x: &[f32]) -> Option<usize> {
     let m = fastmath::max(x);
     x.iter().position(|&v| v == m)
-}
-
-/// A buffer that the participants of one step write in disjoint parts, and read only in phases
-/// where nobody writes it (the phase order guarantees both; see each use).
-pub(super) struct Shared<'a> {
-    ptr: *mut f32,
-    len: usize,
-    _buf: PhantomData<&'a mut [f32]>,
-}
-
-// SAFETY: Shared is a &mut [f32] handed to several threads; every access goes through the unsafe
-// methods below, whose callers guarantee that no element is written by one thread while another
-// thread reads or writes it.
-unsafe impl Sync for Shared<'_> {}
-
-impl<'a> Shared<'a> {
-    pub(super) fn new(buf: &'a mut [f32]) -> Shared<'a> {
-        Shared {
-            ptr: buf.as_mut_ptr(),
-            len: buf.len(),
-            _buf: PhantomData,
-        }
-    }
-
-    /// # Safety
-    /// While the slice lives, no other thread may read or write `range`.
-    #[allow(clippy::mut_from_ref)]
-    pub(super) unsafe fn part(&self, range: Range<usize>) -> &mut [f32] {
-        assert!(
-            range.start <= range.end && range.end <= self.len,
-            "Shared::part: out of bounds"
-        );
-        // SAFETY: in bounds (asserted); exclusive by the caller's guarantee.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
-    }
-
-    /// # Safety
-    /// While the slice lives, no thread may write any of the buffer.
-    pub(super) unsafe fn all(&self) -> &[f32] {
-        // SAFETY: the whole buffer; no writer by the caller's guarantee.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    /// # Safety
-    /// No other thread may read or write element `i` at the same time.
-    pub(super) unsafe fn write(&self, i: usize, value: f32) {
-        assert!(i < self.len, "Shared::write: out of bounds");
-        // SAFETY: in bounds (asserted); exclusive by the caller's guarantee.
-        unsafe { self.ptr.add(i).write(value) }
-    }
-}
-
-/// The KV cache of batch 1 as `decode_step` uses it: per layer, keys and values (max_len, d) and
-/// the keys transposed per head (n_heads, d_head, max_len), layer l at offset l·max_len·d.
-pub struct CacheRefs<'a> {
-    pub k: &'a mut [f32],
-    pub v: &'a mut [f32],
-    pub k_t: &'a mut [f32],
-    pub max_len: usize,
-    pub rope: Option<&'a RopeTable>,
 }
 
 /// Appends `token` at position `pos` of a batch-1 cache of the model `c` with parameters `p` and
