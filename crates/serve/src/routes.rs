@@ -43,7 +43,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/tokenize", post(tokenize))
         .route("/detokenize", post(detokenize))
-        .layer(middleware::from_fn_with_state(state.clone(), require_key))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(state.api_key.clone()),
+            require_bearer,
+        ))
         .with_state(state)
 }
 
@@ -81,15 +84,8 @@ pub fn unauthorized() -> Response {
     .into_response()
 }
 
-/// 401 unless the request carries `Authorization: Bearer KEY` (when the server has a key).
-async fn require_key(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if !authorized(st.api_key.as_deref(), &req) {
-        return unauthorized();
-    }
-    next.run(req).await
-}
-
-/// The same check for routes whose state is only the key (the runs API).
+/// 401 unless the request carries `Authorization: Bearer KEY` (when the server has a key): the
+/// middleware of the API routes and of the runs API, with the key as its state.
 pub async fn require_bearer(State(key): State<Arc<Option<String>>>, req: Request, next: Next) -> Response {
     if !authorized(key.as_deref(), &req) {
         return unauthorized();
