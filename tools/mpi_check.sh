@@ -73,18 +73,27 @@ cp -r half to1 && cp -r half to3
 same ref6 to1
 same ref6 to3
 
+# Starts a long 2-rank run into run directory $1 (mpirun options after $3) with output in $3,
+# waits for its checkpoint at step $2 and sets mpirun_pid and rank1 (rank 1's pid, found by its
+# OMPI_COMM_WORLD_RANK among mpirun's children).
+start_long_job() {
+    local dir=$1 log=$3 ckpt
+    ckpt=$1/checkpoints/step-$(printf %09d "$2")
+    shift 3
+    "${mpirun[@]}" -np 2 "$@" "$ferrolm" "${base[@]}" --set schedule.cosine_steps=100000 --steps 100000 \
+        --checkpoint-every 20 --run-dir "$dir" > "$log" 2>&1 &
+    mpirun_pid=$!
+    for _ in $(seq 600); do [ -d "$ckpt" ] && break; sleep 0.1; done
+    [ -d "$ckpt" ] || fail "no checkpoint after a minute: $(cat "$log")"
+    rank1=""
+    for p in $(pgrep -P $mpirun_pid); do
+        if tr '\0' '\n' < /proc/$p/environ | grep -qx OMPI_COMM_WORLD_RANK=1; then rank1=$p; fi
+    done
+    [ -n "$rank1" ] || fail "rank 1 not found among the children of mpirun"
+}
+
 echo "== 3. kill -9 of one rank ends the job within seconds; --resume continues"
-long=("${base[@]}" --set schedule.cosine_steps=100000 --steps 100000 --checkpoint-every 20 --run-dir killed)
-"${mpirun[@]}" -np 2 "$ferrolm" "${long[@]}" > kill.log 2>&1 &
-mpirun_pid=$!
-# Wait for a checkpoint, then kill rank 1 (found by its OMPI_COMM_WORLD_RANK).
-for _ in $(seq 600); do [ -d killed/checkpoints/step-000000040 ] && break; sleep 0.1; done
-[ -d killed/checkpoints/step-000000040 ] || fail "no checkpoint after a minute: $(cat kill.log)"
-rank1=""
-for p in $(pgrep -P $mpirun_pid); do
-    if tr '\0' '\n' < /proc/$p/environ | grep -qx OMPI_COMM_WORLD_RANK=1; then rank1=$p; fi
-done
-[ -n "$rank1" ] || fail "rank 1 not found among the children of mpirun"
+start_long_job killed 40 kill.log
 t0=$(date +%s.%N)
 kill -9 "$rank1"
 set +e
@@ -108,16 +117,7 @@ grep -q "\"step\":$target" killed/metrics.jsonl || fail "the resumed run did not
 echo "  resumed from $last to step $target"
 
 echo "== 4. a rank that hangs without dying (SIGSTOP) ends the job after FERROLM_MPI_TIMEOUT, naming it"
-hung=("${base[@]}" --set schedule.cosine_steps=100000 --steps 100000 --checkpoint-every 20 --run-dir hung)
-"${mpirun[@]}" -np 2 -x FERROLM_MPI_TIMEOUT=5 "$ferrolm" "${hung[@]}" > hang.log 2>&1 &
-mpirun_pid=$!
-for _ in $(seq 600); do [ -d hung/checkpoints/step-000000020 ] && break; sleep 0.1; done
-[ -d hung/checkpoints/step-000000020 ] || fail "no checkpoint after a minute: $(cat hang.log)"
-rank1=""
-for p in $(pgrep -P $mpirun_pid); do
-    if tr '\0' '\n' < /proc/$p/environ | grep -qx OMPI_COMM_WORLD_RANK=1; then rank1=$p; fi
-done
-[ -n "$rank1" ] || fail "rank 1 not found among the children of mpirun"
+start_long_job hung 20 hang.log -x FERROLM_MPI_TIMEOUT=5
 t0=$(date +%s.%N)
 kill -STOP "$rank1"
 set +e
