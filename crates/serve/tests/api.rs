@@ -332,7 +332,7 @@ fn in_flight(addr: std::net::SocketAddr) -> u64 {
 
 #[test]
 fn a_full_queue_answers_503_and_a_client_leaving_frees_its_slot() {
-    let srv = start(ServeOptions {
+    let srv = start_endless(ServeOptions {
         max_batch: 1,
         max_queue: 0,
         ..ServeOptions::default()

@@ -47,6 +47,25 @@ pub fn start_with(model: Model, opts: ServeOptions) -> Background {
     Background::start(model, tokenizer(), &opts).unwrap()
 }
 
+/// A server whose model never ends a text by itself: 256 byte tokens and no <|endoftext|>, so a
+/// stream lasts its max_tokens (for tests that hold a slot while they do something else; with
+/// <|endoftext|> the tiny model ends seed 1's text after 78 tokens, a race under load).
+pub fn start_endless(opts: ServeOptions) -> Background {
+    let config = ModelConfig {
+        vocab_size: 256,
+        ..model(Precision::F32).config
+    };
+    let m = Model::new(config, 11).unwrap();
+    let vocab: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    let tok = Tokenizer::new(vocab, &Vec::new(), &[]).unwrap();
+    let opts = ServeOptions {
+        port: 0,
+        model_id: "tiny".into(),
+        ..opts
+    };
+    Background::start(m, tok, &opts).unwrap()
+}
+
 /// What `ferrolm generate` prints (without the prompt) for these settings.
 pub fn generated(
     model: &Model,
