@@ -12,15 +12,7 @@ fn eot() -> Vec<String> {
     vec!["<|endoftext|>".to_string()]
 }
 
-#[test]
-#[cfg_attr(
-    not(shared_fixtures),
-    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
-)]
-fn train_corpus_en_matches_reference_merges_and_vocab() {
-    let Some(dir) = common::shared("conformance/tokenizer") else {
-        return;
-    };
+common::conformance_test!(train_corpus_en_matches_reference_merges_and_vocab, |dir| {
     let started = std::time::Instant::now();
     let (vocab, merges) =
         train_bpe_with(&[dir.join("corpus.en")], 500, &eot(), &TrainOptions::default()).expect("training");
@@ -39,7 +31,7 @@ fn train_corpus_en_matches_reference_merges_and_vocab() {
     let got: HashSet<&Vec<u8>> = vocab.iter().collect();
     let want: HashSet<&Vec<u8>> = want_vocab.iter().collect();
     assert_eq!(got, want);
-}
+});
 
 struct Case {
     name: String,
@@ -85,65 +77,52 @@ fn gpt2(dir: &Path, specials: &[String]) -> Tokenizer {
     Tokenizer::from_gpt2_files(dir.join("gpt2_vocab.json"), dir.join("gpt2_merges.txt"), specials).unwrap()
 }
 
-#[test]
-#[cfg_attr(
-    not(shared_fixtures),
-    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
-)]
-fn every_gpt2_case_encodes_to_the_expected_ids_and_round_trips() {
-    let Some(dir) = common::shared("conformance/tokenizer") else {
-        return;
-    };
-    let all = cases(&dir);
-    assert!(all.len() >= 10, "expected the full case list, got {}", all.len());
-    let save_dir = tempfile::tempdir().unwrap();
-    let mut groups: Vec<Vec<String>> = all.iter().map(|c| c.specials.clone()).collect();
-    groups.sort();
-    groups.dedup();
-    for specials in groups {
-        let tok = gpt2(&dir, &specials);
-        assert_eq!(tok.vocab_size(), 50257);
-        // The same through tokenizer.json (+ vocab.json/merges.txt) written by ferrolm.
-        tok.save(save_dir.path()).unwrap();
-        let again = Tokenizer::from_dir(save_dir.path()).unwrap();
-        assert_eq!(again.fingerprint(), tok.fingerprint());
-        for case in all.iter().filter(|c| c.specials == specials) {
-            let ids = tok.encode(&case.text);
-            assert_eq!(ids, case.ids, "case {}", case.name);
-            assert_eq!(
-                tok.decode(&ids).unwrap(),
-                case.text,
-                "round trip of case {}",
-                case.name
-            );
-            assert_eq!(
-                again.encode(&case.text),
-                case.ids,
-                "case {} after save/from_dir",
-                case.name
-            );
+common::conformance_test!(
+    every_gpt2_case_encodes_to_the_expected_ids_and_round_trips,
+    |dir| {
+        let all = cases(&dir);
+        assert!(all.len() >= 10, "expected the full case list, got {}", all.len());
+        let save_dir = tempfile::tempdir().unwrap();
+        let mut groups: Vec<Vec<String>> = all.iter().map(|c| c.specials.clone()).collect();
+        groups.sort();
+        groups.dedup();
+        for specials in groups {
+            let tok = gpt2(&dir, &specials);
+            assert_eq!(tok.vocab_size(), 50257);
+            // The same through tokenizer.json (+ vocab.json/merges.txt) written by ferrolm.
+            tok.save(save_dir.path()).unwrap();
+            let again = Tokenizer::from_dir(save_dir.path()).unwrap();
+            assert_eq!(again.fingerprint(), tok.fingerprint());
+            for case in all.iter().filter(|c| c.specials == specials) {
+                let ids = tok.encode(&case.text);
+                assert_eq!(ids, case.ids, "case {}", case.name);
+                assert_eq!(
+                    tok.decode(&ids).unwrap(),
+                    case.text,
+                    "round trip of case {}",
+                    case.name
+                );
+                assert_eq!(
+                    again.encode(&case.text),
+                    case.ids,
+                    "case {} after save/from_dir",
+                    case.name
+                );
+            }
         }
+        // All three load paths agree with the GPT-2 files byte for byte.
+        let tok = gpt2(&dir, &eot());
+        let from_files = Tokenizer::from_gpt2_files(
+            save_dir.path().join("vocab.json"),
+            save_dir.path().join("merges.txt"),
+            &eot(),
+        )
+        .unwrap();
+        assert_eq!(from_files.fingerprint(), tok.fingerprint());
     }
-    // All three load paths agree with the GPT-2 files byte for byte.
-    let tok = gpt2(&dir, &eot());
-    let from_files = Tokenizer::from_gpt2_files(
-        save_dir.path().join("vocab.json"),
-        save_dir.path().join("merges.txt"),
-        &eot(),
-    )
-    .unwrap();
-    assert_eq!(from_files.fingerprint(), tok.fingerprint());
-}
+);
 
-#[test]
-#[cfg_attr(
-    not(shared_fixtures),
-    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
-)]
-fn overlapping_special_tokens_longest_wins() {
-    let Some(dir) = common::shared("conformance/tokenizer") else {
-        return;
-    };
+common::conformance_test!(overlapping_special_tokens_longest_wins, |dir| {
     let specials = vec![
         "<|endoftext|>".to_string(),
         "<|endoftext|><|endoftext|>".to_string(),
@@ -159,17 +138,9 @@ fn overlapping_special_tokens_longest_wins() {
     // Three in a row: the double first, then the single.
     let ids = tok.encode("<|endoftext|><|endoftext|><|endoftext|>");
     assert_eq!(ids, [double, 50256]);
-}
+});
 
-#[test]
-#[cfg_attr(
-    not(shared_fixtures),
-    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
-)]
-fn streaming_tinystories_sample_equals_whole_file() {
-    let Some(dir) = common::shared("conformance/tokenizer") else {
-        return;
-    };
+common::conformance_test!(streaming_tinystories_sample_equals_whole_file, |dir| {
     let path = dir.join("tinystories_sample.txt");
     let text = std::fs::read_to_string(&path).unwrap();
     let tok = gpt2(&dir, &eot());
@@ -184,21 +155,13 @@ fn streaming_tinystories_sample_equals_whole_file() {
     for sizes in [lines, vec![1], vec![7, 3, 13], vec![64, 1, 2]] {
         assert_eq!(common::encode_in_reads(&tok, &text, sizes), whole);
     }
-}
+});
 
-#[test]
-#[cfg_attr(
-    not(shared_fixtures),
-    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
-)]
-fn gpt2_decodes_invalid_utf8_to_replacement_characters() {
-    let Some(dir) = common::shared("conformance/tokenizer") else {
-        return;
-    };
+common::conformance_test!(gpt2_decodes_invalid_utf8_to_replacement_characters, |dir| {
     let tok = gpt2(&dir, &eot());
     // "🙃" is three tokens; its first alone is an incomplete UTF-8 sequence.
     let ids = tok.encode("🙃");
     assert_eq!(tok.decode(&ids[..1]).unwrap(), "\u{FFFD}");
     assert_eq!(tok.decode(&ids).unwrap(), "🙃");
     assert!(tok.decode(&[50257]).is_err());
-}
+});

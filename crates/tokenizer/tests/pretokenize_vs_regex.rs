@@ -135,25 +135,13 @@ fn sample_text_splits_like_the_regex() {
     assert_same(&common::sample_text());
 }
 
-#[test]
-#[cfg_attr(
-    not(shared_fixtures),
-    ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
-)]
-fn real_text_splits_like_the_regex() {
-    let Some(dir) = common::shared("conformance/tokenizer") else {
-        return;
-    };
+common::conformance_test!(real_text_splits_like_the_regex, |dir| {
     for name in ["corpus.en", "tinystories_sample.txt", "german.txt", "address.txt"] {
         assert_same(&std::fs::read_to_string(dir.join(name)).unwrap());
     }
     // A slice of real stories when the data folder is there (not required: conformance is above).
-    if let Some(data) = std::env::var_os("FERROLM_SHARED")
-        .map(std::path::PathBuf::from)
-        .or_else(|| Some(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")))
-        .map(|d| d.join("data/stories-valid.txt"))
-        .filter(|p| p.exists())
-    {
+    let data = common::shared_root().join("data/stories-valid.txt");
+    if data.exists() {
         let text = std::fs::read_to_string(data).unwrap();
         let end = (0..=text.len().min(2_000_000))
             .rev()
@@ -161,4 +149,4 @@ fn real_text_splits_like_the_regex() {
             .unwrap();
         assert_same(&text[..end]);
     }
-}
+});

@@ -8,10 +8,7 @@ use std::path::PathBuf;
 /// run only when the folder is there, or when `FERROLM_REQUIRE_SHARED=1` (CI) makes its absence a
 /// failure; otherwise `cargo test` lists them as ignored with the reason.
 pub fn shared(sub: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("FERROLM_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"));
-    let dir = root.join(sub);
+    let dir = shared_root().join(sub);
     if dir.exists() {
         return Some(dir);
     }
@@ -22,10 +19,36 @@ pub fn shared(sub: &str) -> Option<PathBuf> {
     );
 }
 
+/// `$FERROLM_SHARED`, or `<workspace>/../shared`: where the shared fixtures and data live.
+pub fn shared_root() -> PathBuf {
+    std::env::var_os("FERROLM_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+}
+
 /// `shared("conformance/tokenizer")`: the tokenizer conformance fixtures (a panic when missing).
 pub fn conformance_dir() -> PathBuf {
     shared("conformance/tokenizer").expect("shared() returns the folder or panics")
 }
+
+/// `conformance_test!(name, |dir| { ... })`: a `#[test]` that needs the conformance fixtures; `dir`
+/// is `conformance_dir()`. Built without them (see build.rs) it is `#[ignore]`d with the reason.
+#[allow(unused_macros)] // not every test file has such tests
+macro_rules! conformance_test {
+    ($name:ident, |$dir:ident| $body:block) => {
+        #[test]
+        #[cfg_attr(
+            not(shared_fixtures),
+            ignore = "needs ../shared/conformance/tokenizer (or $FERROLM_SHARED), which is missing"
+        )]
+        fn $name() {
+            let $dir = $crate::common::conformance_dir();
+            $body
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use conformance_test;
 
 /// A reader that hands out its data in pieces of the given sizes (cycled), to test streaming.
 pub struct ChoppyReader<'a> {
