@@ -10,7 +10,7 @@ mod common;
 use anyhow::Result;
 use ferrolm_train::checkpoint;
 use ferrolm_train::data::Sampling;
-use ferrolm_train::dist::ring::{add_seq, Overlap, Ring, RingReducer, Settings};
+use ferrolm_train::dist::ring::{add_seq, Overlap, Ring, RingReducer, Settings, World};
 use ferrolm_train::trainer::{StepOutcome, Trainer};
 use ferrolm_train::{train, TrainConfig, TrainOptions};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -26,8 +26,7 @@ enum Side {
 /// One rank's channels: a ring r → r+1 (N−1 → 0 carries the running sum ahead), and side
 /// channels between rank N−1 and each other rank.
 struct ChannelRing {
-    rank: usize,
-    size: usize,
+    world: World,
     from_before: Receiver<Vec<f32>>,
     to_next: Sender<Vec<f32>>,
     /// Rank N−1: from and to each other rank; the others: to and from rank N−1.
@@ -35,19 +34,9 @@ struct ChannelRing {
     side_out: Vec<Sender<Side>>,
 }
 
-impl ChannelRing {
-    fn last(&self) -> bool {
-        self.rank + 1 == self.size
-    }
-}
-
 impl Ring for ChannelRing {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-
-    fn size(&self) -> usize {
-        self.size
+    fn world(&self) -> World {
+        self.world
     }
 
     fn describe(&self) -> String {
@@ -55,7 +44,7 @@ impl Ring for ChannelRing {
     }
 
     fn reduce(&mut self, first: bool, mine: &[f32], prev: &[f32], out: &mut [f32]) -> Result<()> {
-        if self.last() {
+        if self.world.is_last() {
             if !first {
                 self.to_next.send(prev.to_vec())?;
             }
@@ -64,7 +53,7 @@ impl Ring for ChannelRing {
             out.copy_from_slice(&partial);
             add_seq(out, mine);
         } else {
-            let partial = if self.rank == 0 && first {
+            let partial = if self.world.rank == 0 && first {
                 mine.to_vec()
             } else {
                 let mut p = self.from_before.recv()?;
@@ -78,7 +67,7 @@ impl Ring for ChannelRing {
     }
 
     fn losses(&mut self, loss: f64, sum: &mut f64) -> Result<()> {
-        if self.last() {
+        if self.world.is_last() {
             for rx in &self.side_in {
                 let Side::Loss(l) = rx.recv()? else {
                     panic!("expected a loss")
@@ -93,7 +82,7 @@ impl Ring for ChannelRing {
     }
 
     fn broadcast(&mut self, sum: &mut [f32]) -> Result<()> {
-        if self.last() {
+        if self.world.is_last() {
             for tx in &self.side_out {
                 tx.send(Side::Sum(sum.to_vec()))?;
             }
@@ -107,7 +96,7 @@ impl Ring for ChannelRing {
     }
 
     fn broadcast_loss(&mut self, loss: &mut f64) -> Result<()> {
-        if self.last() {
+        if self.world.is_last() {
             for tx in &self.side_out {
                 tx.send(Side::LossSum(*loss))?;
             }
@@ -121,7 +110,7 @@ impl Ring for ChannelRing {
     }
 
     fn any_stop(&mut self, local: bool) -> Result<bool> {
-        if self.last() {
+        if self.world.is_last() {
             let mut any = local;
             for rx in &self.side_in {
                 let Side::Stop(b) = rx.recv()? else {
@@ -161,8 +150,7 @@ fn rings(size: usize) -> Vec<ChannelRing> {
             (vec![at_rank.remove(rank)], vec![to_last.remove(rank)])
         };
         out.push(ChannelRing {
-            rank,
-            size,
+            world: World { rank, size },
             from_before,
             to_next,
             side_in,

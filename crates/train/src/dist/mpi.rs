@@ -11,7 +11,7 @@
 //! bucket's sum as soon as it is complete.
 //! Not MPI_Allreduce: its summation order is the library's.
 
-use super::ring::{add_seq, Ring, RingReducer, Settings};
+use super::ring::{add_seq, Ring, RingReducer, Settings, World};
 use anyhow::{anyhow, bail, Result};
 use mpi::environment::Universe;
 use mpi::request::{scope, Request, Scope};
@@ -153,8 +153,7 @@ impl MpiReducer {
 
 /// The ordered ring over MPI point-to-point messages (see the module docs).
 pub struct MpiRing {
-    rank: usize,
-    size: usize,
+    world: World,
     /// The chunk being received and passed on, and its length in f32s.
     buf: Vec<f32>,
     chunk: usize,
@@ -167,8 +166,7 @@ impl MpiRing {
     pub fn new() -> Result<MpiRing> {
         let (rank, size) = rank_and_size();
         Ok(MpiRing {
-            rank,
-            size,
+            world: World { rank, size },
             buf: Vec::new(),
             chunk: chunk_len(),
             timeout: timeout()?,
@@ -176,13 +174,20 @@ impl MpiRing {
     }
 }
 
-impl Ring for MpiRing {
-    fn rank(&self) -> usize {
-        self.rank
+impl MpiRing {
+    /// Broadcasts rank N−1's `buf` (`what` it holds, for the message if it times out) to every rank.
+    fn broadcast_from_last<B: BufferMut + ?Sized>(&self, buf: &mut B, what: &str) {
+        let world = SimpleCommunicator::world();
+        let last = self.world.last();
+        let root = world.process_at_rank(last as i32);
+        let what = || format!("the broadcast of {what} from rank {last} has not completed");
+        scope(|sc| complete(root.immediate_broadcast_into(sc, buf), self.timeout, what));
     }
+}
 
-    fn size(&self) -> usize {
-        self.size
+impl Ring for MpiRing {
+    fn world(&self) -> World {
+        self.world
     }
 
     fn describe(&self) -> String {
@@ -191,7 +196,7 @@ impl Ring for MpiRing {
 
     fn reduce(&mut self, first: bool, grads: &[f32], prev: &[f32], sum: &mut [f32]) -> Result<()> {
         let world = SimpleCommunicator::world();
-        let (rank, last, limit) = (self.rank, self.size - 1, self.timeout);
+        let (rank, last, limit) = (self.world.rank, self.world.last(), self.timeout);
         let (len, chunk) = (grads.len(), self.chunk);
         let ranges: Vec<_> = (0..len).step_by(chunk).map(|a| a..(a + chunk).min(len)).collect();
         self.buf.resize(chunk.min(len), 0.0);
@@ -262,8 +267,8 @@ impl Ring for MpiRing {
     fn losses(&mut self, loss: f64, loss_sum: &mut f64) -> Result<()> {
         // Added in rank order on rank N−1, like the gradients.
         let world = SimpleCommunicator::world();
-        let (last, limit) = (self.size - 1, self.timeout);
-        if self.rank == last {
+        let (last, limit) = (self.world.last(), self.timeout);
+        if self.world.rank == last {
             for q in 0..last {
                 let mut l = 0.0f64;
                 scope(|sc| {
@@ -289,29 +294,21 @@ impl Ring for MpiRing {
     }
 
     fn broadcast(&mut self, sum: &mut [f32]) -> Result<()> {
-        let world = SimpleCommunicator::world();
-        let (last, limit) = (self.size - 1, self.timeout);
-        let root = world.process_at_rank(last as i32);
-        let what = || format!("the broadcast of the gradient sum from rank {last} has not completed");
-        scope(|sc| complete(root.immediate_broadcast_into(sc, sum), limit, what));
+        self.broadcast_from_last(sum, "the gradient sum");
         Ok(())
     }
 
     fn broadcast_loss(&mut self, loss_sum: &mut f64) -> Result<()> {
-        let world = SimpleCommunicator::world();
-        let (last, limit) = (self.size - 1, self.timeout);
-        let root = world.process_at_rank(last as i32);
-        let what = || format!("the broadcast of the loss from rank {last} has not completed");
-        scope(|sc| complete(root.immediate_broadcast_into(sc, loss_sum), limit, what));
+        self.broadcast_from_last(loss_sum, "the loss");
         Ok(())
     }
 
     fn any_stop(&mut self, local: bool) -> Result<bool> {
         // Point to point through rank N−1 (not MPI_Allreduce), so that a wait names its rank.
         let world = SimpleCommunicator::world();
-        let (last, limit) = (self.size - 1, self.timeout);
+        let (last, limit) = (self.world.last(), self.timeout);
         let mut any = local as i32;
-        if self.rank == last {
+        if self.world.rank == last {
             for q in 0..last {
                 let mut flag = 0i32;
                 scope(|sc| {
@@ -350,7 +347,7 @@ impl Ring for MpiRing {
     fn agree(&mut self, identity: &[(String, String)]) -> Result<()> {
         let world = SimpleCommunicator::world();
         let root = world.process_at_rank(0);
-        let mut text = if self.rank == 0 {
+        let mut text = if self.world.rank == 0 {
             serde_json::to_vec(identity)?
         } else {
             Vec::new()
@@ -363,14 +360,14 @@ impl Ring for MpiRing {
         } else {
             format!(
                 "rank {} differs from rank 0:\n  {}",
-                self.rank,
+                self.world.rank,
                 diffs.join("\n  ")
             )
         };
         // Rank 0 collects every rank's differences and tells all ranks.
-        let mut all = if self.rank == 0 {
+        let mut all = if self.world.rank == 0 {
             let mut msgs = Vec::new();
-            for r in 1..self.size {
+            for r in 1..self.world.size {
                 let (m, _) = world
                     .process_at_rank(r as i32)
                     .receive_vec_with_tag::<u8>(TAG_TEXT);

@@ -14,7 +14,7 @@
 
 use super::buckets::Plan;
 pub use super::buckets::{Overlap, Settings};
-use crate::trainer::step::{fold_local, GradReducer};
+use crate::trainer::step::{fold_local, GradReducer, StepSum};
 use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -26,8 +26,7 @@ use std::time::Instant;
 /// same lengths in the same order.
 pub trait Ring: Send + 'static {
     /// This process's rank and the number of ranks.
-    fn rank(&self) -> usize;
-    fn size(&self) -> usize;
+    fn world(&self) -> World;
     /// One bucket of one micro-step: `prev + mine_0 + mine_1 + … + mine_{N−1}`, added left to
     /// right in rank order, into `out` on rank N−1 (`prev`, the running sum of the step's earlier
     /// micro-steps, is only read there and not at all when `first`: then the sum starts with
@@ -45,6 +44,25 @@ pub trait Ring: Send + 'static {
     fn agree(&mut self, identity: &[(String, String)]) -> Result<()>;
     /// What the transport is, for the report (e.g. "an ordered ring over MPI in 1 MiB chunks").
     fn describe(&self) -> String;
+}
+
+/// A process's place in the job: its rank and the number of ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct World {
+    pub rank: usize,
+    pub size: usize,
+}
+
+impl World {
+    /// Rank N−1, which holds the running sums and broadcasts the step's.
+    pub fn last(&self) -> usize {
+        self.size - 1
+    }
+
+    /// Whether this process is rank N−1.
+    pub fn is_last(&self) -> bool {
+        self.rank == self.last()
+    }
 }
 
 /// `s[i] += g[i]`, on the calling thread (the communication thread must not wait for the compute
@@ -89,7 +107,7 @@ const WHOLE: usize = usize::MAX;
 /// The communication thread: runs the jobs in order until the reducer is dropped; stops at the
 /// first error (after sending it).
 fn serve<R: Ring>(mut ring: R, jobs: Receiver<Job>, replies: Sender<Result<Reply, String>>) {
-    let last = ring.rank() + 1 == ring.size();
+    let last = ring.world().is_last();
     let (mut sum, mut prev) = (Vec::<f32>::new(), Vec::<f32>::new());
     let (mut first, mut final_micro_step) = (true, true);
     let (mut loss_sum, mut busy) = (0.0f64, 0.0f64);
@@ -172,8 +190,7 @@ struct Timings {
 
 /// The [`GradReducer`] over a [`Ring`] on a communication thread (see the module docs).
 pub struct RingReducer {
-    rank: usize,
-    size: usize,
+    world: World,
     settings: Settings,
     what: String,
     jobs: Option<Sender<Job>>,
@@ -204,15 +221,14 @@ pub struct RingReducer {
 impl RingReducer {
     /// Starts the communication thread with `ring`.
     pub fn new<R: Ring>(ring: R, settings: Settings) -> Result<RingReducer> {
-        let (rank, size, what) = (ring.rank(), ring.size(), ring.describe());
+        let (world, what) = (ring.world(), ring.describe());
         let (jobs, job_rx) = channel();
         let (reply_tx, replies) = channel();
         let thread = std::thread::Builder::new()
             .name("gradient-reduction".into())
             .spawn(move || serve(ring, job_rx, reply_tx))?;
         Ok(RingReducer {
-            rank,
-            size,
+            world,
             settings,
             what,
             jobs: Some(jobs),
@@ -236,7 +252,7 @@ impl RingReducer {
     }
 
     pub fn rank(&self) -> usize {
-        self.rank
+        self.world.rank
     }
 
     fn send(&mut self, job: Job, replies: usize) -> Result<()> {
@@ -317,11 +333,11 @@ impl RingReducer {
 
 impl GradReducer for RingReducer {
     fn world_size(&self) -> usize {
-        self.size
+        self.world.size
     }
 
     fn before_backward(&mut self, first: bool, last: bool, order: &[Range<usize>]) -> bool {
-        if self.size == 1 {
+        if self.world.size == 1 {
             return false;
         }
         let len = order.first().map_or(0, |r| r.end);
@@ -359,17 +375,10 @@ impl GradReducer for RingReducer {
         self.exposed += t0.elapsed().as_secs_f64();
     }
 
-    fn fold(
-        &mut self,
-        first: bool,
-        grads: &mut Vec<f32>,
-        sum: &mut Vec<f32>,
-        loss: f64,
-        loss_sum: &mut f64,
-    ) -> Result<()> {
-        if self.size == 1 {
-            fold_local(first, grads, sum);
-            *loss_sum += loss;
+    fn fold(&mut self, first: bool, grads: &mut Vec<f32>, loss: f64, sum: &mut StepSum) -> Result<()> {
+        if self.world.size == 1 {
+            fold_local(first, grads, &mut sum.grads);
+            sum.loss += loss;
             return Ok(());
         }
         let t0 = Instant::now();
@@ -410,19 +419,19 @@ impl GradReducer for RingReducer {
         Ok(())
     }
 
-    fn finish(&mut self, sum: &mut Vec<f32>, loss_sum: &mut f64) -> Result<()> {
-        if self.size == 1 {
+    fn finish(&mut self, sum: &mut StepSum) -> Result<()> {
+        if self.world.size == 1 {
             return Ok(());
         }
         let t0 = Instant::now();
-        let spare = std::mem::take(sum);
+        let spare = std::mem::take(&mut sum.grads);
         self.send(Job::Finish { spare }, 1)?;
         let r = self.wait_for(|r| matches!(r, Reply::Finished { .. }))?;
         let Reply::Finished { sum: s, loss, busy_s } = r else {
             unreachable!()
         };
-        *sum = s;
-        *loss_sum = loss;
+        sum.grads = s;
+        sum.loss = loss;
         let end = Instant::now();
         let exposed = std::mem::take(&mut self.exposed) + (end - t0).as_secs_f64();
         let t = if self.overlapping {
@@ -441,7 +450,7 @@ impl GradReducer for RingReducer {
     }
 
     fn any_stop(&mut self, local: bool) -> Result<bool> {
-        if self.size == 1 {
+        if self.world.size == 1 {
             return Ok(local);
         }
         self.send(Job::Stop(local), 1)?;
@@ -474,7 +483,7 @@ impl GradReducer for RingReducer {
             "data-parallel on {} ranks: gradients of {mb:.2} MB; per step {} micro-step(s) of {} \
              (each rank sends {mb:.2} MB per micro-step), the last one's buckets broadcast from \
              the last rank as they complete; {}",
-            self.size,
+            self.world.size,
             self.micro_steps,
             self.what,
             self.settings.describe(),
@@ -495,7 +504,7 @@ impl GradReducer for RingReducer {
                 c * 1e3,
                 s * 1e3,
                 100.0 * e / s,
-                self.rank,
+                self.world.rank,
                 t.step.len()
             );
         }

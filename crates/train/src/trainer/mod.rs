@@ -13,7 +13,7 @@ pub mod step;
 
 pub use self::core::{step_settings, AfterStep, Trainer};
 pub use setup::Resume;
-pub use step::{GradReducer, LocalReducer, StepOutcome, StepSettings, StepStats, Stepper};
+pub use step::{GradReducer, LocalReducer, StepOutcome, StepSettings, StepStats, StepSum, Stepper};
 
 use anyhow::{bail, Result};
 use ferrolm_nn::ops::MatmulBackend;

@@ -81,28 +81,21 @@ pub trait GradReducer: Send {
         1
     }
 
-    /// Adds one micro-step's gradients of every process to the running sum `sum`, in rank order,
-    /// and leaves `grads` (this process's micro-batch gradient, one f32 per parameter) zeroed.
-    /// `first`: the step's first micro-step (`sum` is zero and becomes exactly g_0). `loss`: this
-    /// process's micro-batch loss; the micro-step's losses are added to `loss_sum` in rank order.
-    /// `sum` and `loss_sum` need only be right on one rank (the one [`GradReducer::finish`]
+    /// Adds one micro-step's gradients of every process to the running sum `sum.grads`, in rank
+    /// order, and leaves `grads` (this process's micro-batch gradient, one f32 per parameter)
+    /// zeroed. `first`: the step's first micro-step (`sum.grads` is zero and becomes exactly g_0).
+    /// `loss`: this process's micro-batch loss; the micro-step's losses are added to `sum.loss` in
+    /// rank order. `sum` need only be right on one rank (the one [`GradReducer::finish`]
     /// broadcasts from).
-    fn fold(
-        &mut self,
-        first: bool,
-        grads: &mut Vec<f32>,
-        sum: &mut Vec<f32>,
-        loss: f64,
-        loss_sum: &mut f64,
-    ) -> Result<()> {
-        fold_local(first, grads, sum);
-        *loss_sum += loss;
+    fn fold(&mut self, first: bool, grads: &mut Vec<f32>, loss: f64, sum: &mut StepSum) -> Result<()> {
+        fold_local(first, grads, &mut sum.grads);
+        sum.loss += loss;
         Ok(())
     }
 
-    /// After the last micro-step: gives every process the complete `sum` and `loss_sum` (it may
-    /// replace the `sum` buffer by another of the same length).
-    fn finish(&mut self, _sum: &mut Vec<f32>, _loss_sum: &mut f64) -> Result<()> {
+    /// After the last micro-step: gives every process the complete `sum` (it may replace the
+    /// `sum.grads` buffer by another of the same length).
+    fn finish(&mut self, _sum: &mut StepSum) -> Result<()> {
         Ok(())
     }
 
@@ -144,6 +137,16 @@ pub trait GradReducer: Send {
     fn any_stop(&mut self, local: bool) -> Result<bool> {
         Ok(local)
     }
+}
+
+/// A step's running sums over its micro-batches (of all processes).
+#[derive(Debug, Default)]
+pub struct StepSum {
+    /// The gradient, one f32 per parameter (empty until a step has several micro-batches; zero
+    /// between steps).
+    pub grads: Vec<f32>,
+    /// The micro-batches' losses, nats/token.
+    pub loss: f64,
 }
 
 /// `sum += grads; grads = 0` (or, for the first micro-step, `sum = grads` exactly, by swapping
@@ -232,9 +235,8 @@ pub struct Stepper {
     inputs: Vec<u32>,
     targets: Vec<u32>,
     reducer: Box<dyn GradReducer>,
-    /// The running gradient sum of a step with several micro-batches (empty until needed; zero
-    /// between steps).
-    sum: Vec<f32>,
+    /// The running sums of a step with several micro-batches.
+    sum: StepSum,
     /// The order in which the backward finishes the parameters' gradients (for overlapping).
     ready_order: Vec<Range<usize>>,
 }
@@ -254,7 +256,7 @@ impl Stepper {
             inputs: vec![0; batch * seq],
             targets: vec![0; batch * seq],
             reducer: Box::new(LocalReducer),
-            sum: Vec::new(),
+            sum: StepSum::default(),
             ready_order,
         }
     }
@@ -286,7 +288,6 @@ impl Stepper {
             "grad_accum {accum} is not a multiple of the {world} processes"
         );
         let micro_steps = accum / world;
-        let mut loss_sum = 0.0f64;
         if accum == 1 {
             // One micro-batch on one process: its gradient as it is.
             batches.next_batch(&mut self.inputs, &mut self.targets)?;
@@ -296,9 +297,10 @@ impl Stepper {
                 .with_context(|| format!("step {}", step + 1))?;
             return Ok(l);
         }
-        if self.sum.len() != self.model.grads.len() {
-            self.sum = vec![0.0; self.model.grads.len()];
+        if self.sum.grads.len() != self.model.grads.len() {
+            self.sum.grads = vec![0.0; self.model.grads.len()];
         }
+        self.sum.loss = 0.0;
         for s in 0..micro_steps {
             batches.next_batch(&mut self.inputs, &mut self.targets)?;
             let (model, acts, red) = (&mut self.model, &mut self.acts, &mut self.reducer);
@@ -310,17 +312,17 @@ impl Stepper {
             }
             .with_context(|| format!("step {}", step + 1))?;
             let (grads, sum) = (&mut self.model.grads, &mut self.sum);
-            self.reducer.fold(s == 0, grads, sum, l as f64, &mut loss_sum)?;
+            self.reducer.fold(s == 0, grads, l as f64, sum)?;
         }
-        self.reducer.finish(&mut self.sum, &mut loss_sum)?;
+        self.reducer.finish(&mut self.sum)?;
         // The sum becomes the gradient; the zeroed micro-batch buffer the next step's sum.
-        std::mem::swap(&mut self.model.grads, &mut self.sum);
+        std::mem::swap(&mut self.model.grads, &mut self.sum.grads);
         let scale = 1.0 / accum as f32;
         self.model
             .grads
             .par_chunks_mut(1 << 16)
             .for_each(|c| c.iter_mut().for_each(|g| *g *= scale));
-        Ok((loss_sum / accum as f64) as f32)
+        Ok((self.sum.loss / accum as f64) as f32)
     }
 
     /// One optimizer step after `step` completed ones (see the module docs for the order).
