@@ -154,18 +154,10 @@ impl Args {
             c.set(&format!("model.preset={p}"))?;
         }
         c.apply_overrides(&self.sets)?;
-        if let Some(v) = &self.run_dir {
-            c.run.dir = v.clone();
-        }
-        if let Some(v) = &self.train {
-            c.data.train = v.clone();
-        }
-        if let Some(v) = &self.valid {
-            c.data.valid = v.clone();
-        }
-        if let Some(v) = &self.tokenizer {
-            c.data.tokenizer = v.clone();
-        }
+        set(&mut c.run.dir, &self.run_dir);
+        set(&mut c.data.train, &self.train);
+        set(&mut c.data.valid, &self.valid);
+        set(&mut c.data.tokenizer, &self.tokenizer);
         if let Some(v) = self.steps {
             c.run.max_steps = v;
             (c.run.max_minutes, c.run.max_tokens) = (0.0, 0);
@@ -181,37 +173,24 @@ impl Args {
             anyhow::ensure!(v > 0, "--tokens 0 is out of range: it must be at least 1");
             (c.run.max_minutes, c.run.max_tokens) = (0.0, v);
         }
-        if let Some(v) = self.batch_size {
-            c.data.batch_size = v;
-        }
-        if let Some(v) = self.grad_accum {
-            c.data.grad_accum = v;
-        }
-        if let Some(v) = self.lr {
-            c.optimizer.lr = v;
-        }
-        if let Some(v) = self.sampling {
-            c.data.sampling = v;
-        }
-        if let Some(v) = self.eval_every {
-            c.eval.every = v;
-        }
-        if let Some(v) = self.checkpoint_every {
-            c.checkpoint.every = v;
-        }
-        if let Some(v) = self.precision {
-            c.run.precision = v;
-        }
-        if let Some(v) = self.seed {
-            c.run.seed = v;
-        }
-        if self.save_step0 {
-            c.checkpoint.save_step0 = true;
-        }
-        if self.no_progress {
-            c.logging.progress = false;
-        }
+        set(&mut c.data.batch_size, &self.batch_size);
+        set(&mut c.data.grad_accum, &self.grad_accum);
+        set(&mut c.optimizer.lr, &self.lr);
+        set(&mut c.data.sampling, &self.sampling);
+        set(&mut c.eval.every, &self.eval_every);
+        set(&mut c.checkpoint.every, &self.checkpoint_every);
+        set(&mut c.run.precision, &self.precision);
+        set(&mut c.run.seed, &self.seed);
+        c.checkpoint.save_step0 |= self.save_step0;
+        c.logging.progress &= !self.no_progress;
         Ok(())
+    }
+}
+
+/// `*field = opt` when the option was given (a flag overrides the config and `--set`).
+fn set<T: Clone>(field: &mut T, opt: &Option<T>) {
+    if let Some(v) = opt {
+        *field = v.clone();
     }
 }
 
