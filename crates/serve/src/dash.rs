@@ -30,6 +30,15 @@ const UPLOT_LICENSE: &str = include_str!("../assets/vendor/uPlot.LICENSE");
 const NO_CACHE: &str = "no-cache";
 const CACHE_DAY: &str = "public, max-age=86400";
 
+/// The page's files: (path, content type, cache control, contents).
+const ASSETS: [(&str, &str, &str, &str); 5] = [
+    ("/", "text/html; charset=utf-8", NO_CACHE, INDEX_HTML),
+    ("/app.js", "text/javascript; charset=utf-8", NO_CACHE, APP_JS),
+    ("/assets/uPlot.iife.min.js", "text/javascript; charset=utf-8", CACHE_DAY, UPLOT_JS),
+    ("/assets/uPlot.min.css", "text/css; charset=utf-8", CACHE_DAY, UPLOT_CSS),
+    ("/assets/uPlot.LICENSE.txt", "text/plain; charset=utf-8", CACHE_DAY, UPLOT_LICENSE),
+];
+
 /// What the dashboard routes share.
 pub struct DashState {
     /// Where the runs are (`None`: no runs directory, the page shows only the playground).
@@ -50,28 +59,11 @@ pub fn router(state: Arc<DashState>) -> Router {
         .route("/api/runs/{name}/samples", get(samples))
         .route_layer(middleware::from_fn_with_state(key, routes::require_bearer))
         .with_state(state);
-    Router::new()
-        .route(
-            "/",
-            get(|| asset("text/html; charset=utf-8", NO_CACHE, INDEX_HTML)),
-        )
-        .route(
-            "/app.js",
-            get(|| asset("text/javascript; charset=utf-8", NO_CACHE, APP_JS)),
-        )
-        .route(
-            "/assets/uPlot.iife.min.js",
-            get(|| asset("text/javascript; charset=utf-8", CACHE_DAY, UPLOT_JS)),
-        )
-        .route(
-            "/assets/uPlot.min.css",
-            get(|| asset("text/css; charset=utf-8", CACHE_DAY, UPLOT_CSS)),
-        )
-        .route(
-            "/assets/uPlot.LICENSE.txt",
-            get(|| asset("text/plain; charset=utf-8", CACHE_DAY, UPLOT_LICENSE)),
-        )
-        .merge(api)
+    let mut page = Router::new();
+    for (path, kind, cache, body) in ASSETS {
+        page = page.route(path, get(move || asset(kind, cache, body)));
+    }
+    page.merge(api)
 }
 
 async fn asset(kind: &'static str, cache: &'static str, body: &'static str) -> impl IntoResponse {
