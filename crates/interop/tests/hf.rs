@@ -17,16 +17,11 @@ use std::path::{Path, PathBuf};
 /// safetensors contents: name → (dtype, shape, bytes).
 type St = HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>;
 
+#[path = "../../train/tests/common/tiny.rs"]
+mod tiny;
+
 fn config() -> ModelConfig {
-    ModelConfig {
-        vocab_size: 300,
-        context_length: 32,
-        d_model: 32,
-        n_layers: 2,
-        n_heads: 4,
-        d_ff: 64,
-        ..ModelConfig::tiny()
-    }
+    tiny::tiny_config(300, 32)
 }
 
 fn tokenizer() -> Tokenizer {

@@ -20,9 +20,9 @@ fn completion(addr: std::net::SocketAddr, body: Value) -> Value {
 #[test]
 fn health_models_tokenize_detokenize() {
     let srv = start(ServeOptions::default());
-    let h = request(srv.addr, "GET", "/health", None, &[]);
+    let h = get(srv.addr, "/health");
     assert_eq!((h.status, h.json()["status"].clone()), (200, json!("ok")));
-    let m = request(srv.addr, "GET", "/v1/models", None, &[]).json();
+    let m = get(srv.addr, "/v1/models").json();
     assert_eq!(m["object"], "list");
     assert_eq!(m["data"][0]["id"], "tiny");
     assert_eq!(m["data"][0]["object"], "model");
@@ -123,7 +123,7 @@ fn eight_concurrent_each_equal_alone(precision: Precision, top_p: f32) {
             "{precision:?} seed {seed}"
         );
     }
-    let h = request(addr, "GET", "/health", None, &[]).json();
+    let h = get(addr, "/health").json();
     assert!(
         h["peak_batch"].as_u64().unwrap() >= 2,
         "the requests never shared a step: {h}"
@@ -299,25 +299,25 @@ fn api_key_is_required_when_set() {
         assert_eq!(r.status, 401, "{headers:?}");
         assert_eq!(r.json()["error"]["type"], "authentication_error");
     }
-    assert_eq!(request(srv.addr, "GET", "/v1/models", None, &[]).status, 401);
-    let ok = request(
-        srv.addr,
-        "POST",
-        "/v1/completions",
-        body,
-        &[("Authorization", "Bearer sekrit")],
-    );
+    assert_eq!(get(srv.addr, "/v1/models").status, 401);
+    let key = [("Authorization", "Bearer sekrit")];
+    let ok = request(srv.addr, "POST", "/v1/completions", body, &key);
     assert_eq!(ok.status, 200);
 }
 
 /// Opens a long stream and returns its reader after the first event arrived.
 fn open_stream(addr: std::net::SocketAddr) -> BufReader<std::net::TcpStream> {
-    let body = json!({"prompt": "a", "max_tokens": 60000, "temperature": 1.0, "seed": 1, "stream": true})
-        .to_string();
-    let s = send(addr, "POST", "/v1/completions", Some(&body), &[]);
-    let mut r = BufReader::new(s);
+    stream_after_first_event(
+        addr,
+        json!({"prompt": "a", "max_tokens": 60000, "temperature": 1.0, "seed": 1, "stream": true}),
+    )
+}
+
+/// Starts the streamed completion `body` and returns its reader after the first event arrived.
+fn stream_after_first_event(addr: std::net::SocketAddr, body: Value) -> BufReader<std::net::TcpStream> {
+    let mut r = BufReader::new(post_stream(addr, "/v1/completions", &body.to_string()));
     let mut line = String::new();
-    while !line.contains("data: ") {
+    while !line.starts_with("data: ") {
         line.clear();
         r.read_line(&mut line).unwrap();
     }
@@ -325,7 +325,7 @@ fn open_stream(addr: std::net::SocketAddr) -> BufReader<std::net::TcpStream> {
 }
 
 fn in_flight(addr: std::net::SocketAddr) -> u64 {
-    request(addr, "GET", "/health", None, &[]).json()["in_flight"]
+    get(addr, "/health").json()["in_flight"]
         .as_u64()
         .unwrap()
 }
@@ -359,13 +359,8 @@ fn a_full_queue_answers_503_and_a_client_leaving_frees_its_slot() {
 #[test]
 fn stopping_drains_the_requests_in_flight() {
     let srv = start(ServeOptions::default());
-    let body = json!({"prompt": "a", "max_tokens": 1500, "stream": true, "seed": 2}).to_string();
-    let mut r = BufReader::new(send(srv.addr, "POST", "/v1/completions", Some(&body), &[]));
-    let mut line = String::new();
-    while !line.starts_with("data: ") {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-    }
+    let body = json!({"prompt": "a", "max_tokens": 1500, "stream": true, "seed": 2});
+    let mut r = stream_after_first_event(srv.addr, body);
     // Stop while the stream runs: it still gets every token and [DONE].
     let stopper = std::thread::spawn(move || srv.stop());
     let mut rest = String::new();

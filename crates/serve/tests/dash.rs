@@ -4,13 +4,12 @@
 
 mod common;
 
-use common::{model, request, start_with};
+use common::{get, model, request, start_with};
 use ferrolm_nn::Precision;
 use ferrolm_serve::{Background, ServeOptions};
 use serde_json::Value;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
 
 fn line(step: u64, train: f32, val: Option<f32>) -> String {
     let val = val.map_or("null".to_string(), |v| v.to_string());
@@ -41,17 +40,16 @@ fn two_runs() -> tempfile::TempDir {
     d
 }
 
-fn get(addr: SocketAddr, path: &str) -> common::Reply {
-    request(addr, "GET", path, None, &[])
-}
-
-fn runs_server(dir: &Path) -> Background {
-    Background::start_runs(&ServeOptions {
+/// [`two_runs`] served by a dashboard without a model (keep the folder while the server runs).
+fn two_runs_served() -> (tempfile::TempDir, Background) {
+    let d = two_runs();
+    let srv = Background::start_runs(&ServeOptions {
         port: 0,
-        runs_dir: Some(dir.to_path_buf()),
+        runs_dir: Some(d.path().to_path_buf()),
         ..ServeOptions::default()
     })
-    .unwrap()
+    .unwrap();
+    (d, srv)
 }
 
 fn metrics(addr: SocketAddr, run: &str, after: usize) -> Value {
@@ -62,8 +60,7 @@ fn metrics(addr: SocketAddr, run: &str, after: usize) -> Value {
 
 #[test]
 fn lists_both_runs_with_their_state_and_losses() {
-    let d = two_runs();
-    let srv = runs_server(d.path());
+    let (_d, srv) = two_runs_served();
     let r = get(srv.addr, "/api/runs");
     assert_eq!(r.status, 200, "{}", r.body);
     let runs = r.json()["runs"].as_array().unwrap().clone();
@@ -82,8 +79,7 @@ fn lists_both_runs_with_their_state_and_losses() {
 
 #[test]
 fn metrics_after_n_returns_only_the_new_points_as_the_file_grows() {
-    let d = two_runs();
-    let srv = runs_server(d.path());
+    let (d, srv) = two_runs_served();
     let m = metrics(srv.addr, "a", 0);
     assert_eq!(m["next"], 2);
     let steps: Vec<u64> = m["records"]
@@ -116,8 +112,7 @@ fn metrics_after_n_returns_only_the_new_points_as_the_file_grows() {
 
 #[test]
 fn samples_and_bad_run_names() {
-    let d = two_runs();
-    let srv = runs_server(d.path());
+    let (_d, srv) = two_runs_served();
     let s = get(srv.addr, "/api/runs/b/samples");
     assert_eq!(s.status, 200);
     assert!(
@@ -144,8 +139,7 @@ fn samples_and_bad_run_names() {
 
 #[test]
 fn page_and_script_are_served_and_completions_say_no_model() {
-    let d = two_runs();
-    let srv = runs_server(d.path());
+    let (_d, srv) = two_runs_served();
     let page = get(srv.addr, "/");
     assert_eq!(page.status, 200);
     assert!(page.header("content-type").unwrap().starts_with("text/html"));
@@ -204,13 +198,7 @@ fn with_a_model_the_runs_and_the_completions_are_both_served() {
     // Both the completion API and the runs API keep the key.
     assert_eq!(get(srv.addr, "/v1/models").status, 401);
     assert_eq!(get(srv.addr, "/api/runs").status, 401);
-    let r = request(
-        srv.addr,
-        "GET",
-        "/v1/models",
-        None,
-        &[("Authorization", "Bearer k")],
-    );
+    let r = request(srv.addr, "GET", "/v1/models", None, &key);
     assert_eq!(r.status, 200, "{}", r.body);
     srv.stop().unwrap();
 }

@@ -91,8 +91,7 @@ fn a_timed_run_is_the_run_of_its_estimated_steps_and_resumes_exactly() {
 
 #[test]
 fn max_tokens_sets_the_steps_and_fresh_runs_evaluate_at_step_zero() {
-    let d = tempfile::tempdir().unwrap();
-    let mut c = common::tiny_run(d.path(), 1);
+    let (_d, mut c) = common::tiny_run_in_tempdir(1);
     let per_step = (c.data.batch_size * c.seq_len()) as u64;
     c.run.max_tokens = 5 * per_step + 1;
     let s = train(&c, &TrainOptions::default()).unwrap();

@@ -29,8 +29,7 @@ fn err(cfg: &TrainConfig, o: &TrainOptions) -> String {
 
 #[test]
 fn resume_before_the_first_checkpoint_starts_from_the_saved_config() {
-    let d = tempfile::tempdir().unwrap();
-    let c = common::tiny_run(d.path(), 6);
+    let (d, c) = common::tiny_run_in_tempdir(6);
     let whole = train(&c, &opts(Resume::No)).unwrap();
     // A run killed before its first save: its directory holds config.toml and nothing else.
     let mut b = c.clone();
@@ -62,8 +61,7 @@ fn resume_before_the_first_checkpoint_starts_from_the_saved_config() {
 
 #[test]
 fn a_fresh_start_never_replaces_a_different_saved_config_unless_asked() {
-    let d = tempfile::tempdir().unwrap();
-    let c = common::tiny_run(d.path(), 4);
+    let (_d, c) = common::tiny_run_in_tempdir(4);
     drop(Trainer::open(&c, &opts(Resume::No)).unwrap());
     let before = std::fs::read_to_string(c.run.dir.join("config.toml")).unwrap();
     let mut other = c.clone();
@@ -187,8 +185,7 @@ fn resume_falls_back_past_a_damaged_checkpoint_naming_it() {
 
 #[test]
 fn zero_steps_and_failed_starts_leave_nothing_behind() {
-    let d = tempfile::tempdir().unwrap();
-    let mut c = common::tiny_run(d.path(), 0);
+    let (d, mut c) = common::tiny_run_in_tempdir(0);
     let msg = err(&c, &opts(Resume::No));
     assert_mentions(&msg, &["run.max_steps", "at least 1"]);
     assert!(!c.run.dir.exists());

@@ -94,8 +94,7 @@ fn resume_is_bit_exact_with_sequential_batches_accumulation_and_no_decay_norms()
 
 #[test]
 fn metrics_file_has_every_field_and_the_run_learns() {
-    let d = tempfile::tempdir().unwrap();
-    let mut c = common::tiny_run(d.path(), 40);
+    let (_d, mut c) = common::tiny_run_in_tempdir(40);
     c.eval.every = 10;
     c.logging.every = 2;
     let s = train(&c, &quiet()).unwrap();
@@ -168,8 +167,7 @@ fn metrics_file_has_every_field_and_the_run_learns() {
 
 #[test]
 fn step0_checkpoint_holds_the_initialization() {
-    let d = tempfile::tempdir().unwrap();
-    let mut c = common::tiny_run(d.path(), 6);
+    let (_d, mut c) = common::tiny_run_in_tempdir(6);
     c.checkpoint.save_step0 = true;
     c.checkpoint.keep_last = 1;
     train(&c, &quiet()).unwrap();
@@ -270,8 +268,7 @@ fn gradient_accumulation_matches_one_big_batch() {
 
 #[test]
 fn non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint() {
-    let d = tempfile::tempdir().unwrap();
-    let mut c = common::tiny_run(d.path(), 200);
+    let (_d, mut c) = common::tiny_run_in_tempdir(200);
     c.optimizer.lr = 1e12;
     c.schedule.min_lr = 1e12;
     c.schedule.warmup_steps = 0;
@@ -304,8 +301,7 @@ fn non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn resume_refuses_a_disagreeing_config_and_fresh_runs_refuse_a_used_directory() {
-    let d = tempfile::tempdir().unwrap();
-    let c = common::tiny_run(d.path(), 5);
+    let (d, c) = common::tiny_run_in_tempdir(5);
     train(&c, &quiet()).unwrap();
 
     let e = format!("{:#}", train(&c, &quiet()).unwrap_err());

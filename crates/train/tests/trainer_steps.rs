@@ -29,8 +29,7 @@ fn bits(x: &[f32]) -> Vec<u32> {
 
 #[test]
 fn reducer_runs_once_per_step_on_the_accumulated_gradient_before_the_norm() {
-    let d = tempfile::tempdir().unwrap();
-    let mut cfg = common::tiny_run(d.path(), 3);
+    let (_d, mut cfg) = common::tiny_run_in_tempdir(3);
     cfg.data.grad_accum = 3;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut t = Trainer::open(&cfg, &TrainOptions::default()).unwrap();
@@ -89,8 +88,7 @@ fn the_trainers_parts_give_what_train_gives_bit_for_bit() {
 
 #[test]
 fn a_non_finite_step_changes_nothing() {
-    let d = tempfile::tempdir().unwrap();
-    let cfg = common::tiny_run(d.path(), 5);
+    let (_d, cfg) = common::tiny_run_in_tempdir(5);
     let mut t = Trainer::open(&cfg, &TrainOptions::default()).unwrap();
     assert!(matches!(t.step().unwrap(), StepOutcome::Done(_)));
     let n = t.stepper.model.params.len();

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../../../train/tests/common/tiny.rs"]
+mod tiny;
+
 use ferrolm_nn::model::Model;
 use ferrolm_nn::{ModelConfig, Precision};
 use ferrolm_serve::{Background, ServeOptions};
@@ -19,17 +22,9 @@ pub fn tokenizer() -> Tokenizer {
     Tokenizer::new(vocab, &Vec::new(), &["<|endoftext|>".to_string()]).unwrap()
 }
 
+/// The tiny model (`tiny_config`) over [`tokenizer`]'s 257 tokens with a context of 48.
 pub fn model(precision: Precision) -> Model {
-    let c = ModelConfig {
-        vocab_size: 257,
-        context_length: 48,
-        d_model: 32,
-        n_layers: 2,
-        n_heads: 4,
-        d_ff: 64,
-        ..ModelConfig::tiny()
-    };
-    let mut m = Model::new(c, 11).unwrap();
+    let mut m = Model::new(tiny::tiny_config(257, 48), 11).unwrap();
     m.precision = precision;
     m
 }
@@ -134,27 +129,29 @@ pub fn request(
     body: Option<&str>,
     headers: &[(&str, &str)],
 ) -> Reply {
-    let mut s = send(addr, method, path, body, headers);
+    let mut s = open(addr, method, path, body.unwrap_or(""), headers);
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     parse(&raw)
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, None, &[])
 }
 
 pub fn post(addr: SocketAddr, path: &str, body: &str) -> Reply {
     request(addr, "POST", path, Some(body), &[])
 }
 
-/// Opens a connection and writes a request; the caller reads the reply.
-pub fn send(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    headers: &[(&str, &str)],
-) -> TcpStream {
+/// POSTs `body` to `path` and returns the connection with the reply unread (for streams).
+pub fn post_stream(addr: SocketAddr, path: &str, body: &str) -> TcpStream {
+    open(addr, "POST", path, body, &[])
+}
+
+/// Connects and writes a request (Connection: close); the caller reads the reply.
+fn open(addr: SocketAddr, method: &str, path: &str, body: &str, headers: &[(&str, &str)]) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let body = body.unwrap_or("");
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()

@@ -2,23 +2,17 @@
 #![allow(dead_code)]
 
 pub mod shared;
+pub mod tiny;
 
 use ferrolm_nn::{ModelConfig, Rng};
 use ferrolm_train::data::{write_npy, TokenDtype};
 use ferrolm_train::{train, Resume, TrainConfig, TrainOptions, TrainSummary};
 use std::path::Path;
 
-/// A model small enough that a training step takes about a millisecond.
+/// A model small enough that a training step takes about a millisecond: [`tiny::tiny_config`]
+/// with 48 tokens and a context of 16.
 pub fn tiny_model() -> ModelConfig {
-    ModelConfig {
-        vocab_size: 48,
-        context_length: 16,
-        d_model: 32,
-        n_layers: 2,
-        n_heads: 4,
-        d_ff: 64,
-        ..ModelConfig::tiny()
-    }
+    tiny::tiny_config(48, 16)
 }
 
 /// Tokens with structure a model can learn: a noisy repeating pattern over `vocab` ids.
@@ -72,6 +66,13 @@ pub fn tiny_run(dir: &Path, steps: u64) -> TrainConfig {
     c.checkpoint.every = 5;
     c.checkpoint.keep_last = 2;
     c
+}
+
+/// A [`tiny_run`] in a fresh temporary directory (keep the directory while its files are used).
+pub fn tiny_run_in_tempdir(steps: u64) -> (tempfile::TempDir, TrainConfig) {
+    let d = tempfile::tempdir().unwrap();
+    let c = tiny_run(d.path(), steps);
+    (d, c)
 }
 
 /// Trains `c` on from its latest checkpoint (`Resume::Latest`, every other option default).
