@@ -325,9 +325,7 @@ fn stream_after_first_event(addr: std::net::SocketAddr, body: Value) -> BufReade
 }
 
 fn in_flight(addr: std::net::SocketAddr) -> u64 {
-    get(addr, "/health").json()["in_flight"]
-        .as_u64()
-        .unwrap()
+    get(addr, "/health").json()["in_flight"].as_u64().unwrap()
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{get, model, request, start_with};
+use common::{get, get_ok, model, request, start_with};
 use ferrolm_nn::Precision;
 use ferrolm_serve::{Background, ServeOptions};
 use serde_json::Value;
@@ -53,16 +53,13 @@ fn two_runs_served() -> (tempfile::TempDir, Background) {
 }
 
 fn metrics(addr: SocketAddr, run: &str, after: usize) -> Value {
-    let r = get(addr, &format!("/api/runs/{run}/metrics?after={after}"));
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()
+    get_ok(addr, &format!("/api/runs/{run}/metrics?after={after}")).json()
 }
 
 #[test]
 fn lists_both_runs_with_their_state_and_losses() {
     let (_d, srv) = two_runs_served();
-    let r = get(srv.addr, "/api/runs");
-    assert_eq!(r.status, 200, "{}", r.body);
+    let r = get_ok(srv.addr, "/api/runs");
     let runs = r.json()["runs"].as_array().unwrap().clone();
     let names: Vec<&str> = runs.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["a", "b"]);
@@ -113,8 +110,7 @@ fn metrics_after_n_returns_only_the_new_points_as_the_file_grows() {
 #[test]
 fn samples_and_bad_run_names() {
     let (_d, srv) = two_runs_served();
-    let s = get(srv.addr, "/api/runs/b/samples");
-    assert_eq!(s.status, 200);
+    let s = get_ok(srv.addr, "/api/runs/b/samples");
     assert!(
         s.body.contains("Once upon a time there was a test."),
         "{}",
@@ -140,14 +136,12 @@ fn samples_and_bad_run_names() {
 #[test]
 fn page_and_script_are_served_and_completions_say_no_model() {
     let (_d, srv) = two_runs_served();
-    let page = get(srv.addr, "/");
-    assert_eq!(page.status, 200);
+    let page = get_ok(srv.addr, "/");
     assert!(page.header("content-type").unwrap().starts_with("text/html"));
     assert!(page.body.contains("<script src=\"/app.js\">"));
     assert!(page.body.contains("<script src=\"/assets/uPlot.iife.min.js\">"));
     assert!(page.body.contains("href=\"/assets/uPlot.min.css\""));
-    let js = get(srv.addr, "/app.js");
-    assert_eq!(js.status, 200);
+    let js = get_ok(srv.addr, "/app.js");
     assert!(js.body.contains("/api/runs"));
     assert!(js.body.contains("new uPlot("));
     // The vendored chart library: served from the binary, with its type and a cache header.
@@ -160,8 +154,7 @@ fn page_and_script_are_served_and_completions_say_no_model() {
         ("/assets/uPlot.min.css", "text/css", ".uplot"),
         ("/assets/uPlot.LICENSE.txt", "text/plain", "MIT"),
     ] {
-        let r = get(srv.addr, path);
-        assert_eq!(r.status, 200, "{path}");
+        let r = get_ok(srv.addr, path);
         assert!(r.header("content-type").unwrap().starts_with(kind), "{path}");
         assert_eq!(r.header("cache-control"), Some("public, max-age=86400"), "{path}");
         assert!(r.body.contains(has), "{path}");
@@ -226,12 +219,11 @@ fn with_an_api_key_the_runs_api_needs_it_and_the_page_shell_does_not() {
     })
     .unwrap();
     // The shell loads without the key and holds no run data; it asks for the key.
-    let page = get(srv.addr, "/");
-    assert_eq!(page.status, 200);
+    let page = get_ok(srv.addr, "/");
     assert!(page.body.contains("id=\"key-form\""));
     assert!(!page.body.contains("Once upon a time there was a test."));
     for path in ["/app.js", "/assets/uPlot.iife.min.js", "/assets/uPlot.min.css"] {
-        assert_eq!(get(srv.addr, path).status, 200, "{path}");
+        get_ok(srv.addr, path);
     }
     let api = [
         "/api/info",

@@ -139,6 +139,13 @@ pub fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path, None, &[])
 }
 
+/// GETs `path`, which must answer 200 (a panic naming the path and the body otherwise).
+pub fn get_ok(addr: SocketAddr, path: &str) -> Reply {
+    let r = get(addr, path);
+    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    r
+}
+
 pub fn post(addr: SocketAddr, path: &str, body: &str) -> Reply {
     request(addr, "POST", path, Some(body), &[])
 }
