@@ -370,12 +370,12 @@ fn report(s: &TrainSummary) {
     eprintln!(
         "{} at step {} ({} tokens, {:.1} s): train loss {}, val loss {} (best {})",
         if s.interrupted { "stopped" } else { "done" },
-        s.step,
-        s.tokens_seen,
-        s.wall_seconds,
-        fmt(s.train_loss),
-        fmt(s.val_loss),
-        fmt(s.best_val_loss)
+        s.progress.step,
+        s.progress.tokens,
+        s.progress.wall_seconds,
+        fmt(s.progress.train_loss),
+        fmt(s.progress.val_loss),
+        fmt(s.progress.best_val_loss)
     );
     if let Some(ck) = &s.checkpoint {
         eprintln!("checkpoint: {}", ck.display());

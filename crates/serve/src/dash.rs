@@ -34,9 +34,24 @@ const CACHE_DAY: &str = "public, max-age=86400";
 const ASSETS: [(&str, &str, &str, &str); 5] = [
     ("/", "text/html; charset=utf-8", NO_CACHE, INDEX_HTML),
     ("/app.js", "text/javascript; charset=utf-8", NO_CACHE, APP_JS),
-    ("/assets/uPlot.iife.min.js", "text/javascript; charset=utf-8", CACHE_DAY, UPLOT_JS),
-    ("/assets/uPlot.min.css", "text/css; charset=utf-8", CACHE_DAY, UPLOT_CSS),
-    ("/assets/uPlot.LICENSE.txt", "text/plain; charset=utf-8", CACHE_DAY, UPLOT_LICENSE),
+    (
+        "/assets/uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        CACHE_DAY,
+        UPLOT_JS,
+    ),
+    (
+        "/assets/uPlot.min.css",
+        "text/css; charset=utf-8",
+        CACHE_DAY,
+        UPLOT_CSS,
+    ),
+    (
+        "/assets/uPlot.LICENSE.txt",
+        "text/plain; charset=utf-8",
+        CACHE_DAY,
+        UPLOT_LICENSE,
+    ),
 ];
 
 /// What the dashboard routes share.
@@ -139,16 +154,17 @@ async fn list(State(st): State<Arc<DashState>>) -> Result<Json<Value>, ApiError>
         let mut out = Vec::new();
         for dir in runs::find_runs(&root)? {
             let Ok(r) = runs::inspect(&dir) else { continue };
+            let p = &r.progress;
             out.push(json!({
                 "name": run_name(&root, &dir),
                 "state": r.state.to_string(),
-                "step": r.step,
+                "step": p.step,
                 "max_steps": r.max_steps,
-                "tokens": r.tokens,
-                "wall_seconds": r.wall_seconds,
-                "final_train_loss": r.final_train_loss,
-                "final_val_loss": r.final_val_loss,
-                "best_val_loss": r.best_val_loss,
+                "tokens": p.tokens,
+                "wall_seconds": p.wall_seconds,
+                "final_train_loss": p.train_loss,
+                "final_val_loss": p.val_loss,
+                "best_val_loss": p.best_val_loss,
                 "precision": r.precision,
                 "params": r.params,
                 "has_samples": dir.join("samples.txt").is_file(),

@@ -1,4 +1,5 @@
-//! The metrics log: one JSON object per line (`metrics.jsonl` in the run directory).
+//! The metrics log: one JSON object per line (`metrics.jsonl` in the run directory); and
+//! [`RunProgress`], where a run got to (its steps, tokens, time and last losses).
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,23 @@ pub struct MetricsRecord {
     pub lr: Option<f32>,
     pub grad_norm: Option<f32>,
     pub tokens_per_s: Option<f64>,
+}
+
+/// Where a run got to: what the end of a training run reports ([`crate::TrainSummary`]) and
+/// `ferrolm runs` lists ([`crate::runs::RunInfo`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RunProgress {
+    /// Optimizer steps taken (including those before a resume).
+    pub step: u64,
+    /// Training tokens consumed.
+    pub tokens: u64,
+    /// Training wall-clock seconds (summed over resumed segments).
+    pub wall_seconds: f64,
+    /// The last training loss (a step's mean over its micro-batches), nats/token.
+    pub train_loss: Option<f32>,
+    /// The last validation loss, and the lowest, nats/token.
+    pub val_loss: Option<f32>,
+    pub best_val_loss: Option<f32>,
 }
 
 /// Appends records to a JSONL file, flushing each line.

@@ -5,7 +5,7 @@
 
 use crate::checkpoint;
 use crate::config::TrainConfig;
-use crate::metrics::{self, MetricsRecord};
+use crate::metrics::{self, MetricsRecord, RunProgress};
 use crate::plot::count_label;
 use anyhow::{bail, Context, Result};
 use std::fmt;
@@ -62,18 +62,11 @@ impl fmt::Display for RunState {
 pub struct RunInfo {
     pub dir: PathBuf,
     pub state: RunState,
-    /// Steps taken (the furthest of the metrics and the checkpoints).
-    pub step: u64,
+    /// Steps (the furthest of the metrics and the checkpoints), tokens and time there, and the
+    /// losses logged.
+    pub progress: RunProgress,
     /// `run.max_steps` of its config, when it has one.
     pub max_steps: Option<u64>,
-    pub tokens: u64,
-    /// Training wall-clock seconds.
-    pub wall_seconds: f64,
-    /// The last validation loss, and the lowest.
-    pub final_val_loss: Option<f32>,
-    pub best_val_loss: Option<f32>,
-    /// The last training loss logged.
-    pub final_train_loss: Option<f32>,
     pub precision: Option<String>,
     /// Parameters of the model.
     pub params: Option<usize>,
@@ -173,13 +166,15 @@ pub fn inspect(dir: &Path) -> Result<RunInfo> {
     Ok(RunInfo {
         dir: dir.to_path_buf(),
         state,
-        step,
+        progress: RunProgress {
+            step,
+            tokens,
+            wall_seconds: wall,
+            train_loss: records.iter().rev().find_map(|r| r.train_loss),
+            val_loss: vals.last().copied(),
+            best_val_loss: vals.iter().copied().min_by(f32::total_cmp),
+        },
         max_steps,
-        tokens,
-        wall_seconds: wall,
-        final_val_loss: vals.last().copied(),
-        best_val_loss: vals.iter().copied().min_by(f32::total_cmp),
-        final_train_loss: records.iter().rev().find_map(|r| r.train_loss),
         precision: config.as_ref().map(|c| c.run.precision.to_string()),
         params: config
             .as_ref()
@@ -217,18 +212,19 @@ pub fn table(runs: &[RunInfo]) -> String {
     ]
     .map(String::from)];
     for r in runs {
+        let p = &r.progress;
         rows.push([
             r.dir.display().to_string(),
             r.state.to_string(),
             match r.max_steps {
-                Some(m) => format!("{}/{m}", r.step),
-                None => r.step.to_string(),
+                Some(m) => format!("{}/{m}", p.step),
+                None => p.step.to_string(),
             },
-            count_label(r.tokens as f64),
-            duration_label(r.wall_seconds),
-            loss(r.final_val_loss),
-            loss(r.best_val_loss),
-            loss(r.final_train_loss),
+            count_label(p.tokens as f64),
+            duration_label(p.wall_seconds),
+            loss(p.val_loss),
+            loss(p.best_val_loss),
+            loss(p.train_loss),
             r.precision.clone().unwrap_or_else(|| "-".into()),
             r.params.map_or("-".into(), |p| count_label(p as f64)),
         ]);

@@ -45,7 +45,7 @@ fn a_timed_run_is_the_run_of_its_estimated_steps_and_resumes_exactly() {
     let sa = train(&a, &TrainOptions::default()).unwrap();
     let n = fixed_steps(&a.run.dir);
     assert!(n > 3 && n < UNFIXED, "{n}");
-    assert_eq!(sa.step, n);
+    assert_eq!(sa.progress.step, n);
     // (How close the run comes to its budget depends on the machine's load; not timed here.)
     assert_eq!(
         checkpoint::read_state(&sa.checkpoint.clone().unwrap())
@@ -73,10 +73,10 @@ fn a_timed_run_is_the_run_of_its_estimated_steps_and_resumes_exactly() {
         },
     )
     .unwrap();
-    assert!(first.interrupted && first.step == 4);
+    assert!(first.interrupted && first.progress.step == 4);
     let nc = fixed_steps(&c.run.dir);
     let resumed = common::resume_latest(&c).unwrap();
-    assert_eq!(resumed.step, nc);
+    assert_eq!(resumed.progress.step, nc);
     let mut e = timed(&d.path().join("e"), 0.0);
     e.run.max_steps = nc;
     train(&e, &TrainOptions::default()).unwrap();
@@ -95,8 +95,8 @@ fn max_tokens_sets_the_steps_and_fresh_runs_evaluate_at_step_zero() {
     let per_step = (c.data.batch_size * c.seq_len()) as u64;
     c.run.max_tokens = 5 * per_step + 1;
     let s = train(&c, &TrainOptions::default()).unwrap();
-    assert_eq!(s.step, 6);
-    assert_eq!(s.tokens_seen, 6 * per_step);
+    assert_eq!(s.progress.step, 6);
+    assert_eq!(s.progress.tokens, 6 * per_step);
     let recs = metrics::read(&s.metrics_path).unwrap();
     let first = &recs[0];
     assert_eq!((first.step, first.tokens, first.train_loss), (0, 0, None));

@@ -111,7 +111,7 @@ fn a_schedule_change_on_resume_is_refused_and_extend_keeps_the_saved_schedule() 
         ..opts(Resume::Latest)
     };
     let s = train(&longer, &ext).unwrap();
-    assert_eq!(s.step, 9);
+    assert_eq!(s.progress.step, 9);
     let changes = s.notes.join("\n");
     assert_mentions(&changes, &["run.max_steps: 6 -> 9", "eval.every: 5 -> 3"]);
     let mut planned = common::tiny_run(&d.path().join("b"), 9);
@@ -173,7 +173,7 @@ fn resume_falls_back_past_a_damaged_checkpoint_naming_it() {
         &["step-000000008/model.safetensors: damaged", "step-000000005"],
     );
     assert!(ck.join("damaged-step-000000008").is_dir() && !s8.exists());
-    assert_eq!(s.step, 10);
+    assert_eq!(s.progress.step, 10);
     assert_eq!(final_params(&s), final_params(&whole));
     // Every checkpoint damaged: an error listing them.
     for (_, dir) in checkpoint::list(&ck).unwrap() {

@@ -35,7 +35,7 @@ fn check_bit_exact_resume(tweak: impl Fn(&mut TrainConfig)) {
     let mut a = common::tiny_run(&d.path().join("a"), 2 * s);
     tweak(&mut a);
     let sa = train(&a, &quiet()).unwrap();
-    assert!(!sa.interrupted && sa.step == 2 * s);
+    assert!(!sa.interrupted && sa.progress.step == 2 * s);
 
     let mut b = common::tiny_run(&d.path().join("b"), 2 * s);
     tweak(&mut b);
@@ -48,20 +48,20 @@ fn check_bit_exact_resume(tweak: impl Fn(&mut TrainConfig)) {
     )
     .unwrap();
     assert!(first.interrupted);
-    assert_eq!(first.step, s);
+    assert_eq!(first.progress.step, s);
     assert_eq!(
         first.checkpoint.as_deref(),
         Some(b.run.dir.join("checkpoints/step-000000007").as_path())
     );
     let second = common::resume_latest(&b).unwrap();
-    assert!(!second.interrupted && second.step == 2 * s);
+    assert!(!second.interrupted && second.progress.step == 2 * s);
 
     let (step_a, pa, ma, va) = final_state(&a.run.dir);
     let (step_b, pb, mb, vb) = final_state(&b.run.dir);
     assert_eq!((step_a, step_b), (2 * s, 2 * s));
     assert!(pa == pb, "parameters differ after resume");
     assert!(ma == mb && va == vb, "optimizer moments differ after resume");
-    assert_eq!(sa.tokens_seen, second.tokens_seen);
+    assert_eq!(sa.progress.tokens, second.progress.tokens);
 
     let la: Vec<(u64, Option<f32>, Option<f32>)> = metrics::read(&sa.metrics_path)
         .unwrap()
@@ -139,7 +139,7 @@ fn metrics_file_has_every_field_and_the_run_learns() {
         vals[3] < vals[0] && vals[0] < v0 && vals[3] < uniform - 0.5,
         "validation loss did not fall: {vals:?}"
     );
-    assert_eq!(s.val_loss, Some(vals[3]));
+    assert_eq!(s.progress.val_loss, Some(vals[3]));
     // The plot, the config, the checkpoints.
     let svg = std::fs::read_to_string(s.plot_path.unwrap()).unwrap();
     assert!(svg.contains("<svg") && svg.contains("wall-clock seconds") && svg.contains("step"));
@@ -328,7 +328,7 @@ fn resume_refuses_a_disagreeing_config_and_fresh_runs_refuse_a_used_directory() 
     let e = format!("{:#}", train(&longer, &resume_from(false)).unwrap_err());
     assert_mentions(&e, &["learning-rate schedule", "--extend"]);
     let s = train(&longer, &resume_from(true)).unwrap();
-    assert_eq!(s.step, 8);
+    assert_eq!(s.progress.step, 8);
 
     let e = format!(
         "{:#}",
@@ -369,7 +369,7 @@ fn child_trains_until_interrupted() {
     )
     .unwrap();
     assert!(s.interrupted);
-    std::fs::write(Path::new(&dir).join("summary"), format!("{}", s.step)).unwrap();
+    std::fs::write(Path::new(&dir).join("summary"), format!("{}", s.progress.step)).unwrap();
 }
 
 #[test]
@@ -414,5 +414,5 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
         },
     )
     .unwrap();
-    assert_eq!(s.step, step + 2);
+    assert_eq!(s.progress.step, step + 2);
 }

@@ -82,7 +82,7 @@ fn the_trainers_parts_give_what_train_gives_bit_for_bit() {
     assert_eq!(bits(&t.stepper.model.params), bits(&from_train.model.params));
     assert_eq!(t.sampler, from_train.state.sampler);
     let s = t.finish(false).unwrap();
-    assert_eq!(s.step, 7);
+    assert_eq!(s.progress.step, 7);
     assert!(s.plot_path.unwrap().exists());
 }
 

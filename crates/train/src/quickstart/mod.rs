@@ -217,7 +217,7 @@ pub fn run(opts: &Options, force: bool) -> Result<Report> {
         bail!(
             "training was interrupted at step {}; the checkpoint is in {} (continue with `ferrolm train \
              --config {} --resume`)",
-            summary.step,
+            summary.progress.step,
             crate::trainer::checkpoints_dir(dir).display(),
             dir.join("config.toml").display()
         );
@@ -262,12 +262,12 @@ pub fn run(opts: &Options, force: bool) -> Result<Report> {
         unigram_entropy,
         unigram_valid_loss,
         num_params,
-        steps: summary.step,
+        steps: summary.progress.step,
         initial_val_loss: Some(initial.loss),
         val_loss: fin.loss,
         perplexity: fin.perplexity,
-        final_train_loss: summary.train_loss.map(f64::from),
-        tokens_per_s: Some(summary.tokens_seen as f64 / summary.wall_seconds.max(1e-9)),
+        final_train_loss: summary.progress.train_loss.map(f64::from),
+        tokens_per_s: Some(summary.progress.tokens as f64 / summary.progress.wall_seconds.max(1e-9)),
         seconds: stages.seconds,
         checkpoint: ckpt,
         samples,

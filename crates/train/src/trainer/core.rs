@@ -10,7 +10,7 @@ use crate::checkpoint::{self, CheckpointState, ScheduleState};
 use crate::config::TrainConfig;
 use crate::data::BatchSampler;
 use crate::eval::{EvalResult, Evaluator};
-use crate::metrics::{MetricsRecord, MetricsWriter};
+use crate::metrics::{MetricsRecord, MetricsWriter, RunProgress};
 use crate::run_lock;
 use anyhow::{Context, Result};
 use ferrolm_nn::model::Activations;
@@ -388,12 +388,14 @@ impl Trainer {
             None
         };
         Ok(TrainSummary {
-            step: self.step,
-            tokens_seen: self.tokens_seen,
-            train_loss: self.last_train_loss,
-            val_loss: self.last_val,
-            best_val_loss: self.best_val,
-            wall_seconds: self.wall_before + self.started.elapsed().as_secs_f64(),
+            progress: RunProgress {
+                step: self.step,
+                tokens: self.tokens_seen,
+                wall_seconds: self.wall_before + self.started.elapsed().as_secs_f64(),
+                train_loss: self.last_train_loss,
+                val_loss: self.last_val,
+                best_val_loss: self.best_val,
+            },
             checkpoint: self.last_saved.map(|(_, d)| d),
             metrics_path: self.metrics_path,
             plot_path,

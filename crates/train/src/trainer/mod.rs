@@ -26,6 +26,7 @@ use std::sync::{Arc, Once};
 
 use crate::budget::{Budget, UNFIXED};
 use crate::config::TrainConfig;
+use crate::metrics::RunProgress;
 use crate::progress::{ProgressLines, StepProgress};
 use std::time::Instant;
 
@@ -57,16 +58,8 @@ pub struct TrainOptions {
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
     pub run_dir: PathBuf,
-    /// Steps taken in total (including those before a resume).
-    pub step: u64,
-    pub tokens_seen: u64,
-    /// Mean training loss of the last step.
-    pub train_loss: Option<f32>,
-    /// Validation loss of the last evaluation.
-    pub val_loss: Option<f32>,
-    pub best_val_loss: Option<f32>,
-    /// Training wall-clock seconds in total.
-    pub wall_seconds: f64,
+    /// Steps, tokens, time and losses at the end.
+    pub progress: RunProgress,
     /// The last checkpoint written.
     pub checkpoint: Option<PathBuf>,
     pub metrics_path: PathBuf,
