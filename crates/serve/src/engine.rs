@@ -142,31 +142,49 @@ impl Scheduler {
                     }
                 }
             }
-            self.admit(model, &decoder, &mut waiting, &mut active, &mut free);
+            self.admit(model, &mut decoder, &mut waiting, &mut active, &mut free);
             self.step(model, tokenizer, &mut decoder, &mut active, &mut free);
         }
     }
 
-    /// Starts waiting jobs (runs their prompts) while there are free slots.
+    /// Starts waiting jobs while there are free slots: their prompts run through the model
+    /// together (one pass over the weights for all of them).
     fn admit(
         &self,
         model: &Model,
-        decoder: &BatchDecoder,
+        decoder: &mut BatchDecoder,
         waiting: &mut VecDeque<Job>,
         active: &mut Vec<(Sequence, Job)>,
         free: &mut Vec<KvCache>,
     ) {
-        while active.len() < self.max_batch {
+        let mut joining: Vec<(Sequence, Job)> = Vec::new();
+        while active.len() + joining.len() < self.max_batch {
             let Some(job) = waiting.pop_front() else { break };
             if job.events.is_closed() {
                 self.release(1);
                 continue;
             }
-            match Sequence::start(model, decoder, &job.choice, free.pop()) {
-                Ok(seq) => active.push((seq, job)),
+            match Sequence::new(model, &job.choice, free.pop()) {
+                Ok(seq) => joining.push((seq, job)),
                 Err(e) => {
                     let _ = job.events.send(Event::Error(e.to_string()));
                     self.release(1);
+                }
+            }
+        }
+        let mut seqs: Vec<&mut Sequence> = joining.iter_mut().map(|(s, _)| s).collect();
+        if seqs.is_empty() || Sequence::prefill(model, decoder, &mut seqs).is_ok() {
+            active.extend(joining);
+            return;
+        }
+        // A prompt failed (and no sequence changed): one by one, so that only its request
+        // gets the error.
+        for (mut seq, job) in joining {
+            match Sequence::prefill(model, decoder, &mut [&mut seq]) {
+                Ok(()) => active.push((seq, job)),
+                Err(e) => {
+                    let _ = job.events.send(Event::Error(e.to_string()));
+                    self.retire(seq, free);
                 }
             }
         }
