@@ -369,12 +369,9 @@ mod tests {
     use super::*;
     use crate::{ModelConfig, Position};
 
-    /// Sequences of different lengths decoded together (9 of them: more than the 8 rows of one
-    /// kernel pass) give bitwise the logits each gets alone through `forward_infer` (f32 and
-    /// bf16; RoPE, pre-norm, SwiGLU (the one-job step) and no positions, post-norm, SiLU (step
-    /// by step)), with the sequences leaving and rejoining the batch, on 1, 2 and 3 threads.
-    #[test]
-    fn batched_step_is_bitwise_each_sequence_alone() {
+    /// Runs `check` on the two variants (RoPE, pre-norm, SwiGLU: the one-job step; no
+    /// positions, post-norm, SiLU: step by operations), in f32 and bf16, on 1, 2 and 3 threads.
+    fn for_each_variant(check: fn(&ModelConfig, Precision, usize)) {
         let base = ModelConfig {
             vocab_size: 97,
             context_length: 24,
@@ -400,44 +397,27 @@ mod tests {
                 .unwrap();
             for c in variants.iter() {
                 for precision in [Precision::F32, Precision::Bf16] {
-                    pool.install(|| check_batched_equals_alone(c, precision, threads));
+                    pool.install(|| check(c, precision, threads));
                 }
             }
         }
     }
 
+    /// Sequences of different lengths decoded together (9 of them: more than the 8 rows of one
+    /// kernel pass) give bitwise the logits each gets alone through `forward_infer`, with the
+    /// sequences leaving and rejoining the batch (every variant, precision and thread count).
+    #[test]
+    fn batched_step_is_bitwise_each_sequence_alone() {
+        for_each_variant(check_batched_equals_alone);
+    }
+
     /// Prompts of different lengths prefilled together (a 1-token one among them, which runs
     /// alone) give bitwise the logits and cache contents `forward_infer` gives each alone, then a
-    /// second round continues the same caches; both variants, f32 and bf16, on 1, 2 and 3
-    /// threads. A prompt with an id outside the vocabulary fails the call and changes no cache.
+    /// second round continues the same caches (every variant, precision and thread count). A
+    /// prompt with an id outside the vocabulary fails the call and changes no cache.
     #[test]
     fn batched_prefill_is_bitwise_each_prompt_alone() {
-        let base = ModelConfig {
-            vocab_size: 97,
-            context_length: 24,
-            d_model: 48,
-            n_layers: 2,
-            n_heads: 3,
-            d_ff: 72,
-            ..ModelConfig::tiny()
-        };
-        let post = ModelConfig {
-            position: Position::None,
-            norm: Norm::Post,
-            ffn: Ffn::Silu,
-            ..base.clone()
-        };
-        for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            for c in [&base, &post] {
-                for precision in [Precision::F32, Precision::Bf16] {
-                    pool.install(|| check_prefill_equals_alone(c, precision, threads));
-                }
-            }
-        }
+        for_each_variant(check_prefill_equals_alone);
     }
 
     fn check_prefill_equals_alone(c: &ModelConfig, precision: Precision, threads: usize) {
