@@ -4,7 +4,7 @@
 //! The per-step forward of all active sequences is one `BatchDecoder::step` (batched products).
 
 use crate::sequence::{Advance, Choice, Sequence};
-use ferrolm_nn::model::{BatchDecoder, Model};
+use ferrolm_nn::model::{BatchDecoder, KvCache, Model};
 use ferrolm_tokenizer::Tokenizer;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,6 +118,8 @@ impl Scheduler {
     pub fn run(self, model: &Model, tokenizer: &Tokenizer) {
         let mut waiting: VecDeque<Job> = VecDeque::new();
         let mut active: Vec<(Sequence, Job)> = Vec::new();
+        // KV caches of finished sequences, for the next ones (at most max_batch kept).
+        let mut free: Vec<KvCache> = Vec::new();
         let mut decoder = BatchDecoder::new(model);
         let mut open = true;
         loop {
@@ -140,30 +142,49 @@ impl Scheduler {
                     }
                 }
             }
-            self.admit(model, &decoder, &mut waiting, &mut active);
-            self.step(model, tokenizer, &mut decoder, &mut active);
+            self.admit(model, &mut decoder, &mut waiting, &mut active, &mut free);
+            self.step(model, tokenizer, &mut decoder, &mut active, &mut free);
         }
     }
 
-    /// Starts waiting jobs (runs their prompts) while there are free slots.
+    /// Starts waiting jobs while there are free slots: their prompts run through the model
+    /// together (one pass over the weights for all of them).
     fn admit(
         &self,
         model: &Model,
-        decoder: &BatchDecoder,
+        decoder: &mut BatchDecoder,
         waiting: &mut VecDeque<Job>,
         active: &mut Vec<(Sequence, Job)>,
+        free: &mut Vec<KvCache>,
     ) {
-        while active.len() < self.max_batch {
+        let mut joining: Vec<(Sequence, Job)> = Vec::new();
+        while active.len() + joining.len() < self.max_batch {
             let Some(job) = waiting.pop_front() else { break };
             if job.events.is_closed() {
                 self.release(1);
                 continue;
             }
-            match Sequence::start(model, decoder, &job.choice) {
-                Ok(seq) => active.push((seq, job)),
+            match Sequence::new(model, &job.choice, free.pop()) {
+                Ok(seq) => joining.push((seq, job)),
                 Err(e) => {
                     let _ = job.events.send(Event::Error(e.to_string()));
                     self.release(1);
+                }
+            }
+        }
+        let mut seqs: Vec<&mut Sequence> = joining.iter_mut().map(|(s, _)| s).collect();
+        if seqs.is_empty() || Sequence::prefill(model, decoder, &mut seqs).is_ok() {
+            active.extend(joining);
+            return;
+        }
+        // A prompt failed (and no sequence changed): one by one, so that only its request
+        // gets the error.
+        for (mut seq, job) in joining {
+            match Sequence::prefill(model, decoder, &mut [&mut seq]) {
+                Ok(()) => active.push((seq, job)),
+                Err(e) => {
+                    let _ = job.events.send(Event::Error(e.to_string()));
+                    self.retire(seq, free);
                 }
             }
         }
@@ -178,6 +199,7 @@ impl Scheduler {
         tokenizer: &Tokenizer,
         decoder: &mut BatchDecoder,
         active: &mut Vec<(Sequence, Job)>,
+        free: &mut Vec<KvCache>,
     ) {
         // Sampling reads every logit (exp over the vocabulary, a sort for top-p): the sequences
         // draw in parallel on the decoder's thread team (awake from the step just run), each
@@ -193,7 +215,7 @@ impl Scheduler {
         let mut kept = Vec::with_capacity(active.len());
         for ((seq, job), out) in active.drain(..).zip(outs) {
             let Some(out) = out else {
-                self.release(1);
+                self.retire(seq, free);
                 continue;
             };
             let mut alive = true;
@@ -210,7 +232,7 @@ impl Scheduler {
             if alive {
                 kept.push((seq, job));
             } else {
-                self.release(1);
+                self.retire(seq, free);
             }
         }
         *active = kept;
@@ -225,6 +247,14 @@ impl Scheduler {
                 self.release(1);
             }
         }
+    }
+
+    /// A sequence leaves: its slot is freed and its cache kept for the next one.
+    fn retire(&self, seq: Sequence, free: &mut Vec<KvCache>) {
+        if free.len() < self.max_batch {
+            free.push(seq.into_cache());
+        }
+        self.release(1);
     }
 
     fn release(&self, k: usize) {

@@ -61,7 +61,7 @@ pub use crate::cpu::attention::{
 pub use crate::cpu::cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
 pub use crate::cpu::decode::attention::{attention_decode, store_keys_transposed};
 pub use crate::cpu::decode::batch_step::{decode_step_batch, BatchDecodeState};
-pub use crate::cpu::decode::project::{project_rows, to_bf16};
+pub use crate::cpu::decode::project::{project_rows, to_bf16, PROMPT_GEMV_MAX_ROWS};
 pub use crate::cpu::decode::project_batch::project_batch;
 pub use crate::cpu::decode::step::{decode_step, supported as decode_step_supported, CacheRefs, DecodeState};
 pub use crate::cpu::embedding::{embedding_backward, embedding_forward};

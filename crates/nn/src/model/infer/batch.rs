@@ -94,6 +94,65 @@ impl BatchDecoder {
         }
     }
 
+    /// `forward_infer` of several prompts at once, `prompts[b]` appended to `caches[b]` (batch-1
+    /// caches) and that sequence's next-token logits written to `logits[b]`: the prompts' rows go
+    /// through each linear layer together (one pass over each weight for all of them), each
+    /// sequence's attention over its own cache. Logits and caches bitwise those `forward_infer`
+    /// gives each alone (the prompt path's products are `gemv_batch` rows, the same for any
+    /// batch). A prompt of one token or of more than `ops::PROMPT_GEMV_MAX_ROWS` (the GEMM path),
+    /// or a cache of batch > 1, runs alone through `forward_infer`. On an error no cache changed.
+    pub fn prefill(
+        &mut self,
+        model: &Model,
+        caches: &mut [&mut KvCache],
+        prompts: &[&[u32]],
+        logits: &mut [&mut [f32]],
+    ) -> Result<()> {
+        let n = caches.len();
+        if prompts.len() != n || logits.len() != n {
+            return Err(NnError::Shape(format!(
+                "BatchDecoder::prefill: {n} caches, {} prompts, {} logits",
+                prompts.len(),
+                logits.len()
+            )));
+        }
+        let mut together = Vec::new();
+        for b in 0..n {
+            let t = model.check_infer_call(caches[b], prompts[b], logits[b])?;
+            if caches[b].batch == 1 && t > 1 && t <= ops::PROMPT_GEMV_MAX_ROWS {
+                together.push(b);
+            }
+        }
+        if together.len() < 2 {
+            together.clear();
+        }
+        for b in (0..n).filter(|b| !together.contains(b)) {
+            self.forward_infer(model, caches[b], prompts[b], logits[b])?;
+        }
+        if together.is_empty() {
+            return Ok(());
+        }
+        let mut group: Vec<&mut KvCache> = Vec::with_capacity(together.len());
+        let mut outs: Vec<&mut [f32]> = Vec::with_capacity(together.len());
+        for (b, (cache, out)) in caches.iter_mut().zip(logits.iter_mut()).enumerate() {
+            if together.contains(&b) {
+                group.push(&mut **cache);
+                outs.push(&mut **out);
+            }
+        }
+        let tokens: Vec<u32> = together
+            .iter()
+            .flat_map(|&b| prompts[b].iter().copied())
+            .collect();
+        let rows: Vec<usize> = together.iter().map(|&b| prompts[b].len()).collect();
+        self.rows_through_model(model, &mut group, &tokens, &rows, &mut outs);
+        for (cache, &t) in group.iter_mut().zip(&rows) {
+            cache.len += t;
+            cache.argmax = None;
+        }
+        Ok(())
+    }
+
     /// Runs `f` once on every item, in parallel on the thread team of the batched steps (awake
     /// right after one): for per-sequence work between steps, such as sampling.
     pub fn for_each_mut<T: Send>(&mut self, items: &mut [T], f: impl Fn(&mut T) + Sync) {
@@ -141,37 +200,58 @@ impl BatchDecoder {
         tokens: &[u32],
         logits: &mut [&mut [f32]],
     ) {
+        let rows = vec![1; caches.len()];
+        self.rows_through_model(model, caches, tokens, &rows, logits);
+    }
+
+    /// `rows[b]` new positions of sequence b (`tokens` holds them all, sequence after sequence)
+    /// through the model, operation by operation; `logits[b]` gets the logits of sequence b's
+    /// last position. The caches' lengths are left for the caller to advance.
+    fn rows_through_model(
+        &mut self,
+        model: &Model,
+        caches: &mut [&mut KvCache],
+        tokens: &[u32],
+        rows: &[usize],
+        logits: &mut [&mut [f32]],
+    ) {
         let c = &model.config;
-        let n = caches.len();
+        let (n, k) = (tokens.len(), caches.len());
         let (d, f) = (c.d_model, c.d_ff);
         self.s.fit(n, d, f);
         let p = &model.params;
         ops::embedding_forward(&mut self.s.x, tokens, &p[layout::embedding(c)], d);
         for l in 0..c.n_layers {
-            self.layer(model, l, caches);
+            self.layer(model, l, caches, rows);
         }
         let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
-        self.s.norm_into_a(&p[layout::ln_final(c)], n, d);
-        self.logits.resize(n * c.vocab_size, 0.0);
-        ops::project_batch(
-            &self.s.a,
-            n,
-            &mut [(&mut self.logits, layout::lm_head(c))],
-            p,
-            bf16,
-        );
+        // The final norm and the LM head on each sequence's last row only.
+        let s = &mut self.s;
+        s.last.clear();
+        let mut end = 0;
+        for &t in rows {
+            end += t;
+            s.last.extend_from_slice(&s.x[(end - 1) * d..end * d]);
+        }
+        let normed = &mut s.a[..k * d];
+        let ln_final = &p[layout::ln_final(c)];
+        ops::rmsnorm_forward(normed, &mut s.rstd[..k], &s.last, ln_final, k, d, RMSNORM_EPS);
+        self.logits.resize(k * c.vocab_size, 0.0);
+        let jobs = &mut [(&mut self.logits[..], layout::lm_head(c))];
+        ops::project_batch(&self.s.a[..k * d], k, jobs, p, bf16);
         for (b, out) in logits.iter_mut().enumerate() {
             out.copy_from_slice(&self.logits[b * c.vocab_size..(b + 1) * c.vocab_size]);
         }
     }
 
-    /// One block on the n rows in `self.s.x` (updated in place), each row's key and value appended
-    /// to its own cache; the same operations, row by row, as `Model::infer_layer`.
-    fn layer(&mut self, model: &Model, l: usize, caches: &mut [&mut KvCache]) {
+    /// One block on the rows in `self.s.x` (updated in place): `rows[b]` positions of sequence
+    /// b, their keys and values appended to its own cache; the same operations, sequence by
+    /// sequence, as `Model::infer_layer`.
+    fn layer(&mut self, model: &Model, l: usize, caches: &mut [&mut KvCache], rows: &[usize]) {
         let c = &model.config;
         let p = &model.params;
         let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
-        let n = caches.len();
+        let n: usize = rows.iter().sum();
         let (d, h, dh) = (c.d_model, c.n_heads, c.d_head());
         let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
         let r = layout::layer(c, l);
@@ -188,26 +268,31 @@ impl BatchDecoder {
         ops::project_batch(&self.s.a, n, jobs, p, bf16);
         // Each sequence's RoPE, key store and attention over its own cache, the sequences in
         // parallel (every operation is deterministic whatever the thread count).
-        let rows = self
-            .s
-            .q
-            .par_chunks_mut(d)
-            .zip(self.s.k.par_chunks_mut(d))
-            .zip(self.s.v.par_chunks(d))
-            .zip(self.s.atty.par_chunks_mut(d));
-        rows.zip(caches.par_iter_mut())
-            .for_each(|((((q, k), v), atty), cache)| {
-                let (pos, max_len) = (cache.len, cache.max_len);
+        let spans = split_rows(&mut self.s.q, &mut self.s.k, &self.s.v, &mut self.s.atty, rows, d);
+        spans
+            .into_par_iter()
+            .zip(caches.par_iter_mut())
+            .for_each(|((q, k, v, atty), cache)| {
+                let (pos, max_len, t) = (cache.len, cache.max_len, q.len() / d);
                 if let Some(rope) = cache.rope.as_ref() {
-                    ops::rope_forward(q, &[pos], h, rope);
-                    ops::rope_forward(k, &[pos], h, rope);
+                    let positions: Vec<usize> = (pos..pos + t).collect();
+                    ops::rope_forward(q, &positions, h, rope);
+                    ops::rope_forward(k, &positions, h, rope);
                 }
                 let layer = l * max_len * d..(l + 1) * max_len * d;
-                ops::store_keys_transposed(&mut cache.k_t[layer.clone()], k, 1, 1, pos, max_len, d);
-                cache.k[layer.clone()][pos * d..(pos + 1) * d].copy_from_slice(k);
-                cache.v[layer.clone()][pos * d..(pos + 1) * d].copy_from_slice(v);
-                let (kt, vc) = (&cache.k_t[layer.clone()], &cache.v[layer]);
-                ops::attention_decode(atty, q, kt, vc, 1, pos + 1, max_len, h, dh);
+                ops::store_keys_transposed(&mut cache.k_t[layer.clone()], k, 1, t, pos, max_len, d);
+                cache.k[layer.clone()][pos * d..(pos + t) * d].copy_from_slice(k);
+                cache.v[layer.clone()][pos * d..(pos + t) * d].copy_from_slice(v);
+                let (kc, kt, vc) = (
+                    &cache.k[layer.clone()],
+                    &cache.k_t[layer.clone()],
+                    &cache.v[layer],
+                );
+                if t == 1 {
+                    ops::attention_decode(atty, q, kt, vc, 1, pos + 1, max_len, h, dh);
+                } else {
+                    ops::attention_forward_cached(atty, q, kc, vc, 1, t, pos, max_len, h, dh);
+                }
             });
         ops::project_batch(&self.s.atty, n, &mut [(&mut self.s.tmp[..], r.wo)], p, bf16);
         ops::add_inplace(&mut self.s.x, &self.s.tmp);
@@ -249,6 +334,28 @@ impl Scratch {
     }
 }
 
+/// The per-sequence row blocks (`rows[b]` rows of d each) of the q, k, v and attention buffers.
+#[allow(clippy::type_complexity)]
+fn split_rows<'a>(
+    mut q: &'a mut [f32],
+    mut k: &'a mut [f32],
+    mut v: &'a [f32],
+    mut atty: &'a mut [f32],
+    rows: &[usize],
+    d: usize,
+) -> Vec<(&'a mut [f32], &'a mut [f32], &'a [f32], &'a mut [f32])> {
+    let mut out = Vec::with_capacity(rows.len());
+    for &t in rows {
+        let (q0, q1) = std::mem::take(&mut q).split_at_mut(t * d);
+        let (k0, k1) = std::mem::take(&mut k).split_at_mut(t * d);
+        let (v0, v1) = v.split_at(t * d);
+        let (a0, a1) = std::mem::take(&mut atty).split_at_mut(t * d);
+        out.push((q0, k0, v0, a0));
+        (q, k, v, atty) = (q1, k1, v1, a1);
+    }
+    out
+}
+
 fn state_for_pool(slot: &mut Option<ops::BatchDecodeState>) -> &mut ops::BatchDecodeState {
     let threads = rayon::current_num_threads();
     if !slot.as_ref().is_some_and(|s| s.fits(threads)) {
@@ -262,12 +369,9 @@ mod tests {
     use super::*;
     use crate::{ModelConfig, Position};
 
-    /// Sequences of different lengths decoded together (9 of them: more than the 8 rows of one
-    /// kernel pass) give bitwise the logits each gets alone through `forward_infer` (f32 and
-    /// bf16; RoPE, pre-norm, SwiGLU (the one-job step) and no positions, post-norm, SiLU (step
-    /// by step)), with the sequences leaving and rejoining the batch, on 1, 2 and 3 threads.
-    #[test]
-    fn batched_step_is_bitwise_each_sequence_alone() {
+    /// Runs `check` on the two variants (RoPE, pre-norm, SwiGLU: the one-job step; no
+    /// positions, post-norm, SiLU: step by operations), in f32 and bf16, on 1, 2 and 3 threads.
+    fn for_each_variant(check: fn(&ModelConfig, Precision, usize)) {
         let base = ModelConfig {
             vocab_size: 97,
             context_length: 24,
@@ -293,10 +397,81 @@ mod tests {
                 .unwrap();
             for c in variants.iter() {
                 for precision in [Precision::F32, Precision::Bf16] {
-                    pool.install(|| check_batched_equals_alone(c, precision, threads));
+                    pool.install(|| check(c, precision, threads));
                 }
             }
         }
+    }
+
+    /// Sequences of different lengths decoded together (9 of them: more than the 8 rows of one
+    /// kernel pass) give bitwise the logits each gets alone through `forward_infer`, with the
+    /// sequences leaving and rejoining the batch (every variant, precision and thread count).
+    #[test]
+    fn batched_step_is_bitwise_each_sequence_alone() {
+        for_each_variant(check_batched_equals_alone);
+    }
+
+    /// Prompts of different lengths prefilled together (a 1-token one among them, which runs
+    /// alone) give bitwise the logits and cache contents `forward_infer` gives each alone, then a
+    /// second round continues the same caches (every variant, precision and thread count). A
+    /// prompt with an id outside the vocabulary fails the call and changes no cache.
+    #[test]
+    fn batched_prefill_is_bitwise_each_prompt_alone() {
+        for_each_variant(check_prefill_equals_alone);
+    }
+
+    fn check_prefill_equals_alone(c: &ModelConfig, precision: Precision, threads: usize) {
+        let mut model = Model::new(c.clone(), 5).unwrap();
+        model.precision = precision;
+        let mut dec = BatchDecoder::new(&model);
+        let lens = [3usize, 1, 7, 2, 12, 5, 4];
+        let fresh = || KvCache::new(c, 1, c.context_length);
+        let mut alone: Vec<KvCache> = lens.iter().map(|_| fresh()).collect();
+        let mut batched: Vec<KvCache> = lens.iter().map(|_| fresh()).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        for round in 0..2 {
+            let prompts: Vec<Vec<u32>> = lens
+                .iter()
+                .enumerate()
+                .map(|(b, &len)| {
+                    (0..len)
+                        .map(|i| ((i * 17 + b * 5 + round * 3) % 97) as u32)
+                        .collect()
+                })
+                .collect();
+            let mut want = vec![vec![0.0f32; 97]; lens.len()];
+            for b in 0..lens.len() {
+                model
+                    .forward_infer(&mut alone[b], &prompts[b], &mut want[b])
+                    .unwrap();
+            }
+            let mut got = vec![vec![0.0f32; 97]; lens.len()];
+            let refs: Vec<&[u32]> = prompts.iter().map(|p| &p[..]).collect();
+            let mut caches: Vec<&mut KvCache> = batched.iter_mut().collect();
+            let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|v| &mut v[..]).collect();
+            dec.prefill(&model, &mut caches, &refs, &mut outs).unwrap();
+            for b in 0..lens.len() {
+                let what = format!(
+                    "{precision:?} {:?} {threads} threads round {round} prompt {b}",
+                    c.norm
+                );
+                assert_eq!(bits(&got[b]), bits(&want[b]), "{what}: logits");
+                assert_eq!(batched[b].len, alone[b].len, "{what}: length");
+                let (x, y) = (&batched[b], &alone[b]);
+                assert!(
+                    bits(&x.k) == bits(&y.k) && bits(&x.v) == bits(&y.v),
+                    "{what}: cache"
+                );
+                assert!(bits(&x.k_t) == bits(&y.k_t), "{what}: transposed keys");
+            }
+        }
+        let lens_before: Vec<usize> = batched.iter().map(|x| x.len).collect();
+        let bad: [&[u32]; 2] = [&[1, 2], &[3, 97]];
+        let mut caches: Vec<&mut KvCache> = batched.iter_mut().take(2).collect();
+        let mut got = vec![vec![0.0f32; 97]; 2];
+        let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|v| &mut v[..]).collect();
+        assert!(dec.prefill(&model, &mut caches, &bad, &mut outs).is_err());
+        assert_eq!(batched.iter().map(|x| x.len).collect::<Vec<_>>(), lens_before);
     }
 
     fn check_batched_equals_alone(c: &ModelConfig, precision: Precision, threads: usize) {

@@ -71,7 +71,7 @@ fn bf16_decode_logits_are_within_tolerance_of_f32() {
     let exact = worst_relative(&run(&rounded, None, 1), &bf16_steps);
     assert!(exact < 1e-5, "bf16 path vs rounded weights in f32: {exact}");
     // Against f32 weights: bf16 keeps 8 significant bits (rounding error ≤ 2^-9 per weight).
-    // Also with a 5-token prompt (10 rows, through the f32 GEMM) before the decode steps.
+    // Also with a 5-token prompt (10 rows, through `gemv_batch`) before the decode steps.
     for prompt in [1, 5] {
         let worst = worst_relative(&run(&model, None, prompt), &run(&model, Some(&w), prompt));
         assert!(
