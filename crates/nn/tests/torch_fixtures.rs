@@ -238,14 +238,28 @@ fn causal_attention_forward_backward_match_torch() {
     let n = b * t * h * dh;
     let mut out = vec![0.0; n];
     let mut att = vec![f32::NAN; b * h * t * t];
-    ops::attention_forward(&mut out, &mut att, &q, &k, &v, b, t, h, dh);
+    let (x, shape) = (
+        ops::Qkv::new(&q[..], &k, &v),
+        ops::AttnShape {
+            batch: b,
+            seq: t,
+            n_heads: h,
+            d_head: dh,
+        },
+    );
+    ops::attention_forward(&mut out, &mut att, x, shape);
     assert_scaled("attention out", &out, &f.f32("out"), KERNEL_TOL);
     // The probabilities, zeros above the diagonal included (torch's masked softmax gives exact 0).
     assert_close("attention probs", &att, &f.f32("att"), 1e-6, 1e-5);
     let (mut dq, mut dk, mut dv) = (vec![f32::NAN; n], vec![f32::NAN; n], vec![f32::NAN; n]);
     let mut datt = vec![0.0; b * h * t * t];
     ops::attention_backward(
-        &mut dq, &mut dk, &mut dv, &mut datt, &dout, &q, &k, &v, &att, b, t, h, dh,
+        ops::Qkv::new(&mut dq[..], &mut dk, &mut dv),
+        &mut datt,
+        &dout,
+        x,
+        &att,
+        shape,
     );
     assert_scaled("attention dq", &dq, &f.f32("dq"), KERNEL_TOL);
     assert_scaled("attention dk", &dk, &f.f32("dk"), KERNEL_TOL);

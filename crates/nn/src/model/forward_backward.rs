@@ -306,10 +306,21 @@ fn disjoint_mut<const N: usize>(g: &mut [f32], ranges: [std::ops::Range<usize>; 
 }
 
 /// The forward through the LM head into `acts.logits`.
+/// The shape of `acts`' attention calls.
+fn attn_shape(c: &ModelConfig, acts: &Activations) -> ops::AttnShape {
+    ops::AttnShape {
+        batch: acts.batch,
+        seq: acts.seq,
+        n_heads: c.n_heads,
+        d_head: c.d_head(),
+    }
+}
+
 fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
     let (b, t) = (acts.batch, acts.seq);
     let n = b * t;
-    let (d, f, h, dh) = (c.d_model, c.d_ff, c.n_heads, c.d_head());
+    let (d, f, h) = (c.d_model, c.d_ff, c.n_heads);
+    let shape = attn_shape(c, acts);
     let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
     let mut laps = Laps::start();
     ops::embedding_forward(&mut acts.residual[0], inputs, &p[layout::embedding(c)], d);
@@ -351,7 +362,7 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
             ops::rope_forward(k, &acts.positions, h, rope);
             laps.mark("fwd rope");
         }
-        ops::attention_forward_recompute(atty, q, k, v, b, t, h, dh);
+        ops::attention_forward_recompute(atty, ops::Qkv::new(q, k, v), shape);
         laps.mark("fwd attention");
         ops::matmul_forward(prec, tmp, atty, &p[r.wo], n, d, d);
         laps.mark("fwd matmul o");
@@ -417,7 +428,8 @@ fn backward(
 ) {
     let (b, t) = (acts.batch, acts.seq);
     let n = b * t;
-    let (d, h, dh, vocab) = (c.d_model, c.n_heads, c.d_head(), c.vocab_size);
+    let (d, h, vocab) = (c.d_model, c.n_heads, c.vocab_size);
+    let shape = attn_shape(c, acts);
     let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
     let s = acts.grad.as_mut().expect("gradient scratch allocated");
     let GradScratch {
@@ -487,7 +499,8 @@ fn backward(
         laps.mark("bwd matmul o, weight grad");
         ops::matmul_backward_input(prec, dtmp, dres, &p[r.wo], n, d, d, false);
         laps.mark("bwd matmul o, input grad");
-        ops::attention_backward_recompute(dq, dk, dv, dtmp, &la.q, &la.k, &la.v, b, t, h, dh);
+        let x = ops::Qkv::new(&la.q[..], &la.k, &la.v);
+        ops::attention_backward_recompute(ops::Qkv::new(dq, dk, dv), dtmp, x, shape);
         laps.mark("bwd attention");
         if let Some(rope) = &acts.rope {
             ops::rope_backward(dq, &acts.positions, h, rope);

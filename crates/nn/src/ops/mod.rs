@@ -56,7 +56,7 @@ pub mod laps;
 pub use crate::config::Precision;
 pub use crate::cpu::attention::{
     attention_backward, attention_backward_recompute, attention_forward, attention_forward_cached,
-    attention_forward_recompute,
+    attention_forward_recompute, AttnShape, Qkv,
 };
 pub use crate::cpu::cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
 pub use crate::cpu::decode::attention::{attention_decode, store_keys_transposed};

@@ -345,7 +345,13 @@ impl Model {
         if t_new == 1 {
             ops::attention_decode(&mut s.atty, &s.q, kt, vc, bsz, end, max_len, h, dh);
         } else {
-            ops::attention_forward_cached(&mut s.atty, &s.q, kc, vc, bsz, t_new, start, max_len, h, dh);
+            let shape = ops::AttnShape {
+                batch: bsz,
+                seq: t_new,
+                n_heads: h,
+                d_head: dh,
+            };
+            ops::attention_forward_cached(&mut s.atty, &s.q, (kc, vc), shape, start, max_len);
         }
         ops::project_rows(&s.atty, n, &mut [(&mut s.tmp, r.wo)], p, bf16);
         ops::add_inplace(&mut s.x, &s.tmp);
