@@ -147,17 +147,7 @@ impl AdamW {
     /// Panics if `params`, `grads` and the state do not have the same length (a programming error).
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         self.check_lengths(params.len(), grads.len());
-        let (s, use_decay) = self.begin_step(lr);
-        let no_decay = &self.no_decay;
-        params
-            .par_chunks_mut(CHUNK)
-            .zip(grads.par_chunks(CHUNK))
-            .zip(self.m.par_chunks_mut(CHUNK))
-            .zip(self.v.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(ci, (((p, g), m), v))| {
-                update_chunk(no_decay, ci * CHUNK, p, g, m, v, s, use_decay, 1.0)
-            });
+        self.update_chunks(params, grads.par_chunks(CHUNK), lr, 1.0, |_| {});
     }
 
     /// `step` on the gradients times `grad_scale` (the clipping factor, `clip::clip_scale`; 1
@@ -172,17 +162,32 @@ impl AdamW {
         grad_scale: f32,
     ) {
         self.check_lengths(params.len(), grads.len());
+        self.update_chunks(params, grads.par_chunks_mut(CHUNK), lr, grad_scale, |g| {
+            g.fill(0.0)
+        });
+    }
+
+    /// Both steps: begins the step, then updates each CHUNK of params, m and v in parallel from
+    /// the matching chunk of `grads` (times `grad_scale`), and hands that chunk to `after`.
+    fn update_chunks<G: std::ops::Deref<Target = [f32]> + Send>(
+        &mut self,
+        params: &mut [f32],
+        grads: impl IndexedParallelIterator<Item = G>,
+        lr: f32,
+        grad_scale: f32,
+        after: impl Fn(G) + Sync,
+    ) {
         let (s, use_decay) = self.begin_step(lr);
         let no_decay = &self.no_decay;
         params
             .par_chunks_mut(CHUNK)
-            .zip(grads.par_chunks_mut(CHUNK))
+            .zip(grads)
             .zip(self.m.par_chunks_mut(CHUNK))
             .zip(self.v.par_chunks_mut(CHUNK))
             .enumerate()
             .for_each(|(ci, (((p, g), m), v))| {
-                update_chunk(no_decay, ci * CHUNK, p, g, m, v, s, use_decay, grad_scale);
-                g.fill(0.0);
+                update_chunk(no_decay, ci * CHUNK, p, &g, m, v, s, use_decay, grad_scale);
+                after(g);
             });
     }
 
