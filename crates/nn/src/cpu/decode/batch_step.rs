@@ -366,14 +366,11 @@ impl Chunks for BatchStep<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::for_each_pool;
 
     #[test]
     fn for_each_mut_visits_every_item_once_on_any_thread_count() {
-        for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+        for_each_pool(&[1, 2, 3], |threads, pool| {
             pool.install(|| {
                 let mut state = BatchDecodeState::new(threads);
                 for n in [0usize, 1, 2, 9, 40] {
@@ -383,6 +380,6 @@ mod tests {
                     assert_eq!(items, want, "{threads} threads, {n} items");
                 }
             });
-        }
+        });
     }
 }

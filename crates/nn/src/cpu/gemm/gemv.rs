@@ -313,7 +313,7 @@ pub(crate) mod tests {
 
     #[test]
     fn gemv_multi_splits_rows_over_threads_like_separate_products() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let pool = crate::testing::pool(3);
         let k = 300;
         let x = data(k, 3);
         let (wa, wb) = (data(123 * k, 4), to_bf16(&data(77 * k, 5)));

@@ -395,10 +395,7 @@ mod tests {
                     false,
                 );
                 for threads in [1, 2, 3, 4] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
+                    let pool = crate::testing::pool(threads);
                     let mut got = init.clone();
                     pool.install(|| {
                         gemm_row_blocks(m, n, k, &mut got, n, accumulate, (&a, 1, m), (&b, n, 1))

@@ -286,17 +286,13 @@ mod tests {
                 ..base
             },
         ];
-        for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+        crate::testing::for_each_pool(&[1, 2, 3], |threads, pool| {
             for c in variants.iter() {
                 for precision in [Precision::F32, Precision::Bf16] {
                     pool.install(|| check_batched_equals_alone(c, precision, threads));
                 }
             }
-        }
+        });
     }
 
     fn check_batched_equals_alone(c: &ModelConfig, precision: Precision, threads: usize) {
