@@ -153,10 +153,16 @@ fn check(
         "attention tiles: c row stride {ldc} < n {n}"
     );
     assert!(last * ldc + n <= c.len(), "attention tiles: c too short");
+    // Before the empty case: a reversed range would make the inner length k1 − k0 wrap.
+    assert!(
+        ks.start <= ks.end,
+        "attention tiles: span's k0 {} > k1 {}",
+        ks.start,
+        ks.end
+    );
     if ks.is_empty() {
         return;
     }
-    assert!(ks.start <= ks.end);
     let kl = ks.end - 1;
     assert!(
         last * a.rs + kl * a.cs < a.data.len(),
@@ -342,22 +348,18 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
-        for (m, n, kn) in [
-            (1, 1, 1),
-            (7, 5, 3),
-            (9, 16, 17),
-            (13, 33, 8),
-            (37, 64, 40),
-            (8, 48, 1),
-        ] {
+        for &(m, n, kn) in crate::testing::GEMM_SHAPES {
             // a transposed or not, with padding in the strides; c with padding columns.
             for (rs, cs) in [(kn + 3, 1), (1, m + 2)] {
                 let a: Vec<f32> = (0..m * rs.max(1) + kn * cs.max(1)).map(|_| rnd()).collect();
                 let ldb = n + 5;
                 let b: Vec<f32> = (0..kn * ldb).map(|_| rnd()).collect();
                 let ldc = n + 2;
-                // Causal-style span: columns up to i1 (capped at n), inner from i0 / 2.
-                let span = |i0: usize, i1: usize| (n.min(i1 + 3), i0 / 2, kn.min(i1 + 1));
+                // Causal-style span: columns up to i1 (capped at n), inner from i0 / 2 (k0 ≤ k1).
+                let span = |i0: usize, i1: usize| {
+                    let k1 = kn.min(i1 + 1);
+                    (n.min(i1 + 3), (i0 / 2).min(k1), k1)
+                };
                 for rows in [0..m, 3.min(m)..m] {
                     let a = Strided { data: &a, rs, cs };
                     let close = |x: &[f32], y: &[f32]| {
@@ -378,6 +380,25 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A span whose inner range runs backwards is refused (its length would wrap), on both paths.
+    #[test]
+    fn a_reversed_inner_range_panics() {
+        for tiles in [Tiles::detect(), Tiles::FALLBACK] {
+            let (a, b, mut c) = (vec![1.0; 64], vec![1.0; 64], vec![0.0; 64]);
+            let a = Strided {
+                data: &a,
+                rs: 8,
+                cs: 1,
+            };
+            let run = std::panic::AssertUnwindSafe(|| {
+                tiles.gemm((&mut c, 8), 0..8, a, (&b, 8), 1.0, |_, _| (8, 5, 3));
+            });
+            let err = std::panic::catch_unwind(run).expect_err("a reversed span must panic");
+            let msg = err.downcast_ref::<String>().map_or("", |m| m.as_str());
+            assert!(msg.contains("k0 5 > k1 3"), "{tiles:?}: {msg}");
         }
     }
 

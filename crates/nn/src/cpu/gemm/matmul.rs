@@ -370,13 +370,7 @@ mod tests {
     /// weight-gradient layout (A transposed) and at odd sizes, with and without accumulation.
     #[test]
     fn row_blocks_are_bitwise_one_gemm_for_any_thread_count() {
-        for &(m, n, k) in &[
-            (512, 96, 700),
-            (300, 70, 999),
-            (130, 65, 64),
-            (4500, 20, 40),
-            (127, 9, 5),
-        ] {
+        for &(m, n, k) in crate::testing::GEMM_SHAPES {
             let a = pattern(k * m, 7919, 1009);
             let b = pattern(k * n, 104729, 997);
             let init: Vec<f32> = (0..m * n).map(|i| (i % 13) as f32 * 0.1).collect();
