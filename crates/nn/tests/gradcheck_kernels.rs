@@ -37,17 +37,9 @@ fn matmul() {
     assert_close("matmul y", &y, &linear(&x, &w, d_in, d_out), FWD, 1e-3);
     // Backward accumulates onto what is there.
     let (mut dx, mut dw) = (vec![0.5f32; n * d_in], vec![-0.25f32; d_out * d_in]);
-    matmul_backward(
-        Precision::F32,
-        &mut dx,
-        &mut dw,
-        &to32(&dy),
-        &to32(&x),
-        &to32(&w),
-        n,
-        d_in,
-        d_out,
-    );
+    let (x32, dy32) = (to32(&x), to32(&dy));
+    matmul_backward_input(Precision::F32, &mut dx, &dy32, &to32(&w), n, d_in, d_out, true);
+    matmul_backward_weight(Precision::F32, &mut dw, &dy32, &x32, n, d_in, d_out);
     let nx: Vec<f64> = numeric_grad(&x, H, |x| dot(&dy, &linear(x, &w, d_in, d_out)))
         .iter()
         .map(|g| g + 0.5)

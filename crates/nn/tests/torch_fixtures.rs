@@ -323,14 +323,18 @@ fn swiglu_and_silu_ffn_with_weights_match_torch() {
             vec![0.0; ff * d],
         );
         let (mut dh1, mut dh3, mut dx) = (vec![0.0; n * ff], vec![0.0; n * ff], vec![0.0; n * d]);
-        ops::matmul_backward(Precision::F32, &mut dg, &mut dw2, &dy, &g, &w2, n, ff, d);
+        let prec = Precision::F32;
+        ops::matmul_backward_input(prec, &mut dg, &dy, &w2, n, ff, d, true);
+        ops::matmul_backward_weight(prec, &mut dw2, &dy, &g, n, ff, d);
         if glu {
             ops::swiglu_backward(&mut dh1, &mut dh3, &dg, &h1, &h3);
-            ops::matmul_backward(Precision::F32, &mut dx, &mut dw3, &dh3, &x, &w3, n, d, ff);
+            ops::matmul_backward_input(prec, &mut dx, &dh3, &w3, n, d, ff, true);
+            ops::matmul_backward_weight(prec, &mut dw3, &dh3, &x, n, d, ff);
         } else {
             ops::silu_backward(&mut dh1, &dg, &h1);
         }
-        ops::matmul_backward(Precision::F32, &mut dx, &mut dw1, &dh1, &x, &w1, n, d, ff);
+        ops::matmul_backward_input(prec, &mut dx, &dh1, &w1, n, d, ff, true);
+        ops::matmul_backward_weight(prec, &mut dw1, &dh1, &x, n, d, ff);
         assert_scaled(
             &format!("ffn {kind} dx"),
             &dx,

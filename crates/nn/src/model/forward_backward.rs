@@ -366,7 +366,7 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         laps.mark("fwd attention");
         ops::matmul_forward(prec, tmp, atty, &p[r.wo], n, d, d);
         laps.mark("fwd matmul o");
-        residual_and_post_norm(post, z, sum1, xin, tmp, &p[r.ln1], rstd1, n, d);
+        residual(z, xin, tmp, PostNorm::when(post, sum1, rstd1, &p[r.ln1]));
         laps.mark("fwd residual (+ norm)");
         // FFN sublayer.
         let f_in: &[f32] = if pre {
@@ -389,7 +389,7 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         laps.mark("fwd swiglu");
         ops::matmul_forward(prec, tmp, hg, &p[r.w2], n, f, d);
         laps.mark("fwd matmul w2");
-        residual_and_post_norm(post, xout, sum2, z, tmp, &p[r.ln2], rstd2, n, d);
+        residual(xout, z, tmp, PostNorm::when(post, sum2, rstd2, &p[r.ln2]));
         laps.mark("fwd residual (+ norm)");
     }
     let x_last = &acts.residual[c.n_layers];
@@ -627,24 +627,29 @@ fn post_norm_backward(
     laps.mark("bwd rmsnorm");
 }
 
-/// A block's residual connection: `out = x + y`, or with post-norm `sum = x + y` and
-/// `out = RMSNorm(sum)` with gain `gain` (its per-row `rstd` kept for the backward); n rows of d.
-#[allow(clippy::too_many_arguments)]
-fn residual_and_post_norm(
-    post: bool,
-    out: &mut [f32],
-    sum: &mut [f32],
-    x: &[f32],
-    y: &[f32],
-    gain: &[f32],
-    rstd: &mut [f32],
-    n: usize,
-    d: usize,
-) {
-    if post {
-        ops::residual_forward(sum, x, y);
-        ops::rmsnorm_forward(out, rstd, sum, gain, n, d, RMSNORM_EPS);
-    } else {
-        ops::residual_forward(out, x, y);
+/// The norm after a post-norm block's residual add: the sum it normalizes (n, d), kept for the
+/// backward with the per-row `rstd` (n), and the gain (d).
+struct PostNorm<'a> {
+    sum: &'a mut [f32],
+    rstd: &'a mut [f32],
+    gain: &'a [f32],
+}
+
+impl<'a> PostNorm<'a> {
+    /// The norm when the block is post-norm (`post`), else None.
+    fn when(post: bool, sum: &'a mut [f32], rstd: &'a mut [f32], gain: &'a [f32]) -> Option<Self> {
+        post.then_some(PostNorm { sum, rstd, gain })
+    }
+}
+
+/// A block's residual connection: `out = x + y`, or with `norm` (post-norm) `sum = x + y` and
+/// `out = RMSNorm(sum)`; n rows of d.
+fn residual(out: &mut [f32], x: &[f32], y: &[f32], norm: Option<PostNorm>) {
+    match norm {
+        Some(PostNorm { sum, rstd, gain }) => {
+            ops::residual_forward(sum, x, y);
+            ops::rmsnorm_forward(out, rstd, sum, gain, rstd.len(), gain.len(), RMSNORM_EPS);
+        }
+        None => ops::residual_forward(out, x, y),
     }
 }

@@ -232,24 +232,6 @@ fn weight_gradient(
     gemm_prec(prec, d_out, d_in, n, dweight, d_in, true, a, b)
 }
 
-/// Backward of `matmul_forward`: `dinp += dout · weight` and `dweight += doutᵀ · inp`
-/// (both ACCUMULATED). Shapes as in `matmul_forward`.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_backward(
-    prec: Precision,
-    dinp: &mut [f32],
-    dweight: &mut [f32],
-    dout: &[f32],
-    inp: &[f32],
-    weight: &[f32],
-    n: usize,
-    d_in: usize,
-    d_out: usize,
-) {
-    matmul_backward_input(prec, dinp, dout, weight, n, d_in, d_out, true);
-    matmul_backward_weight(prec, dweight, dout, inp, n, d_in, d_out);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
