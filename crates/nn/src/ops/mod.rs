@@ -65,6 +65,7 @@ pub use crate::cpu::decode::project::{project_rows, to_bf16};
 pub use crate::cpu::decode::project_batch::project_batch;
 pub use crate::cpu::decode::step::{decode_step, supported as decode_step_supported, CacheRefs, DecodeState};
 pub use crate::cpu::embedding::{embedding_backward, embedding_forward};
+pub use crate::cpu::gemm::gemv::DecodeWeights;
 pub use crate::cpu::gemm::matmul::{
     matmul_backward_input, matmul_backward_weight, matmul_backward_weight_shared, matmul_backward_weight_t,
     matmul_forward, matmul_forward_shared, WeightGrad,

@@ -16,7 +16,7 @@ use super::seq::{CacheRefs, Shared};
 use super::step::{rows, rows_per_chunk, Chunks, Core, Local, Plan, Residual};
 use crate::config::{layout, RMSNORM_EPS};
 use crate::cpu::fastmath;
-use crate::cpu::gemm::gemv::Weights;
+use crate::cpu::gemm::gemv::{DecodeWeights, Weights};
 use crate::cpu::gemm::gemv_batch::rows_strided;
 use crate::cpu::rmsnorm::rmsnorm_row;
 use crate::ModelConfig;
@@ -147,19 +147,17 @@ fn grow(v: &mut Vec<f32>, len: usize) {
 /// Appends `tokens[b]` at position `positions[b]` of the batch-1 cache `caches[b]` for every
 /// sequence b and writes its next-token logits to `logits[b]` (vocab each): for each sequence
 /// bitwise what `decode_step` gives it alone, computed as one parallel job over
-/// `rayon::current_num_threads()` participants (see the module doc). The weights are read from
-/// `bf16` when given. The caller checks the shapes, the tokens, room in each cache and that the
+/// `rayon::current_num_threads()` participants (see the module doc). The weight matrices are
+/// read from the bf16 snapshot when `w` has one. The caller checks the shapes, the tokens, room in each cache and that the
 /// config is `step::supported`.
-#[allow(clippy::too_many_arguments)]
 pub fn decode_step_batch(
     c: &ModelConfig,
-    p: &[f32],
+    w: DecodeWeights,
     state: &mut BatchDecodeState,
     caches: Vec<CacheRefs<'_>>,
     positions: &[usize],
     tokens: &[u32],
     logits: &mut [&mut [f32]],
-    bf16: Option<&[u16]>,
 ) {
     let n = caches.len();
     let (d, vocab) = (c.d_model, c.vocab_size);
@@ -184,7 +182,7 @@ pub fn decode_step_batch(
         longest = longest.max(cache.max_len);
     }
     let plan = state.plan(c, n, longest);
-    let emb = &p[layout::embedding(c)];
+    let emb = &w.p[layout::embedding(c)];
     for (b, &t) in tokens.iter().enumerate() {
         let t = t as usize;
         state.x[b * d..(b + 1) * d].copy_from_slice(&emb[t * d..(t + 1) * d]);
@@ -201,7 +199,7 @@ pub fn decode_step_batch(
         &mut state.hg[..n * c.d_ff],
     ];
     let step = BatchStep {
-        core: Core::new(c, (p, bf16), plan, acts),
+        core: Core::new(c, w, plan, acts),
         n,
         seqs,
         outs: logits.iter_mut().map(|o| Shared::new(o)).collect(),
@@ -259,7 +257,7 @@ impl Chunks for BatchStep<'_> {
         let xs = unsafe { self.core.x.all() };
         for (a, x) in local.a[..self.n * d].chunks_exact_mut(d).zip(xs.chunks_exact(d)) {
             if self.core.normalizes(phase) {
-                rmsnorm_row(a, x, &self.core.p[gain.clone()], RMSNORM_EPS);
+                rmsnorm_row(a, x, &self.core.w.p[gain.clone()], RMSNORM_EPS);
             } else {
                 a.copy_from_slice(x);
             }

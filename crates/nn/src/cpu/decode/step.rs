@@ -22,7 +22,7 @@ pub use super::seq::CacheRefs;
 use super::seq::{Seq, Shared};
 use crate::config::{layout, RMSNORM_EPS};
 use crate::cpu::fastmath;
-use crate::cpu::gemm::gemv::{self, Weights};
+use crate::cpu::gemm::gemv::{self, DecodeWeights, Weights};
 use crate::cpu::rmsnorm::rmsnorm_row;
 use crate::{Ffn, ModelConfig, Norm};
 use std::ops::Range;
@@ -224,23 +224,21 @@ fn first_max(x: &[f32]) -> Option<usize> {
     x.iter().position(|&v| v == m)
 }
 
-/// Appends `token` at position `pos` of a batch-1 cache of the model `c` with parameters `p` and
+/// Appends `token` at position `pos` of a batch-1 cache of the model `c` with parameters `w` and
 /// writes the next-token logits (vocab): the same result as the general `forward_infer` path for
 /// one row, computed as one parallel job over `rayon::current_num_threads()` participants (see
-/// the module doc). The weights are read from `bf16` when given. Returns the index of the
+/// the module doc). The weight matrices are read from the bf16 snapshot when `w` has one. Returns the index of the
 /// largest logit (the first on ties, NaN never chosen, 0 if all are NaN: `sample::argmax`),
 /// found chunk by chunk with the LM head. The caller checks the shapes, the token and that the
 /// config is `supported`.
-#[allow(clippy::too_many_arguments)]
 pub fn decode_step(
     c: &ModelConfig,
-    p: &[f32],
+    w: DecodeWeights,
     state: &mut DecodeState,
     cache: CacheRefs<'_>,
     pos: usize,
     token: u32,
     logits: &mut [f32],
-    bf16: Option<&[u16]>,
 ) -> u32 {
     let (d, vocab) = (c.d_model, c.vocab_size);
     let max_len = cache.max_len;
@@ -253,10 +251,10 @@ pub fn decode_step(
     let t = token as usize;
     state
         .x
-        .copy_from_slice(&p[layout::embedding(c)][t * d..(t + 1) * d]);
+        .copy_from_slice(&w.p[layout::embedding(c)][t * d..(t + 1) * d]);
     let acts = [&mut state.x[..], &mut state.qkv, &mut state.atty, &mut state.hg];
     let step = Step {
-        core: Core::new(c, (p, bf16), state.plan, acts),
+        core: Core::new(c, w, state.plan, acts),
         chunk_argmax: &state.chunk_argmax,
         seq: Seq::new(cache, pos),
         out: Shared::new(logits),
@@ -313,8 +311,7 @@ pub(super) struct Residual<'s, 'a> {
 /// activations the participants share (x, qkv, atty, hg: one row per sequence).
 pub(super) struct Core<'a> {
     pub(super) c: &'a ModelConfig,
-    pub(super) p: &'a [f32],
-    pub(super) bf16: Option<&'a [u16]>,
+    pub(super) w: DecodeWeights<'a>,
     pub(super) plan: Plan,
     pub(super) head_phase: usize,
     pub(super) pre: bool,
@@ -332,14 +329,13 @@ impl<'a> Core<'a> {
     /// [x, qkv, atty, hg].
     pub(super) fn new(
         c: &'a ModelConfig,
-        (p, bf16): (&'a [f32], Option<&'a [u16]>),
+        w: DecodeWeights<'a>,
         plan: Plan,
         [x, qkv, atty, hg]: [&'a mut [f32]; 4],
     ) -> Self {
         Core {
             c,
-            p,
-            bf16,
+            w,
             plan,
             head_phase: PER_LAYER * c.n_layers,
             pre: c.norm == Norm::Pre,
@@ -355,10 +351,7 @@ impl<'a> Core<'a> {
     /// The parameters at `r`, in the precision the step reads.
     #[inline(always)]
     pub(super) fn weights(&self, r: Range<usize>) -> Weights<'_> {
-        match self.bf16 {
-            Some(b) => Weights::Bf16(&b[r]),
-            None => Weights::F32(&self.p[r]),
-        }
+        self.w.at(r)
     }
 
     /// For the phases that read x (QKV, W1/W3, head): the gain of the norm before them (applied
@@ -417,7 +410,7 @@ impl Chunks for Step<'_> {
         // SAFETY: see `Step` (x is not written in these phases).
         let xs = unsafe { self.core.x.all() };
         if self.core.normalizes(phase) {
-            rmsnorm_row(&mut local.a, xs, &self.core.p[g], RMSNORM_EPS);
+            rmsnorm_row(&mut local.a, xs, &self.core.w.p[g], RMSNORM_EPS);
         } else {
             local.a.copy_from_slice(xs);
         }

@@ -5,7 +5,7 @@
 //! (`ops::project_batch` etc.). Each sequence's logits are bitwise those `forward_infer` gives it
 //! alone, so batching never changes the text.
 
-use super::{Bf16Weights, KvCache, Scratch};
+use super::{decode_weights, Bf16Weights, KvCache, Scratch};
 use crate::config::{layout, Precision, RMSNORM_EPS};
 use crate::model::Model;
 use crate::ops::{self, CacheRefs};
@@ -108,7 +108,7 @@ impl BatchDecoder {
         tokens: &[u32],
         logits: &mut [&mut [f32]],
     ) {
-        let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
+        let w = decode_weights(model, &self.bf16);
         let state = state_for_pool(&mut self.state);
         let positions: Vec<usize> = caches.iter().map(|c| c.len).collect();
         let refs: Vec<CacheRefs<'_>> = caches
@@ -121,16 +121,7 @@ impl BatchDecoder {
                 rope: cache.rope.as_ref(),
             })
             .collect();
-        ops::decode_step_batch(
-            &model.config,
-            &model.params,
-            state,
-            refs,
-            &positions,
-            tokens,
-            logits,
-            bf16,
-        );
+        ops::decode_step_batch(&model.config, w, state, refs, &positions, tokens, logits);
     }
 
     /// The step operation by operation (post-norm configs, which the fused step does not handle).
@@ -150,16 +141,10 @@ impl BatchDecoder {
         for l in 0..c.n_layers {
             self.layer(model, l, caches);
         }
-        let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
+        let w = decode_weights(model, &self.bf16);
         self.s.norm_into_a(&p[layout::ln_final(c)], n, d);
         self.logits.resize(n * c.vocab_size, 0.0);
-        ops::project_batch(
-            &self.s.a,
-            n,
-            &mut [(&mut self.logits, layout::lm_head(c))],
-            p,
-            bf16,
-        );
+        ops::project_batch(&self.s.a, n, &mut [(&mut self.logits, layout::lm_head(c))], w);
         for (b, out) in logits.iter_mut().enumerate() {
             out.copy_from_slice(&self.logits[b * c.vocab_size..(b + 1) * c.vocab_size]);
         }
@@ -170,7 +155,7 @@ impl BatchDecoder {
     fn layer(&mut self, model: &Model, l: usize, caches: &mut [&mut KvCache]) {
         let c = &model.config;
         let p = &model.params;
-        let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
+        let w = decode_weights(model, &self.bf16);
         let n = caches.len();
         let (d, h, dh) = (c.d_model, c.n_heads, c.d_head());
         let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
@@ -185,7 +170,7 @@ impl BatchDecoder {
             (&mut self.s.k[..], r.wk),
             (&mut self.s.v[..], r.wv),
         ];
-        ops::project_batch(&self.s.a, n, jobs, p, bf16);
+        ops::project_batch(&self.s.a, n, jobs, w);
         // Each sequence's RoPE, key store and attention over its own cache, the sequences in
         // parallel (every operation is deterministic whatever the thread count).
         let rows = self
@@ -209,7 +194,7 @@ impl BatchDecoder {
                 let (kt, vc) = (&cache.k_t[layer.clone()], &cache.v[layer]);
                 ops::attention_decode(atty, q, kt, vc, 1, pos + 1, max_len, h, dh);
             });
-        ops::project_batch(&self.s.atty, n, &mut [(&mut self.s.tmp[..], r.wo)], p, bf16);
+        ops::project_batch(&self.s.atty, n, &mut [(&mut self.s.tmp[..], r.wo)], w);
         ops::add_inplace(&mut self.s.x, &self.s.tmp);
         if post {
             self.s.renorm_x(&p[r.ln1], n, d);
@@ -221,13 +206,13 @@ impl BatchDecoder {
         }
         if c.ffn == Ffn::Swiglu {
             let jobs = &mut [(&mut self.s.h1[..], r.w1), (&mut self.s.h3[..], r.w3)];
-            ops::project_batch(&self.s.a, n, jobs, p, bf16);
+            ops::project_batch(&self.s.a, n, jobs, w);
             ops::swiglu_forward(&mut self.s.hg, &self.s.h1, &self.s.h3);
         } else {
-            ops::project_batch(&self.s.a, n, &mut [(&mut self.s.h1[..], r.w1)], p, bf16);
+            ops::project_batch(&self.s.a, n, &mut [(&mut self.s.h1[..], r.w1)], w);
             ops::silu_forward(&mut self.s.hg, &self.s.h1);
         }
-        ops::project_batch(&self.s.hg, n, &mut [(&mut self.s.tmp[..], r.w2)], p, bf16);
+        ops::project_batch(&self.s.hg, n, &mut [(&mut self.s.tmp[..], r.w2)], w);
         ops::add_inplace(&mut self.s.x, &self.s.tmp);
         if post {
             self.s.renorm_x(&p[r.ln2], n, d);
