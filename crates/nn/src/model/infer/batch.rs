@@ -65,7 +65,21 @@ impl BatchDecoder {
         }
         model.check_ids(tokens, false)?;
         if ops::decode_step_supported(c) {
-            self.step_fused(model, caches, tokens, logits);
+            // The step as one parallel job.
+            let w = decode_weights(model, &self.bf16);
+            let state = state_for_pool(&mut self.state);
+            let positions: Vec<usize> = caches.iter().map(|c| c.len).collect();
+            let refs: Vec<CacheRefs<'_>> = caches
+                .iter_mut()
+                .map(|cache| CacheRefs {
+                    k: &mut cache.k,
+                    v: &mut cache.v,
+                    k_t: &mut cache.k_t,
+                    max_len: cache.max_len,
+                    rope: cache.rope.as_ref(),
+                })
+                .collect();
+            ops::decode_step_batch(&model.config, w, state, refs, &positions, tokens, logits);
         } else {
             self.step_by_ops(model, caches, tokens, logits);
         }
@@ -98,30 +112,6 @@ impl BatchDecoder {
     /// right after one): for per-sequence work between steps, such as sampling.
     pub fn for_each_mut<T: Send>(&mut self, items: &mut [T], f: impl Fn(&mut T) + Sync) {
         state_for_pool(&mut self.state).for_each_mut(items, f);
-    }
-
-    /// The step as one parallel job (`ops::decode_step_batch`).
-    fn step_fused(
-        &mut self,
-        model: &Model,
-        caches: &mut [&mut KvCache],
-        tokens: &[u32],
-        logits: &mut [&mut [f32]],
-    ) {
-        let w = decode_weights(model, &self.bf16);
-        let state = state_for_pool(&mut self.state);
-        let positions: Vec<usize> = caches.iter().map(|c| c.len).collect();
-        let refs: Vec<CacheRefs<'_>> = caches
-            .iter_mut()
-            .map(|cache| CacheRefs {
-                k: &mut cache.k,
-                v: &mut cache.v,
-                k_t: &mut cache.k_t,
-                max_len: cache.max_len,
-                rope: cache.rope.as_ref(),
-            })
-            .collect();
-        ops::decode_step_batch(&model.config, w, state, refs, &positions, tokens, logits);
     }
 
     /// The step operation by operation (post-norm configs, which the fused step does not handle).
