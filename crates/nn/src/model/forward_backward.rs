@@ -1,6 +1,7 @@
 //! Training forward and hand-written backward over (batch, seq) token ids, on activation buffers
 //! allocated once per (batch, seq).
 
+use super::residual::{post_norm_backward, residual, PostNorm};
 use super::Model;
 use crate::config::{layout, Precision, RMSNORM_EPS};
 use crate::loss::mean;
@@ -305,7 +306,6 @@ fn disjoint_mut<const N: usize>(g: &mut [f32], ranges: [std::ops::Range<usize>; 
     })
 }
 
-/// The forward through the LM head into `acts.logits`.
 /// The shape of `acts`' attention calls.
 fn attn_shape(c: &ModelConfig, acts: &Activations) -> ops::AttnShape {
     ops::AttnShape {
@@ -316,6 +316,7 @@ fn attn_shape(c: &ModelConfig, acts: &Activations) -> ops::AttnShape {
     }
 }
 
+/// The forward through the LM head into `acts.logits`.
 fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
     let (b, t) = (acts.batch, acts.seq);
     let n = b * t;
@@ -603,53 +604,5 @@ fn ffn_backward(
             ops::matmul_backward_input(prec, dz, dh3, &p[r.w3], n, d, f, true);
         }
         laps.mark("bwd matmul w1/w3, input grad");
-    }
-}
-
-/// Backward of a post-norm block's RMSNorm (gain at `gain` of the parameters, input `x` (N, d)
-/// with its `rstd`): `dx` OVERWRITTEN with the input gradient of `dy`, the gain's gradient
-/// ACCUMULATED into `g`.
-#[allow(clippy::too_many_arguments)]
-fn post_norm_backward(
-    dx: &mut [f32],
-    g: &mut [f32],
-    p: &[f32],
-    gain: std::ops::Range<usize>,
-    dy: &[f32],
-    x: &[f32],
-    rstd: &[f32],
-    d: usize,
-    laps: &mut Laps,
-) {
-    dx.fill(0.0);
-    let n = rstd.len();
-    ops::rmsnorm_backward(dx, &mut g[gain.clone()], dy, x, &p[gain], rstd, n, d);
-    laps.mark("bwd rmsnorm");
-}
-
-/// The norm after a post-norm block's residual add: the sum it normalizes (n, d), kept for the
-/// backward with the per-row `rstd` (n), and the gain (d).
-struct PostNorm<'a> {
-    sum: &'a mut [f32],
-    rstd: &'a mut [f32],
-    gain: &'a [f32],
-}
-
-impl<'a> PostNorm<'a> {
-    /// The norm when the block is post-norm (`post`), else None.
-    fn when(post: bool, sum: &'a mut [f32], rstd: &'a mut [f32], gain: &'a [f32]) -> Option<Self> {
-        post.then_some(PostNorm { sum, rstd, gain })
-    }
-}
-
-/// A block's residual connection: `out = x + y`, or with `norm` (post-norm) `sum = x + y` and
-/// `out = RMSNorm(sum)`; n rows of d.
-fn residual(out: &mut [f32], x: &[f32], y: &[f32], norm: Option<PostNorm>) {
-    match norm {
-        Some(PostNorm { sum, rstd, gain }) => {
-            ops::residual_forward(sum, x, y);
-            ops::rmsnorm_forward(out, rstd, sum, gain, rstd.len(), gain.len(), RMSNORM_EPS);
-        }
-        None => ops::residual_forward(out, x, y),
     }
 }
