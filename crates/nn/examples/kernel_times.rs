@@ -80,20 +80,27 @@ fn main() {
     let mut o = vec![0.0f32; n * d];
     let (mut dq, mut dk, mut dv) = (o.clone(), o.clone(), o.clone());
     let afl = 2.0 * (batch * h * t * t * dh) as f64; // causal half of 2 products
+    let (x, shape) = (
+        Qkv::new(&q[..], &q, &q),
+        AttnShape {
+            batch,
+            seq: t,
+            n_heads: h,
+            d_head: dh,
+        },
+    );
     time("attention fwd", afl, reps, || {
-        attention_forward(&mut o, &mut att, &q, &q, &q, batch, t, h, dh)
+        attention_forward(&mut o, &mut att, x, shape)
     });
     time("attention bwd", 2.0 * afl, reps, || {
-        attention_backward(
-            &mut dq, &mut dk, &mut dv, &mut datt, &q, &q, &q, &q, &att, batch, t, h, dh,
-        )
+        attention_backward(Qkv::new(&mut dq, &mut dk, &mut dv), &mut datt, &q, x, &att, shape)
     });
     layer_other += 2.0
         * time("attention fwd (recompute)", afl, reps, || {
-            attention_forward_recompute(&mut o, &q, &q, &q, batch, t, h, dh)
+            attention_forward_recompute(&mut o, x, shape)
         });
     layer_other += time("attention bwd (recompute)", 2.0 * afl, reps, || {
-        attention_backward_recompute(&mut dq, &mut dk, &mut dv, &q, &q, &q, &q, batch, t, h, dh)
+        attention_backward_recompute(Qkv::new(&mut dq, &mut dk, &mut dv), &q, x, shape)
     });
     let mut rstd = vec![0.0f32; n];
     let g = vec![1.0f32; d];

@@ -27,6 +27,8 @@ pub mod optim;
 pub mod rng;
 pub mod sample;
 pub mod schedule;
+#[cfg(test)]
+mod testing;
 
 pub use config::{Ffn, ModelConfig, Norm, ParamSpec, Position, Precision};
 pub use error::{NnError, Result};

@@ -72,6 +72,10 @@ struct StepScalars {
     /// −α / (1 − β1ᵗ).
     neg_step_size: f32,
     eps: f32,
+    /// Whether weight decay is on (λ ≠ 0).
+    decay_on: bool,
+    /// The factor on the gradients (1: none).
+    grad_scale: f32,
 }
 
 impl AdamW {
@@ -147,17 +151,7 @@ impl AdamW {
     /// Panics if `params`, `grads` and the state do not have the same length (a programming error).
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         self.check_lengths(params.len(), grads.len());
-        let (s, use_decay) = self.begin_step(lr);
-        let no_decay = &self.no_decay;
-        params
-            .par_chunks_mut(CHUNK)
-            .zip(grads.par_chunks(CHUNK))
-            .zip(self.m.par_chunks_mut(CHUNK))
-            .zip(self.v.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(ci, (((p, g), m), v))| {
-                update_chunk(no_decay, ci * CHUNK, p, g, m, v, s, use_decay, 1.0)
-            });
+        self.update_chunks(params, grads.par_chunks(CHUNK), lr, 1.0, |_| {});
     }
 
     /// `step` on the gradients times `grad_scale` (the clipping factor, `clip::clip_scale`; 1
@@ -172,17 +166,32 @@ impl AdamW {
         grad_scale: f32,
     ) {
         self.check_lengths(params.len(), grads.len());
-        let (s, use_decay) = self.begin_step(lr);
+        self.update_chunks(params, grads.par_chunks_mut(CHUNK), lr, grad_scale, |g| {
+            g.fill(0.0)
+        });
+    }
+
+    /// Both steps: begins the step, then updates each CHUNK of params, m and v in parallel from
+    /// the matching chunk of `grads` (times `grad_scale`), and hands that chunk to `after`.
+    fn update_chunks<G: std::ops::Deref<Target = [f32]> + Send>(
+        &mut self,
+        params: &mut [f32],
+        grads: impl IndexedParallelIterator<Item = G>,
+        lr: f32,
+        grad_scale: f32,
+        after: impl Fn(G) + Sync,
+    ) {
+        let s = self.begin_step(lr, grad_scale);
         let no_decay = &self.no_decay;
         params
             .par_chunks_mut(CHUNK)
-            .zip(grads.par_chunks_mut(CHUNK))
+            .zip(grads)
             .zip(self.m.par_chunks_mut(CHUNK))
             .zip(self.v.par_chunks_mut(CHUNK))
             .enumerate()
             .for_each(|(ci, (((p, g), m), v))| {
-                update_chunk(no_decay, ci * CHUNK, p, g, m, v, s, use_decay, grad_scale);
-                g.fill(0.0);
+                update_chunk(no_decay, ci * CHUNK, p, &g, m, v, s);
+                after(g);
             });
     }
 
@@ -194,14 +203,14 @@ impl AdamW {
         );
     }
 
-    /// Increments `t` and computes the step's scalars; also whether weight decay is on.
-    fn begin_step(&mut self, lr: f32) -> (StepScalars, bool) {
+    /// Increments `t` and computes the step's scalars.
+    fn begin_step(&mut self, lr: f32, grad_scale: f32) -> StepScalars {
         self.t += 1;
         let c = &self.config;
         let (lr64, t) = (lr as f64, self.t as f64);
         let bc1 = 1.0 - (c.beta1 as f64).powf(t);
         let bc2 = 1.0 - (c.beta2 as f64).powf(t);
-        let s = StepScalars {
+        StepScalars {
             decay: (1.0 - lr64 * c.weight_decay as f64) as f32,
             w1: (1.0 - c.beta1 as f64) as f32,
             w1_large: (1.0 - c.beta1 as f64) as f32 >= 0.5,
@@ -210,14 +219,14 @@ impl AdamW {
             bc2_sqrt: bc2.sqrt() as f32,
             neg_step_size: (-(lr64 / bc1)) as f32,
             eps: c.eps,
-        };
-        (s, c.weight_decay != 0.0)
+            decay_on: c.weight_decay != 0.0,
+            grad_scale,
+        }
     }
 }
 
 /// The update of one parallel chunk starting at global element `base`, split into spans that
 /// share a decay flag.
-#[allow(clippy::too_many_arguments)]
 fn update_chunk(
     no_decay: &[Range<usize>],
     base: usize,
@@ -226,8 +235,6 @@ fn update_chunk(
     m: &mut [f32],
     v: &mut [f32],
     s: StepScalars,
-    use_decay: bool,
-    grad_scale: f32,
 ) {
     let mut start = 0;
     while start < p.len() {
@@ -239,8 +246,7 @@ fn update_chunk(
             &mut m[r.clone()],
             &mut v[r.clone()],
             s,
-            decay && use_decay,
-            grad_scale,
+            decay && s.decay_on,
         );
         start = r.end;
     }
@@ -268,18 +274,10 @@ fn span_at(no_decay: &[Range<usize>], i: usize, end: usize) -> (usize, bool) {
 
 /// The elementwise update over one span, in torch's operation order (see the module docs).
 #[inline]
-fn update(
-    p: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    s: StepScalars,
-    decay: bool,
-    grad_scale: f32,
-) {
+fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], s: StepScalars, decay: bool) {
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
         // x · 1 is x exactly, so the unscaled step is unchanged.
-        let g = g * grad_scale;
+        let g = g * s.grad_scale;
         let mut theta = *p;
         if decay {
             theta *= s.decay;

@@ -37,17 +37,9 @@ fn matmul() {
     assert_close("matmul y", &y, &linear(&x, &w, d_in, d_out), FWD, 1e-3);
     // Backward accumulates onto what is there.
     let (mut dx, mut dw) = (vec![0.5f32; n * d_in], vec![-0.25f32; d_out * d_in]);
-    matmul_backward(
-        Precision::F32,
-        &mut dx,
-        &mut dw,
-        &to32(&dy),
-        &to32(&x),
-        &to32(&w),
-        n,
-        d_in,
-        d_out,
-    );
+    let (x32, dy32) = (to32(&x), to32(&dy));
+    matmul_backward_input(Precision::F32, &mut dx, &dy32, &to32(&w), n, d_in, d_out, true);
+    matmul_backward_weight(Precision::F32, &mut dw, &dy32, &x32, n, d_in, d_out);
     let nx: Vec<f64> = numeric_grad(&x, H, |x| dot(&dy, &linear(x, &w, d_in, d_out)))
         .iter()
         .map(|g| g + 0.5)
@@ -157,7 +149,13 @@ fn check_attention(batch: usize, seq: usize, h: usize, dh: usize, sample: Option
     let (q32, k32, v32, dy32) = (to32(&q), to32(&k), to32(&v), to32(&dy));
     let mut out = vec![0.0; len];
     let mut att = vec![f32::NAN; batch * h * seq * seq];
-    attention_forward(&mut out, &mut att, &q32, &k32, &v32, batch, seq, h, dh);
+    let shape = AttnShape {
+        batch,
+        seq,
+        n_heads: h,
+        d_head: dh,
+    };
+    attention_forward(&mut out, &mut att, Qkv::new(&q32, &k32, &v32), shape);
     assert_close(
         "attention out",
         &out,
@@ -172,9 +170,8 @@ fn check_attention(batch: usize, seq: usize, h: usize, dh: usize, sample: Option
     }
     let (mut dq, mut dk, mut dv) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![f32::NAN; len]);
     let mut datt = vec![f32::NAN; att.len()];
-    attention_backward(
-        &mut dq, &mut dk, &mut dv, &mut datt, &dy32, &q32, &k32, &v32, &att, batch, seq, h, dh,
-    );
+    let dx = Qkv::new(&mut dq[..], &mut dk, &mut dv);
+    attention_backward(dx, &mut datt, &dy32, Qkv::new(&q32, &k32, &v32), &att, shape);
     let idx: Vec<usize> = match sample {
         None => (0..len).collect(),
         Some(m) => (0..m).map(|_| r.below(len) as usize).collect(),
@@ -205,12 +202,11 @@ fn check_attention(batch: usize, seq: usize, h: usize, dh: usize, sample: Option
     // The recomputing pair (no stored probabilities): same finite-difference check, and
     // bit-identical to the storing pair (it recomputes the very same probabilities).
     let mut out_r = vec![f32::NAN; len];
-    attention_forward_recompute(&mut out_r, &q32, &k32, &v32, batch, seq, h, dh);
+    attention_forward_recompute(&mut out_r, Qkv::new(&q32, &k32, &v32), shape);
     assert_eq!(out_r, out, "recompute forward differs from the storing forward");
     let (mut rq, mut rk, mut rv) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![f32::NAN; len]);
-    attention_backward_recompute(
-        &mut rq, &mut rk, &mut rv, &dy32, &q32, &k32, &v32, batch, seq, h, dh,
-    );
+    let dx = Qkv::new(&mut rq[..], &mut rk, &mut rv);
+    attention_backward_recompute(dx, &dy32, Qkv::new(&q32, &k32, &v32), shape);
     assert_close("recompute attention dq", &pick(&rq), &nq, BWD, 1e-3);
     assert_close("recompute attention dk", &pick(&rk), &nk, BWD, 1e-3);
     assert_close("recompute attention dv", &pick(&rv), &nv, BWD, 1e-3);
@@ -285,26 +281,38 @@ fn attention_matches_plain_loops_at_odd_sizes() {
         let what = format!("batch {batch} seq {seq} heads {h} d_head {dh}");
         let mut out = vec![f32::NAN; len];
         let mut att = vec![f32::NAN; batch * h * seq * seq];
-        attention_forward(&mut out, &mut att, &q32, &k32, &v32, batch, seq, h, dh);
+        let (x, shape) = (
+            Qkv::new(&q32[..], &k32, &v32),
+            AttnShape {
+                batch,
+                seq,
+                n_heads: h,
+                d_head: dh,
+            },
+        );
+        attention_forward(&mut out, &mut att, x, shape);
         let want = reference::attention(&q, &k, &v, batch, seq, h);
         assert_close(&format!("out, {what}"), &out, &want, FWD, 1e-3);
         let mut out_r = vec![f32::NAN; len];
-        attention_forward_recompute(&mut out_r, &q32, &k32, &v32, batch, seq, h, dh);
+        attention_forward_recompute(&mut out_r, x, shape);
         assert_eq!(out_r, out, "recompute forward differs, {what}");
 
         let (wq, wk, wv) = attention_backward_loops(&dy, &q, &k, &v, batch, seq, h);
         let (mut dq, mut dk, mut dv) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![f32::NAN; len]);
         let mut datt = vec![f32::NAN; att.len()];
         attention_backward(
-            &mut dq, &mut dk, &mut dv, &mut datt, &dy32, &q32, &k32, &v32, &att, batch, seq, h, dh,
+            Qkv::new(&mut dq[..], &mut dk, &mut dv),
+            &mut datt,
+            &dy32,
+            x,
+            &att,
+            shape,
         );
         assert_close(&format!("dq, {what}"), &dq, &wq, BWD, 1e-3);
         assert_close(&format!("dk, {what}"), &dk, &wk, BWD, 1e-3);
         assert_close(&format!("dv, {what}"), &dv, &wv, BWD, 1e-3);
         let (mut rq, mut rk, mut rv) = (vec![f32::NAN; len], vec![f32::NAN; len], vec![f32::NAN; len]);
-        attention_backward_recompute(
-            &mut rq, &mut rk, &mut rv, &dy32, &q32, &k32, &v32, batch, seq, h, dh,
-        );
+        attention_backward_recompute(Qkv::new(&mut rq[..], &mut rk, &mut rv), &dy32, x, shape);
         assert_eq!((rq, rk, rv), (dq, dk, dv), "recompute backward differs, {what}");
     }
 }
@@ -338,7 +346,13 @@ fn cached_attention_matches_full_attention() {
         }
     }
     let mut out = vec![0.0; batch * t_new * d];
-    attention_forward_cached(&mut out, &qn, &kc, &vc, batch, t_new, start, max_len, h, dh);
+    let shape = AttnShape {
+        batch,
+        seq: t_new,
+        n_heads: h,
+        d_head: dh,
+    };
+    attention_forward_cached(&mut out, &qn, (&kc, &vc), shape, start, max_len);
     assert_close("cached attention", &out, &want_n, FWD, 1e-3);
 }
 

@@ -238,14 +238,28 @@ fn causal_attention_forward_backward_match_torch() {
     let n = b * t * h * dh;
     let mut out = vec![0.0; n];
     let mut att = vec![f32::NAN; b * h * t * t];
-    ops::attention_forward(&mut out, &mut att, &q, &k, &v, b, t, h, dh);
+    let (x, shape) = (
+        ops::Qkv::new(&q[..], &k, &v),
+        ops::AttnShape {
+            batch: b,
+            seq: t,
+            n_heads: h,
+            d_head: dh,
+        },
+    );
+    ops::attention_forward(&mut out, &mut att, x, shape);
     assert_scaled("attention out", &out, &f.f32("out"), KERNEL_TOL);
     // The probabilities, zeros above the diagonal included (torch's masked softmax gives exact 0).
     assert_close("attention probs", &att, &f.f32("att"), 1e-6, 1e-5);
     let (mut dq, mut dk, mut dv) = (vec![f32::NAN; n], vec![f32::NAN; n], vec![f32::NAN; n]);
     let mut datt = vec![0.0; b * h * t * t];
     ops::attention_backward(
-        &mut dq, &mut dk, &mut dv, &mut datt, &dout, &q, &k, &v, &att, b, t, h, dh,
+        ops::Qkv::new(&mut dq[..], &mut dk, &mut dv),
+        &mut datt,
+        &dout,
+        x,
+        &att,
+        shape,
     );
     assert_scaled("attention dq", &dq, &f.f32("dq"), KERNEL_TOL);
     assert_scaled("attention dk", &dk, &f.f32("dk"), KERNEL_TOL);
@@ -309,14 +323,18 @@ fn swiglu_and_silu_ffn_with_weights_match_torch() {
             vec![0.0; ff * d],
         );
         let (mut dh1, mut dh3, mut dx) = (vec![0.0; n * ff], vec![0.0; n * ff], vec![0.0; n * d]);
-        ops::matmul_backward(Precision::F32, &mut dg, &mut dw2, &dy, &g, &w2, n, ff, d);
+        let prec = Precision::F32;
+        ops::matmul_backward_input(prec, &mut dg, &dy, &w2, n, ff, d, true);
+        ops::matmul_backward_weight(prec, &mut dw2, &dy, &g, n, ff, d);
         if glu {
             ops::swiglu_backward(&mut dh1, &mut dh3, &dg, &h1, &h3);
-            ops::matmul_backward(Precision::F32, &mut dx, &mut dw3, &dh3, &x, &w3, n, d, ff);
+            ops::matmul_backward_input(prec, &mut dx, &dh3, &w3, n, d, ff, true);
+            ops::matmul_backward_weight(prec, &mut dw3, &dh3, &x, n, d, ff);
         } else {
             ops::silu_backward(&mut dh1, &dg, &h1);
         }
-        ops::matmul_backward(Precision::F32, &mut dx, &mut dw1, &dh1, &x, &w1, n, d, ff);
+        ops::matmul_backward_input(prec, &mut dx, &dh1, &w1, n, d, ff, true);
+        ops::matmul_backward_weight(prec, &mut dw1, &dh1, &x, n, d, ff);
         assert_scaled(
             &format!("ffn {kind} dx"),
             &dx,

@@ -1,6 +1,7 @@
 //! Training forward and hand-written backward over (batch, seq) token ids, on activation buffers
 //! allocated once per (batch, seq).
 
+use super::residual::{post_norm_backward, residual, PostNorm};
 use super::Model;
 use crate::config::{layout, Precision, RMSNORM_EPS};
 use crate::loss::mean;
@@ -305,11 +306,22 @@ fn disjoint_mut<const N: usize>(g: &mut [f32], ranges: [std::ops::Range<usize>; 
     })
 }
 
+/// The shape of `acts`' attention calls.
+fn attn_shape(c: &ModelConfig, acts: &Activations) -> ops::AttnShape {
+    ops::AttnShape {
+        batch: acts.batch,
+        seq: acts.seq,
+        n_heads: c.n_heads,
+        d_head: c.d_head(),
+    }
+}
+
 /// The forward through the LM head into `acts.logits`.
 fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, inputs: &[u32]) {
     let (b, t) = (acts.batch, acts.seq);
     let n = b * t;
-    let (d, f, h, dh) = (c.d_model, c.d_ff, c.n_heads, c.d_head());
+    let (d, f, h) = (c.d_model, c.d_ff, c.n_heads);
+    let shape = attn_shape(c, acts);
     let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
     let mut laps = Laps::start();
     ops::embedding_forward(&mut acts.residual[0], inputs, &p[layout::embedding(c)], d);
@@ -351,11 +363,11 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
             ops::rope_forward(k, &acts.positions, h, rope);
             laps.mark("fwd rope");
         }
-        ops::attention_forward_recompute(atty, q, k, v, b, t, h, dh);
+        ops::attention_forward_recompute(atty, ops::Qkv::new(q, k, v), shape);
         laps.mark("fwd attention");
         ops::matmul_forward(prec, tmp, atty, &p[r.wo], n, d, d);
         laps.mark("fwd matmul o");
-        residual_and_post_norm(post, z, sum1, xin, tmp, &p[r.ln1], rstd1, n, d);
+        residual(z, xin, tmp, PostNorm::when(post, sum1, rstd1, &p[r.ln1]));
         laps.mark("fwd residual (+ norm)");
         // FFN sublayer.
         let f_in: &[f32] = if pre {
@@ -378,7 +390,7 @@ fn forward(c: &ModelConfig, prec: Precision, p: &[f32], acts: &mut Activations, 
         laps.mark("fwd swiglu");
         ops::matmul_forward(prec, tmp, hg, &p[r.w2], n, f, d);
         laps.mark("fwd matmul w2");
-        residual_and_post_norm(post, xout, sum2, z, tmp, &p[r.ln2], rstd2, n, d);
+        residual(xout, z, tmp, PostNorm::when(post, sum2, rstd2, &p[r.ln2]));
         laps.mark("fwd residual (+ norm)");
     }
     let x_last = &acts.residual[c.n_layers];
@@ -417,7 +429,8 @@ fn backward(
 ) {
     let (b, t) = (acts.batch, acts.seq);
     let n = b * t;
-    let (d, h, dh, vocab) = (c.d_model, c.n_heads, c.d_head(), c.vocab_size);
+    let (d, h, vocab) = (c.d_model, c.n_heads, c.vocab_size);
+    let shape = attn_shape(c, acts);
     let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
     let s = acts.grad.as_mut().expect("gradient scratch allocated");
     let GradScratch {
@@ -487,7 +500,8 @@ fn backward(
         laps.mark("bwd matmul o, weight grad");
         ops::matmul_backward_input(prec, dtmp, dres, &p[r.wo], n, d, d, false);
         laps.mark("bwd matmul o, input grad");
-        ops::attention_backward_recompute(dq, dk, dv, dtmp, &la.q, &la.k, &la.v, b, t, h, dh);
+        let x = ops::Qkv::new(&la.q[..], &la.k, &la.v);
+        ops::attention_backward_recompute(ops::Qkv::new(dq, dk, dv), dtmp, x, shape);
         laps.mark("bwd attention");
         if let Some(rope) = &acts.rope {
             ops::rope_backward(dq, &acts.positions, h, rope);
@@ -590,48 +604,5 @@ fn ffn_backward(
             ops::matmul_backward_input(prec, dz, dh3, &p[r.w3], n, d, f, true);
         }
         laps.mark("bwd matmul w1/w3, input grad");
-    }
-}
-
-/// Backward of a post-norm block's RMSNorm (gain at `gain` of the parameters, input `x` (N, d)
-/// with its `rstd`): `dx` OVERWRITTEN with the input gradient of `dy`, the gain's gradient
-/// ACCUMULATED into `g`.
-#[allow(clippy::too_many_arguments)]
-fn post_norm_backward(
-    dx: &mut [f32],
-    g: &mut [f32],
-    p: &[f32],
-    gain: std::ops::Range<usize>,
-    dy: &[f32],
-    x: &[f32],
-    rstd: &[f32],
-    d: usize,
-    laps: &mut Laps,
-) {
-    dx.fill(0.0);
-    let n = rstd.len();
-    ops::rmsnorm_backward(dx, &mut g[gain.clone()], dy, x, &p[gain], rstd, n, d);
-    laps.mark("bwd rmsnorm");
-}
-
-/// A block's residual connection: `out = x + y`, or with post-norm `sum = x + y` and
-/// `out = RMSNorm(sum)` with gain `gain` (its per-row `rstd` kept for the backward); n rows of d.
-#[allow(clippy::too_many_arguments)]
-fn residual_and_post_norm(
-    post: bool,
-    out: &mut [f32],
-    sum: &mut [f32],
-    x: &[f32],
-    y: &[f32],
-    gain: &[f32],
-    rstd: &mut [f32],
-    n: usize,
-    d: usize,
-) {
-    if post {
-        ops::residual_forward(sum, x, y);
-        ops::rmsnorm_forward(out, rstd, sum, gain, n, d, RMSNORM_EPS);
-    } else {
-        ops::residual_forward(out, x, y);
     }
 }

@@ -2,12 +2,13 @@
 //!
 //! Token embedding → n_layers blocks (pre-norm `z = x + MHA(RMSNorm(x))`, `y = z + FFN(RMSNorm(z))`,
 //! or the post/none ablations) → final RMSNorm → untied LM head. The forward and every backward,
-//! written by hand, are in `forward_backward.rs`; `infer.rs` runs incremental inference with a KV
-//! cache. All math goes through the backend boundary `crate::ops`; the parameter offsets are
-//! `config::layout`.
+//! written by hand, are in `forward_backward.rs` (the residual connections and post-norms in
+//! `residual.rs`); `infer.rs` runs incremental inference with a KV cache. All math goes through
+//! the backend boundary `crate::ops`; the parameter offsets are `config::layout`.
 
 mod forward_backward;
 mod infer;
+mod residual;
 
 pub use crate::config::RMSNORM_EPS;
 pub use forward_backward::Activations;

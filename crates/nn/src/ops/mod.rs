@@ -15,8 +15,8 @@
 //!
 //! Training (one `Model::forward_backward` step):
 //! - linear layers in a `Precision`: `matmul_forward`, `matmul_forward_shared` (several weights of
-//!   one input: q/k/v, W1/W3), `matmul_backward` (= `matmul_backward_input` +
-//!   `matmul_backward_weight`), `matmul_backward_weight_t` (output gradient given transposed),
+//!   one input: q/k/v, W1/W3), `matmul_backward_input` + `matmul_backward_weight` (the
+//!   backward), `matmul_backward_weight_t` (output gradient given transposed),
 //!   `matmul_backward_weight_shared` (several weight gradients of one input);
 //! - `embedding_forward` / `embedding_backward`, `rmsnorm_forward` / `rmsnorm_backward`,
 //!   `rope_forward` / `rope_backward` (with a `RopeTable`), `attention_forward_recompute` /
@@ -56,7 +56,7 @@ pub mod laps;
 pub use crate::config::Precision;
 pub use crate::cpu::attention::{
     attention_backward, attention_backward_recompute, attention_forward, attention_forward_cached,
-    attention_forward_recompute,
+    attention_forward_recompute, AttnShape, Qkv,
 };
 pub use crate::cpu::cross_entropy::{cross_entropy_backward, cross_entropy_forward, cross_entropy_fused};
 pub use crate::cpu::decode::attention::{attention_decode, store_keys_transposed};
@@ -65,9 +65,10 @@ pub use crate::cpu::decode::project::{project_rows, to_bf16, PROMPT_GEMV_MAX_ROW
 pub use crate::cpu::decode::project_batch::project_batch;
 pub use crate::cpu::decode::step::{decode_step, supported as decode_step_supported, CacheRefs, DecodeState};
 pub use crate::cpu::embedding::{embedding_backward, embedding_forward};
+pub use crate::cpu::gemm::gemv::DecodeWeights;
 pub use crate::cpu::gemm::matmul::{
-    matmul_backward, matmul_backward_input, matmul_backward_weight, matmul_backward_weight_shared,
-    matmul_backward_weight_t, matmul_forward, matmul_forward_shared, WeightGrad,
+    matmul_backward_input, matmul_backward_weight, matmul_backward_weight_shared, matmul_backward_weight_t,
+    matmul_forward, matmul_forward_shared, WeightGrad,
 };
 pub use crate::cpu::residual::{add_inplace, residual_forward};
 pub use crate::cpu::rmsnorm::{rmsnorm_backward, rmsnorm_forward, rmsnorm_row};

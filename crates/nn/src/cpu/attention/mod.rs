@@ -12,63 +12,68 @@ use rayon::iter::Either;
 use rayon::prelude::*;
 use rows::{softmax_backward_row, softmax_causal_row};
 use std::cell::RefCell;
-use tiles::{gemm_tiles, pack_rows, pack_transposed, Strided};
+use tiles::{pack_rows, pack_transposed, Strided, Tiles};
 
 /// Rows per block of the score-side products: a block's rows of S (or dP) are computed and then
 /// softmaxed (or turned into dS) while they are still in L1 (16 and 64 measured the same).
 pub const BLOCK: usize = 32;
 
+/// The shape of an attention call: `batch` sequences of `seq` positions, `n_heads` heads of
+/// width `d_head`; q, k, v and out are (batch, seq, n_heads·d_head).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub n_heads: usize,
+    pub d_head: usize,
+}
+
+impl AttnShape {
+    /// Floats of one (batch, seq, n_heads·d_head) buffer.
+    pub fn len(&self) -> usize {
+        self.batch * self.seq * self.n_heads * self.d_head
+    }
+
+    /// Whether the buffers hold no float.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Floats of the probabilities (batch, n_heads, seq, seq).
+    pub fn att_len(&self) -> usize {
+        self.batch * self.n_heads * self.seq * self.seq
+    }
+}
+
+/// The three attention inputs q, k, v, or (with `&mut [f32]`) their gradients.
+#[derive(Clone, Copy, Debug)]
+pub struct Qkv<T> {
+    pub q: T,
+    pub k: T,
+    pub v: T,
+}
+
+impl<T> Qkv<T> {
+    pub fn new(q: T, k: T, v: T) -> Qkv<T> {
+        Qkv { q, k, v }
+    }
+}
+
 /// `out (batch, seq, n_heads·d_head)` = per head `softmax(QKᵀ/√d_head, causal) · V`; `att
 /// (batch, n_heads, seq, seq)` gets the probabilities (row t: columns ≤ t, zeros above the
 /// diagonal). q, k, v (batch, seq, n_heads·d_head), RoPE already applied. Overwrites out and att.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_forward(
-    out: &mut [f32],
-    att: &mut [f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    batch: usize,
-    seq: usize,
-    n_heads: usize,
-    d_head: usize,
-) {
-    assert_eq!(att.len(), batch * n_heads * seq * seq, "attention_forward: att");
-    forward(
-        "attention_forward",
-        out,
-        Some(att),
-        [q, k, v],
-        (batch, seq, n_heads, d_head),
-    );
+pub fn attention_forward(out: &mut [f32], att: &mut [f32], x: Qkv<&[f32]>, shape: AttnShape) {
+    assert_eq!(att.len(), shape.att_len(), "attention_forward: att");
+    forward("attention_forward", out, Some(att), x, shape);
 }
 
 /// `attention_forward` without storing the probabilities: each sequence's heads go through one
 /// (seq, seq) scratch per thread that stays in cache, and `attention_backward_recompute`
 /// recomputes them. Saves batch·n_heads·seq² floats per layer; `out` is bit-identical to
 /// `attention_forward`'s. Shapes as there.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_forward_recompute(
-    out: &mut [f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    batch: usize,
-    seq: usize,
-    n_heads: usize,
-    d_head: usize,
-) {
-    forward(
-        "attention_forward_recompute",
-        out,
-        None,
-        [q, k, v],
-        (batch, seq, n_heads, d_head),
-    );
+pub fn attention_forward_recompute(out: &mut [f32], x: Qkv<&[f32]>, shape: AttnShape) {
+    forward("attention_forward_recompute", out, None, x, shape);
 }
-
-/// (batch, seq, n_heads, d_head) of an attention call.
-type Dims = (usize, usize, usize, usize);
 
 /// Panics with "`op`: `name`" unless each named buffer holds `len` floats.
 fn check_lens(op: &str, len: usize, bufs: &[(&str, &[f32])]) {
@@ -91,18 +96,15 @@ fn per_sequence<T: Send>(
 
 /// Both forwards: each head's probabilities go into `att` (batch, n_heads, seq, seq) when given,
 /// else into a per-thread (seq, seq) scratch; the same `Head` calls either way.
-/// `dims` = (batch, seq, n_heads, d_head).
-fn forward(op: &str, out: &mut [f32], att: Option<&mut [f32]>, [q, k, v]: [&[f32]; 3], dims: Dims) {
-    let (batch, seq, n_heads, d_head) = dims;
-    let bd = seq * n_heads * d_head;
-    check_lens(op, batch * bd, &[("out", out), ("q", q), ("k", k), ("v", v)]);
-    if batch == 0 || seq == 0 {
+fn forward(op: &str, out: &mut [f32], att: Option<&mut [f32]>, x: Qkv<&[f32]>, shape: AttnShape) {
+    let Qkv { q, k, v } = x;
+    check_lens(op, shape.len(), &[("out", out), ("q", q), ("k", k), ("v", v)]);
+    let Some(hd) = Head::new(shape) else {
         return;
-    }
-    let hd = Head::new(seq, n_heads, d_head);
-    let tt = seq * seq;
+    };
+    let (n_heads, bd, tt) = (shape.n_heads, hd.t_len * hd.d, hd.t_len * hd.t_len);
     let stored = att.is_some();
-    let att = per_sequence(att.map(|a| a.par_chunks_mut(n_heads * tt)), batch);
+    let att = per_sequence(att.map(|a| a.par_chunks_mut(n_heads * tt)), shape.batch);
     out.par_chunks_mut(bd)
         .zip(att)
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
@@ -121,24 +123,30 @@ fn forward(op: &str, out: &mut [f32], att: Option<&mut [f32]>, [q, k, v]: [&[f32
 }
 
 /// One sequence's per-head products: shapes and the softmax scale. Every product goes through
-/// `attention_tiles::gemm_tiles` in MR-row tiles that skip the masked triangle; the storing and
+/// `tiles::Tiles::gemm` in MR-row tiles that skip the masked triangle; the storing and
 /// the recomputing entry points share this code, so their results are bit-identical.
 struct Head {
     t_len: usize,
     d: usize,
     d_head: usize,
     scale: f32,
+    tiles: Tiles,
 }
 
 impl Head {
-    fn new(t_len: usize, n_heads: usize, d_head: usize) -> Head {
-        let scale = 1.0 / (d_head as f32).sqrt();
-        Head {
-            t_len,
-            d: n_heads * d_head,
-            d_head,
-            scale,
+    /// The heads of `shape`'s sequences; None when there is nothing to compute (no sequence or
+    /// no position).
+    fn new(shape: AttnShape) -> Option<Head> {
+        if shape.batch == 0 || shape.seq == 0 {
+            return None;
         }
+        Some(Head {
+            t_len: shape.seq,
+            d: shape.n_heads * shape.d_head,
+            d_head: shape.d_head,
+            scale: 1.0 / (shape.d_head as f32).sqrt(),
+            tiles: Tiles::detect(),
+        })
     }
 
     /// Runs f with this thread's scratch: `squares` (seq, seq) matrices in one slice, and the
@@ -191,9 +199,9 @@ impl Head {
         for r0 in (0..t_len).step_by(BLOCK) {
             let r1 = (r0 + BLOCK).min(t_len);
             // S[i, 0..i1] = scale · Q[i] K[0..i1]ᵀ for the rows i of each tile [i0, i1).
-            gemm_tiles(p, t_len, r0..r1, qa, &s.xt, t_len, self.scale, |_, i1| {
-                (i1, 0, dh)
-            });
+            let kt = (&s.xt[..], t_len);
+            self.tiles
+                .gemm((p, t_len), r0..r1, qa, kt, self.scale, |_, i1| (i1, 0, dh));
             for t in r0..r1 {
                 softmax_causal_row(&mut p[t * t_len..(t + 1) * t_len], t);
             }
@@ -210,27 +218,24 @@ impl Head {
             cs: 1,
         };
         // O[i] = P[i, 0..i1] · V[0..i1] (P is zero beyond the diagonal).
-        gemm_tiles(&mut out[c..], d, 0..t_len, pa, &s.a, dh, 1.0, |_, i1| (dh, 0, i1));
+        let vp = (&s.a[..], dh);
+        self.tiles
+            .gemm((&mut out[c..], d), 0..t_len, pa, vp, 1.0, |_, i1| (dh, 0, i1));
     }
 
-    /// Head h's columns of dq, dk, dv (seq, d), OVERWRITTEN, given its probabilities p (seq, seq);
-    /// ds (seq, seq) is scratch (left holding dS, the gradient of the scaled scores).
-    #[allow(clippy::too_many_arguments)]
+    /// Head h's columns of dx = (dq, dk, dv) (seq, d), OVERWRITTEN, given its probabilities p
+    /// (seq, seq); ds (seq, seq) is scratch (left holding dS, the gradient of the scaled scores).
     fn backward(
         &self,
-        dq: &mut [f32],
-        dk: &mut [f32],
-        dv: &mut [f32],
-        ds: &mut [f32],
+        dx: &mut Qkv<&mut [f32]>,
+        (p, ds): (&[f32], &mut [f32]),
         s: &mut Packs,
         dout: &[f32],
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        p: &[f32],
+        x: &Qkv<&[f32]>,
         h: usize,
     ) {
         let (t_len, d, dh, scale, c) = (self.t_len, self.d, self.d_head, self.scale, h * self.d_head);
+        let (Qkv { q, k, v }, tiles) = (x, self.tiles);
         // xt = Vᵀ, a = K, b = Q, c = dO, each head h's columns packed.
         self.transpose(&mut s.xt, v, h);
         self.gather(&mut s.a, k, h);
@@ -244,7 +249,7 @@ impl Head {
         for r0 in (0..t_len).step_by(BLOCK) {
             let r1 = (r0 + BLOCK).min(t_len);
             // dP[i, 0..i1] = dO[i] · V[0..i1]ᵀ
-            gemm_tiles(ds, t_len, r0..r1, da, &s.xt, t_len, 1.0, |_, i1| (i1, 0, dh));
+            tiles.gemm((ds, t_len), r0..r1, da, (&s.xt, t_len), 1.0, |_, i1| (i1, 0, dh));
             // dS = P ⊙ (dP − Σ_u P dP), zero above the diagonal.
             for t in r0..r1 {
                 let row = t * t_len..(t + 1) * t_len;
@@ -256,7 +261,9 @@ impl Head {
                 rs: t_len,
                 cs: 1,
             };
-            gemm_tiles(&mut dq[c..], d, r0..r1, sa, &s.a, dh, scale, |_, i1| (dh, 0, i1));
+            tiles.gemm((&mut dx.q[c..], d), r0..r1, sa, (&s.a, dh), scale, |_, i1| {
+                (dh, 0, i1)
+            });
         }
         // dV[j] = Σ_{i ≥ j0} P[i, j] dO[i]; dK[j] = scale · Σ_{i ≥ j0} dS[i, j] Q[i] for the rows j
         // of each tile [j0, j1) (P and dS are zero above the diagonal).
@@ -265,17 +272,14 @@ impl Head {
             rs: 1,
             cs: t_len,
         };
-        gemm_tiles(&mut dv[c..], d, 0..t_len, pt, &s.c, dh, 1.0, |j0, _| {
-            (dh, j0, t_len)
-        });
+        let span = |j0, _| (dh, j0, t_len);
+        tiles.gemm((&mut dx.v[c..], d), 0..t_len, pt, (&s.c, dh), 1.0, span);
         let st = Strided {
             data: ds,
             rs: 1,
             cs: t_len,
         };
-        gemm_tiles(&mut dk[c..], d, 0..t_len, st, &s.b, dh, scale, |j0, _| {
-            (dh, j0, t_len)
-        });
+        tiles.gemm((&mut dx.k[c..], d), 0..t_len, st, (&s.b, dh), scale, span);
     }
 }
 
@@ -293,75 +297,41 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Packs)> = RefCell::new(Default::default());
 }
 
-/// Backward of `attention_forward` given its `att`: dq, dk, dv (batch, seq, n_heads·d_head) are
-/// OVERWRITTEN; `datt` (batch, n_heads, seq, seq) is scratch (left holding dS, the gradient of the
-/// scaled scores). Shapes as in the forward.
-#[allow(clippy::too_many_arguments)]
+/// Backward of `attention_forward` given its `att`: dx = (dq, dk, dv) (batch, seq,
+/// n_heads·d_head) are OVERWRITTEN; `datt` (batch, n_heads, seq, seq) is scratch (left holding
+/// dS, the gradient of the scaled scores). Shapes as in the forward.
 pub fn attention_backward(
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
+    dx: Qkv<&mut [f32]>,
     datt: &mut [f32],
     dout: &[f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    x: Qkv<&[f32]>,
     att: &[f32],
-    batch: usize,
-    seq: usize,
-    n_heads: usize,
-    d_head: usize,
+    shape: AttnShape,
 ) {
-    let ba = batch * n_heads * seq * seq;
-    assert_eq!(att.len(), ba, "attention_backward: att");
-    assert_eq!(datt.len(), ba, "attention_backward: datt");
-    backward(
-        "attention_backward",
-        [dq, dk, dv],
-        Some((datt, att)),
-        [dout, q, k, v],
-        (batch, seq, n_heads, d_head),
-    );
+    assert_eq!(att.len(), shape.att_len(), "attention_backward: att");
+    assert_eq!(datt.len(), shape.att_len(), "attention_backward: datt");
+    backward("attention_backward", dx, Some((datt, att)), dout, x, shape);
 }
 
 /// Backward of `attention_forward_recompute`: recomputes each head's probabilities (bit-identical
-/// to the forward's) in a per-thread (seq, seq) scratch, then as `attention_backward`. dq, dk, dv
-/// (batch, seq, n_heads·d_head) are OVERWRITTEN. Shapes as in the forward.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_backward_recompute(
-    dq: &mut [f32],
-    dk: &mut [f32],
-    dv: &mut [f32],
-    dout: &[f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    batch: usize,
-    seq: usize,
-    n_heads: usize,
-    d_head: usize,
-) {
-    backward(
-        "attention_backward_recompute",
-        [dq, dk, dv],
-        None,
-        [dout, q, k, v],
-        (batch, seq, n_heads, d_head),
-    );
+/// to the forward's) in a per-thread (seq, seq) scratch, then as `attention_backward`. dx = (dq,
+/// dk, dv) (batch, seq, n_heads·d_head) are OVERWRITTEN. Shapes as in the forward.
+pub fn attention_backward_recompute(dx: Qkv<&mut [f32]>, dout: &[f32], x: Qkv<&[f32]>, shape: AttnShape) {
+    backward("attention_backward_recompute", dx, None, dout, x, shape);
 }
 
 /// Both backwards: with `stored` = (datt, att), each head's probabilities are read from att and
 /// its dS left in datt; without, the probabilities are recomputed into a per-thread (seq, seq)
-/// scratch and dS goes into a second one. The same `Head` calls either way. `dims` as in `forward`.
+/// scratch and dS goes into a second one. The same `Head` calls either way.
 fn backward(
     op: &str,
-    [dq, dk, dv]: [&mut [f32]; 3],
+    dx: Qkv<&mut [f32]>,
     stored: Option<(&mut [f32], &[f32])>,
-    [dout, q, k, v]: [&[f32]; 4],
-    dims: Dims,
+    dout: &[f32],
+    x: Qkv<&[f32]>,
+    shape: AttnShape,
 ) {
-    let (batch, seq, n_heads, d_head) = dims;
-    let bd = seq * n_heads * d_head;
+    let (Qkv { q: dq, k: dk, v: dv }, Qkv { q, k, v }) = (dx, x);
     let bufs = [
         ("dq", &*dq),
         ("dk", &*dk),
@@ -371,12 +341,11 @@ fn backward(
         ("k", k),
         ("v", v),
     ];
-    check_lens(op, batch * bd, &bufs);
-    if batch == 0 || seq == 0 {
+    check_lens(op, shape.len(), &bufs);
+    let Some(hd) = Head::new(shape) else {
         return;
-    }
-    let hd = Head::new(seq, n_heads, d_head);
-    let tt = seq * seq;
+    };
+    let (n_heads, bd, tt) = (shape.n_heads, hd.t_len * hd.d, hd.t_len * hd.t_len);
     let recompute = stored.is_none();
     let stored = stored.map(|(datt, att)| {
         datt.par_chunks_mut(n_heads * tt)
@@ -385,7 +354,7 @@ fn backward(
     dq.par_chunks_mut(bd)
         .zip(dk.par_chunks_mut(bd))
         .zip(dv.par_chunks_mut(bd))
-        .zip(per_sequence(stored, batch))
+        .zip(per_sequence(stored, shape.batch))
         .zip(dout.par_chunks(bd))
         .zip(q.par_chunks(bd).zip(k.par_chunks(bd)).zip(v.par_chunks(bd)))
         .for_each(|(((((dq, dk), dv), mut stored), dout), ((q, k), v))| {
@@ -399,42 +368,37 @@ fn backward(
                             (&*sp, &mut *sds)
                         }
                     };
-                    hd.backward(dq, dk, dv, ds, s, dout, q, k, v, p, h);
+                    let mut dx = Qkv::new(&mut *dq, &mut *dk, &mut *dv);
+                    hd.backward(&mut dx, (p, ds), s, dout, &Qkv::new(q, k, v), h);
                 }
             })
         });
 }
 
-/// Attention of new queries over a KV cache (for generation). q and out (batch, t_new, n_heads·d_head);
-/// k_cache, v_cache (batch, max_len, n_heads·d_head) with positions < start + t_new filled (RoPE
-/// applied to keys). Query t sits at position start + t and sees positions 0..=start + t.
-/// Overwrites out.
-#[allow(clippy::too_many_arguments)]
+/// Attention of new queries over a KV cache (for generation). `shape.seq` = t_new, the new
+/// queries: q and out (batch, t_new, n_heads·d_head); k_cache, v_cache (batch, max_len,
+/// n_heads·d_head) with positions < start + t_new filled (RoPE applied to keys). Query t sits at
+/// position start + t and sees positions 0..=start + t. Overwrites out.
 pub fn attention_forward_cached(
     out: &mut [f32],
     q: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
-    batch: usize,
-    t_new: usize,
+    (k_cache, v_cache): (&[f32], &[f32]),
+    shape: AttnShape,
     start: usize,
     max_len: usize,
-    n_heads: usize,
-    d_head: usize,
 ) {
+    let AttnShape {
+        batch,
+        seq: t_new,
+        n_heads,
+        d_head,
+    } = shape;
     let d = n_heads * d_head;
-    assert_eq!(out.len(), batch * t_new * d, "attention_forward_cached: out");
-    assert_eq!(q.len(), batch * t_new * d, "attention_forward_cached: q");
-    assert_eq!(
-        k_cache.len(),
-        batch * max_len * d,
-        "attention_forward_cached: k_cache"
-    );
-    assert_eq!(
-        v_cache.len(),
-        batch * max_len * d,
-        "attention_forward_cached: v_cache"
-    );
+    assert_eq!(out.len(), shape.len(), "attention_forward_cached: out");
+    assert_eq!(q.len(), shape.len(), "attention_forward_cached: q");
+    let cache_len = batch * max_len * d;
+    assert_eq!(k_cache.len(), cache_len, "attention_forward_cached: k_cache");
+    assert_eq!(v_cache.len(), cache_len, "attention_forward_cached: v_cache");
     assert!(start + t_new <= max_len, "attention_forward_cached: past max_len");
     if batch == 0 || t_new == 0 {
         return;

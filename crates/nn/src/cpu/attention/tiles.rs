@@ -24,73 +24,82 @@ pub struct Strided<'a> {
     pub cs: usize,
 }
 
-/// For each row tile [i0, i1) of `rows` (tiles aligned to multiples of MR from row 0, so tiles of
-/// different calls over the same matrix line up) with `(n, k0, k1) = span(i0, i1)`:
-/// `c[i·ldc + j] = alpha · Σ_{k0 ≤ k < k1} a(i, k) · b[k·ldb + j]` for i in the tile, j < n.
-/// OVERWRITES those entries (zeros where k0 == k1) and leaves every other entry of c untouched.
-/// `span` must give the same answer for a tile and for any tile containing it, widened to cover
-/// the union (it is called for wider tiles where the CPU lacks AVX-512).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_tiles(
-    c: &mut [f32],
-    ldc: usize,
-    rows: Range<usize>,
-    a: Strided,
-    b: &[f32],
-    ldb: usize,
-    alpha: f32,
-    span: impl Fn(usize, usize) -> (usize, usize, usize),
-) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu::simd::avx512f() {
-        for_each_tile(rows, MR, span, |i0, i1, n, k0, k1| {
-            check(c, ldc, i0..i1, a, b, ldb, n, k0..k1);
-            if n > 0 {
+/// Which code computes the tiles: the AVX-512 microkernel (MR-row tiles) or, on CPUs without
+/// AVX-512 (and in tests), `gemm_strided` in tiles of FALLBACK_ROWS rows. The microkernel is
+/// only chosen by `detect`, on a CPU that has AVX-512F.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiles {
+    avx512: bool,
+}
+
+impl Tiles {
+    /// The `gemm_strided` fallback.
+    pub const FALLBACK: Tiles = Tiles { avx512: false };
+
+    /// The microkernel where this CPU has AVX-512F, else the fallback.
+    pub fn detect() -> Tiles {
+        Tiles {
+            avx512: cfg!(target_arch = "x86_64") && crate::cpu::simd::avx512f(),
+        }
+    }
+
+    /// Rows per tile.
+    fn rows(self) -> usize {
+        if self.avx512 {
+            MR
+        } else {
+            FALLBACK_ROWS
+        }
+    }
+
+    /// For each row tile [i0, i1) of `rows` (tiles aligned to multiples of the tile height from
+    /// row 0, so tiles of different calls over the same matrix line up) with
+    /// `(n, k0, k1) = span(i0, i1)`: `c[i·ldc + j] = alpha · Σ_{k0 ≤ k < k1} a(i, k) · b[k·ldb + j]`
+    /// for i in the tile, j < n, where `(c, ldc)` and `(b, ldb)` are row-major matrices with
+    /// their row strides. OVERWRITES those entries (zeros where k0 == k1) and leaves every other
+    /// entry of c untouched. `span` must give the same answer for a tile and for any tile
+    /// containing it, widened to cover the union (the fallback calls it for wider tiles).
+    pub fn gemm(
+        self,
+        (c, ldc): (&mut [f32], usize),
+        rows: Range<usize>,
+        a: Strided,
+        (b, ldb): (&[f32], usize),
+        alpha: f32,
+        span: impl Fn(usize, usize) -> (usize, usize, usize),
+    ) {
+        for_each_tile(rows, self.rows(), span, |i0, i1, n, k0, k1| {
+            check((c, ldc), i0..i1, a, (b, ldb), n, k0..k1);
+            if n == 0 {
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if self.avx512 {
                 for j0 in (0..n).step_by(NR) {
                     let w = (n - j0).min(NR);
-                    // SAFETY: the CPU has AVX-512F (checked above). `check` proved that every
-                    // element the tile reads, a[(i0+r)·rs + k·cs] and b[k·ldb + j] for r < i1−i0,
-                    // k0 ≤ k < k1, j < n, and every element it writes, c[(i0+r)·ldc + j], lies
-                    // inside its slice; the tile touches only columns j0..j0+w ⊆ 0..n. c is a
-                    // unique borrow, so it does not alias a or b.
+                    // SAFETY: `avx512` is only set where the CPU has AVX-512F (`detect`).
+                    // `check` proved that every element the tile reads, a[(i0+r)·rs + k·cs] and
+                    // b[k·ldb + j] for r < i1−i0, k0 ≤ k < k1, j < n, and every element it
+                    // writes, c[(i0+r)·ldc + j], lies inside its slice; the tile touches only
+                    // columns j0..j0+w ⊆ 0..n. c is a unique borrow, so it does not alias a or b.
                     unsafe {
-                        avx512::tile_rows(
-                            i1 - i0,
-                            a.data.as_ptr().add(i0 * a.rs + k0 * a.cs),
-                            a.rs,
-                            a.cs,
-                            b.as_ptr().add(k0 * ldb + j0),
+                        let t = avx512::Tile {
+                            a: a.data.as_ptr().add(i0 * a.rs + k0 * a.cs),
+                            rs: a.rs,
+                            cs: a.cs,
+                            b: b.as_ptr().add(k0 * ldb + j0),
                             ldb,
-                            k1 - k0,
-                            c.as_mut_ptr().add(i0 * ldc + j0),
+                            kn: k1 - k0,
+                            c: c.as_mut_ptr().add(i0 * ldc + j0),
                             ldc,
                             w,
                             alpha,
-                        );
+                        };
+                        avx512::tile_rows(i1 - i0, t);
                     }
                 }
+                return;
             }
-        });
-        return;
-    }
-    gemm_tiles_fallback(c, ldc, rows, a, b, ldb, alpha, span);
-}
-
-/// `gemm_tiles` through `gemm_strided` in tiles of FALLBACK_ROWS rows (no AVX-512, and tests).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_tiles_fallback(
-    c: &mut [f32],
-    ldc: usize,
-    rows: Range<usize>,
-    a: Strided,
-    b: &[f32],
-    ldb: usize,
-    alpha: f32,
-    span: impl Fn(usize, usize) -> (usize, usize, usize),
-) {
-    for_each_tile(rows, FALLBACK_ROWS, span, |i0, i1, n, k0, k1| {
-        check(c, ldc, i0..i1, a, b, ldb, n, k0..k1);
-        if n > 0 {
             gemm_strided(
                 i1 - i0,
                 n,
@@ -103,8 +112,8 @@ pub fn gemm_tiles_fallback(
                 alpha,
                 false,
             );
-        }
-    });
+        });
+    }
 }
 
 /// Calls `f(i0, i1, n, k0, k1)` for each row tile [i0, i1) of `rows` in order, tiles aligned to
@@ -127,14 +136,11 @@ fn for_each_tile(
 }
 
 /// Panics unless every element a tile over `rows` × 0..n × `ks` touches lies in its slice.
-#[allow(clippy::too_many_arguments)]
 fn check(
-    c: &[f32],
-    ldc: usize,
+    (c, ldc): (&[f32], usize),
     rows: Range<usize>,
     a: Strided,
-    b: &[f32],
-    ldb: usize,
+    (b, ldb): (&[f32], usize),
     n: usize,
     ks: Range<usize>,
 ) {
@@ -147,10 +153,16 @@ fn check(
         "attention tiles: c row stride {ldc} < n {n}"
     );
     assert!(last * ldc + n <= c.len(), "attention tiles: c too short");
+    // Before the empty case: a reversed range would make the inner length k1 − k0 wrap.
+    assert!(
+        ks.start <= ks.end,
+        "attention tiles: span's k0 {} > k1 {}",
+        ks.start,
+        ks.end
+    );
     if ks.is_empty() {
         return;
     }
-    assert!(ks.start <= ks.end);
     let kl = ks.end - 1;
     assert!(
         last * a.rs + kl * a.cs < a.data.len(),
@@ -209,32 +221,35 @@ mod avx512 {
         }
     }
 
+    /// One register tile's operands: `c[r·ldc + j] = alpha · Σ_{k<kn} a[r·rs + k·cs] · b[k·ldb + j]`
+    /// for the tile's rows r and j < w.
+    #[derive(Clone, Copy)]
+    pub struct Tile {
+        pub a: *const f32,
+        pub rs: usize,
+        pub cs: usize,
+        pub b: *const f32,
+        pub ldb: usize,
+        pub kn: usize,
+        pub c: *mut f32,
+        pub ldc: usize,
+        pub w: usize,
+        pub alpha: f32,
+    }
+
     /// Dispatches `tile` on the row count `m` (1..=MR) and the column vectors (w ≤ 16: one).
     ///
     /// # Safety
     /// The CPU must have AVX-512F; the pointers must be valid as `tile` says, 1 ≤ m ≤ MR, w ≤ NR.
-    #[allow(clippy::too_many_arguments)]
     #[inline]
-    pub unsafe fn tile_rows(
-        m: usize,
-        a: *const f32,
-        rs: usize,
-        cs: usize,
-        b: *const f32,
-        ldb: usize,
-        kn: usize,
-        c: *mut f32,
-        ldc: usize,
-        w: usize,
-        alpha: f32,
-    ) {
-        debug_assert!((1..=MR).contains(&m) && (1..=NR).contains(&w));
+    pub unsafe fn tile_rows(m: usize, t: Tile) {
+        debug_assert!((1..=MR).contains(&m) && (1..=NR).contains(&t.w));
         macro_rules! go {
             ($($r:literal)*) => {
-                match (m, w > 16) {
+                match (m, t.w > 16) {
                     $(
-                        ($r, false) => tile::<$r, 1>(a, rs, cs, b, ldb, kn, c, ldc, w, alpha),
-                        ($r, true) => tile::<$r, 2>(a, rs, cs, b, ldb, kn, c, ldc, w, alpha),
+                        ($r, false) => tile::<$r, 1>(t),
+                        ($r, true) => tile::<$r, 2>(t),
                     )*
                     _ => unreachable!("attention tile rows {m}"),
                 }
@@ -243,25 +258,26 @@ mod avx512 {
         go!(1 2 3 4 5 6 7 8)
     }
 
-    /// `c[r·ldc + j] = alpha · Σ_{k<kn} a[r·rs + k·cs] · b[k·ldb + j]` for r < R, j < w
-    /// (w ≤ 16·V): R×V accumulators of 16 lanes, one broadcast of a per row and k.
+    /// `t`'s product for r < R, j < t.w (w ≤ 16·V): R×V accumulators of 16 lanes, one broadcast
+    /// of a per row and k.
     ///
     /// # Safety
     /// The CPU must have AVX-512F; a, b must be readable and c writable at all those indices.
-    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // r, v index 2 arrays
+    #[allow(clippy::needless_range_loop)] // r, v index 2 arrays
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize, const V: usize>(
-        a: *const f32,
-        rs: usize,
-        cs: usize,
-        b: *const f32,
-        ldb: usize,
-        kn: usize,
-        c: *mut f32,
-        ldc: usize,
-        w: usize,
-        alpha: f32,
-    ) {
+    unsafe fn tile<const R: usize, const V: usize>(t: Tile) {
+        let Tile {
+            a,
+            rs,
+            cs,
+            b,
+            ldb,
+            kn,
+            c,
+            ldc,
+            w,
+            alpha,
+        } = t;
         let mut mask = [0u16; V];
         for (v, m) in mask.iter_mut().enumerate() {
             let lanes = w.saturating_sub(16 * v).min(16);
@@ -301,20 +317,17 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    /// Plain-loop reference of `gemm_tiles` (rows tiled by `tile`).
-    #[allow(clippy::too_many_arguments)]
+    /// Plain-loop reference of `Tiles::gemm` (rows tiled as `tiles` tiles them).
     fn reference(
-        c: &mut [f32],
-        ldc: usize,
+        (c, ldc): (&mut [f32], usize),
         rows: Range<usize>,
         a: Strided,
-        b: &[f32],
-        ldb: usize,
+        (b, ldb): (&[f32], usize),
         alpha: f32,
-        tile: usize,
+        tiles: Tiles,
         span: impl Fn(usize, usize) -> (usize, usize, usize),
     ) {
-        for_each_tile(rows, tile, span, |i0, i1, n, k0, k1| {
+        for_each_tile(rows, tiles.rows(), span, |i0, i1, n, k0, k1| {
             for i in i0..i1 {
                 for j in 0..n {
                     let s: f64 = (k0..k1)
@@ -335,42 +348,57 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
-        for (m, n, kn) in [
-            (1, 1, 1),
-            (7, 5, 3),
-            (9, 16, 17),
-            (13, 33, 8),
-            (37, 64, 40),
-            (8, 48, 1),
-        ] {
+        for &(m, n, kn) in crate::testing::GEMM_SHAPES {
             // a transposed or not, with padding in the strides; c with padding columns.
             for (rs, cs) in [(kn + 3, 1), (1, m + 2)] {
                 let a: Vec<f32> = (0..m * rs.max(1) + kn * cs.max(1)).map(|_| rnd()).collect();
                 let ldb = n + 5;
                 let b: Vec<f32> = (0..kn * ldb).map(|_| rnd()).collect();
                 let ldc = n + 2;
-                // Causal-style span: columns up to i1 (capped at n), inner from i0 / 2.
-                let span = |i0: usize, i1: usize| (n.min(i1 + 3), i0 / 2, kn.min(i1 + 1));
+                // Causal-style span: columns up to i1 (capped at n), inner from i0 / 2 (k0 ≤ k1).
+                let span = |i0: usize, i1: usize| {
+                    let k1 = kn.min(i1 + 1);
+                    (n.min(i1 + 3), (i0 / 2).min(k1), k1)
+                };
                 for rows in [0..m, 3.min(m)..m] {
                     let a = Strided { data: &a, rs, cs };
-                    let mut want = vec![f32::NAN; m * ldc];
-                    let mut got = want.clone();
-                    let mut fb = want.clone();
-                    // Spans depend on the tile, so compare each path with the reference tiled alike.
-                    reference(&mut want, ldc, rows.clone(), a, &b, ldb, 0.7, MR, span);
-                    gemm_tiles(&mut got, ldc, rows.clone(), a, &b, ldb, 0.7, span);
                     let close = |x: &[f32], y: &[f32]| {
                         x.iter().zip(y).all(|(p, q)| {
                             (p.is_nan() && q.is_nan()) || (p - q).abs() <= 1e-5 * (1.0 + q.abs())
                         })
                     };
-                    assert!(close(&got, &want), "m {m} n {n} k {kn} rs {rs} rows {rows:?}");
-                    want.fill(f32::NAN);
-                    reference(&mut want, ldc, rows.clone(), a, &b, ldb, 0.7, FALLBACK_ROWS, span);
-                    gemm_tiles_fallback(&mut fb, ldc, rows.clone(), a, &b, ldb, 0.7, span);
-                    assert!(close(&fb, &want), "fallback m {m} n {n} k {kn} rs {rs}");
+                    // Spans depend on the tile, so compare each path with the reference tiled alike.
+                    for tiles in [Tiles::detect(), Tiles::FALLBACK] {
+                        let mut want = vec![f32::NAN; m * ldc];
+                        let mut got = want.clone();
+                        reference((&mut want, ldc), rows.clone(), a, (&b, ldb), 0.7, tiles, span);
+                        tiles.gemm((&mut got, ldc), rows.clone(), a, (&b, ldb), 0.7, span);
+                        assert!(
+                            close(&got, &want),
+                            "{tiles:?} m {m} n {n} k {kn} rs {rs} rows {rows:?}"
+                        );
+                    }
                 }
             }
+        }
+    }
+
+    /// A span whose inner range runs backwards is refused (its length would wrap), on both paths.
+    #[test]
+    fn a_reversed_inner_range_panics() {
+        for tiles in [Tiles::detect(), Tiles::FALLBACK] {
+            let (a, b, mut c) = (vec![1.0; 64], vec![1.0; 64], vec![0.0; 64]);
+            let a = Strided {
+                data: &a,
+                rs: 8,
+                cs: 1,
+            };
+            let run = std::panic::AssertUnwindSafe(|| {
+                tiles.gemm((&mut c, 8), 0..8, a, (&b, 8), 1.0, |_, _| (8, 5, 3));
+            });
+            let err = std::panic::catch_unwind(run).expect_err("a reversed span must panic");
+            let msg = err.downcast_ref::<String>().map_or("", |m| m.as_str());
+            assert!(msg.contains("k0 5 > k1 3"), "{tiles:?}: {msg}");
         }
     }
 

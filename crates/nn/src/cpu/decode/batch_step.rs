@@ -13,25 +13,14 @@
 use super::phased::{run_phased, Team};
 use super::seq::Seq;
 use super::seq::{CacheRefs, Shared};
-use super::step::{rows, rows_per_chunk, PER_LAYER};
+use super::step::{rows, rows_per_chunk, Chunks, Core, Local, Plan, Residual};
 use crate::config::{layout, RMSNORM_EPS};
 use crate::cpu::fastmath;
-use crate::cpu::gemm::gemv::Weights;
+use crate::cpu::gemm::gemv::{DecodeWeights, Weights};
 use crate::cpu::gemm::gemv_batch::rows_strided;
 use crate::cpu::rmsnorm::rmsnorm_row;
-use crate::{Ffn, ModelConfig, Norm};
+use crate::ModelConfig;
 use std::ops::Range;
-
-/// Rows per chunk of each product, and (sequence, head) pairs per attention chunk.
-#[derive(Clone, Copy, Default)]
-struct Plan {
-    qkv_rows: usize,
-    wo_rows: usize,
-    ffn_rows: usize,
-    w2_rows: usize,
-    head_rows: usize,
-    units: usize,
-}
 
 /// The scratch of batched decode steps for one config and thread count: the step's activations
 /// (one row per sequence) and the per-participant buffers, grown to the largest batch seen.
@@ -46,18 +35,6 @@ pub struct BatchDecodeState {
     qkv: Vec<f32>,
     atty: Vec<f32>,
     hg: Vec<f32>,
-}
-
-/// A participant's own buffers.
-#[derive(Default)]
-struct Local {
-    /// The normalized inputs of the current phase (B, d).
-    a: Vec<f32>,
-    /// Products of one chunk, (B, rows of the chunk).
-    t1: Vec<f32>,
-    t3: Vec<f32>,
-    /// Attention scores of one head (the longest cache).
-    scores: Vec<f32>,
 }
 
 impl BatchDecodeState {
@@ -170,22 +147,20 @@ fn grow(v: &mut Vec<f32>, len: usize) {
 /// Appends `tokens[b]` at position `positions[b]` of the batch-1 cache `caches[b]` for every
 /// sequence b and writes its next-token logits to `logits[b]` (vocab each): for each sequence
 /// bitwise what `decode_step` gives it alone, computed as one parallel job over
-/// `rayon::current_num_threads()` participants (see the module doc). The weights are read from
-/// `bf16` when given. The caller checks the shapes, the tokens, room in each cache and that the
+/// `rayon::current_num_threads()` participants (see the module doc). The weight matrices are
+/// read from the bf16 snapshot when `w` has one. The caller checks the shapes, the tokens, room in each cache and that the
 /// config is `step::supported`.
-#[allow(clippy::too_many_arguments)]
 pub fn decode_step_batch(
     c: &ModelConfig,
-    p: &[f32],
+    w: DecodeWeights,
     state: &mut BatchDecodeState,
     caches: Vec<CacheRefs<'_>>,
     positions: &[usize],
     tokens: &[u32],
     logits: &mut [&mut [f32]],
-    bf16: Option<&[u16]>,
 ) {
     let n = caches.len();
-    let (d, dh, vocab) = (c.d_model, c.d_head(), c.vocab_size);
+    let (d, vocab) = (c.d_model, c.vocab_size);
     assert!(
         n > 0 && positions.len() == n && tokens.len() == n && logits.len() == n,
         "decode_step_batch: caches, positions, tokens and logits differ in number"
@@ -207,7 +182,7 @@ pub fn decode_step_batch(
         longest = longest.max(cache.max_len);
     }
     let plan = state.plan(c, n, longest);
-    let emb = &p[layout::embedding(c)];
+    let emb = &w.p[layout::embedding(c)];
     for (b, &t) in tokens.iter().enumerate() {
         let t = t as usize;
         state.x[b * d..(b + 1) * d].copy_from_slice(&emb[t * d..(t + 1) * d]);
@@ -217,30 +192,19 @@ pub fn decode_step_batch(
         .zip(positions)
         .map(|(cache, &pos)| Seq::new(cache, pos))
         .collect();
+    let acts = [
+        &mut state.x[..n * d],
+        &mut state.qkv[..n * 3 * d],
+        &mut state.atty[..n * d],
+        &mut state.hg[..n * c.d_ff],
+    ];
     let step = BatchStep {
-        c,
-        p,
-        bf16,
-        plan,
+        core: Core::new(c, w, plan, acts),
         n,
-        head_phase: PER_LAYER * c.n_layers,
-        pre: c.norm == Norm::Pre,
-        swiglu: c.ffn == Ffn::Swiglu,
-        scale: 1.0 / (dh as f32).sqrt(),
         seqs,
-        x: Shared::new(&mut state.x[..n * d]),
-        qkv: Shared::new(&mut state.qkv[..n * 3 * d]),
-        atty: Shared::new(&mut state.atty[..n * d]),
-        hg: Shared::new(&mut state.hg[..n * c.d_ff]),
         outs: logits.iter_mut().map(|o| Shared::new(o)).collect(),
     };
-    run_phased(
-        &mut state.team,
-        &state.chunks,
-        &mut state.locals,
-        |local, phase| step.prepare(local, phase),
-        |local, phase, chunk| step.work(local, phase, chunk),
-    );
+    step.run(&mut state.team, &state.chunks, &mut state.locals);
 }
 
 /// One batched step's inputs and shared buffers, read by every participant.
@@ -258,21 +222,11 @@ pub fn decode_step_batch(
 /// So within a phase every element is written by at most one chunk, and nothing written in a
 /// phase is read in it.
 struct BatchStep<'a> {
-    c: &'a ModelConfig,
-    p: &'a [f32],
-    bf16: Option<&'a [u16]>,
-    plan: Plan,
+    /// The plan, and the activations x, qkv, atty, hg (one row per sequence).
+    core: Core<'a>,
     /// Sequences in the step.
     n: usize,
-    head_phase: usize,
-    pre: bool,
-    swiglu: bool,
-    scale: f32,
     seqs: Vec<Seq<'a>>,
-    x: Shared<'a>,
-    qkv: Shared<'a>,
-    atty: Shared<'a>,
-    hg: Shared<'a>,
     outs: Vec<Shared<'a>>,
 }
 
@@ -281,11 +235,7 @@ impl BatchStep<'_> {
     /// precision the step reads.
     #[inline(always)]
     fn weights(&self, w0: usize, r: &Range<usize>, k: usize) -> Weights<'_> {
-        let at = w0 + r.start * k..w0 + r.end * k;
-        match self.bf16 {
-            Some(b) => Weights::Bf16(&b[at]),
-            None => Weights::F32(&self.p[at]),
-        }
+        self.core.weights(w0 + r.start * k..w0 + r.end * k)
     }
 
     /// `t (n, r.len()) = input (n, k) · rows r of the matrix at w0`ᵀ.
@@ -293,62 +243,43 @@ impl BatchStep<'_> {
         let len = r.len();
         rows_strided(t, (1, len), self.weights(w0, r, k), input, self.n, k);
     }
+}
 
+impl Chunks for BatchStep<'_> {
     /// Before a participant's first chunk of a phase: the normalized inputs of the phases that
     /// read x (QKV, W1/W3, head) into `local.a`, row by row.
     fn prepare(&self, local: &mut Local, phase: usize) {
-        let c = self.c;
-        let gain = if phase == self.head_phase {
-            layout::ln_final(c)
-        } else {
-            let r = layout::layer(c, phase / PER_LAYER);
-            match phase % PER_LAYER {
-                0 => r.ln1,
-                3 => r.ln2,
-                _ => return,
-            }
+        let Some(gain) = self.core.x_gain(phase) else {
+            return;
         };
-        let d = c.d_model;
+        let d = self.core.c.d_model;
         // SAFETY: see `BatchStep` (x is not written in these phases).
-        let xs = unsafe { self.x.all() };
+        let xs = unsafe { self.core.x.all() };
         for (a, x) in local.a[..self.n * d].chunks_exact_mut(d).zip(xs.chunks_exact(d)) {
-            if self.pre || phase == self.head_phase {
-                rmsnorm_row(a, x, &self.p[gain.clone()], RMSNORM_EPS);
+            if self.core.normalizes(phase) {
+                rmsnorm_row(a, x, &self.core.w.p[gain.clone()], RMSNORM_EPS);
             } else {
                 a.copy_from_slice(x);
             }
         }
     }
 
-    /// One chunk of a phase.
-    fn work(&self, local: &mut Local, phase: usize, chunk: usize) {
-        if phase == self.head_phase {
-            return self.head(local, chunk);
-        }
-        let l = phase / PER_LAYER;
-        let (d, f) = (self.c.d_model, self.c.d_ff);
-        match phase % PER_LAYER {
-            0 => self.qkv_chunk(local, l, chunk),
-            1 => self.attention_chunk(local, l, chunk),
-            2 => {
-                let w0 = layout::layer(self.c, l).wo.start;
-                self.residual_chunk(local, chunk, self.plan.wo_rows, w0, &self.atty, d)
-            }
-            3 => self.ffn_chunk(local, l, chunk),
-            _ => {
-                let w0 = layout::layer(self.c, l).w2.start;
-                self.residual_chunk(local, chunk, self.plan.w2_rows, w0, &self.hg, f)
-            }
-        }
+    fn core(&self) -> &Core<'_> {
+        &self.core
     }
 
     /// LM-head rows of the chunk for every sequence.
-    fn head(&self, local: &mut Local, chunk: usize) {
-        let (d, vocab) = (self.c.d_model, self.c.vocab_size);
-        let r = rows(chunk, self.plan.head_rows, vocab);
+    fn head(&self, local: &mut Local, _chunk: usize, r: Range<usize>) {
+        let d = self.core.c.d_model;
         let len = r.len();
         let t = &mut local.t1[..self.n * len];
-        self.product(t, layout::lm_head(self.c).start, &r, &local.a[..self.n * d], d);
+        self.product(
+            t,
+            layout::lm_head(self.core.c).start,
+            &r,
+            &local.a[..self.n * d],
+            d,
+        );
         for (out, vals) in self.outs.iter().zip(t.chunks_exact(len)) {
             // SAFETY: see `BatchStep`.
             unsafe { out.part(r.clone()) }.copy_from_slice(vals);
@@ -358,15 +289,15 @@ impl BatchStep<'_> {
     /// Layer l's q/k/v rows of the chunk for every sequence, RoPE on q and k at the sequence's
     /// position, k and v into its cache.
     fn qkv_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
-        let d = self.c.d_model;
-        let wq = layout::layer(self.c, l).wq;
-        let r = rows(chunk, self.plan.qkv_rows, 3 * d);
+        let d = self.core.c.d_model;
+        let wq = layout::layer(self.core.c, l).wq;
+        let r = rows(chunk, self.core.plan.qkv_rows, 3 * d);
         let len = r.len();
         let t = &mut local.t1[..self.n * len];
         self.product(t, wq.start, &r, &local.a[..self.n * d], d);
         for (b, (seq, vals)) in self.seqs.iter().zip(t.chunks_exact(len)).enumerate() {
             // SAFETY: see `BatchStep`.
-            let o = unsafe { self.qkv.part(b * 3 * d + r.start..b * 3 * d + r.end) };
+            let o = unsafe { self.core.qkv.part(b * 3 * d + r.start..b * 3 * d + r.end) };
             o.copy_from_slice(vals);
             // SAFETY: see `BatchStep` (QKV: the elements of the sequence's position in this
             // chunk's rows of its cache).
@@ -377,40 +308,30 @@ impl BatchStep<'_> {
     /// Layer l's attention of the chunk's (sequence, head) pairs over each sequence's cached
     /// positions 0..=pos.
     fn attention_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
-        let (d, n_heads, dh) = (self.c.d_model, self.c.n_heads, self.c.d_head());
+        let (d, n_heads, dh) = (self.core.c.d_model, self.core.c.n_heads, self.core.c.d_head());
         // SAFETY: see `BatchStep`.
-        let q = unsafe { self.qkv.all() };
-        for unit in rows(chunk, self.plan.units, self.n * n_heads) {
+        let q = unsafe { self.core.qkv.all() };
+        for unit in rows(chunk, self.core.plan.units, self.n * n_heads) {
             let (b, hh) = (unit / n_heads, unit % n_heads);
             let cols = b * d + hh * dh..b * d + (hh + 1) * dh;
             // SAFETY: see `BatchStep`.
-            let o = unsafe { self.atty.part(cols) };
+            let o = unsafe { self.core.atty.part(cols) };
             let q = &q[b * 3 * d + hh * dh..b * 3 * d + (hh + 1) * dh];
             // SAFETY: see `BatchStep` (attention: the caches are written only in the QKV phase).
-            unsafe { self.seqs[b].attend(o, &mut local.scores, q, l, hh, d, dh, self.scale) };
+            unsafe { self.seqs[b].attend(o, &mut local.scores, q, l, hh, d, dh, self.core.scale) };
         }
     }
 
-    /// Rows of the chunk of a product added into every sequence's residual stream (Wo on atty,
-    /// W2 on hg): weight rows of length `k` starting at parameter `w0`, `per` rows a chunk.
-    fn residual_chunk(
-        &self,
-        local: &mut Local,
-        chunk: usize,
-        per: usize,
-        w0: usize,
-        input: &Shared<'_>,
-        k: usize,
-    ) {
-        let d = self.c.d_model;
-        let r = rows(chunk, per, d);
+    fn residual_chunk(&self, local: &mut Local, r: Range<usize>, prod: Residual) {
+        let Residual { w0, input, k, .. } = prod;
+        let d = self.core.c.d_model;
         let len = r.len();
         let t = &mut local.t1[..self.n * len];
         // SAFETY: see `BatchStep`.
         self.product(t, w0, &r, unsafe { input.all() }, k);
         for (b, vals) in t.chunks_exact(len).enumerate() {
             // SAFETY: see `BatchStep`.
-            let x = unsafe { self.x.part(b * d + r.start..b * d + r.end) };
+            let x = unsafe { self.core.x.part(b * d + r.start..b * d + r.end) };
             for (x, v) in x.iter_mut().zip(vals) {
                 *x += v;
             }
@@ -419,22 +340,22 @@ impl BatchStep<'_> {
 
     /// Layer l's W1 (and W3) rows of the chunk for every sequence, through SwiGLU (SiLU) into hg.
     fn ffn_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
-        let (d, f) = (self.c.d_model, self.c.d_ff);
-        let lr = layout::layer(self.c, l);
-        let r = rows(chunk, self.plan.ffn_rows, f);
+        let (d, f) = (self.core.c.d_model, self.core.c.d_ff);
+        let lr = layout::layer(self.core.c, l);
+        let r = rows(chunk, self.core.plan.ffn_rows, f);
         let len = r.len();
         let a = &local.a[..self.n * d];
         let t1 = &mut local.t1[..self.n * len];
         self.product(t1, lr.w1.start, &r, a, d);
         let t3 = &mut local.t3[..self.n * len];
-        if self.swiglu {
+        if self.core.swiglu {
             self.product(t3, lr.w3.start, &r, a, d);
         }
         for b in 0..self.n {
             // SAFETY: see `BatchStep`.
-            let o = unsafe { self.hg.part(b * f + r.start..b * f + r.end) };
+            let o = unsafe { self.core.hg.part(b * f + r.start..b * f + r.end) };
             let g = &t1[b * len..(b + 1) * len];
-            let up = self.swiglu.then(|| &t3[b * len..(b + 1) * len]);
+            let up = self.core.swiglu.then(|| &t3[b * len..(b + 1) * len]);
             fastmath::swiglu_rows(o, g, up);
         }
     }
@@ -443,14 +364,11 @@ impl BatchStep<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::for_each_pool;
 
     #[test]
     fn for_each_mut_visits_every_item_once_on_any_thread_count() {
-        for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+        for_each_pool(&[1, 2, 3], |threads, pool| {
             pool.install(|| {
                 let mut state = BatchDecodeState::new(threads);
                 for n in [0usize, 1, 2, 9, 40] {
@@ -460,6 +378,6 @@ mod tests {
                     assert_eq!(items, want, "{threads} threads, {n} items");
                 }
             });
-        }
+        });
     }
 }

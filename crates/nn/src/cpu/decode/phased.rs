@@ -230,6 +230,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{for_each_pool, pool};
     use rayon::prelude::*;
     use std::sync::atomic::AtomicU32;
 
@@ -278,11 +279,7 @@ mod tests {
 
     #[test]
     fn every_chunk_runs_once_after_the_earlier_phases_with_1_2_and_3_threads() {
-        for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+        for_each_pool(&[1, 2, 3], |threads, pool| {
             // One team for many jobs (its helpers linger from one to the next), and fresh ones.
             let mut team = Team::default();
             for chunks in [&[1][..], &[3, 0, 5, 1], &[0, 0], &[7; 21], &[2, 40, 1, 1, 9]] {
@@ -293,15 +290,14 @@ mod tests {
                     pool.install(|| check(&mut Team::default(), chunks, participants));
                 }
             }
-        }
+        });
     }
 
     #[test]
     fn no_deadlock_when_every_worker_is_busy_with_its_own_job() {
         // Each worker of a 2-thread pool runs jobs that want 3 participants; the helpers they
         // spawn can only run once some worker is free, so the callers must finish on their own.
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-        pool.install(|| {
+        pool(2).install(|| {
             let (mut a, mut b) = (Team::default(), Team::default());
             rayon::join(
                 || (0..20).for_each(|_| check(&mut a, &[5, 5, 5], 3)),
@@ -317,7 +313,7 @@ mod tests {
             });
         });
         // A 1-thread pool, with the only worker the caller.
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let one = pool(1);
         let mut team = Team::default();
         for _ in 0..5 {
             one.install(|| check(&mut team, &[3, 4, 5], 2));
@@ -326,11 +322,11 @@ mod tests {
 
     #[test]
     fn a_panic_in_a_chunk_reaches_the_caller_without_hanging() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let two = pool(2);
         let mut team = Team::default();
         for bad in [0, 7, 11] {
             let result = panic::catch_unwind(AssertUnwindSafe(|| {
-                pool.install(|| {
+                two.install(|| {
                     run_phased(
                         &mut team,
                         &[4, 6, 4],
@@ -346,6 +342,6 @@ mod tests {
             assert!(result.is_err(), "the panic of chunk {bad} was lost");
         }
         // The team still works afterwards.
-        pool.install(|| check(&mut team, &[3, 3], 2));
+        two.install(|| check(&mut team, &[3, 3], 2));
     }
 }

@@ -4,7 +4,7 @@
 
 use super::project_batch::project_batch;
 use crate::config::Precision;
-use crate::cpu::gemm::gemv::{self, Weights, GEMV_MAX_ROWS};
+use crate::cpu::gemm::gemv::{self, DecodeWeights, Weights, GEMV_MAX_ROWS};
 use crate::cpu::gemm::matmul::matmul_forward;
 use std::ops::Range;
 
@@ -21,27 +21,22 @@ pub fn to_bf16(src: &[f32]) -> Vec<u16> {
 }
 
 /// Linear layers sharing their input: for each `(out, range)` job, `out (n, d_out) = inp (n, d_in)
-/// · Wᵀ` with W (d_out, d_in) at `range` of the parameters `p` (of `bf16` when given, for few rows).
+/// · Wᵀ` with W (d_out, d_in) at `range` of the parameters `w` (of its bf16 snapshot when given,
+/// for few rows).
 /// Up to `GEMV_MAX_ROWS` rows: one parallel matrix-vector pass over all the jobs' weights per
 /// row (the weights are streamed once per row); up to `PROMPT_GEMV_MAX_ROWS`: `gemv_batch`
 /// (streamed once per four rows, each row bitwise its single-row product); more: the f32 GEMM,
 /// which repacks the weights but reuses them across all rows.
-pub fn project_rows(
-    inp: &[f32],
-    n: usize,
-    jobs: &mut [(&mut [f32], Range<usize>)],
-    p: &[f32],
-    bf16: Option<&[u16]>,
-) {
+pub fn project_rows(inp: &[f32], n: usize, jobs: &mut [(&mut [f32], Range<usize>)], w: DecodeWeights) {
     let d_in = inp.len() / n.max(1);
     if d_in > 0 && n > GEMV_MAX_ROWS && n <= PROMPT_GEMV_MAX_ROWS {
-        project_batch(inp, n, jobs, p, bf16);
+        project_batch(inp, n, jobs, w);
         return;
     }
     if n > GEMV_MAX_ROWS || d_in == 0 {
         for (out, range) in jobs.iter_mut() {
             let d_out = out.len() / n.max(1);
-            matmul_forward(Precision::F32, out, inp, &p[range.clone()], n, d_in, d_out);
+            matmul_forward(Precision::F32, out, inp, &w.p[range.clone()], n, d_in, d_out);
         }
         return;
     }
@@ -50,11 +45,7 @@ pub fn project_rows(
             .iter_mut()
             .map(|(out, range)| {
                 let d_out = out.len() / n;
-                let w = match bf16 {
-                    Some(b) => Weights::Bf16(&b[range.clone()]),
-                    None => Weights::F32(&p[range.clone()]),
-                };
-                (&mut out[row * d_out..(row + 1) * d_out], w)
+                (&mut out[row * d_out..(row + 1) * d_out], w.at(range.clone()))
             })
             .collect();
         gemv::gemv_multi(x, &mut rows);

@@ -22,7 +22,7 @@ pub use super::seq::CacheRefs;
 use super::seq::{Seq, Shared};
 use crate::config::{layout, RMSNORM_EPS};
 use crate::cpu::fastmath;
-use crate::cpu::gemm::gemv::{self, Weights};
+use crate::cpu::gemm::gemv::{self, DecodeWeights, Weights};
 use crate::cpu::rmsnorm::rmsnorm_row;
 use crate::{Ffn, ModelConfig, Norm};
 use std::ops::Range;
@@ -43,15 +43,16 @@ pub fn supported(c: &ModelConfig) -> bool {
     c.norm != Norm::Post
 }
 
-/// Rows per chunk of each product, and heads per attention chunk.
-#[derive(Clone, Copy)]
-struct Plan {
-    qkv_rows: usize,
-    wo_rows: usize,
-    ffn_rows: usize,
-    w2_rows: usize,
-    head_rows: usize,
-    heads: usize,
+/// Rows per chunk of each product, and attention units per attention chunk: heads (batch 1) or
+/// (sequence, head) pairs (`batch_step`).
+#[derive(Clone, Copy, Default)]
+pub(super) struct Plan {
+    pub(super) qkv_rows: usize,
+    pub(super) wo_rows: usize,
+    pub(super) ffn_rows: usize,
+    pub(super) w2_rows: usize,
+    pub(super) head_rows: usize,
+    pub(super) units: usize,
 }
 
 /// The split of one step into chunks and the per-participant buffers, for one config and thread
@@ -75,15 +76,69 @@ pub struct DecodeState {
     hg: Vec<f32>,
 }
 
-/// A participant's own buffers.
-struct Local {
+/// A participant's own buffers (of a batched step: B rows where one row is named).
+#[derive(Default)]
+pub(super) struct Local {
     /// The normalized input of the current phase (d).
-    a: Vec<f32>,
+    pub(super) a: Vec<f32>,
     /// Products of one chunk before they are combined (rows per chunk).
-    t1: Vec<f32>,
-    t3: Vec<f32>,
-    /// Attention scores of one head (max_len).
-    scores: Vec<f32>,
+    pub(super) t1: Vec<f32>,
+    pub(super) t3: Vec<f32>,
+    /// Attention scores of one head (the longest cache).
+    pub(super) scores: Vec<f32>,
+}
+
+/// The chunks of a decode step's phases (`Step`, `batch_step::BatchStep`): per layer QKV,
+/// attention, Wo (+ residual), W1/W3 (+ SwiGLU), W2 (+ residual), then the LM head.
+pub(super) trait Chunks {
+    /// What the step reads everywhere.
+    fn core(&self) -> &Core<'_>;
+    /// Before a participant's first chunk of a phase: the normalized input of the phases that
+    /// read x (QKV, W1/W3, head) into `local.a`.
+    fn prepare(&self, local: &mut Local, phase: usize);
+    /// LM-head rows `r` (of chunk `chunk`).
+    fn head(&self, local: &mut Local, chunk: usize, r: Range<usize>);
+    /// Layer l's Q, K and V rows of the chunk.
+    fn qkv_chunk(&self, local: &mut Local, l: usize, chunk: usize);
+    /// Layer l's attention heads of the chunk.
+    fn attention_chunk(&self, local: &mut Local, l: usize, chunk: usize);
+    /// Rows `r` of `prod`, a product added into the residual stream.
+    fn residual_chunk(&self, local: &mut Local, r: Range<usize>, prod: Residual);
+    /// Layer l's W1 (and W3) rows of the chunk, through SwiGLU (SiLU) into hg.
+    fn ffn_chunk(&self, local: &mut Local, l: usize, chunk: usize);
+
+    /// The whole step as one job on `team`, `chunks[phase]` chunks per phase, one `Local` per
+    /// participant.
+    fn run(&self, team: &mut Team, chunks: &[usize], locals: &mut [Local])
+    where
+        Self: Sync,
+    {
+        run_phased(
+            team,
+            chunks,
+            locals,
+            |local, phase| self.prepare(local, phase),
+            |local, phase, chunk| self.work(local, phase, chunk),
+        );
+    }
+
+    /// One chunk of a phase.
+    fn work(&self, local: &mut Local, phase: usize, chunk: usize) {
+        let core = self.core();
+        if phase == core.head_phase {
+            return self.head(local, chunk, rows(chunk, core.plan.head_rows, core.c.vocab_size));
+        }
+        let l = phase / PER_LAYER;
+        match phase % PER_LAYER {
+            0 => self.qkv_chunk(local, l, chunk),
+            1 => self.attention_chunk(local, l, chunk),
+            3 => self.ffn_chunk(local, l, chunk),
+            _ => {
+                let prod = core.residual(phase);
+                self.residual_chunk(local, rows(chunk, prod.per, core.c.d_model), prod)
+            }
+        }
+    }
 }
 
 /// Rows per chunk for a product of `rows` rows: CHUNKS_PER_PARTICIPANT chunks per participant,
@@ -144,7 +199,7 @@ impl DecodeState {
                 ffn_rows,
                 w2_rows,
                 head_rows,
-                heads,
+                units: heads,
             },
             locals,
             team: Team::default(),
@@ -169,25 +224,23 @@ fn first_max(x: &[f32]) -> Option<usize> {
     x.iter().position(|&v| v == m)
 }
 
-/// Appends `token` at position `pos` of a batch-1 cache of the model `c` with parameters `p` and
+/// Appends `token` at position `pos` of a batch-1 cache of the model `c` with parameters `w` and
 /// writes the next-token logits (vocab): the same result as the general `forward_infer` path for
 /// one row, computed as one parallel job over `rayon::current_num_threads()` participants (see
-/// the module doc). The weights are read from `bf16` when given. Returns the index of the
+/// the module doc). The weight matrices are read from the bf16 snapshot when `w` has one. Returns the index of the
 /// largest logit (the first on ties, NaN never chosen, 0 if all are NaN: `sample::argmax`),
 /// found chunk by chunk with the LM head. The caller checks the shapes, the token and that the
 /// config is `supported`.
-#[allow(clippy::too_many_arguments)]
 pub fn decode_step(
     c: &ModelConfig,
-    p: &[f32],
+    w: DecodeWeights,
     state: &mut DecodeState,
     cache: CacheRefs<'_>,
     pos: usize,
     token: u32,
     logits: &mut [f32],
-    bf16: Option<&[u16]>,
 ) -> u32 {
-    let (d, dh, vocab) = (c.d_model, c.d_head(), c.vocab_size);
+    let (d, vocab) = (c.d_model, c.vocab_size);
     let max_len = cache.max_len;
     let layer_len = max_len * d;
     assert!(pos < max_len, "decode_step: position {pos} past the cache");
@@ -198,31 +251,15 @@ pub fn decode_step(
     let t = token as usize;
     state
         .x
-        .copy_from_slice(&p[layout::embedding(c)][t * d..(t + 1) * d]);
+        .copy_from_slice(&w.p[layout::embedding(c)][t * d..(t + 1) * d]);
+    let acts = [&mut state.x[..], &mut state.qkv, &mut state.atty, &mut state.hg];
     let step = Step {
-        c,
-        p,
-        bf16,
-        plan: state.plan,
-        head_phase: PER_LAYER * c.n_layers,
-        pre: c.norm == Norm::Pre,
-        swiglu: c.ffn == Ffn::Swiglu,
-        scale: 1.0 / (dh as f32).sqrt(),
+        core: Core::new(c, w, state.plan, acts),
         chunk_argmax: &state.chunk_argmax,
-        x: Shared::new(&mut state.x),
-        qkv: Shared::new(&mut state.qkv),
-        atty: Shared::new(&mut state.atty),
-        hg: Shared::new(&mut state.hg),
         seq: Seq::new(cache, pos),
         out: Shared::new(logits),
     };
-    run_phased(
-        &mut state.team,
-        &state.chunks,
-        &mut state.locals,
-        |local, phase| step.prepare(local, phase),
-        |local, phase, chunk| step.work(local, phase, chunk),
-    );
+    step.run(&mut state.team, &state.chunks, &mut state.locals);
     // The chunks in index order: the first chunk holding the largest value has its first index.
     // (run_phased returned after every chunk, so the Relaxed stores are visible.)
     // SAFETY: the job is over; nobody writes the logits any more.
@@ -252,23 +289,109 @@ pub fn decode_step(
 /// So within a phase every element is written by at most one chunk, and nothing written in
 /// a phase is read in it.
 struct Step<'a> {
-    c: &'a ModelConfig,
-    p: &'a [f32],
-    bf16: Option<&'a [u16]>,
-    /// How each phase is split into chunks.
-    plan: Plan,
-    head_phase: usize,
-    pre: bool,
-    swiglu: bool,
-    scale: f32,
+    /// How each phase is split into chunks, and the activations x, qkv, atty, hg (one row each).
+    core: Core<'a>,
     chunk_argmax: &'a [AtomicUsize],
-    x: Shared<'a>,
-    qkv: Shared<'a>,
-    atty: Shared<'a>,
-    hg: Shared<'a>,
     /// The cache and the position appended.
     seq: Seq<'a>,
     out: Shared<'a>,
+}
+
+/// A product whose output is added into the residual stream: weight rows of length `k` starting
+/// at parameter `w0`, `per` rows a chunk, applied to `input`.
+pub(super) struct Residual<'s, 'a> {
+    pub(super) per: usize,
+    pub(super) w0: usize,
+    pub(super) input: &'s Shared<'a>,
+    pub(super) k: usize,
+}
+
+/// What a decode step (`Step`, `batch_step::BatchStep`) reads everywhere: the model and its
+/// weights, how each phase is split into chunks (`plan`), the model's switches, and the
+/// activations the participants share (x, qkv, atty, hg: one row per sequence).
+pub(super) struct Core<'a> {
+    pub(super) c: &'a ModelConfig,
+    pub(super) w: DecodeWeights<'a>,
+    pub(super) plan: Plan,
+    pub(super) head_phase: usize,
+    pub(super) pre: bool,
+    pub(super) swiglu: bool,
+    /// 1/√d_head.
+    pub(super) scale: f32,
+    pub(super) x: Shared<'a>,
+    pub(super) qkv: Shared<'a>,
+    pub(super) atty: Shared<'a>,
+    pub(super) hg: Shared<'a>,
+}
+
+impl<'a> Core<'a> {
+    /// The step of model `c` with parameters `p` (read from `bf16` when given) and activations
+    /// [x, qkv, atty, hg].
+    pub(super) fn new(
+        c: &'a ModelConfig,
+        w: DecodeWeights<'a>,
+        plan: Plan,
+        [x, qkv, atty, hg]: [&'a mut [f32]; 4],
+    ) -> Self {
+        Core {
+            c,
+            w,
+            plan,
+            head_phase: PER_LAYER * c.n_layers,
+            pre: c.norm == Norm::Pre,
+            swiglu: c.ffn == Ffn::Swiglu,
+            scale: 1.0 / (c.d_head() as f32).sqrt(),
+            x: Shared::new(x),
+            qkv: Shared::new(qkv),
+            atty: Shared::new(atty),
+            hg: Shared::new(hg),
+        }
+    }
+
+    /// The parameters at `r`, in the precision the step reads.
+    #[inline(always)]
+    pub(super) fn weights(&self, r: Range<usize>) -> Weights<'_> {
+        self.w.at(r)
+    }
+
+    /// For the phases that read x (QKV, W1/W3, head): the gain of the norm before them (applied
+    /// where `normalizes`); None for the other phases.
+    pub(super) fn x_gain(&self, phase: usize) -> Option<Range<usize>> {
+        if phase == self.head_phase {
+            return Some(layout::ln_final(self.c));
+        }
+        let r = layout::layer(self.c, phase / PER_LAYER);
+        match phase % PER_LAYER {
+            0 => Some(r.ln1),
+            3 => Some(r.ln2),
+            _ => None,
+        }
+    }
+
+    /// The residual product of `phase` (of its layer: Wo on atty, or W2 on hg).
+    pub(super) fn residual(&self, phase: usize) -> Residual<'_, 'a> {
+        let r = layout::layer(self.c, phase / PER_LAYER);
+        if phase % PER_LAYER == 2 {
+            Residual {
+                per: self.plan.wo_rows,
+                w0: r.wo.start,
+                input: &self.atty,
+                k: self.c.d_model,
+            }
+        } else {
+            Residual {
+                per: self.plan.w2_rows,
+                w0: r.w2.start,
+                input: &self.hg,
+                k: self.c.d_ff,
+            }
+        }
+    }
+
+    /// Whether a phase that reads x reads it normalized (pre-norm blocks and the head) or as it is.
+    pub(super) fn normalizes(&self, phase: usize) -> bool {
+        self.pre || phase == self.head_phase
+    }
 }
 
 /// Rows `chunk·per .. min((chunk + 1)·per, n)`.
@@ -277,67 +400,31 @@ pub(super) fn rows(chunk: usize, per: usize, n: usize) -> Range<usize> {
     chunk * per..((chunk + 1) * per).min(n)
 }
 
-impl Step<'_> {
-    /// The weights at `r` of the parameters, in the precision the step reads.
-    #[inline(always)]
-    fn weights(&self, r: Range<usize>) -> Weights<'_> {
-        match self.bf16 {
-            Some(b) => Weights::Bf16(&b[r]),
-            None => Weights::F32(&self.p[r]),
-        }
-    }
-
+impl Chunks for Step<'_> {
     /// Before a participant's first chunk of a phase: the normalized input of the phases that
     /// read x (QKV, W1/W3, head) into `local.a`.
     fn prepare(&self, local: &mut Local, phase: usize) {
-        let c = self.c;
-        let gain = if phase == self.head_phase {
-            Some(layout::ln_final(c))
-        } else {
-            let r = layout::layer(c, phase / PER_LAYER);
-            match phase % PER_LAYER {
-                0 => Some(r.ln1),
-                3 => Some(r.ln2),
-                _ => return,
-            }
+        let Some(g) = self.core.x_gain(phase) else {
+            return;
         };
         // SAFETY: see `Step` (x is not written in these phases).
-        let xs = unsafe { self.x.all() };
-        match gain {
-            Some(g) if self.pre || phase == self.head_phase => {
-                rmsnorm_row(&mut local.a, xs, &self.p[g], RMSNORM_EPS);
-            }
-            _ => local.a.copy_from_slice(xs),
+        let xs = unsafe { self.core.x.all() };
+        if self.core.normalizes(phase) {
+            rmsnorm_row(&mut local.a, xs, &self.core.w.p[g], RMSNORM_EPS);
+        } else {
+            local.a.copy_from_slice(xs);
         }
     }
 
-    /// One chunk of a phase.
-    fn work(&self, local: &mut Local, phase: usize, chunk: usize) {
-        if phase == self.head_phase {
-            return self.head(local, chunk);
-        }
-        let l = phase / PER_LAYER;
-        match phase % PER_LAYER {
-            0 => self.qkv_chunk(local, l, chunk),
-            1 => self.attention_chunk(local, l, chunk),
-            2 => {
-                let w0 = layout::layer(self.c, l).wo.start;
-                self.residual_chunk(local, chunk, self.plan.wo_rows, w0, &self.atty, self.c.d_model)
-            }
-            3 => self.ffn_chunk(local, l, chunk),
-            _ => {
-                let w0 = layout::layer(self.c, l).w2.start;
-                self.residual_chunk(local, chunk, self.plan.w2_rows, w0, &self.hg, self.c.d_ff)
-            }
-        }
+    fn core(&self) -> &Core<'_> {
+        &self.core
     }
 
     /// LM-head rows of the chunk, and the chunk's first largest logit.
-    fn head(&self, local: &mut Local, chunk: usize) {
-        let (d, vocab) = (self.c.d_model, self.c.vocab_size);
-        let r = rows(chunk, self.plan.head_rows, vocab);
-        let head = layout::lm_head(self.c).start;
-        let w = self.weights(head + r.start * d..head + r.end * d);
+    fn head(&self, local: &mut Local, chunk: usize, r: Range<usize>) {
+        let d = self.core.c.d_model;
+        let head = layout::lm_head(self.core.c).start;
+        let w = self.core.weights(head + r.start * d..head + r.end * d);
         // SAFETY: see `Step`.
         let o = unsafe { self.out.part(r.clone()) };
         gemv::gemv_rows(o, w, &local.a);
@@ -347,12 +434,12 @@ impl Step<'_> {
 
     /// Layer l's q/k/v rows of the chunk, RoPE on q and k, k and v into the cache.
     fn qkv_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
-        let d = self.c.d_model;
-        let wq = layout::layer(self.c, l).wq;
-        let r = rows(chunk, self.plan.qkv_rows, 3 * d);
-        let w = self.weights(wq.start + r.start * d..wq.start + r.end * d);
+        let d = self.core.c.d_model;
+        let wq = layout::layer(self.core.c, l).wq;
+        let r = rows(chunk, self.core.plan.qkv_rows, 3 * d);
+        let w = self.core.weights(wq.start + r.start * d..wq.start + r.end * d);
         // SAFETY: see `Step`.
-        let o = unsafe { self.qkv.part(r.clone()) };
+        let o = unsafe { self.core.qkv.part(r.clone()) };
         gemv::gemv_rows(o, w, &local.a);
         // SAFETY: see `Step` (QKV: the cache elements of position pos in this chunk's rows).
         unsafe { self.seq.store_qkv(o, &r, l, d) };
@@ -360,64 +447,56 @@ impl Step<'_> {
 
     /// Layer l's attention heads of the chunk over the cached positions 0..=pos.
     fn attention_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
-        let (d, n_heads, dh) = (self.c.d_model, self.c.n_heads, self.c.d_head());
+        let (d, n_heads, dh) = (self.core.c.d_model, self.core.c.n_heads, self.core.c.d_head());
         // SAFETY: see `Step`.
-        let q = unsafe { self.qkv.all() };
-        for hh in rows(chunk, self.plan.heads, n_heads) {
+        let q = unsafe { self.core.qkv.all() };
+        for hh in rows(chunk, self.core.plan.units, n_heads) {
             let cols = hh * dh..(hh + 1) * dh;
             // SAFETY: see `Step`.
-            let o = unsafe { self.atty.part(cols.clone()) };
+            let o = unsafe { self.core.atty.part(cols.clone()) };
             // SAFETY: see `Step` (attention: the cache is written only in the QKV phase).
             unsafe {
                 self.seq
-                    .attend(o, &mut local.scores, &q[cols], l, hh, d, dh, self.scale)
+                    .attend(o, &mut local.scores, &q[cols], l, hh, d, dh, self.core.scale)
             };
         }
     }
 
-    /// Rows of the chunk of a product whose output is added into the residual stream (Wo on
-    /// atty, W2 on hg): weight rows of length `k` starting at parameter `w0`, `per` rows a chunk.
-    fn residual_chunk(
-        &self,
-        local: &mut Local,
-        chunk: usize,
-        per: usize,
-        w0: usize,
-        input: &Shared<'_>,
-        k: usize,
-    ) {
-        let r = rows(chunk, per, self.c.d_model);
+    fn residual_chunk(&self, local: &mut Local, r: Range<usize>, prod: Residual) {
+        let Residual { w0, input, k, .. } = prod;
         let tmp = &mut local.t1[..r.len()];
-        let w = self.weights(w0 + r.start * k..w0 + r.end * k);
+        let w = self.core.weights(w0 + r.start * k..w0 + r.end * k);
         // SAFETY: see `Step`.
         gemv::gemv_rows(tmp, w, unsafe { input.all() });
         // SAFETY: see `Step`.
-        for (x, t) in unsafe { self.x.part(r) }.iter_mut().zip(tmp.iter()) {
+        for (x, t) in unsafe { self.core.x.part(r) }.iter_mut().zip(tmp.iter()) {
             *x += t;
         }
     }
 
     /// Layer l's W1 (and W3) rows of the chunk, through SwiGLU (SiLU) into hg.
     fn ffn_chunk(&self, local: &mut Local, l: usize, chunk: usize) {
-        let (d, f) = (self.c.d_model, self.c.d_ff);
-        let lr = layout::layer(self.c, l);
-        let r = rows(chunk, self.plan.ffn_rows, f);
+        let (d, f) = (self.core.c.d_model, self.core.c.d_ff);
+        let lr = layout::layer(self.core.c, l);
+        let r = rows(chunk, self.core.plan.ffn_rows, f);
         let (t1, t3) = (&mut local.t1[..r.len()], &mut local.t3[..r.len()]);
         gemv::gemv_rows(
             t1,
-            self.weights(lr.w1.start + r.start * d..lr.w1.start + r.end * d),
+            self.core
+                .weights(lr.w1.start + r.start * d..lr.w1.start + r.end * d),
             &local.a,
         );
         // SAFETY: see `Step`.
-        let o = unsafe { self.hg.part(r.clone()) };
-        if self.swiglu {
+        let o = unsafe { self.core.hg.part(r.clone()) };
+        if self.core.swiglu {
             gemv::gemv_rows(
                 t3,
-                self.weights(lr.w3.start + r.start * d..lr.w3.start + r.end * d),
+                self.core
+                    .weights(lr.w3.start + r.start * d..lr.w3.start + r.end * d),
                 &local.a,
             );
         }
-        fastmath::swiglu_rows(o, t1, self.swiglu.then_some(&*t3));
+        fastmath::swiglu_rows(o, t1, self.core.swiglu.then_some(&*t3));
     }
 }
 

@@ -165,10 +165,7 @@ mod tests {
             let a = fill(m * k, 5);
             let b = fill(k * n, 6);
             let run = |threads: usize, a_layout: (usize, usize)| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
+                let pool = crate::testing::pool(threads);
                 let mut c = fill(m * n, 7);
                 pool.install(|| {
                     gemm_f32_amx(m, n, k, &mut c, n, true, (&a, a_layout.0, a_layout.1), (&b, n, 1))

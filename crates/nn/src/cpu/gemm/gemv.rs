@@ -10,6 +10,7 @@
 
 use crate::cpu::simd::{self, bf16_to_f32, f32_to_bf16};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// The weights of a linear layer, (d_out, d_in) row-major, in the precision inference reads.
 #[derive(Clone, Copy, Debug)]
@@ -17,6 +18,26 @@ pub enum Weights<'a> {
     F32(&'a [f32]),
     /// bf16 bit patterns (the high 16 bits of an f32).
     Bf16(&'a [u16]),
+}
+
+/// A model's parameters as decoding reads them: the f32 values `p` (norm gains, and the
+/// weights where there is no snapshot), and the bf16 snapshot of the same layout, when given,
+/// for the weight matrices.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeWeights<'a> {
+    pub p: &'a [f32],
+    pub bf16: Option<&'a [u16]>,
+}
+
+impl<'a> DecodeWeights<'a> {
+    /// The weight matrix at `r` of the layout: from the bf16 snapshot when there is one.
+    #[inline(always)]
+    pub fn at(&self, r: Range<usize>) -> Weights<'a> {
+        match self.bf16 {
+            Some(b) => Weights::Bf16(&b[r]),
+            None => Weights::F32(&self.p[r]),
+        }
+    }
 }
 
 impl Weights<'_> {
@@ -313,7 +334,7 @@ pub(crate) mod tests {
 
     #[test]
     fn gemv_multi_splits_rows_over_threads_like_separate_products() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let pool = crate::testing::pool(3);
         let k = 300;
         let x = data(k, 3);
         let (wa, wb) = (data(123 * k, 4), to_bf16(&data(77 * k, 5)));

@@ -232,24 +232,6 @@ fn weight_gradient(
     gemm_prec(prec, d_out, d_in, n, dweight, d_in, true, a, b)
 }
 
-/// Backward of `matmul_forward`: `dinp += dout · weight` and `dweight += doutᵀ · inp`
-/// (both ACCUMULATED). Shapes as in `matmul_forward`.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_backward(
-    prec: Precision,
-    dinp: &mut [f32],
-    dweight: &mut [f32],
-    dout: &[f32],
-    inp: &[f32],
-    weight: &[f32],
-    n: usize,
-    d_in: usize,
-    d_out: usize,
-) {
-    matmul_backward_input(prec, dinp, dout, weight, n, d_in, d_out, true);
-    matmul_backward_weight(prec, dweight, dout, inp, n, d_in, d_out);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,13 +352,7 @@ mod tests {
     /// weight-gradient layout (A transposed) and at odd sizes, with and without accumulation.
     #[test]
     fn row_blocks_are_bitwise_one_gemm_for_any_thread_count() {
-        for &(m, n, k) in &[
-            (512, 96, 700),
-            (300, 70, 999),
-            (130, 65, 64),
-            (4500, 20, 40),
-            (127, 9, 5),
-        ] {
+        for &(m, n, k) in crate::testing::GEMM_SHAPES {
             let a = pattern(k * m, 7919, 1009);
             let b = pattern(k * n, 104729, 997);
             let init: Vec<f32> = (0..m * n).map(|i| (i % 13) as f32 * 0.1).collect();
@@ -395,10 +371,7 @@ mod tests {
                     false,
                 );
                 for threads in [1, 2, 3, 4] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
+                    let pool = crate::testing::pool(threads);
                     let mut got = init.clone();
                     pool.install(|| {
                         gemm_row_blocks(m, n, k, &mut got, n, accumulate, (&a, 1, m), (&b, n, 1))

@@ -5,7 +5,7 @@
 //! (`ops::project_batch` etc.). Each sequence's logits are bitwise those `forward_infer` gives it
 //! alone, so batching never changes the text.
 
-use super::{Bf16Weights, KvCache, Scratch};
+use super::{decode_weights, Bf16Weights, KvCache, Scratch};
 use crate::config::{layout, Precision, RMSNORM_EPS};
 use crate::model::Model;
 use crate::ops::{self, CacheRefs};
@@ -65,7 +65,21 @@ impl BatchDecoder {
         }
         model.check_ids(tokens, false)?;
         if ops::decode_step_supported(c) {
-            self.step_fused(model, caches, tokens, logits);
+            // The step as one parallel job.
+            let w = decode_weights(model, &self.bf16);
+            let state = state_for_pool(&mut self.state);
+            let positions: Vec<usize> = caches.iter().map(|c| c.len).collect();
+            let refs: Vec<CacheRefs<'_>> = caches
+                .iter_mut()
+                .map(|cache| CacheRefs {
+                    k: &mut cache.k,
+                    v: &mut cache.v,
+                    k_t: &mut cache.k_t,
+                    max_len: cache.max_len,
+                    rope: cache.rope.as_ref(),
+                })
+                .collect();
+            ops::decode_step_batch(&model.config, w, state, refs, &positions, tokens, logits);
         } else {
             self.step_by_ops(model, caches, tokens, logits);
         }
@@ -159,39 +173,6 @@ impl BatchDecoder {
         state_for_pool(&mut self.state).for_each_mut(items, f);
     }
 
-    /// The step as one parallel job (`ops::decode_step_batch`).
-    fn step_fused(
-        &mut self,
-        model: &Model,
-        caches: &mut [&mut KvCache],
-        tokens: &[u32],
-        logits: &mut [&mut [f32]],
-    ) {
-        let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
-        let state = state_for_pool(&mut self.state);
-        let positions: Vec<usize> = caches.iter().map(|c| c.len).collect();
-        let refs: Vec<CacheRefs<'_>> = caches
-            .iter_mut()
-            .map(|cache| CacheRefs {
-                k: &mut cache.k,
-                v: &mut cache.v,
-                k_t: &mut cache.k_t,
-                max_len: cache.max_len,
-                rope: cache.rope.as_ref(),
-            })
-            .collect();
-        ops::decode_step_batch(
-            &model.config,
-            &model.params,
-            state,
-            refs,
-            &positions,
-            tokens,
-            logits,
-            bf16,
-        );
-    }
-
     /// The step operation by operation (post-norm configs, which the fused step does not handle).
     fn step_by_ops(
         &mut self,
@@ -224,7 +205,7 @@ impl BatchDecoder {
         for l in 0..c.n_layers {
             self.layer(model, l, caches, rows);
         }
-        let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
+        let w = decode_weights(model, &self.bf16);
         // The final norm and the LM head on each sequence's last row only.
         let s = &mut self.s;
         s.last.clear();
@@ -238,7 +219,7 @@ impl BatchDecoder {
         ops::rmsnorm_forward(normed, &mut s.rstd[..k], &s.last, ln_final, k, d, RMSNORM_EPS);
         self.logits.resize(k * c.vocab_size, 0.0);
         let jobs = &mut [(&mut self.logits[..], layout::lm_head(c))];
-        ops::project_batch(&self.s.a[..k * d], k, jobs, p, bf16);
+        ops::project_batch(&self.s.a[..k * d], k, jobs, w);
         for (b, out) in logits.iter_mut().enumerate() {
             out.copy_from_slice(&self.logits[b * c.vocab_size..(b + 1) * c.vocab_size]);
         }
@@ -250,7 +231,7 @@ impl BatchDecoder {
     fn layer(&mut self, model: &Model, l: usize, caches: &mut [&mut KvCache], rows: &[usize]) {
         let c = &model.config;
         let p = &model.params;
-        let bf16 = self.bf16.as_ref().map(|w| &w.params[..]);
+        let w = decode_weights(model, &self.bf16);
         let n: usize = rows.iter().sum();
         let (d, h, dh) = (c.d_model, c.n_heads, c.d_head());
         let (pre, post) = (c.norm == Norm::Pre, c.norm == Norm::Post);
@@ -265,7 +246,7 @@ impl BatchDecoder {
             (&mut self.s.k[..], r.wk),
             (&mut self.s.v[..], r.wv),
         ];
-        ops::project_batch(&self.s.a, n, jobs, p, bf16);
+        ops::project_batch(&self.s.a, n, jobs, w);
         // Each sequence's RoPE, key store and attention over its own cache, the sequences in
         // parallel (every operation is deterministic whatever the thread count).
         let spans = split_rows(&mut self.s.q, &mut self.s.k, &self.s.v, &mut self.s.atty, rows, d);
@@ -291,10 +272,16 @@ impl BatchDecoder {
                 if t == 1 {
                     ops::attention_decode(atty, q, kt, vc, 1, pos + 1, max_len, h, dh);
                 } else {
-                    ops::attention_forward_cached(atty, q, kc, vc, 1, t, pos, max_len, h, dh);
+                    let shape = ops::AttnShape {
+                        batch: 1,
+                        seq: t,
+                        n_heads: h,
+                        d_head: dh,
+                    };
+                    ops::attention_forward_cached(atty, q, (kc, vc), shape, pos, max_len);
                 }
             });
-        ops::project_batch(&self.s.atty, n, &mut [(&mut self.s.tmp[..], r.wo)], p, bf16);
+        ops::project_batch(&self.s.atty, n, &mut [(&mut self.s.tmp[..], r.wo)], w);
         ops::add_inplace(&mut self.s.x, &self.s.tmp);
         if post {
             self.s.renorm_x(&p[r.ln1], n, d);
@@ -306,13 +293,13 @@ impl BatchDecoder {
         }
         if c.ffn == Ffn::Swiglu {
             let jobs = &mut [(&mut self.s.h1[..], r.w1), (&mut self.s.h3[..], r.w3)];
-            ops::project_batch(&self.s.a, n, jobs, p, bf16);
+            ops::project_batch(&self.s.a, n, jobs, w);
             ops::swiglu_forward(&mut self.s.hg, &self.s.h1, &self.s.h3);
         } else {
-            ops::project_batch(&self.s.a, n, &mut [(&mut self.s.h1[..], r.w1)], p, bf16);
+            ops::project_batch(&self.s.a, n, &mut [(&mut self.s.h1[..], r.w1)], w);
             ops::silu_forward(&mut self.s.hg, &self.s.h1);
         }
-        ops::project_batch(&self.s.hg, n, &mut [(&mut self.s.tmp[..], r.w2)], p, bf16);
+        ops::project_batch(&self.s.hg, n, &mut [(&mut self.s.tmp[..], r.w2)], w);
         ops::add_inplace(&mut self.s.x, &self.s.tmp);
         if post {
             self.s.renorm_x(&p[r.ln2], n, d);
@@ -390,17 +377,13 @@ mod tests {
                 ..base
             },
         ];
-        for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
+        crate::testing::for_each_pool(&[1, 2, 3], |threads, pool| {
             for c in variants.iter() {
                 for precision in [Precision::F32, Precision::Bf16] {
                     pool.install(|| check(c, precision, threads));
                 }
             }
-        }
+        });
     }
 
     /// Sequences of different lengths decoded together (9 of them: more than the 8 rows of one

@@ -17,6 +17,14 @@ pub struct Bf16Weights {
     params: Vec<u16>,
 }
 
+/// `model`'s parameters with the bf16 snapshot `bf16` when there is one.
+fn decode_weights<'a>(model: &'a Model, bf16: &'a Option<Bf16Weights>) -> ops::DecodeWeights<'a> {
+    ops::DecodeWeights {
+        p: &model.params,
+        bf16: bf16.as_ref().map(|w| &w.params[..]),
+    }
+}
+
 impl Model {
     /// The bf16 copy of the current parameters, for `forward_infer_bf16`.
     pub fn bf16_weights(&self) -> Bf16Weights {
@@ -197,6 +205,10 @@ impl Model {
     ) -> Result<()> {
         let t_new = self.check_infer_call(cache, tokens, logits)?;
         let c = &self.config;
+        let w = ops::DecodeWeights {
+            p: &self.params,
+            bf16,
+        };
         let bsz = cache.batch;
         let (start, end) = (cache.len, cache.len + t_new);
         cache.argmax = None;
@@ -213,16 +225,7 @@ impl Model {
                 max_len: cache.max_len,
                 rope: cache.rope.as_ref(),
             };
-            cache.argmax = Some(ops::decode_step(
-                c,
-                &self.params,
-                state,
-                refs,
-                start,
-                tokens[0],
-                logits,
-                bf16,
-            ));
+            cache.argmax = Some(ops::decode_step(c, w, state, refs, start, tokens[0], logits));
             cache.len = end;
             return Ok(());
         }
@@ -248,7 +251,7 @@ impl Model {
                 start,
                 max_len,
             };
-            self.infer_layer(l, s, kv, t_new, bf16);
+            self.infer_layer(l, s, kv, t_new, w);
         }
         // Final norm and LM head on the last position of each sequence only.
         resize(&mut s.last, bsz * d);
@@ -267,7 +270,7 @@ impl Model {
             d,
             RMSNORM_EPS,
         );
-        ops::project_rows(normed, bsz, &mut [(logits, layout::lm_head(c))], p, bf16);
+        ops::project_rows(normed, bsz, &mut [(logits, layout::lm_head(c))], w);
         cache.len = end;
         Ok(())
     }
@@ -308,7 +311,14 @@ impl Model {
 
     /// One block of the general inference path on the n = batch·t_new rows in `s.x` (updated in
     /// place), appending their keys and values at positions start.. of the layer's cache `kv`.
-    fn infer_layer(&self, l: usize, s: &mut Scratch, kv: LayerCache<'_>, t_new: usize, bf16: Option<&[u16]>) {
+    fn infer_layer(
+        &self,
+        l: usize,
+        s: &mut Scratch,
+        kv: LayerCache<'_>,
+        t_new: usize,
+        w: ops::DecodeWeights,
+    ) {
         let c = &self.config;
         let p = &self.params;
         let (bsz, start, max_len) = (kv.batch, kv.start, kv.max_len);
@@ -327,8 +337,7 @@ impl Model {
             a_in,
             n,
             &mut [(&mut s.q, r.wq), (&mut s.k, r.wk), (&mut s.v, r.wv)],
-            p,
-            bf16,
+            w,
         );
         if let Some(rope) = kv.rope {
             ops::rope_forward(&mut s.q, kv.positions, h, rope);
@@ -345,9 +354,15 @@ impl Model {
         if t_new == 1 {
             ops::attention_decode(&mut s.atty, &s.q, kt, vc, bsz, end, max_len, h, dh);
         } else {
-            ops::attention_forward_cached(&mut s.atty, &s.q, kc, vc, bsz, t_new, start, max_len, h, dh);
+            let shape = ops::AttnShape {
+                batch: bsz,
+                seq: t_new,
+                n_heads: h,
+                d_head: dh,
+            };
+            ops::attention_forward_cached(&mut s.atty, &s.q, (kc, vc), shape, start, max_len);
         }
-        ops::project_rows(&s.atty, n, &mut [(&mut s.tmp, r.wo)], p, bf16);
+        ops::project_rows(&s.atty, n, &mut [(&mut s.tmp, r.wo)], w);
         ops::add_inplace(&mut s.x, &s.tmp);
         if post {
             s.a.copy_from_slice(&s.x);
@@ -360,13 +375,13 @@ impl Model {
             &s.x
         };
         if c.ffn == Ffn::Swiglu {
-            ops::project_rows(f_in, n, &mut [(&mut s.h1, r.w1), (&mut s.h3, r.w3)], p, bf16);
+            ops::project_rows(f_in, n, &mut [(&mut s.h1, r.w1), (&mut s.h3, r.w3)], w);
             ops::swiglu_forward(&mut s.hg, &s.h1, &s.h3);
         } else {
-            ops::project_rows(f_in, n, &mut [(&mut s.h1, r.w1)], p, bf16);
+            ops::project_rows(f_in, n, &mut [(&mut s.h1, r.w1)], w);
             ops::silu_forward(&mut s.hg, &s.h1);
         }
-        ops::project_rows(&s.hg, n, &mut [(&mut s.tmp, r.w2)], p, bf16);
+        ops::project_rows(&s.hg, n, &mut [(&mut s.tmp, r.w2)], w);
         ops::add_inplace(&mut s.x, &s.tmp);
         if post {
             s.a.copy_from_slice(&s.x);

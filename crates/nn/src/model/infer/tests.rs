@@ -2,6 +2,7 @@
 //! forward, bf16 weights, the model's precision, errors.
 
 use super::*;
+use crate::testing::for_each_pool;
 
 fn config() -> ModelConfig {
     ModelConfig {
@@ -160,11 +161,7 @@ fn decode_step_is_bit_identical_to_the_general_path() {
         for bf16 in [None, Some(&w)] {
             for prompt in [1, 4] {
                 let want = run_batch1(&model, bf16, prompt, true);
-                for threads in [1, 2, 3] {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .build()
-                        .unwrap();
+                for_each_pool(&[1, 2, 3], |threads, pool| {
                     let inside = pool.install(|| run_batch1(&model, bf16, prompt, false));
                     assert!(
                         inside == want,
@@ -174,7 +171,7 @@ fn decode_step_is_bit_identical_to_the_general_path() {
                     // From a thread outside any pool (the calling thread then is the first
                     // participant and the global pool's workers the helpers).
                     assert!(run_batch1(&model, bf16, prompt, false) == want);
-                }
+                });
             }
         }
     }
@@ -192,7 +189,7 @@ fn decode_step_does_not_deadlock_when_called_from_busy_workers() {
     // asks for is the other, busy, worker.
     let model = Model::new(config(), 5).unwrap();
     let want = run_batch1(&model, None, 1, true);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let pool = crate::testing::pool(2);
     let (a, b) = pool.install(|| {
         rayon::join(
             || run_batch1(&model, None, 1, false),

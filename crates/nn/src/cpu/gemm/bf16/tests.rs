@@ -91,21 +91,14 @@ pub(crate) fn layouts<'a>(
     ]
 }
 
-/// The test shapes (odd edges, k = 1, one block, several k-blocks (KC), tall and wide) with
-/// A (m, k) and B (k, n) from `fill(len, seed)`, each stored row-major and transposed (read
-/// with swapped strides): `f((m, n, k), [A, Aᵀ storage, B, Bᵀ storage])`.
+/// The test shapes (`testing::GEMM_SHAPES`) with A (m, k) and B (k, n) from `fill(len, seed)`,
+/// each stored row-major and transposed (read with swapped strides): `f((m, n, k), [A, Aᵀ
+/// storage, B, Bᵀ storage])`.
 pub(crate) fn for_each_layout(
     fill: &dyn Fn(usize, usize) -> Vec<f32>,
     mut f: impl FnMut((usize, usize, usize), [&[f32]; 4]),
 ) {
-    for &(m, n, k) in &[
-        (1, 1, 1),
-        (37, 53, 70),
-        (32, 32, 32),
-        (64, 96, 1100),
-        (300, 17, 33),
-        (5, 200, 64),
-    ] {
+    for &(m, n, k) in crate::testing::GEMM_SHAPES {
         let a_rm = fill(m * k, 1);
         let b_rm = fill(k * n, 2);
         let mut a_t = vec![0.0; m * k];

@@ -38,18 +38,52 @@ pub fn pack_a_panels(outs: &mut [&mut [u16]], a: (&[f32], usize, usize), r0: usi
         "pack_a_panels: A too short"
     );
     assert!(simd::avx512_bf16(), "pack_a_panels needs AVX-512 BF16");
+    let rows = ARows {
+        a,
+        r0,
+        rows,
+        k,
+        kp,
+        mp,
+    };
     // SAFETY: the CPU has the features (asserted); the asserts above bound every read of A and
     // every write of the outputs (see the index math in each function).
     #[cfg(target_arch = "x86_64")]
     unsafe {
         if a.2 == 1 {
-            pack_a_k_contiguous(outs, a, r0, rows, k, kp)
+            pack_a_k_contiguous(outs, rows)
         } else if a.1 == 1 {
-            pack_a_m_contiguous(outs, a, r0, rows, k, kp)
+            pack_a_m_contiguous(outs, rows)
         } else {
-            pack_a_scalar(outs, a, r0, rows, k, kp)
+            pack_a_scalar(outs, rows)
         }
     }
+}
+
+/// What the A packers pack: rows `r0..r0 + rows` of A (strided `(data, rs, cs)`, k columns)
+/// into mp (rows padded to a multiple of 32) × kp (k padded) panels.
+#[derive(Clone, Copy)]
+struct ARows<'a> {
+    a: (&'a [f32], usize, usize),
+    r0: usize,
+    rows: usize,
+    k: usize,
+    kp: usize,
+    mp: usize,
+}
+
+/// What the single-panel B packers pack: columns `j0..j0 + nj` of B (strided `(data, rs, cs)`,
+/// k rows), padded to kp rows, into the panel at element `at` of each output, output i getting
+/// term `first + i`.
+#[derive(Clone, Copy)]
+struct BPanel<'a> {
+    b: (&'a [f32], usize, usize),
+    first: usize,
+    at: usize,
+    k: usize,
+    kp: usize,
+    j0: usize,
+    nj: usize,
 }
 
 /// Packs columns `j0..j0 + 16·P` of B (k rows, n columns) into P consecutive B panels per term,
@@ -95,10 +129,22 @@ pub fn pack_b_panels(
                     for out in outs.iter_mut() {
                         out[panel.clone()].fill(0);
                     }
-                } else if b.1 == 1 {
-                    pack_b_k_contiguous(outs, first, panel.start, b, k, kp, jt, 16.min(n - jt))
                 } else {
-                    pack_b_scalar(outs, first, panel.start, b, k, kp, jt, 16.min(n - jt))
+                    let (at, j0, nj) = (panel.start, jt, 16.min(n - jt));
+                    let panel = BPanel {
+                        b,
+                        first,
+                        at,
+                        k,
+                        kp,
+                        j0,
+                        nj,
+                    };
+                    if b.1 == 1 {
+                        pack_b_k_contiguous(outs, panel)
+                    } else {
+                        pack_b_scalar(outs, panel)
+                    }
                 }
             }
         }
@@ -258,15 +304,9 @@ const AHEAD: usize = 8;
 /// A contiguous along k: each tile row is 32 consecutive elements of one row of A.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn pack_a_k_contiguous(
-    outs: &mut [&mut [u16]],
-    (a, rs, _): (&[f32], usize, usize),
-    r0: usize,
-    rows: usize,
-    k: usize,
-    kp: usize,
-) {
-    let mp = outs[0].len() / kp;
+unsafe fn pack_a_k_contiguous(outs: &mut [&mut [u16]], job: ARows) {
+    let (a, rs, _) = job.a;
+    let (r0, rows, k, kp, mp) = (job.r0, job.rows, job.k, job.kp, job.mp);
     // One pass per term: writing all terms per load measured slower in the step (the head's
     // input gradient +5 ms, W1/W3's +6), the source rows being read from L2 anyway.
     for (term, out) in outs.iter_mut().enumerate() {
@@ -302,15 +342,9 @@ unsafe fn pack_a_k_contiguous(
 /// vectors of a tile are loaded once for all terms.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn pack_a_m_contiguous(
-    outs: &mut [&mut [u16]],
-    (a, _, cs): (&[f32], usize, usize),
-    r0: usize,
-    rows: usize,
-    k: usize,
-    kp: usize,
-) {
-    let mp = outs[0].len() / kp;
+unsafe fn pack_a_m_contiguous(outs: &mut [&mut [u16]], job: ARows) {
+    let (a, _, cs) = job.a;
+    let (r0, rows, k, kp, mp) = (job.r0, job.rows, job.k, job.kp, job.mp);
     // k outer, panels inner: consecutive panels read the next 64 bytes of the same 32 rows of
     // the source, which the hardware prefetcher follows (rows are far apart: one page each for
     // the LM head's gradient).
@@ -344,14 +378,9 @@ unsafe fn pack_a_m_contiguous(
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn pack_a_scalar(
-    outs: &mut [&mut [u16]],
-    (a, rs, cs): (&[f32], usize, usize),
-    r0: usize,
-    rows: usize,
-    k: usize,
-    kp: usize,
-) {
+unsafe fn pack_a_scalar(outs: &mut [&mut [u16]], job: ARows) {
+    let (a, rs, cs) = job.a;
+    let (r0, rows, k, kp) = (job.r0, job.rows, job.k, job.kp);
     for (term, out) in outs.iter_mut().enumerate() {
         out.fill(0);
         for i in 0..rows {
@@ -405,17 +434,9 @@ unsafe fn pack_b_n_contiguous(
 /// panel at element `at` of each output.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pack_b_k_contiguous(
-    outs: &mut [&mut [u16]],
-    first: usize,
-    at: usize,
-    (b, _, cs): (&[f32], usize, usize),
-    k: usize,
-    kp: usize,
-    j0: usize,
-    nj: usize,
-) {
+unsafe fn pack_b_k_contiguous(outs: &mut [&mut [u16]], panel: BPanel) {
+    let (b, _, cs) = panel.b;
+    let (first, at, k, kp, j0, nj) = (panel.first, panel.at, panel.k, panel.kp, panel.j0, panel.nj);
     for p0 in (0..kp).step_by(32) {
         let mut src = [(_mm512_setzero_ps(), _mm512_setzero_ps()); 16];
         let len = k.saturating_sub(p0);
@@ -444,19 +465,11 @@ unsafe fn pack_b_k_contiguous(
     }
 }
 
-/// Writes the panel at element `at` of each output.
+/// Any strides, element by element.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn pack_b_scalar(
-    outs: &mut [&mut [u16]],
-    first: usize,
-    at: usize,
-    (b, rs, cs): (&[f32], usize, usize),
-    k: usize,
-    kp: usize,
-    j0: usize,
-    nj: usize,
-) {
+unsafe fn pack_b_scalar(outs: &mut [&mut [u16]], panel: BPanel) {
+    let (b, rs, cs) = panel.b;
+    let (first, at, k, kp, j0, nj) = (panel.first, panel.at, panel.k, panel.kp, panel.j0, panel.nj);
     for (i, out) in outs.iter_mut().enumerate() {
         let term = first + i;
         let panel = &mut out[at..];

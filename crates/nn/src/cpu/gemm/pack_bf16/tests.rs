@@ -58,10 +58,16 @@ fn packers_match_the_layout_definition() {
             let got = packed(mp * kp, part + 1, |o| pack_a_panels(o, view, r0, rows, k));
             assert_eq!(got[part], want_a, "A {name} rows {rows} k {k} part {part}");
         }
+        let job = ARows {
+            a: (&rm, rs, 1),
+            r0,
+            rows,
+            k,
+            kp,
+            mp,
+        };
         // SAFETY: as in pack_a_panels (bounds asserted there for the same view).
-        let got = packed(mp * kp, part + 1, |o| unsafe {
-            pack_a_scalar(o, (&rm, rs, 1), r0, rows, k, kp)
-        });
+        let got = packed(mp * kp, part + 1, |o| unsafe { pack_a_scalar(o, job) });
         assert_eq!(got[part], want_a, "A scalar part {part}");
 
         // B (k, n = rows) = srcᵀ restricted: B[p][j] = src[j][p]; panels at j0 = 0 and 16.
@@ -86,7 +92,19 @@ fn packers_match_the_layout_definition() {
             let nj = 16.min(n.saturating_sub(j0));
             // SAFETY: bounds as asserted by pack_b_panel for this view.
             let got = packed(16 * kp, part + 1, |o| unsafe {
-                pack_b_scalar(o, 0, 0, (&tr, n, 1), k, kp, j0, nj)
+                let b = (&tr[..], n, 1);
+                pack_b_scalar(
+                    o,
+                    BPanel {
+                        b,
+                        first: 0,
+                        at: 0,
+                        k,
+                        kp,
+                        j0,
+                        nj,
+                    },
+                )
             });
             if j0 < n {
                 assert_eq!(got[part], want_b, "B scalar part {part}");
