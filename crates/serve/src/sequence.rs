@@ -93,7 +93,6 @@ impl Sequence {
         })
     }
 
-    /// Tokens generated so far.
     /// Runs the prompts of new sequences through the model together (`BatchDecoder::prefill`:
     /// the logits each gets alone); their logits are then ready to sample. `decoder` lends its
     /// bf16 weight snapshot. On an error no sequence changed.
@@ -115,6 +114,7 @@ impl Sequence {
         self.cache
     }
 
+    /// Tokens generated so far.
     pub fn completion_tokens(&self) -> usize {
         self.tokens.len()
     }

@@ -207,19 +207,15 @@ impl BatchDecoder {
         }
         let w = decode_weights(model, &self.bf16);
         // The final norm and the LM head on each sequence's last row only.
-        let s = &mut self.s;
-        s.last.clear();
         let mut end = 0;
-        for &t in rows {
+        let ends = rows.iter().map(|&t| {
             end += t;
-            s.last.extend_from_slice(&s.x[(end - 1) * d..end * d]);
-        }
-        let normed = &mut s.a[..k * d];
-        let ln_final = &p[layout::ln_final(c)];
-        ops::rmsnorm_forward(normed, &mut s.rstd[..k], &s.last, ln_final, k, d, RMSNORM_EPS);
+            end
+        });
+        let normed = self.s.norm_last_rows(ends, &p[layout::ln_final(c)], d);
         self.logits.resize(k * c.vocab_size, 0.0);
         let jobs = &mut [(&mut self.logits[..], layout::lm_head(c))];
-        ops::project_batch(&self.s.a[..k * d], k, jobs, w);
+        ops::project_batch(normed, k, jobs, w);
         for (b, out) in logits.iter_mut().enumerate() {
             out.copy_from_slice(&self.logits[b * c.vocab_size..(b + 1) * c.vocab_size]);
         }

@@ -59,8 +59,7 @@ pub struct KvCache {
     bf16: Option<Bf16Weights>,
 }
 
-/// Buffers for the rows of one call, grown to the largest call seen (also `BatchDecoder`'s, which
-/// leaves `last` empty).
+/// Buffers for the rows of one call, grown to the largest call seen (also `BatchDecoder`'s).
 #[derive(Default)]
 struct Scratch {
     x: Vec<f32>,
@@ -96,6 +95,25 @@ impl Scratch {
             resize(buf, n * f);
         }
         resize(&mut self.rstd, n);
+    }
+
+    /// The final norm of the rows of `x` that end at each of `ends` (row index + 1; one per
+    /// sequence, its last position): the rows are copied into `last` and normalized with the
+    /// weights `gain` (d) into `a`, whose first ends.len()·d values this returns.
+    fn norm_last_rows(
+        &mut self,
+        ends: impl ExactSizeIterator<Item = usize>,
+        gain: &[f32],
+        d: usize,
+    ) -> &[f32] {
+        let k = ends.len();
+        self.last.clear();
+        for end in ends {
+            self.last.extend_from_slice(&self.x[(end - 1) * d..end * d]);
+        }
+        let normed = &mut self.a[..k * d];
+        ops::rmsnorm_forward(normed, &mut self.rstd[..k], &self.last, gain, k, d, RMSNORM_EPS);
+        &self.a[..k * d]
     }
 }
 
@@ -254,22 +272,8 @@ impl Model {
             self.infer_layer(l, s, kv, t_new, w);
         }
         // Final norm and LM head on the last position of each sequence only.
-        resize(&mut s.last, bsz * d);
-        for bi in 0..bsz {
-            let row = (bi * t_new + t_new - 1) * d;
-            s.last[bi * d..(bi + 1) * d].copy_from_slice(&s.x[row..row + d]);
-        }
-        resize(&mut s.a, bsz * d.max(1));
-        let normed = &mut s.a[..bsz * d];
-        ops::rmsnorm_forward(
-            normed,
-            &mut s.rstd[..bsz],
-            &s.last,
-            &p[layout::ln_final(c)],
-            bsz,
-            d,
-            RMSNORM_EPS,
-        );
+        let ends = (0..bsz).map(|b| (b + 1) * t_new);
+        let normed = s.norm_last_rows(ends, &p[layout::ln_final(c)], d);
         ops::project_rows(normed, bsz, &mut [(logits, layout::lm_head(c))], w);
         cache.len = end;
         Ok(())
