@@ -2,6 +2,11 @@
 
 use crate::Rng;
 
+mod nucleus;
+#[cfg(test)]
+use nucleus::order_key;
+use nucleus::select_nucleus;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplingConfig {
     /// 0 means greedy (argmax).
@@ -24,17 +29,30 @@ impl Default for SamplingConfig {
 /// (0 if all are NaN). Panics on empty logits.
 pub fn argmax(logits: &[f32]) -> u32 {
     assert!(!logits.is_empty(), "argmax of empty logits");
-    let mut best = 0usize;
-    let mut best_val = f32::NEG_INFINITY;
-    let mut found = false;
-    for (i, &x) in logits.iter().enumerate() {
-        if !x.is_nan() && (!found || x > best_val) {
-            best = i;
-            best_val = x;
-            found = true;
+    // The first logit equal to the largest (±0 compare equal, as the largest is only ever
+    // replaced by a strictly larger one); none if all are NaN.
+    let max = max_logit(logits);
+    logits.iter().position(|&x| x == max).unwrap_or(0) as u32
+}
+
+/// The largest non-NaN logit (-inf if there is none): `logits[argmax(logits)]` up to the sign of
+/// a zero (which changes no weight below), in 16 independent lanes that the compiler vectorizes
+/// (NaN fails the comparison, so it is skipped). Panics on empty logits.
+fn max_logit(logits: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = logits.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
         }
     }
-    best as u32
+    for (m, &x) in lanes.iter_mut().zip(rest) {
+        *m = if x > *m { x } else { *m };
+    }
+    lanes
+        .into_iter()
+        .fold(f32::NEG_INFINITY, |a, x| if x > a { x } else { a })
 }
 
 /// Draws a token id from `logits` (vocab). `scratch` is reused memory (any length) to avoid
@@ -48,7 +66,8 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// Exactly one uniform number is drawn from `rng` per sampled token (none for greedy), so equal
 /// seeds give equal tokens. NaN logits get probability 0. Panics on empty logits.
 pub fn sample(logits: &[f32], cfg: SamplingConfig, rng: &mut Rng, scratch: &mut Vec<(f32, u32)>) -> u32 {
-    // scratch: the (weight, id) pairs, then as many pairs of working space for the radix sort.
+    // scratch: the (weight, id) pairs, then as many pairs of working space (the candidates, the
+    // radix sort).
     sample_with(logits, cfg, rng, scratch, |pairs, want| {
         pairs.resize(2 * logits.len(), (0.0, 0));
         select_nucleus(pairs, want)
@@ -70,11 +89,10 @@ fn sample_with(
     if cfg.temperature.is_nan() || cfg.temperature <= 0.0 {
         return argmax(logits);
     }
-    let top = argmax(logits);
-    let max = logits[top as usize];
+    let max = max_logit(logits);
     if !max.is_finite() {
         // +inf dominates (or every logit is NaN / -inf): the distribution is a point mass.
-        return top;
+        return argmax(logits);
     }
     let inv_t = 1.0 / cfg.temperature as f64;
     let weight = |x: f32| -> f64 {
@@ -89,7 +107,8 @@ fn sample_with(
         let total: f64 = logits.iter().map(|&x| weight(x)).sum();
         let target = rng.uniform() * total;
         let mut acc = 0.0;
-        let mut last = top;
+        // The largest logit's weight is 1, so `last` is always set.
+        let mut last = 0;
         for (i, &x) in logits.iter().enumerate() {
             let w = weight(x);
             if w > 0.0 {
@@ -124,103 +143,6 @@ fn sample_with(
         }
     }
     scratch[count - 1].1
-}
-
-/// Reorders `weights[..n]` (n = weights.len() / 2; the second half is working space) so that its
-/// first `count` entries are the nucleus in descending order (ties by lower id): the shortest
-/// such prefix whose mass reaches `want` (all if none does). Returns (count, the prefix's mass
-/// summed in that order). A peaked distribution's nucleus is found among the top 64 or 512,
-/// selected in O(n) and sorted; past that (a flat distribution, whose nucleus is most of the
-/// vocabulary) the whole array is radix-sorted, O(n) instead of a comparison sort.
-fn select_nucleus(weights: &mut [(f32, u32)], want: f64) -> (usize, f64) {
-    let n = weights.len() / 2;
-    let (weights, spare) = weights.split_at_mut(n);
-    for k in [64, 512] {
-        if k >= n {
-            break;
-        }
-        if want > k as f64 {
-            // Every weight is at most 1 (the largest logit's), so k of them cannot reach `want`:
-            // this selection would fail (the result is the same without it).
-            continue;
-        }
-        weights.select_nth_unstable_by_key(k - 1, order_key);
-        weights[..k].sort_unstable_by_key(order_key);
-        if let Some(found) = nucleus_prefix(&weights[..k], want) {
-            return found;
-        }
-    }
-    if n <= 512 {
-        weights.sort_unstable_by_key(order_key);
-    } else {
-        radix_sort_by_order(weights, &mut spare[..n]);
-    }
-    nucleus_prefix(weights, want).unwrap_or_else(|| (n, weights.iter().map(|&(w, _)| w as f64).sum()))
-}
-
-/// The shortest prefix of `sorted` whose mass (summed in order, f64) reaches `want`: (its
-/// length, its mass); None when the whole slice does not reach it.
-fn nucleus_prefix(sorted: &[(f32, u32)], want: f64) -> Option<(usize, f64)> {
-    let mut mass = 0.0;
-    let i = sorted.iter().position(|&(w, _)| {
-        mass += w as f64;
-        mass >= want
-    })?;
-    Some((i + 1, sorted[..=i].iter().map(|&(w, _)| w as f64).sum()))
-}
-
-/// Sorts `(weight, id)` pairs (weights ≥ 0, ids distinct) in `order_key` order: the pairs are
-/// first put back in id order (the ids are a permutation of 0..n), then sorted stably by the
-/// descending weight bits, 8 bits per pass (passes where every key has the same digit are
-/// skipped), so equal weights keep ascending ids. `spare` is working space of the same length.
-fn radix_sort_by_order(items: &mut [(f32, u32)], spare: &mut [(f32, u32)]) {
-    let n = items.len();
-    debug_assert_eq!(spare.len(), n);
-    for &(w, id) in items.iter() {
-        spare[id as usize] = (w, id);
-    }
-    let key = |w: f32| !w.to_bits();
-    let mut hist = [[0usize; 256]; 4];
-    for &(w, _) in spare.iter() {
-        let k = key(w);
-        for (d, h) in hist.iter_mut().enumerate() {
-            h[((k >> (8 * d)) & 0xff) as usize] += 1;
-        }
-    }
-    // The data is in `spare`; each pass moves it to the other buffer.
-    let (mut src, mut dst) = (spare, items);
-    let mut in_items = false;
-    for (d, h) in hist.iter().enumerate() {
-        if h.contains(&n) {
-            continue;
-        }
-        let mut at = [0usize; 256];
-        let mut sum = 0;
-        for (a, &c) in at.iter_mut().zip(h.iter()) {
-            *a = sum;
-            sum += c;
-        }
-        for &(w, id) in src.iter() {
-            let b = ((key(w) >> (8 * d)) & 0xff) as usize;
-            dst[at[b]] = (w, id);
-            at[b] += 1;
-        }
-        std::mem::swap(&mut src, &mut dst);
-        in_items = !in_items;
-    }
-    if !in_items {
-        // The sorted data ended in `spare` (src): copy it back.
-        dst.copy_from_slice(src);
-    }
-}
-
-/// The nucleus order as one integer: descending weight, then ascending id (the weights are ≥ 0,
-/// never NaN, so their bit patterns order like the values; `!` makes larger weights first). The
-/// same total order as comparing `(weight, id)` with `total_cmp`, but one integer comparison.
-#[inline]
-fn order_key(&(w, id): &(f32, u32)) -> u64 {
-    debug_assert!(w >= 0.0 || w.is_nan(), "nucleus weights are non-negative");
-    ((!w.to_bits() as u64) << 32) | id as u64
 }
 
 /// The nucleus by a full sort, the plain definition `sample` is tested against.
@@ -401,7 +323,7 @@ mod tests {
     #[test]
     fn partial_selection_gives_the_full_sort_nucleus() {
         // Flat and peaked distributions over 5000 tokens with many ties, nuclei from 1 token to
-        // nearly all (so k grows past 64 and 512): exactly the full sort's nucleus, in order.
+        // nearly all (few candidates, over 2048 of them, the radix sort): exactly the full sort's nucleus, in order.
         let mut rng = Rng::new(11);
         for spread in [0.01f32, 1.0, 3.0, 20.0] {
             let logits: Vec<f32> = (0..5000)
@@ -420,6 +342,55 @@ mod tests {
                 let (count, _) = select_nucleus(&mut w, top_p as f64 * total);
                 let got: Vec<u32> = w[..count].iter().map(|&(_, id)| id).collect();
                 assert_eq!(got, want, "spread {spread} top_p {top_p}");
+            }
+        }
+    }
+
+    /// The plain argmax: the first non-NaN logit strictly larger than all before it.
+    fn argmax_by_scan(logits: &[f32]) -> u32 {
+        let mut best = 0usize;
+        let mut best_val = f32::NEG_INFINITY;
+        let mut found = false;
+        for (i, &x) in logits.iter().enumerate() {
+            if !x.is_nan() && (!found || x > best_val) {
+                best = i;
+                best_val = x;
+                found = true;
+            }
+        }
+        best as u32
+    }
+
+    #[test]
+    fn max_logit_and_argmax_equal_the_plain_scan() {
+        let mut rng = Rng::new(3);
+        for n in [1usize, 15, 16, 17, 100, 1000] {
+            for case in 0..20 {
+                let mut logits: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+                if case % 4 == 1 {
+                    logits[(case * 7) % n] = f32::NAN;
+                }
+                if case % 4 == 2 {
+                    logits.iter_mut().for_each(|x| *x = f32::NAN);
+                }
+                if case % 4 == 3 {
+                    logits[(case * 5) % n] = f32::INFINITY;
+                }
+                if case % 5 == 4 {
+                    // Ties, ±0 and -inf.
+                    logits.iter_mut().for_each(|x| *x = (*x).round().min(0.0));
+                    logits[(case * 3) % n] = -0.0;
+                    logits[(case * 11) % n] = f32::NEG_INFINITY;
+                }
+                let top = argmax_by_scan(&logits);
+                assert_eq!(argmax(&logits), top, "n {n} case {case}");
+                let want = logits[top as usize];
+                let got = max_logit(&logits);
+                if want.is_nan() {
+                    assert_eq!(got, f32::NEG_INFINITY, "n {n} case {case}");
+                } else {
+                    assert_eq!(got.to_bits(), want.to_bits(), "n {n} case {case}");
+                }
             }
         }
     }
