@@ -323,7 +323,8 @@ mod tests {
     #[test]
     fn partial_selection_gives_the_full_sort_nucleus() {
         // Flat and peaked distributions over 5000 tokens with many ties, nuclei from 1 token to
-        // nearly all (few candidates, over 2048 of them, the radix sort): exactly the full sort's nucleus, in order.
+        // nearly all (few candidates, over 2048 of them, the radix sort): exactly the full sort's
+        // nucleus, in order.
         let mut rng = Rng::new(11);
         for spread in [0.01f32, 1.0, 3.0, 20.0] {
             let logits: Vec<f32> = (0..5000)

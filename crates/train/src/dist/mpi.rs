@@ -175,7 +175,8 @@ impl MpiRing {
 }
 
 impl MpiRing {
-    /// Broadcasts rank N−1's `buf` (`what` it holds, for the message if it times out) to every rank.
+    /// Broadcasts rank N−1's `buf` to every rank (`what` it holds: for the message if it times
+    /// out).
     fn broadcast_from_last<B: BufferMut + ?Sized>(&self, buf: &mut B, what: &str) {
         let world = SimpleCommunicator::world();
         let last = self.world.last();

@@ -148,8 +148,8 @@ fn grow(v: &mut Vec<f32>, len: usize) {
 /// sequence b and writes its next-token logits to `logits[b]` (vocab each): for each sequence
 /// bitwise what `decode_step` gives it alone, computed as one parallel job over
 /// `rayon::current_num_threads()` participants (see the module doc). The weight matrices are
-/// read from the bf16 snapshot when `w` has one. The caller checks the shapes, the tokens, room in each cache and that the
-/// config is `step::supported`.
+/// read from the bf16 snapshot when `w` has one. The caller checks the shapes, the tokens, room
+/// in each cache and that the config is `step::supported`.
 pub fn decode_step_batch(
     c: &ModelConfig,
     w: DecodeWeights,

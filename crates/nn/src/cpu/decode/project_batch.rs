@@ -6,8 +6,8 @@ use crate::cpu::gemm::gemv_batch::gemv_batch;
 use std::ops::Range;
 
 /// Linear layers sharing their input: for each `(out, range)` job, `out (n, d_out) = inp (n, d_in)
-/// · Wᵀ` with W (d_out, d_in) at `range` of the parameters `w` (of its bf16 snapshot when given).
-/// One pass over each weight for all n rows; every row bitwise equal to `project_rows` on that
+/// · Wᵀ` with W (d_out, d_in) at `range` of the parameters `w` (of its bf16 snapshot when
+/// given). One pass over each weight for all n rows; every row bitwise equal to `project_rows` on that
 /// row alone (and so to the batch-1 decode step).
 pub fn project_batch(inp: &[f32], n: usize, jobs: &mut [(&mut [f32], Range<usize>)], w: DecodeWeights) {
     let mut rows: Vec<(&mut [f32], Weights<'_>)> = jobs

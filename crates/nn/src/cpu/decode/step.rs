@@ -227,9 +227,9 @@ fn first_max(x: &[f32]) -> Option<usize> {
 /// Appends `token` at position `pos` of a batch-1 cache of the model `c` with parameters `w` and
 /// writes the next-token logits (vocab): the same result as the general `forward_infer` path for
 /// one row, computed as one parallel job over `rayon::current_num_threads()` participants (see
-/// the module doc). The weight matrices are read from the bf16 snapshot when `w` has one. Returns the index of the
-/// largest logit (the first on ties, NaN never chosen, 0 if all are NaN: `sample::argmax`),
-/// found chunk by chunk with the LM head. The caller checks the shapes, the token and that the
+/// the module doc). The weight matrices are read from the bf16 snapshot when `w` has one.
+/// Returns the index of the largest logit (the first on ties, NaN never chosen, 0 if all are
+/// NaN: `sample::argmax`), found chunk by chunk with the LM head. The caller checks the shapes, the token and that the
 /// config is `supported`.
 pub fn decode_step(
     c: &ModelConfig,

@@ -269,8 +269,8 @@ mod avx512 {
     }
 
     /// The lane sums of 16 vectors, `sums[4c + j]` = the sum of `v[4j + c]`, each added in the
-    /// tree of `_mm512_reduce_add_ps` (lane i + lane i+8, then i + i+4, i + i+2, i + i+1, so bitwise
-    /// its result) but for all 16 at once: 15 adds and 30 shuffles instead of 16 separate trees.
+    /// tree of `_mm512_reduce_add_ps` (lane i + lane i+8, then i + i+4, i + i+2, i + i+1, so
+    /// bitwise its result) but for all 16 at once: 15 adds and 30 shuffles instead of 16 trees.
     ///
     /// # Safety
     /// The CPU must have AVX-512F.

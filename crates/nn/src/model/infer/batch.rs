@@ -130,35 +130,31 @@ impl BatchDecoder {
                 logits.len()
             )));
         }
-        let mut together = Vec::new();
+        // joint[b]: prompt b runs with the others (at least two such prompts), else alone.
+        let mut joint = Vec::with_capacity(n);
         for b in 0..n {
             let t = model.check_infer_call(caches[b], prompts[b], logits[b])?;
-            if caches[b].batch == 1 && t > 1 && t <= ops::PROMPT_GEMV_MAX_ROWS {
-                together.push(b);
-            }
+            joint.push(caches[b].batch == 1 && t > 1 && t <= ops::PROMPT_GEMV_MAX_ROWS);
         }
-        if together.len() < 2 {
-            together.clear();
+        if joint.iter().filter(|&&j| j).count() < 2 {
+            joint.fill(false);
         }
-        for b in (0..n).filter(|b| !together.contains(b)) {
+        for b in (0..n).filter(|&b| !joint[b]) {
             self.forward_infer(model, caches[b], prompts[b], logits[b])?;
         }
-        if together.is_empty() {
+        let mut group: Vec<&mut KvCache> = Vec::new();
+        let mut outs: Vec<&mut [f32]> = Vec::new();
+        let (mut tokens, mut rows) = (Vec::new(), Vec::new());
+        let each = caches.iter_mut().zip(logits.iter_mut()).zip(prompts);
+        for ((cache, out), prompt) in each.zip(&joint).filter(|(_, &j)| j).map(|(x, _)| x) {
+            group.push(&mut **cache);
+            outs.push(&mut **out);
+            tokens.extend_from_slice(prompt);
+            rows.push(prompt.len());
+        }
+        if group.is_empty() {
             return Ok(());
         }
-        let mut group: Vec<&mut KvCache> = Vec::with_capacity(together.len());
-        let mut outs: Vec<&mut [f32]> = Vec::with_capacity(together.len());
-        for (b, (cache, out)) in caches.iter_mut().zip(logits.iter_mut()).enumerate() {
-            if together.contains(&b) {
-                group.push(&mut **cache);
-                outs.push(&mut **out);
-            }
-        }
-        let tokens: Vec<u32> = together
-            .iter()
-            .flat_map(|&b| prompts[b].iter().copied())
-            .collect();
-        let rows: Vec<usize> = together.iter().map(|&b| prompts[b].len()).collect();
         self.rows_through_model(model, &mut group, &tokens, &rows, &mut outs);
         for (cache, &t) in group.iter_mut().zip(&rows) {
             cache.len += t;
